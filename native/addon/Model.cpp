@@ -1,0 +1,350 @@
+// The `Model` class exposed to JavaScript (typed in src/native/types.ts). Every slow method
+// runs in its own AsyncWorker and returns a Promise, so the event loop stays free for the
+// progress bar, Ctrl-C and HTTP. One mutex per model serialises native work on it.
+#include "addon/Model.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+
+#include "core/threads.h"
+
+namespace sft::addon {
+namespace {
+
+std::vector<int64_t> to_shape(const Napi::Array& a) {
+  std::vector<int64_t> s;
+  for (uint32_t i = 0; i < a.Length(); i++) s.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+  return s;
+}
+
+Napi::Array from_params(Napi::Env env, const std::vector<ParamInfo>& ps) {
+  Napi::Array out = Napi::Array::New(env, ps.size());
+  for (size_t i = 0; i < ps.size(); i++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", ps[i].name);
+    Napi::Array shape = Napi::Array::New(env, ps[i].shape.size());
+    for (size_t j = 0; j < ps[i].shape.size(); j++) shape.Set(uint32_t(j), Napi::Number::New(env, double(ps[i].shape[j])));
+    o.Set("shape", shape);
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
+std::vector<int32_t> to_ids(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be an Int32Array");
+  auto a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+}
+
+Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
+  auto a = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), a.Data());
+  return a;
+}
+
+// Base for the Promise-returning workers: holds the model alive and settles the promise.
+class Worker : public Napi::AsyncWorker {
+ public:
+  Worker(Model* m, Napi::Env env) : Napi::AsyncWorker(env), model_(m), deferred_(Napi::Promise::Deferred::New(env)) {
+    self_ = Napi::Persistent(m->Value());
+  }
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() final {
+    std::lock_guard<std::mutex> lock(model_->mutex());
+    try {
+      Run();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  virtual void Run() = 0;
+  virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+  void OnOK() final { deferred_.Resolve(Result(Env())); }
+  void OnError(const Napi::Error& e) final { deferred_.Reject(e.Value()); }
+
+  Model* model_;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference self_;
+};
+
+struct Source {
+  std::string name, file, dtype;
+  int64_t offset;
+  std::vector<int64_t> shape;
+};
+
+class LoadWeightsWorker : public Worker {
+ public:
+  LoadWeightsWorker(Model* m, Napi::Env env, std::vector<Source> s) : Worker(m, env), sources_(std::move(s)) {}
+  void Run() override {
+    std::map<std::string, int> fds;
+    std::vector<uint8_t> buf;
+    try {
+      for (const auto& s : sources_) {
+        int& fd = fds[s.file];
+        if (!fd) fd = ::open(s.file.c_str(), O_RDONLY);
+        if (fd < 0) throw std::runtime_error("cannot open " + s.file);
+        const DType dt = parse_dtype(s.dtype);
+        int64_t n = 1;
+        for (auto d : s.shape) n *= d;
+        const size_t bytes = size_t(n) * dtype_size(dt);
+        buf.resize(bytes);
+        size_t done = 0;
+        while (done < bytes) {
+          ssize_t r = ::pread(fd, buf.data() + done, bytes - done, off_t(s.offset + int64_t(done)));
+          if (r <= 0) throw std::runtime_error(s.file + ": truncated while reading tensor \"" + s.name + "\"");
+          done += size_t(r);
+        }
+        model_->engine().load_tensor(s.name, buf.data(), dt, s.shape);
+      }
+    } catch (...) {
+      for (auto& [f, fd] : fds) if (fd > 0) ::close(fd);
+      throw;
+    }
+    for (auto& [f, fd] : fds) if (fd > 0) ::close(fd);
+    auto missing = model_->engine().missing_tensors();
+    if (!missing.empty()) {
+      std::string msg = "checkpoint is missing " + std::to_string(missing.size()) + " tensor(s): ";
+      for (size_t i = 0; i < missing.size() && i < 8; i++) msg += (i ? ", " : "") + missing[i];
+      if (missing.size() > 8) msg += ", ...";
+      throw std::runtime_error(msg);
+    }
+  }
+
+ private:
+  std::vector<Source> sources_;
+};
+
+class ForwardBackwardWorker : public Worker {
+ public:
+  ForwardBackwardWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, std::vector<int32_t> labels, int64_t B,
+                        int64_t T, double scale, int64_t step)
+      : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T), scale_(scale), step_(step) {}
+  void Run() override { loss_ = model_->engine().forward_backward(ids_.data(), labels_.data(), B_, T_, scale_, step_, &count_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("lossSum", loss_);
+    o.Set("tokens", double(count_));
+    return o;
+  }
+
+ private:
+  std::vector<int32_t> ids_, labels_;
+  int64_t B_, T_;
+  double scale_;
+  int64_t step_, count_ = 0;
+  double loss_ = 0;
+};
+
+class AdamWWorker : public Worker {
+ public:
+  AdamWWorker(Model* m, Napi::Env env, AdamWOptions o) : Worker(m, env), opts_(o) {}
+  void Run() override { norm_ = model_->engine().adamw_step(opts_); }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, norm_); }
+
+ private:
+  AdamWOptions opts_;
+  double norm_ = 0;
+};
+
+class LogitsWorker : public Worker {
+ public:
+  LogitsWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, int64_t B, int64_t T, bool cached)
+      : Worker(m, env), ids_(std::move(ids)), B_(B), T_(T), cached_(cached) {}
+  void Run() override {
+    out_ = cached_ ? model_->engine().feed(ids_.data(), int64_t(ids_.size())) : model_->engine().logits(ids_.data(), B_, T_);
+  }
+  Napi::Value Result(Napi::Env env) override { return to_f32(env, out_); }
+
+ private:
+  std::vector<int32_t> ids_;
+  int64_t B_, T_;
+  bool cached_;
+  std::vector<float> out_;
+};
+
+}  // namespace
+
+Napi::Function Model::Init(Napi::Env env) {
+  return DefineClass(env, "Model",
+                     {InstanceMethod("baseParams", &Model::BaseParams), InstanceMethod("loadWeights", &Model::LoadWeights),
+                      InstanceMethod("addLora", &Model::AddLora), InstanceMethod("trainableParams", &Model::TrainableParams),
+                      InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
+                      InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
+                      InstanceMethod("adamwStep", &Model::AdamWStep), InstanceMethod("logits", &Model::Logits),
+                      InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
+                      InstanceMethod("cacheLength", &Model::CacheLength)});
+}
+
+Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "Model(config): config object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* k) -> double {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("model config: \"") + k + "\" must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  auto flag = [&](const char* k) { return o.Get(k).ToBoolean().Value(); };
+  LlamaConfig c;
+  try {
+    c.arch = parse_arch(o.Get("arch").ToString().Utf8Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  c.vocab = int64_t(num("vocabSize"));
+  c.hidden = int64_t(num("hiddenSize"));
+  c.intermediate = int64_t(num("intermediateSize"));
+  c.layers = int64_t(num("numLayers"));
+  c.heads = int64_t(num("numHeads"));
+  c.kv_heads = int64_t(num("numKvHeads"));
+  c.rope_theta = num("ropeTheta");
+  c.rms_eps = num("rmsNormEps");
+  c.tie_embeddings = flag("tieWordEmbeddings");
+  c.qkv_bias = flag("qkvBias");
+  c.norm_head = flag("normHead");
+  const bool f64 = o.Has("dtype") && o.Get("dtype").ToString().Utf8Value() == "f64";
+  if (o.Has("threads") && o.Get("threads").IsNumber()) set_num_threads(o.Get("threads").As<Napi::Number>().Int32Value());
+  try {
+    engine_ = make_llama_model(c, f64);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Model::BaseParams(const Napi::CallbackInfo& info) { return from_params(info.Env(), engine_->base_params()); }
+
+Napi::Value Model::LoadWeights(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "loadWeights(sources): array required");
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<Source> sources;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Object s = a.Get(i).As<Napi::Object>();
+    sources.push_back({s.Get("name").ToString().Utf8Value(), s.Get("file").ToString().Utf8Value(),
+                       s.Get("dtype").ToString().Utf8Value(), s.Get("offset").As<Napi::Number>().Int64Value(),
+                       to_shape(s.Get("shape").As<Napi::Array>())});
+  }
+  auto* w = new LoadWeightsWorker(this, env, std::move(sources));
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::AddLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  LoraOptions lo;
+  Napi::Array t = o.Get("targets").As<Napi::Array>();
+  for (uint32_t i = 0; i < t.Length(); i++) lo.targets.push_back(t.Get(i).ToString().Utf8Value());
+  lo.rank = o.Get("rank").As<Napi::Number>().Int64Value();
+  lo.alpha = o.Get("alpha").As<Napi::Number>().DoubleValue();
+  lo.dropout = o.Get("dropout").As<Napi::Number>().DoubleValue();
+  lo.seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
+  lo.use_rslora = o.Has("useRslora") && o.Get("useRslora").ToBoolean().Value();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    return from_params(env, engine_->add_lora(lo));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Model::TrainableParams(const Napi::CallbackInfo& info) {
+  return from_params(info.Env(), engine_->trainable_params());
+}
+
+Napi::Value Model::GetTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    auto v = engine_->get_tensor(info[0].ToString().Utf8Value());
+    return to_f32(env, std::vector<float>(v.begin(), v.end()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Model::SetTensor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "setTensor(name, data): data must be a Float32Array");
+  auto a = info[1].As<Napi::Float32Array>();
+  std::vector<double> v(a.Data(), a.Data() + a.ElementLength());
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->set_tensor(info[0].ToString().Utf8Value(), v.data(), int64_t(v.size()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+Napi::Value Model::ForwardBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ids = to_ids(info[0], "ids");
+  auto labels = to_ids(info[1], "labels");
+  const int64_t B = info[2].As<Napi::Number>().Int64Value(), T = info[3].As<Napi::Number>().Int64Value();
+  if (int64_t(ids.size()) != B * T || labels.size() != ids.size())
+    throw Napi::RangeError::New(env, "forwardBackward: ids and labels must both hold batch * seqLen values");
+  auto* w = new ForwardBackwardWorker(this, env, std::move(ids), std::move(labels), B, T,
+                                      info[4].As<Napi::Number>().DoubleValue(), info[5].As<Napi::Number>().Int64Value());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::ZeroGrad(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  engine_->zero_grad();
+  return info.Env().Undefined();
+}
+
+Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto get = [&](const char* k) { return o.Get(k).As<Napi::Number>().DoubleValue(); };
+  AdamWOptions a;
+  a.lr = get("lr"), a.beta1 = get("beta1"), a.beta2 = get("beta2"), a.eps = get("eps");
+  a.weight_decay = get("weightDecay"), a.max_grad_norm = get("maxGradNorm");
+  auto* w = new AdamWWorker(this, info.Env(), a);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::Logits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ids = to_ids(info[0], "ids");
+  const int64_t B = info[1].As<Napi::Number>().Int64Value(), T = info[2].As<Napi::Number>().Int64Value();
+  if (int64_t(ids.size()) != B * T) throw Napi::RangeError::New(env, "logits: ids must hold batch * seqLen values");
+  auto* w = new LogitsWorker(this, env, std::move(ids), B, T, false);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::Feed(const Napi::CallbackInfo& info) {
+  auto ids = to_ids(info[0], "ids");
+  auto* w = new LogitsWorker(this, info.Env(), std::move(ids), 1, 0, true);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::ResetCache(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  engine_->reset_cache();
+  return info.Env().Undefined();
+}
+
+Napi::Value Model::CacheLength(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(engine_->cache_length()));
+}
+
+}  // namespace sft::addon

@@ -1,0 +1,91 @@
+// Every op of the CPU backend: forward and backward side by side, llm.c style
+// (outputs first, then inputs, then sizes). Backward functions ADD into their gradient
+// outputs (+=) so residual and shared-input gradients accumulate naturally; a null
+// gradient pointer means "not needed" (frozen weight).
+//
+// Where each op lives:           forward            backward
+//   linear (matmul + bias)       linear.cpp         linear.cpp
+//   RMSNorm                      norm.cpp           norm.cpp
+//   rotary embeddings            rope.cpp           rope.cpp
+//   causal GQA attention         attention.cpp      attention.cpp
+//   SwiGLU                       act.cpp            act.cpp
+//   token embedding              embed.cpp          embed.cpp
+//   cross-entropy (fused)        loss.cpp           loss.cpp
+//   row L2-normalise (NormHead)  norm.cpp           norm.cpp
+//   AdamW                        adamw.cpp
+#pragma once
+#include <cstdint>
+
+namespace sft::cpu {
+
+// out[M,N] (=, or += when accumulate) inp[M,K] . W[N,K]^T + bias[N] (bias may be null)
+template <typename T>
+void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t M, int64_t K, int64_t N,
+                    bool accumulate = false);
+// dinp[M,K] += dout[M,N] . W[N,K];  dW[N,K] += dout^T . inp;  dbias[N] += sum_m dout
+template <typename T>
+void linear_backward(T* dinp, T* dW, T* dbias, const T* dout, const T* inp, const T* W, int64_t M,
+                     int64_t K, int64_t N);
+
+// y = w * x / sqrt(mean(x^2) + eps), per row of C; rstd[N] saved for backward.
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* w, int64_t N, int64_t C, double eps);
+template <typename T>
+void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const T* rstd, int64_t N,
+                      int64_t C);
+
+// out[r] = in[r] / max(||in[r]||, eps) for each of R rows of C (Baichuan2's NormHead).
+template <typename T>
+void l2norm_rows_forward(T* out, const T* in, int64_t R, int64_t C, double eps);
+template <typename T>
+void l2norm_rows_backward(T* din, const T* dout, const T* in, int64_t R, int64_t C, double eps);
+
+// Rotary embeddings in place, rotate_half convention (pairs i and i + hd/2).
+// x has `rows` rows (token b*T+t at absolute position p0 + t) of stride ld; `heads` heads of hd
+// at columns h*hd. cos/sin tables are [max_pos, hd/2]. Backward rotates by the negative angle.
+template <typename T>
+void rope_forward(T* x, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd,
+                  const T* cos, const T* sin);
+template <typename T>
+void rope_backward(T* dx, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd,
+                   const T* cos, const T* sin);
+
+// Causal attention with grouped-query heads. q: B*Tq rows of stride ldq (head h at column h*hd);
+// k, v: B*Tk rows of stride ldkv (kv head g at column g*hd). Query i is at position p0 + i and
+// sees keys 0..p0+i (Tk >= p0 + Tq). out: [B*Tq, nh*hd]. att: [B, nh, Tq, Tk] probabilities
+// saved for backward, or null (inference).
+template <typename T>
+void attention_forward(T* out, T* att, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+                       int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd);
+// dq/dk/dv use the same layouts as q/k/v and are accumulated (+=).
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
+                        const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
+                        int64_t p0, int nh, int nkv, int hd);
+
+// out = silu(gate) * up, elementwise.
+template <typename T>
+void swiglu_forward(T* out, const T* gate, const T* up, int64_t n);
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n);
+
+// out[i] = table[ids[i]]
+template <typename T>
+void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t n, int64_t C);
+template <typename T>
+void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C);
+
+// Cross-entropy over N rows of V logits; targets < 0 (-100) are ignored. Returns the SUM of the
+// counted rows' losses and sets *count. With grad, logits are overwritten in place by
+// scale * (softmax - onehot) (zero rows where ignored): the full logits never exist twice.
+template <typename T>
+double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, T scale, bool grad,
+                     int64_t* count);
+
+// One AdamW step (PyTorch's formulation, decoupled weight decay); g is multiplied by
+// grad_scale first (global-norm clipping). t is the 1-based step number.
+template <typename T>
+void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2, double eps,
+                  double weight_decay, int64_t t, double grad_scale);
+
+}  // namespace sft::cpu

@@ -1,0 +1,36 @@
+// Registers the commands; each lives in its own file under commands/ and keeps its handler thin.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import type { CommandModule } from 'yargs';
+import train from './commands/train.js';
+import chat from './commands/chat.js';
+import score from './commands/score.js';
+import initModel from './commands/init-model.js';
+import { SftError } from '../errors.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const commands: CommandModule<object, any>[] = [train, chat, score, initModel];
+
+export async function main(argv: string[]): Promise<void> {
+  let cli = yargs(argv.length ? argv : hideBin(process.argv))
+    .scriptName('sft')
+    .usage('$0 <command> [options]')
+    .strictCommands()
+    .demandCommand(1, 'Name a command: sft <command> --help shows its options.')
+    .help()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new SftError(msg);
+    });
+  for (const c of commands) cli = cli.command(c);
+  try {
+    await cli.parseAsync();
+  } catch (err) {
+    if (err instanceof SftError) {
+      process.stderr.write(`sft: ${err.message}\n`);
+      process.exit(err.exitCode);
+    }
+    throw err;
+  }
+}

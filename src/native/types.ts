@@ -1,0 +1,98 @@
+// The one typed description of what the native addon (native/addon/*.cpp) exports.
+// Only src/native/binding.ts loads the .node file; everything else imports these types.
+
+/** Architecture variants of the Llama family the engine computes. */
+export type Arch = 'llama' | 'baichuan' | 'baichuan2' | 'qwen2';
+
+/** Shape and numerics of a model, as the engine needs them (derived from HF config.json). */
+export interface NativeModelConfig {
+  arch: Arch;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  ropeTheta: number;
+  rmsNormEps: number;
+  /** lm_head shares embed_tokens' matrix. */
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (Qwen2). */
+  qkvBias: boolean;
+  /** lm_head rows are L2-normalised before use (Baichuan2 NormHead). */
+  normHead: boolean;
+  /** 'f64' exists for gradient checks in tests. */
+  dtype?: 'f32' | 'f64';
+  /** Worker threads for the CPU backend (default: all cores). */
+  threads?: number;
+}
+
+/** Where one checkpoint tensor lives on disk; the engine reads and converts the bytes itself. */
+export interface TensorSource {
+  /** HF name, e.g. "model.layers.0.self_attn.q_proj.weight" or "model.layers.0.self_attn.W_pack.weight". */
+  name: string;
+  file: string;
+  /** Byte offset of the tensor's data from the start of the file. */
+  offset: number;
+  dtype: 'F32' | 'F16' | 'BF16';
+  shape: number[];
+}
+
+export interface LoraOptions {
+  /** Module names as PEFT spells them: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj W_pack. */
+  targets: string[];
+  rank: number;
+  alpha: number;
+  dropout: number;
+  /** Seeds A's kaiming-uniform init and the dropout masks. */
+  seed: number;
+  useRslora?: boolean;
+}
+
+export interface ParamInfo { name: string; shape: number[] }
+
+export interface AdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global-norm clipping threshold; 0 or negative disables clipping. */
+  maxGradNorm: number;
+}
+
+export interface NativeModel {
+  /** Base tensors the engine expects, with HF names and shapes. */
+  baseParams(): ParamInfo[];
+  /** Read the listed tensors from disk (async worker). Missing names -> rejected promise naming them. */
+  loadWeights(sources: TensorSource[]): Promise<void>;
+  /** Attach LoRA adapters; base weights become frozen. Returns the new trainable tensors. */
+  addLora(opts: LoraOptions): ParamInfo[];
+  /** Trainable tensors in PEFT naming without the "base_model.model." prefix,
+   *  e.g. "model.layers.0.self_attn.q_proj.lora_A.weight". */
+  trainableParams(): ParamInfo[];
+  getTensor(name: string): Float32Array;
+  setTensor(name: string, data: Float32Array): void;
+  /** Forward + backward on one micro-batch. ids/labels are [batch*seqLen] row-major; label -100 is ignored.
+   *  Gradients of (lossScale * sum of token losses) are ADDED to the trainable grads.
+   *  Resolves with the summed loss (unscaled) and the number of label tokens. */
+  forwardBackward(ids: Int32Array, labels: Int32Array, batch: number, seqLen: number, lossScale: number, step: number): Promise<{ lossSum: number; tokens: number }>;
+  zeroGrad(): void;
+  /** Clip by global norm and apply one AdamW step to every trainable tensor; resolves with the pre-clip grad norm. */
+  adamwStep(opts: AdamWOptions): Promise<number>;
+  /** Logits for every position: Float32Array of batch*seqLen*vocab. No cache involved. */
+  logits(ids: Int32Array, batch: number, seqLen: number): Promise<Float32Array>;
+  /** KV-cache generation, batch 1: append tokens to the cache and return the logits of the last one. */
+  feed(ids: Int32Array): Promise<Float32Array>;
+  /** Empty the KV cache. */
+  resetCache(): void;
+  /** Tokens currently in the KV cache. */
+  cacheLength(): number;
+}
+
+export interface NativeAddon {
+  Model: new (config: NativeModelConfig) => NativeModel;
+  /** "cpu" always; "cuda" listed when the addon was built with CUDA and a device is usable. */
+  backends(): { cpu: true; cudaBuilt: boolean; cudaDevices: number; cudaError?: string };
+  version: string;
+}

@@ -1,0 +1,370 @@
+// Native checks, in double precision:
+//  1. every CPU op's backward against central finite differences of a random projection of
+//     its forward (loss = sum(R * f(x)));
+//  2. each architecture variant's full model (every base weight and every LoRA tensor trainable,
+//     LoRA dropout on) against finite differences of the model loss;
+//  3. LoRA semantics: a model with adapters equals the model with W + (alpha/r) B A merged in;
+//  4. the KV cache: logits fed token by token equal the full forward's.
+// Prints one line per check and exits non-zero when any check fails.
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/ops.h"
+#include "model/llama.h"
+
+using sft::cpu::attention_backward;
+using sft::cpu::attention_forward;
+using Vec = std::vector<double>;
+
+static int failures = 0;
+static const double kTol = 1e-6;
+
+static Vec randn(size_t n, std::mt19937_64& rng, double scale = 1.0) {
+  std::normal_distribution<double> d(0.0, scale);
+  Vec v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Norm-wise relative error ||a - b|| / max(||a||, ||b||, tiny).
+static double rel_err(const Vec& a, const Vec& b) {
+  double num = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return std::sqrt(num) / std::max({std::sqrt(na), std::sqrt(nb), 1e-30});
+}
+
+static void report(const std::string& name, double err, double tol = kTol) {
+  const bool ok = std::isfinite(err) && err < tol;
+  if (!ok) failures++;
+  std::printf("%s %-58s rel_err %.3e\n", ok ? "ok  " : "FAIL", name.c_str(), err);
+}
+
+// Central differences of loss() with respect to every element of x.
+static Vec numeric_grad(Vec& x, const std::function<double()>& loss, double h = 1e-6) {
+  Vec g(x.size());
+  for (size_t i = 0; i < x.size(); i++) {
+    const double keep = x[i];
+    x[i] = keep + h;
+    const double lp = loss();
+    x[i] = keep - h;
+    const double lm = loss();
+    x[i] = keep;
+    g[i] = (lp - lm) / (2 * h);
+  }
+  return g;
+}
+
+static double dotv(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
+  return s;
+}
+
+static void check_ops() {
+  std::mt19937_64 rng(1234);
+  {  // linear
+    const int64_t M = 5, K = 7, N = 6;
+    Vec x = randn(M * K, rng), W = randn(N * K, rng), b = randn(N, rng), R = randn(M * N, rng);
+    auto loss = [&] {
+      Vec y(M * N);
+      sft::cpu::linear_forward<double>(y.data(), x.data(), W.data(), b.data(), M, K, N);
+      return dotv(y, R);
+    };
+    Vec dx(M * K, 0), dW(N * K, 0), db(N, 0);
+    sft::cpu::linear_backward<double>(dx.data(), dW.data(), db.data(), R.data(), x.data(), W.data(), M, K, N);
+    report("op linear: d input", rel_err(dx, numeric_grad(x, loss)));
+    report("op linear: d weight", rel_err(dW, numeric_grad(W, loss)));
+    report("op linear: d bias", rel_err(db, numeric_grad(b, loss)));
+  }
+  {  // gemm edge shapes and K blocking: compare with a naive product
+    const int64_t M = 37, N = 29, K = 1100;
+    Vec A = randn(M * K, rng), B = randn(N * K, rng), C(M * N, 0), ref(M * N, 0);
+    sft::cpu::linear_forward<double>(C.data(), A.data(), B.data(), nullptr, M, K, N);
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) ref[m * N + n] += A[m * K + k] * B[n * K + k];
+    report("op gemm: 37x29x1100 against a naive product", rel_err(C, ref), 1e-12);
+  }
+  {  // rmsnorm
+    const int64_t N = 4, C = 9;
+    Vec x = randn(N * C, rng), w = randn(C, rng), R = randn(N * C, rng), rstd(N);
+    auto loss = [&] {
+      Vec y(N * C);
+      sft::cpu::rmsnorm_forward<double>(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5);
+      return dotv(y, R);
+    };
+    loss();
+    Vec dx(N * C, 0), dw(C, 0);
+    sft::cpu::rmsnorm_backward<double>(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
+    report("op rmsnorm: d input", rel_err(dx, numeric_grad(x, loss)));
+    report("op rmsnorm: d weight", rel_err(dw, numeric_grad(w, loss)));
+  }
+  {  // l2-normalised rows (NormHead)
+    const int64_t R_ = 5, C = 6;
+    Vec x = randn(R_ * C, rng), Rm = randn(R_ * C, rng);
+    auto loss = [&] {
+      Vec y(R_ * C);
+      sft::cpu::l2norm_rows_forward<double>(y.data(), x.data(), R_, C, 1e-12);
+      return dotv(y, Rm);
+    };
+    Vec dx(R_ * C, 0);
+    sft::cpu::l2norm_rows_backward<double>(dx.data(), Rm.data(), x.data(), R_, C, 1e-12);
+    report("op l2norm rows: d input", rel_err(dx, numeric_grad(x, loss)));
+  }
+  {  // rope (two heads in a row of stride 10, offset position p0 = 3)
+    const int64_t Bn = 2, T = 3, hd = 4, heads = 2, ld = 10, P = 16;
+    Vec cos(P * hd / 2), sin(P * hd / 2);
+    for (int64_t p = 0; p < P; p++)
+      for (int64_t i = 0; i < hd / 2; i++) {
+        double inv = 1.0 / std::pow(10000.0, 2.0 * i / hd);
+        cos[p * hd / 2 + i] = std::cos(p * inv);
+        sin[p * hd / 2 + i] = std::sin(p * inv);
+      }
+    Vec x = randn(Bn * T * ld, rng), R = randn(Bn * T * ld, rng);
+    auto loss = [&] {
+      Vec y = x;
+      sft::cpu::rope_forward<double>(y.data(), ld, Bn * T, T, 3, heads, hd, cos.data(), sin.data());
+      return dotv(y, R);
+    };
+    Vec dx = R;
+    sft::cpu::rope_backward<double>(dx.data(), ld, Bn * T, T, 3, heads, hd, cos.data(), sin.data());
+    report("op rope: d input", rel_err(dx, numeric_grad(x, loss)));
+  }
+  {  // attention, grouped-query (4 query heads on 2 kv heads)
+    const int64_t Bn = 2, T = 5, nh = 4, nkv = 2, hd = 3;
+    const int64_t ldq = nh * hd + 1, ldkv = nkv * hd + 2;  // padded strides, like the fused qkv rows
+    Vec q = randn(Bn * T * ldq, rng), k = randn(Bn * T * ldkv, rng), v = randn(Bn * T * ldkv, rng);
+    Vec R = randn(Bn * T * nh * hd, rng), att(Bn * nh * T * T);
+    auto loss = [&] {
+      Vec y(Bn * T * nh * hd);
+      attention_forward<double>(y.data(), att.data(), q.data(), ldq, k.data(), v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
+      return dotv(y, R);
+    };
+    loss();
+    Vec dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
+    attention_backward<double>(dq.data(), dk.data(), dv.data(), R.data(), att.data(), q.data(), ldq, k.data(),
+                               v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
+    report("op attention (GQA 4/2): d q", rel_err(dq, numeric_grad(q, loss)));
+    report("op attention (GQA 4/2): d k", rel_err(dk, numeric_grad(k, loss)));
+    report("op attention (GQA 4/2): d v", rel_err(dv, numeric_grad(v, loss)));
+  }
+  {  // swiglu
+    const int64_t n = 11;
+    Vec g = randn(n, rng, 2.0), u = randn(n, rng), R = randn(n, rng);
+    auto loss = [&] {
+      Vec y(n);
+      sft::cpu::swiglu_forward<double>(y.data(), g.data(), u.data(), n);
+      return dotv(y, R);
+    };
+    Vec dg(n, 0), du(n, 0);
+    sft::cpu::swiglu_backward<double>(dg.data(), du.data(), R.data(), g.data(), u.data(), n);
+    report("op swiglu: d gate", rel_err(dg, numeric_grad(g, loss)));
+    report("op swiglu: d up", rel_err(du, numeric_grad(u, loss)));
+  }
+  {  // embedding (repeated ids accumulate)
+    const int64_t V = 6, C = 4, n = 5;
+    std::vector<int32_t> ids = {1, 3, 1, 0, 5};
+    Vec table = randn(V * C, rng), R = randn(n * C, rng);
+    auto loss = [&] {
+      Vec y(n * C);
+      sft::cpu::embedding_forward<double>(y.data(), ids.data(), table.data(), n, C);
+      return dotv(y, R);
+    };
+    Vec dt(V * C, 0);
+    sft::cpu::embedding_backward<double>(dt.data(), R.data(), ids.data(), n, C);
+    report("op embedding: d table", rel_err(dt, numeric_grad(table, loss)));
+  }
+  {  // cross-entropy with an ignored row
+    const int64_t N = 4, V = 7;
+    std::vector<int32_t> t = {2, -100, 6, 0};
+    Vec x = randn(N * V, rng, 3.0);
+    const double scale = 0.37;
+    auto loss = [&] {
+      Vec y = x;
+      return scale * sft::cpu::cross_entropy<double>(y.data(), t.data(), N, V, 1.0, false, nullptr);
+    };
+    Vec d = x;
+    int64_t count = 0;
+    sft::cpu::cross_entropy<double>(d.data(), t.data(), N, V, scale, true, &count);
+    report("op cross-entropy: d logits (ignore index -100)", rel_err(d, numeric_grad(x, loss)));
+    if (count != 3) failures++, std::printf("FAIL cross-entropy counted %lld rows, expected 3\n", (long long)count);
+  }
+}
+
+struct Variant {
+  const char* name;
+  sft::LlamaConfig cfg;
+  std::vector<std::string> targets;
+};
+
+static std::vector<Variant> variants() {
+  auto base = [](sft::Arch a) {
+    sft::LlamaConfig c;
+    c.arch = a;
+    c.vocab = 13, c.hidden = 8, c.intermediate = 12, c.layers = 2, c.heads = 2, c.kv_heads = 2;
+    c.rope_theta = 10000, c.rms_eps = 1e-6;
+    return c;
+  };
+  std::vector<Variant> v;
+  {
+    auto c = base(sft::Arch::Llama);
+    c.kv_heads = 1;  // grouped-query
+    v.push_back({"llama (GQA 2/1)", c, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}});
+  }
+  v.push_back({"baichuan (W_pack)", base(sft::Arch::Baichuan), {"W_pack", "o_proj", "gate_proj", "up_proj", "down_proj"}});
+  {
+    auto c = base(sft::Arch::Baichuan2);
+    c.norm_head = true;
+    v.push_back({"baichuan2 (NormHead)", c, {"W_pack", "o_proj", "gate_proj", "up_proj", "down_proj"}});
+  }
+  {
+    auto c = base(sft::Arch::Qwen2);
+    c.qkv_bias = true, c.tie_embeddings = true, c.kv_heads = 1, c.rope_theta = 1e6;
+    v.push_back({"qwen2 (qkv bias, tied head)", c, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}});
+  }
+  return v;
+}
+
+static void randomize(sft::ModelBase& m, std::mt19937_64& rng) {
+  for (const auto& p : m.base_params()) {
+    int64_t n = 1;
+    for (auto d : p.shape) n *= d;
+    bool is_norm = p.name.find("norm") != std::string::npos;
+    Vec v = randn(n, rng, is_norm ? 0.1 : 0.3);
+    if (is_norm)
+      for (auto& x : v) x += 1.0;
+    m.set_tensor(p.name, v.data(), n);
+  }
+}
+
+static void check_models() {
+  for (const auto& var : variants()) {
+    std::mt19937_64 rng(99);
+    auto m = sft::make_llama_model(var.cfg, /*f64=*/true);
+    randomize(*m, rng);
+    sft::LoraOptions lo;
+    lo.targets = var.targets;
+    lo.rank = 2, lo.alpha = 3, lo.dropout = 0.25, lo.seed = 7;
+    for (const auto& p : m->add_lora(lo)) {  // B = 0 at init would hide A's gradient: randomise it
+      int64_t n = p.shape[0] * p.shape[1];
+      Vec v = randn(n, rng, 0.3);
+      m->set_tensor(p.name, v.data(), n);
+    }
+    m->set_base_trainable(true);
+    const int64_t B = 2, T = 5;
+    std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3, 3, 9, 0, 11};
+    std::vector<int32_t> labels = {5, 7, -100, 12, 4, -100, 9, 0, 11, 2};
+    const int64_t step = 3;
+    const double scale = 0.25;
+    m->zero_grad();
+    int64_t count = 0;
+    m->forward_backward(ids.data(), labels.data(), B, T, scale, step, &count);
+    double worst = 0;
+    std::string worst_name;
+    for (const auto& p : m->trainable_params()) {
+      Vec w = m->get_tensor(p.name);
+      Vec analytic = m->get_grad(p.name);
+      auto loss = [&] {
+        m->set_tensor(p.name, w.data(), int64_t(w.size()));
+        return scale * m->forward_loss(ids.data(), labels.data(), B, T, step, /*training=*/true, nullptr);
+      };
+      Vec numeric = numeric_grad(w, loss);
+      m->set_tensor(p.name, w.data(), int64_t(w.size()));
+      double e = rel_err(analytic, numeric);
+      if (!(e < worst) ) worst = std::max(worst, e), worst_name = p.name;
+      if (!(e < kTol)) report(std::string(var.name) + ": " + p.name, e);
+    }
+    report(std::string(var.name) + ": all grads (worst " + worst_name + ")", worst);
+  }
+}
+
+// A LoRA-adapted model must equal its merged form W + (alpha / r) B A (PEFT's definition).
+static void check_lora_merge() {
+  for (const auto& var : variants()) {
+    std::mt19937_64 rng(5);
+    auto a = sft::make_llama_model(var.cfg, true);
+    auto b = sft::make_llama_model(var.cfg, true);
+    randomize(*a, rng);
+    for (const auto& p : a->base_params()) {
+      Vec w = a->get_tensor(p.name);
+      b->set_tensor(p.name, w.data(), int64_t(w.size()));
+    }
+    sft::LoraOptions lo;
+    lo.targets = var.targets;
+    lo.rank = 3, lo.alpha = 5, lo.seed = 1;
+    for (const auto& p : a->add_lora(lo)) {
+      int64_t n = p.shape[0] * p.shape[1];
+      Vec v = randn(n, rng, 0.3);
+      a->set_tensor(p.name, v.data(), n);
+    }
+    // merge each adapter into b's checkpoint tensor of the same module
+    for (const auto& p : a->trainable_params()) {
+      const std::string suffix = ".lora_A.weight";
+      if (p.name.size() < suffix.size() || p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix)) continue;
+      const std::string mod = p.name.substr(0, p.name.size() - suffix.size());
+      Vec A = a->get_tensor(mod + ".lora_A.weight"), Bm = a->get_tensor(mod + ".lora_B.weight");
+      const std::string wname = mod + ".weight";
+      Vec W = b->get_tensor(wname);
+      const int64_t r = lo.rank, in = int64_t(A.size()) / r, out = int64_t(Bm.size()) / r;
+      for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++) {
+          double s = 0;
+          for (int64_t k = 0; k < r; k++) s += Bm[o * r + k] * A[k * in + i];
+          W[o * in + i] += lo.alpha / double(r) * s;
+        }
+      b->set_tensor(wname, W.data(), int64_t(W.size()));
+    }
+    std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3};
+    auto la = a->logits(ids.data(), 2, 3), lb = b->logits(ids.data(), 2, 3);
+    // The check is only meaningful when the adapters change the output noticeably.
+    auto base = sft::make_llama_model(var.cfg, true);
+    for (const auto& p : a->base_params()) {
+      Vec w = a->get_tensor(p.name);
+      base->set_tensor(p.name, w.data(), int64_t(w.size()));
+    }
+    auto l0 = base->logits(ids.data(), 2, 3);
+    const double effect = rel_err(Vec(la.begin(), la.end()), Vec(l0.begin(), l0.end()));
+    if (effect < 1e-2) failures++, std::printf("FAIL %s: LoRA barely changes the logits (%.2e)\n", var.name, effect);
+    report(std::string(var.name) + ": LoRA equals merged W + (alpha/r) B A", rel_err(Vec(la.begin(), la.end()), Vec(lb.begin(), lb.end())), 1e-6);
+  }
+}
+
+static void check_kv_cache() {
+  for (const auto& var : variants()) {
+    std::mt19937_64 rng(11);
+    auto m = sft::make_llama_model(var.cfg, true);
+    randomize(*m, rng);
+    std::vector<int32_t> ids = {4, 8, 1, 12, 0, 7, 7};
+    const int64_t T = int64_t(ids.size()), V = var.cfg.vocab;
+    auto full = m->logits(ids.data(), 1, T);
+    // prefill 3 tokens, then one at a time
+    Vec got, want;
+    m->reset_cache();
+    auto l = m->feed(ids.data(), 3);
+    got.insert(got.end(), l.begin(), l.end());
+    want.insert(want.end(), full.begin() + 2 * V, full.begin() + 3 * V);
+    for (int64_t t = 3; t < T; t++) {
+      l = m->feed(ids.data() + t, 1);
+      got.insert(got.end(), l.begin(), l.end());
+      want.insert(want.end(), full.begin() + t * V, full.begin() + (t + 1) * V);
+    }
+    report(std::string(var.name) + ": KV-cache decode equals full forward", rel_err(got, want), 1e-6);
+  }
+}
+
+int main() {
+  check_ops();
+  check_models();
+  check_lora_merge();
+  check_kv_cache();
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
