@@ -1,0 +1,179 @@
+// A multi-turn chat over one KV cache. The cache always holds the conversation as the template lays it out
+// (system, user turn, assistant prefix, reply ids, the assistant turn's closing text, ...), so each new turn
+// feeds only its own tokens. Turns are tokenized one by one, as Firefly's chat script and encodePrompt do,
+// which is what makes "earlier turns + new turn" equal to the prompt of the whole conversation.
+import type { NativeModel } from '../native/types.js';
+import type { Tok } from '../tokenizer/types.js';
+import { fillFormat, type ChatTemplate } from '../data/templates.js';
+import type { Conversation } from '../data/formats.js';
+import { encodePrompt } from '../data/encode.js';
+import { SftError } from '../errors.js';
+import { generate } from './generate.js';
+import type { GenerateChunk, GenerateResult } from './generate.js';
+
+export interface ChatSessionOptions {
+  template: ChatTemplate;
+  /** System prompt; undefined means the template's default. */
+  system?: string;
+  /** Most tokens the cache may hold: the model's max_position_embeddings or --max-context. */
+  maxContext: number;
+  maxNewTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  repetitionPenalty: number;
+  /** Reply n (0-based since the start or the last reset) samples with seed + n. */
+  seed: number;
+  /** Stop strings on top of the template's stop words (--stop). */
+  stopStrings?: string[];
+  /** Where the session says what it did on its own (dropping old turns). */
+  onNotice?: (message: string) => void;
+}
+
+type Turn = Conversation['turns'][number];
+
+export class ChatSession {
+  private turns: Turn[] = [];
+  /** Exactly the ids in the model's KV cache. */
+  private cacheIds: number[] = [];
+  /** Ids the cache still owes the conversation (the reply's unfed last token, the closing text);
+   *  fed together with the next user turn. */
+  private pendingIds: number[] = [];
+  /** The cache no longer matches the conversation: the next turn re-feeds it all. */
+  private stale = false;
+  private replies = 0;
+  private readonly stop: { stopIds: number[]; stopStrings: string[] };
+  /** The assistant format's text after {content} (e.g. "<|im_end|>\n", "</s>") tokenized alone: the reply's
+   *  ids stand for {content}, so only this closes the turn (see closingAfter for the exact form). */
+  private readonly closingIds: number[];
+
+  constructor(
+    private readonly model: NativeModel,
+    private readonly tok: Tok,
+    private readonly opts: ChatSessionOptions,
+  ) {
+    this.stop = stopSet(opts.template, tok, opts.stopStrings ?? []);
+    // Templates put the assistant prefix at the end of userFormat, so nothing precedes {content} here.
+    const at = opts.template.assistantFormat.indexOf('{content}');
+    if (at < 0) throw new SftError(`chat template "${opts.template.name}": assistantFormat has no {content} placeholder.`);
+    const closing = fillFormat(opts.template.assistantFormat.slice(at + '{content}'.length), '', tok.eosToken);
+    this.closingIds = closing ? tok.encode(closing) : [];
+  }
+
+  get conversation(): Conversation {
+    const turns = this.turns.map((t) => ({ ...t }));
+    return this.opts.system === undefined ? { turns } : { system: this.opts.system, turns };
+  }
+
+  /** Streams the assistant's reply to `userText`; resolves with how it ended. */
+  async *send(userText: string): AsyncGenerator<GenerateChunk, GenerateResult> {
+    // A send whose consumer stopped early left a user turn without a reply and a cache of unknown content.
+    if (this.turns.at(-1)?.role === 'user') {
+      this.turns.pop();
+      this.stale = true;
+    }
+    this.turns.push({ role: 'user', content: userText });
+
+    let promptIds: number[] | undefined;
+    if (!this.stale && this.cacheIds.length > 0) {
+      promptIds = [...this.pendingIds, ...this.encodeUserTurn(userText)];
+      if (this.roomAfter(this.cacheIds.length + promptIds.length) < this.opts.maxNewTokens) promptIds = undefined;
+    }
+    promptIds ??= this.refill();
+
+    const maxNewTokens = Math.min(this.opts.maxNewTokens, this.roomAfter(this.cacheIds.length + promptIds.length));
+    if (maxNewTokens < 1) {
+      throw new SftError(
+        `the message and the template take ${promptIds.length} tokens but the context holds ${this.opts.maxContext}: ` +
+          'send a shorter message or raise --max-context (up to the model\'s max_position_embeddings).',
+      );
+    }
+
+    this.stale = true; // until the reply is complete
+    const result = yield* generate(this.model, this.tok, promptIds, {
+      maxNewTokens,
+      temperature: this.opts.temperature,
+      topK: this.opts.topK,
+      topP: this.opts.topP,
+      repetitionPenalty: this.opts.repetitionPenalty,
+      stopIds: this.stop.stopIds,
+      stopStrings: this.stop.stopStrings,
+      seed: this.opts.seed + this.replies,
+      contextIds: this.cacheIds,
+    });
+    this.replies++;
+    this.cacheIds.push(...promptIds, ...result.ids.slice(0, result.ids.length - result.unfedIds.length));
+    this.turns.push({ role: 'assistant', content: result.text });
+    // A stop string can end inside a token, so the reply's ids hold text the reply does not; the cache is
+    // then rebuilt from the text at the next turn. Otherwise the ids are the reply and the cache stays.
+    if (result.stoppedBy !== 'string') {
+      this.pendingIds = [...result.unfedIds, ...this.closingAfter(result)];
+      this.stale = false;
+    }
+    return result;
+  }
+
+  /** Forgets the conversation and empties the cache. */
+  reset(): void {
+    this.turns = [];
+    this.cacheIds = [];
+    this.pendingIds = [];
+    this.stale = false;
+    this.replies = 0;
+    this.model.resetCache();
+  }
+
+  /** Tokens left for the reply once `used` tokens are in the cache, keeping room for the closing text. */
+  private roomAfter(used: number): number {
+    return this.opts.maxContext - used - this.closingIds.length;
+  }
+
+  /** Empties the cache and returns the whole conversation's prompt, dropping the oldest exchanges
+   *  (user turn + reply) until a full-length reply fits. */
+  private refill(): number[] {
+    let ids = encodePrompt(this.conversation, this.opts.template, this.tok);
+    let dropped = 0;
+    while (this.turns.length > 1 && this.roomAfter(ids.length) < this.opts.maxNewTokens) {
+      this.turns.splice(0, 2);
+      dropped++;
+      ids = encodePrompt(this.conversation, this.opts.template, this.tok);
+    }
+    if (dropped > 0) {
+      this.opts.onNotice?.(
+        `context full (${this.opts.maxContext} tokens): dropped the ${dropped} oldest exchange(s) and re-read the rest.`,
+      );
+    }
+    this.model.resetCache();
+    this.cacheIds = [];
+    this.pendingIds = [];
+    return ids;
+  }
+
+  /** The closing ids as the whole assistant part tokenizes them after this reply: a tokenizer may fold the
+   *  closing's leading text into the content (Llama-2's "ok </s>" is [ok, </s>], its " </s>" alone is [▁, </s>]).
+   *  When the reply's ids are not a prefix of that tokenization, the closing tokenized alone is used. */
+  private closingAfter(result: GenerateResult): number[] {
+    const whole = this.tok.encode(fillFormat(this.opts.template.assistantFormat, result.text, this.tok.eosToken));
+    const isPrefix = result.ids.length <= whole.length && result.ids.every((id, i) => whole[i] === id);
+    return isPrefix ? whole.slice(result.ids.length) : this.closingIds;
+  }
+
+  /** The new user turn tokenized on its own, as encodePrompt does each part (it ends with the assistant prefix). */
+  private encodeUserTurn(text: string): number[] {
+    return this.tok.encode(fillFormat(this.opts.template.userFormat, text, this.tok.eosToken));
+  }
+}
+
+/** Stop ids and stop strings for a template: the tokenizer's eos, each stop word that is one token, and as
+ *  strings the stop words that are not one token plus the user's own. */
+export function stopSet(template: ChatTemplate, tok: Tok, extra: string[]): { stopIds: number[]; stopStrings: string[] } {
+  const ids = new Set<number>();
+  const strings = [...extra];
+  if (tok.eosId !== undefined) ids.add(tok.eosId);
+  for (const word of template.stopWords) {
+    const enc = tok.encode(word);
+    if (enc.length === 1) ids.add(enc[0]);
+    else strings.push(word);
+  }
+  return { stopIds: [...ids], stopStrings: strings };
+}

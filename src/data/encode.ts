@@ -1,0 +1,92 @@
+// Conversation -> token ids and labels, with Firefly's semantics (component/dataset.py,
+// UnifiedSFTDataset): the system part and each user part are context (label -100); each assistant
+// part, including the end-of-turn token(s) its format writes ("</s>", "<|im_end|>\n"), is target
+// (label = id). Each part is tokenized on its own, then the whole is right-truncated.
+import type { Tok } from '../tokenizer/types.js';
+import type { Conversation } from './formats.js';
+import { fillFormat, type ChatTemplate } from './templates.js';
+
+export const IGNORE = -100;
+
+export interface EncodedSample {
+  noTarget?: false;
+  inputIds: number[];
+  labels: number[];
+  truncated: boolean;
+}
+/** Truncation cut away every target token: the caller must skip the sample and count it. */
+export interface NoTargetSample {
+  noTarget: true;
+  /** Length before truncation, for the message that suggests a larger max_seq_length. */
+  fullLength: number;
+}
+
+export function encodeConversation(
+  conv: Conversation,
+  template: ChatTemplate,
+  tok: Tok,
+  maxSeqLength: number,
+): EncodedSample | NoTargetSample {
+  const inputIds: number[] = [];
+  const labels: number[] = [];
+  const add = (text: string, target: boolean): void => {
+    for (const id of tok.encode(text)) {
+      inputIds.push(id);
+      labels.push(target ? id : IGNORE);
+    }
+  };
+  const system = systemText(conv, template);
+  if (system !== undefined) add(system, false);
+  for (const t of conv.turns) {
+    const format = t.role === 'user' ? template.userFormat : template.assistantFormat;
+    add(fillFormat(format, t.content, tok.eosToken), t.role === 'assistant');
+  }
+  const fullLength = inputIds.length;
+  const truncated = fullLength > maxSeqLength;
+  if (truncated) {
+    inputIds.length = maxSeqLength;
+    labels.length = maxSeqLength;
+  }
+  // The loss predicts position i from positions < i, so a target at position 0 trains nothing.
+  if (!labels.some((l, i) => i > 0 && l !== IGNORE)) return { noTarget: true, fullLength };
+  return { inputIds, labels, truncated };
+}
+
+/** Ids to feed before generating the next answer: system, the turns so far (answers with their
+ *  end-of-turn tokens, as in training), and the last user turn, whose format ends with the
+ *  assistant prefix (e.g. qwen's "<|im_start|>assistant\n"). */
+export function encodePrompt(conv: Conversation, template: ChatTemplate, tok: Tok): number[] {
+  const last = conv.turns[conv.turns.length - 1];
+  if (!last || last.role !== 'user') throw new Error('encodePrompt: the conversation must end with a user turn');
+  const ids: number[] = [];
+  const system = systemText(conv, template);
+  if (system !== undefined) ids.push(...tok.encode(system));
+  for (const t of conv.turns) {
+    const format = t.role === 'user' ? template.userFormat : template.assistantFormat;
+    ids.push(...tok.encode(fillFormat(format, t.content, tok.eosToken)));
+  }
+  return ids;
+}
+
+/** Decoded sample with trained spans in ⟦…⟧, for `sft train --dry-run`. */
+export function renderMarkedSample(inputIds: ArrayLike<number>, labels: ArrayLike<number>, tok: Tok): string {
+  const ids = Array.from(inputIds);
+  let out = '';
+  let start = 0;
+  for (let i = 1; i <= ids.length; i++) {
+    const spanEnds = i === ids.length || (labels[i] !== IGNORE) !== (labels[start] !== IGNORE);
+    if (!spanEnds) continue;
+    const text = tok.decode(ids.slice(start, i), { skipSpecialTokens: false });
+    out += labels[start] !== IGNORE ? `⟦${text}⟧` : text;
+    start = i;
+  }
+  return out;
+}
+
+// Firefly: a template without a system format has no system part; otherwise the record's system
+// text (even "") wins over the template's default, and no system at all when neither exists.
+function systemText(conv: Conversation, template: ChatTemplate): string | undefined {
+  if (template.systemFormat === undefined) return undefined;
+  const system = conv.system ?? template.defaultSystem;
+  return system === undefined ? undefined : fillFormat(template.systemFormat, system);
+}

@@ -1,0 +1,94 @@
+// Streams a JSONL file line by line without ever holding the whole file: training sets can be
+// larger than memory. Each line carries its 1-based number and the byte offset where it starts,
+// so every error can point at FILE:LINE.
+import { createReadStream } from 'node:fs';
+import { SftError } from '../errors.js';
+
+export interface JsonlLine {
+  /** 1-based line number in the file (blank lines count, they are just not yielded). */
+  line: number;
+  /** Byte offset of the line's first byte (after a UTF-8 BOM on line 1). */
+  offset: number;
+  /** The line's text, without its "\n" or "\r\n". */
+  text: string;
+}
+
+const NEWLINE = 0x0a;
+const CR = 0x0d;
+
+/** Yields the non-blank lines of `file`. Throws SftError naming FILE:LINE on bytes that are not UTF-8
+ *  (a whole file in another encoding, e.g. GBK, is the usual cause: skipping lines would hide it). */
+export async function* readJsonlLines(file: string, opts: { chunkSize?: number } = {}): AsyncGenerator<JsonlLine> {
+  // fatal: invalid UTF-8 throws instead of silently becoming U+FFFD. ignoreBOM: we strip the BOM
+  // ourselves on line 1 only.
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const stream = createReadStream(file, { highWaterMark: opts.chunkSize ?? 1 << 20 });
+  let pending: Buffer[] = []; // pieces of a line that spans chunk boundaries
+  let lineStart = 0; // byte offset of the current line's start
+  let pos = 0; // byte offset of the current chunk's start
+  let lineNo = 0;
+
+  const finish = (bytes: Buffer): JsonlLine | undefined => {
+    lineNo++;
+    let start = lineStart;
+    let body = bytes;
+    if (lineNo === 1 && body.length >= 3 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf) {
+      body = body.subarray(3); // a UTF-8 BOM is not part of the first record
+      start += 3;
+    }
+    if (body.length > 0 && body[body.length - 1] === CR) body = body.subarray(0, body.length - 1);
+    let text: string;
+    try {
+      text = decoder.decode(body);
+    } catch {
+      throw new SftError(
+        `${file}:${lineNo}: the line is not valid UTF-8 — convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)`,
+      );
+    }
+    if (text.trim() === '') return undefined;
+    return { line: lineNo, offset: start, text };
+  };
+
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      let from = 0;
+      for (let nl = chunk.indexOf(NEWLINE, from); nl !== -1; nl = chunk.indexOf(NEWLINE, from)) {
+        const piece = chunk.subarray(from, nl);
+        const bytes = pending.length ? Buffer.concat([...pending, piece]) : piece;
+        pending = [];
+        const rec = finish(bytes);
+        if (rec) yield rec;
+        from = nl + 1;
+        lineStart = pos + from;
+      }
+      if (from < chunk.length) pending.push(chunk.subarray(from));
+      pos += chunk.length;
+    }
+  } catch (err) {
+    if (err instanceof SftError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw new SftError(`${file}: no such file — check the data path`);
+    if (e.code === 'EISDIR') throw new SftError(`${file}: is a directory — name a .jsonl file`);
+    throw err;
+  } finally {
+    stream.destroy();
+  }
+  if (pending.length) {
+    const rec = finish(Buffer.concat(pending)); // last line without a trailing newline
+    if (rec) yield rec;
+  }
+}
+
+/** JSON.parse with the error a user can act on. */
+export function parseJsonLine(file: string, rec: JsonlLine): unknown {
+  try {
+    return JSON.parse(rec.text);
+  } catch (err) {
+    if (rec.text.trimStart().startsWith('['))
+      throw new SftError(
+        `${file}:${rec.line}: malformed JSON (${(err as Error).message}) — this looks like a JSON array, not JSON Lines: ` +
+          `write one record per line (e.g. jq -c '.[]' in.json > out.jsonl)`,
+      );
+    throw new SftError(`${file}:${rec.line}: malformed JSON (${(err as Error).message}) — fix or delete the line`);
+  }
+}

@@ -1,0 +1,157 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { toConversation } from '../../src/data/formats.js';
+import { getTemplate, type ChatTemplate } from '../../src/data/templates.js';
+import { encodeConversation, encodePrompt, renderMarkedSample, type EncodedSample } from '../../src/data/encode.js';
+import { SftError } from '../../src/errors.js';
+import { fakeTok, spans, EOS, R102, R103, IM_START, IM_END, ch } from '../fixtures/data/fake-tok.js';
+
+const tok = fakeTok();
+const X = -100;
+const T = true;
+const F = false;
+
+const LLAMA2_SYS =
+  'You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe. ' +
+  'Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. ' +
+  'Please ensure that your responses are socially unbiased and positive in nature.\n\n' +
+  'If a question does not make any sense, or is not factually coherent, explain why instead of answering something not correct. ' +
+  "If you don't know the answer to a question, please don't share false information.";
+
+// One record per format. Firefly carries a system; ChatML and alpaca do not (template default applies).
+const RECORDS = {
+  firefly: { system: 'S', conversation: [{ human: 'hi', assistant: 'yo' }, { human: 'q', assistant: 'a' }] },
+  chatml: { messages: [{ role: 'user', content: 'u' }, { role: 'assistant', content: 'v' }] },
+  alpaca: { instruction: 'do', input: 'x', output: 'ok' },
+};
+
+// Hand-written spans, [text, trained?], for each template x format.
+const EXPECTED: Record<string, Record<keyof typeof RECORDS, [string, boolean][]>> = {
+  default: {
+    firefly: [['System: S\n\n', F], ['User: hi\nAssistant: ', F], ['yo </s>', T], ['User: q\nAssistant: ', F], ['a </s>', T]],
+    chatml: [['User: u\nAssistant: ', F], ['v </s>', T]],
+    alpaca: [['User: do\nx\nAssistant: ', F], ['ok </s>', T]],
+  },
+  baichuan: {
+    firefly: [['<reserved_102>hi<reserved_103>', F], ['yo</s>', T], ['<reserved_102>q<reserved_103>', F], ['a</s>', T]],
+    chatml: [['<reserved_102>u<reserved_103>', F], ['v</s>', T]],
+    alpaca: [['<reserved_102>do\nx<reserved_103>', F], ['ok</s>', T]],
+  },
+  baichuan2: {
+    firefly: [['<reserved_106>hi<reserved_107>', F], ['yo</s>', T], ['<reserved_106>q<reserved_107>', F], ['a</s>', T]],
+    chatml: [['<reserved_106>u<reserved_107>', F], ['v</s>', T]],
+    alpaca: [['<reserved_106>do\nx<reserved_107>', F], ['ok</s>', T]],
+  },
+  qwen: {
+    firefly: [
+      ['<|im_start|>system\nS<|im_end|>\n', F],
+      ['<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n', F],
+      ['yo<|im_end|>\n', T],
+      ['<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n', F],
+      ['a<|im_end|>\n', T],
+    ],
+    chatml: [
+      ['<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n', F],
+      ['<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n', F],
+      ['v<|im_end|>\n', T],
+    ],
+    alpaca: [
+      ['<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n', F],
+      ['<|im_start|>user\ndo\nx<|im_end|>\n<|im_start|>assistant\n', F],
+      ['ok<|im_end|>\n', T],
+    ],
+  },
+  llama2: {
+    firefly: [['<<SYS>>\nS\n<</SYS>>\n\n', F], ['[INST]hi[/INST]', F], ['yo </s>', T], ['[INST]q[/INST]', F], ['a </s>', T]],
+    chatml: [[`<<SYS>>\n${LLAMA2_SYS}\n<</SYS>>\n\n`, F], ['[INST]u[/INST]', F], ['v </s>', T]],
+    alpaca: [[`<<SYS>>\n${LLAMA2_SYS}\n<</SYS>>\n\n`, F], ['[INST]do\nx[/INST]', F], ['ok </s>', T]],
+  },
+};
+
+function ok(r: ReturnType<typeof encodeConversation>): EncodedSample {
+  assert.ok(!r.noTarget, 'expected a sample with a target');
+  return r as EncodedSample;
+}
+
+for (const [name, byFormat] of Object.entries(EXPECTED)) {
+  for (const [format, parts] of Object.entries(byFormat)) {
+    test(`label mask: ${format} record x ${name} template`, () => {
+      const conv = toConversation(RECORDS[format as keyof typeof RECORDS], 'f:1');
+      const got = ok(encodeConversation(conv, getTemplate(name), tok, 4096));
+      assert.deepEqual(got, { ...spans(parts), truncated: false });
+    });
+  }
+}
+
+const hiYo = toConversation({ conversation: [{ human: 'hi', assistant: 'yo' }] }, 'f:1');
+
+test('baichuan ids and labels written out as numbers', () => {
+  const got = ok(encodeConversation(hiYo, getTemplate('baichuan'), tok, 100));
+  assert.deepEqual(got.inputIds, [R102, 204, 205, R103, 221, 211, EOS]);
+  assert.deepEqual(got.labels, [X, X, X, X, 221, 211, EOS]);
+  assert.equal(ch('h'), 204);
+});
+
+test('qwen: <|im_end|> is one id and is trained, with the newline after it', () => {
+  const conv = toConversation({ system: '', conversation: [{ human: 'h', assistant: 'a' }] }, 'f:1');
+  const got = ok(encodeConversation(conv, getTemplate('qwen'), tok, 100));
+  const nl = ch('\n');
+  // "" system still writes a system block, as Firefly does when the record has a system key.
+  const sys = [IM_START, ...[...'system'].map(ch), nl, IM_END, nl];
+  const user = [IM_START, ...[...'user'].map(ch), nl, ch('h'), IM_END, nl, IM_START, ...[...'assistant'].map(ch), nl];
+  const answer = [ch('a'), IM_END, nl];
+  assert.deepEqual(got.inputIds, [...sys, ...user, ...answer]);
+  assert.deepEqual(got.labels, [...sys.map(() => X), ...user.map(() => X), ...answer]);
+});
+
+test('right truncation keeps the first maxSeqLength tokens and reports it', () => {
+  const t = getTemplate('baichuan');
+  assert.deepEqual(encodeConversation(hiYo, t, tok, 7), { inputIds: [R102, 204, 205, R103, 221, 211, EOS], labels: [X, X, X, X, 221, 211, EOS], truncated: false });
+  assert.deepEqual(encodeConversation(hiYo, t, tok, 5), { inputIds: [R102, 204, 205, R103, 221], labels: [X, X, X, X, 221], truncated: true });
+});
+
+test('truncation that leaves no target returns the no-target marker', () => {
+  const t = getTemplate('baichuan');
+  assert.deepEqual(encodeConversation(hiYo, t, tok, 4), { noTarget: true, fullLength: 7 });
+  assert.deepEqual(encodeConversation(hiYo, t, tok, 2), { noTarget: true, fullLength: 7 });
+});
+
+test('a target only at position 0 trains nothing (shifted loss) and is no-target', () => {
+  const bare: ChatTemplate = { name: 'bare', userFormat: '{content}', assistantFormat: '{content}', stopWords: [] };
+  const conv = { turns: [{ role: 'user' as const, content: '' }, { role: 'assistant' as const, content: 'x' }] };
+  assert.deepEqual(encodeConversation(conv, bare, tok, 10), { noTarget: true, fullLength: 1 });
+});
+
+test('default template needs the tokenizer EOS text', () => {
+  const noEos = { ...tok, eosToken: undefined };
+  assert.throws(() => encodeConversation(hiYo, getTemplate('default'), noEos, 100), SftError);
+  const got = ok(encodeConversation(hiYo, getTemplate('default'), fakeTok('<|endoftext|>'), 100));
+  assert.equal(tok.decode(got.inputIds), 'User: hi\nAssistant: yo <|endoftext|>');
+});
+
+test('encodePrompt: everything up to and including the assistant prefix', () => {
+  const conv = { turns: [...hiYo.turns, { role: 'user' as const, content: 'q' }] };
+  assert.deepEqual(
+    encodePrompt(conv, getTemplate('qwen'), tok),
+    tok.encode(
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
+        '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n' +
+        '<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n',
+    ),
+  );
+  assert.deepEqual(encodePrompt({ turns: [{ role: 'user', content: 'hi' }] }, getTemplate('baichuan'), tok), [R102, 204, 205, R103]);
+  assert.throws(() => encodePrompt(hiYo, getTemplate('qwen'), tok));
+});
+
+test('renderMarkedSample marks trained spans', () => {
+  const b = ok(encodeConversation(hiYo, getTemplate('baichuan'), tok, 100));
+  assert.equal(renderMarkedSample(b.inputIds, b.labels, tok), '<reserved_102>hi<reserved_103>⟦yo</s>⟧');
+  const conv = toConversation(RECORDS.firefly, 'f:1');
+  const q = ok(encodeConversation(conv, getTemplate('qwen'), tok, 100));
+  assert.equal(
+    renderMarkedSample(Int32Array.from(q.inputIds), Int32Array.from(q.labels), tok),
+    '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n⟦yo<|im_end|>\n⟧' +
+      '<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n⟦a<|im_end|>\n⟧',
+  );
+  assert.equal(renderMarkedSample([], [], tok), '');
+});

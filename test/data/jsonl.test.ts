@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readJsonlLines, parseJsonLine, type JsonlLine } from '../../src/data/jsonl.js';
+import { SftError } from '../../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sft-jsonl-'));
+
+async function collect(file: string, chunkSize?: number): Promise<JsonlLine[]> {
+  const out: JsonlLine[] = [];
+  for await (const l of readJsonlLines(file, { chunkSize })) out.push(l);
+  return out;
+}
+
+// Bytes by hand: BOM(3) | {"a":1}\r\n (9) | \n (1) | "  \n" (3) | {"b":"中文"}\n (8 + 6 + 1) | {"c":2} (no newline)
+const tricky = join(dir, 'tricky.jsonl');
+writeFileSync(tricky, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"a":1}\r\n\n  \n{"b":"中文"}\n{"c":2}')]));
+const expected: JsonlLine[] = [
+  { line: 1, offset: 3, text: '{"a":1}' },
+  { line: 4, offset: 16, text: '{"b":"中文"}' },
+  { line: 5, offset: 31, text: '{"c":2}' },
+];
+
+test('lines, byte offsets, BOM, CRLF, blank lines and a last line without newline', async () => {
+  assert.deepEqual(await collect(tricky), expected);
+});
+
+test('any chunk size gives the same lines (multi-byte characters split across chunks)', async () => {
+  for (const size of [1, 2, 3, 5, 7, 16]) assert.deepEqual(await collect(tricky, size), expected, `chunk ${size}`);
+});
+
+test('malformed JSON names file and line', async () => {
+  const f = join(dir, 'bad.jsonl');
+  writeFileSync(f, '{"a":1}\n\n{"a":\n');
+  const lines = await collect(f);
+  assert.deepEqual(parseJsonLine(f, lines[0]), { a: 1 });
+  assert.throws(
+    () => parseJsonLine(f, lines[1]),
+    (e: unknown) => e instanceof SftError && new RegExp(`^${f}:3: malformed JSON \\(.+\\) — fix or delete the line$`).test(e.message),
+  );
+});
+
+test('bytes that are not UTF-8 name file and line', async () => {
+  const f = join(dir, 'gbk.jsonl');
+  writeFileSync(f, Buffer.concat([Buffer.from('{"a":1}\n{"a":"'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3]), Buffer.from('"}\n')]));
+  await assert.rejects(collect(f, 4), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:2: `) && /UTF-8/.test(e.message));
+});
+
+test('a missing file is an SftError naming it', async () => {
+  const f = join(dir, 'nope.jsonl');
+  await assert.rejects(collect(f), (e: unknown) => e instanceof SftError && e.message.startsWith(f));
+});
+
+test('a JSON array file gets a hint to convert it to JSON Lines', async () => {
+  const f = join(dir, 'array.json');
+  writeFileSync(f, '[\n  {"instruction": "a", "output": "b"}\n]\n');
+  const [first] = await collect(f);
+  assert.throws(() => parseJsonLine(f, first), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:1: malformed JSON`) && /JSON array, not JSON Lines/.test(e.message));
+});

@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { getTemplate, fillFormat, TEMPLATE_NAMES } from '../../src/data/templates.js';
+import { SftError } from '../../src/errors.js';
+
+// Strings copied by hand from yangjianxin1/Firefly:component/template.py.
+test('Firefly template strings', () => {
+  assert.deepEqual(getTemplate('baichuan'), {
+    name: 'baichuan',
+    userFormat: '<reserved_102>{content}<reserved_103>',
+    assistantFormat: '{content}</s>',
+    stopWords: ['</s>'],
+  });
+  assert.deepEqual(getTemplate('baichuan2'), {
+    name: 'baichuan2',
+    userFormat: '<reserved_106>{content}<reserved_107>',
+    assistantFormat: '{content}</s>',
+    stopWords: ['</s>'],
+  });
+  assert.deepEqual(getTemplate('qwen'), {
+    name: 'qwen',
+    systemFormat: '<|im_start|>system\n{content}<|im_end|>\n',
+    userFormat: '<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n',
+    assistantFormat: '{content}<|im_end|>\n',
+    defaultSystem: 'You are a helpful assistant.',
+    stopWords: ['<|im_end|>'],
+  });
+  assert.deepEqual(getTemplate('default'), {
+    name: 'default',
+    systemFormat: 'System: {content}\n\n',
+    userFormat: 'User: {content}\nAssistant: ',
+    assistantFormat: '{content} {stop_token}',
+    stopWords: [],
+  });
+  const llama2 = getTemplate('llama2');
+  assert.equal(llama2.systemFormat, '<<SYS>>\n{content}\n<</SYS>>\n\n');
+  assert.equal(llama2.userFormat, '[INST]{content}[/INST]');
+  assert.equal(llama2.assistantFormat, '{content} </s>');
+  assert.ok(llama2.defaultSystem?.startsWith('You are a helpful, respectful and honest assistant. Always answer'));
+  assert.ok(llama2.defaultSystem?.endsWith("please don't share false information."));
+  assert.deepEqual(llama2.stopWords, ['</s>']);
+});
+
+test('unknown template lists the names', () => {
+  assert.deepEqual([...TEMPLATE_NAMES].sort(), ['baichuan', 'baichuan2', 'default', 'llama2', 'qwen']);
+  assert.throws(
+    () => getTemplate('chatglm9'),
+    (e: unknown) => e instanceof SftError && /"chatglm9"/.test(e.message) && /default, baichuan, baichuan2, qwen, llama2/.test(e.message),
+  );
+});
+
+test('fillFormat inserts content literally and needs an EOS text only for {stop_token}', () => {
+  assert.equal(fillFormat('[INST]{content}[/INST]', "$& $1 {content} $'"), "[INST]$& $1 {content} $'[/INST]");
+  assert.equal(fillFormat('{content} {stop_token}', 'a', '</s>'), 'a </s>');
+  assert.throws(() => fillFormat('{content} {stop_token}', 'a'), SftError);
+});
