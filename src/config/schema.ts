@@ -1,0 +1,462 @@
+// The training config: Firefly's train_args JSON (HF TrainingArguments + Firefly's own keys) plus
+// two sft keys (device, threads). Keys keep their snake_case names exactly as they appear in the JSON.
+//
+// Sources: yangjianxin1/Firefly component/argument.py and train_args/**/*.json; HF transformers
+// TrainingArguments (4.57 and 5.x) for defaults and rules. Where Firefly differs from HF the
+// Firefly value wins (e.g. lora_rank 64). Where sft differs from Firefly it says so below.
+//
+// What this build does with each key. "yes": honoured. "no-effect": accepted so Firefly/HF
+// configs load, ignored, and named in one notice when set to a non-default value. Otherwise the
+// value decides, as the table says; a notice is printed and training goes on, an error stops
+// before anything runs (running would give a result the user did not ask for).
+//
+//   key                         | default        | this build
+//   ----------------------------+----------------+--------------------------------------------------------
+//   output_dir                  | (required)     | yes
+//   model_name_or_path          | (required)     | yes
+//   train_file                  | (required)     | yes
+//   max_seq_length              | (required)     | yes (required by Firefly too)
+//   template_name               | ""             | yes (the template registry checks the name)
+//   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
+//   eval_steps                  | null           | set -> notice, as eval_file
+//   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
+//   train_mode                  | "lora"         | lora yes; qlora -> notice via bits; full, prompt_tuning -> error
+//                               |                | (Firefly's default is qlora; sft's is lora, the mode it runs)
+//   bits                        | 16 (4 if qlora)| 16, 32 yes; 4, 8 -> notice: no quantisation, trains in 32-bit;
+//                               |                | qlora with bits 16/32 written out -> error (contradiction)
+//   lora_rank, lora_alpha,      | 64, 16, 0.05,  | yes
+//   lora_dropout,               | "all"          |
+//   lora_target_modules         |                | "all" = every linear layer except lm_head (Firefly's rule)
+//   num_virtual_tokens,         | 20, "RANDOM",  | only for train_mode prompt_tuning (not implemented);
+//   prompt_tuning_init(_text)   | ""             | set with another mode -> notice, ignored
+//   max_prompt_length, beta     | 512, 0.1       | only for task_type dpo; set with sft -> notice, ignored
+//   num_train_epochs, max_steps | 3, -1          | yes (max_steps > 0 overrides epochs)
+//   per_device_train_batch_size | 8              | yes
+//   gradient_accumulation_steps | 1              | yes
+//   learning_rate, weight_decay | 5e-5, 0        | yes
+//   adam_beta1/2, adam_epsilon  | .9,.999,1e-8   | yes
+//   max_grad_norm               | 1.0            | yes (0 = no clipping)
+//   optim                       | "adamw_torch"  | adamw_torch(_fused), adamw_hf, adamw yes (same AdamW);
+//                               |                | paged_adamw_32bit -> notice: plain AdamW, same maths;
+//                               |                | 8-/4-bit AdamW variants -> notice: 32-bit states;
+//                               |                | any other HF optimizer -> error "not implemented yet"
+//   lr_scheduler_type           | "linear"       | constant, constant_with_warmup, linear, cosine yes;
+//                               |                | other HF schedulers -> error "not implemented yet"
+//   warmup_steps, warmup_ratio  | 0, 0           | yes (warmup_steps < 1 is a ratio, as in HF 5)
+//   logging_steps               | 500            | yes (< 1 = ratio of total steps, as in HF)
+//   logging_first_step          | false          | yes
+//   save_strategy               | "steps"        | no, steps, epoch yes; best -> error (needs evaluation)
+//   save_steps                  | 500            | yes (< 1 = ratio)
+//   save_total_limit            | null           | yes (null = keep all checkpoints)
+//   seed                        | 42             | yes
+//   fp16, bf16                  | false          | true -> notice: trains in fp32; both true -> error (HF rule)
+//   gradient_checkpointing      | false          | true -> notice: ignored, activations are kept
+//   report_to                   | "none"         | none yes (metrics.jsonl is always written);
+//                               |                | any integration (tensorboard, wandb, ...) -> notice, ignored
+//   disable_tqdm                | false          | yes: true prints plain log lines instead of the progress bar
+//   use_unsloth                 | false          | no-effect (a PyTorch library)
+//   tokenize_num_workers        | 10             | no-effect
+//   dataloader_num_workers      | 0              | no-effect
+//   remove_unused_columns       | true           | no-effect
+//   ddp_find_unused_parameters  | null           | no-effect
+//   deepspeed                   | null           | no-effect
+//   local_rank                  | -1             | no-effect
+//   logging_dir                 | null           | no-effect
+//   overwrite_output_dir        | false          | no-effect
+//   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
+//   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
+//
+// Anything else is an unknown key: an error that suggests the nearest valid key.
+
+export const TRAIN_MODES = ['full', 'lora', 'qlora', 'prompt_tuning'] as const;
+export type TrainMode = (typeof TRAIN_MODES)[number];
+
+export const TASK_TYPES = ['sft', 'pretrain', 'dpo'] as const;
+export type TaskType = (typeof TASK_TYPES)[number];
+
+/** Every scheduler name HF accepts; lrAt() runs the first four. */
+export const LR_SCHEDULER_TYPES = [
+  'constant', 'constant_with_warmup', 'linear', 'cosine',
+  'cosine_with_restarts', 'polynomial', 'inverse_sqrt', 'reduce_lr_on_plateau',
+  'cosine_with_min_lr', 'cosine_warmup_with_min_lr', 'warmup_stable_decay',
+] as const;
+export type LrSchedulerType = (typeof LR_SCHEDULER_TYPES)[number];
+export const IMPLEMENTED_LR_SCHEDULERS: readonly LrSchedulerType[] = ['constant', 'constant_with_warmup', 'linear', 'cosine'];
+
+/** AdamW under every name HF (4.x and 5.x) and Firefly configs use for it. */
+const ADAMW = ['adamw_torch', 'adamw_torch_fused', 'adamw_hf', 'adamw'] as const;
+/** Same update as AdamW; they differ in where or how precisely the states are stored. */
+const ADAMW_PAGED = ['paged_adamw_32bit'] as const;
+const ADAMW_LOW_BIT = ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit', 'adamw_torch_8bit', 'adamw_torch_4bit'] as const;
+/** Other HF optimizers: accepted by name so the error can say "not implemented" rather than "unknown". */
+const OTHER_OPTIMIZERS = [
+  'adamw_torch_xla', 'adamw_torch_npu_fused', 'adamw_apex_fused', 'adafactor', 'adamw_anyprecision',
+  'ademamix', 'sgd', 'adagrad', 'ademamix_8bit', 'lion_8bit', 'lion_32bit', 'paged_ademamix_32bit',
+  'paged_ademamix_8bit', 'paged_lion_32bit', 'paged_lion_8bit', 'rmsprop', 'rmsprop_bnb', 'rmsprop_bnb_8bit',
+  'rmsprop_bnb_32bit', 'galore_adamw', 'galore_adamw_8bit', 'galore_adafactor', 'galore_adamw_layerwise',
+  'galore_adamw_8bit_layerwise', 'galore_adafactor_layerwise', 'lomo', 'adalomo', 'grokadamw',
+  'schedule_free_radam', 'schedule_free_adamw', 'schedule_free_sgd', 'apollo_adamw', 'apollo_adamw_layerwise',
+] as const;
+export const OPTIMIZERS = [...ADAMW, ...ADAMW_PAGED, ...ADAMW_LOW_BIT, ...OTHER_OPTIMIZERS] as const;
+export type Optimizer = (typeof OPTIMIZERS)[number];
+
+/** HF report_to integrations ("all" and "none" included). */
+export const REPORTERS = [
+  'none', 'all', 'azure_ml', 'clearml', 'codecarbon', 'comet_ml', 'dagshub', 'dvclive', 'flyte', 'mlflow',
+  'neptune', 'swanlab', 'tensorboard', 'trackio', 'wandb',
+] as const;
+
+export const SAVE_STRATEGIES = ['no', 'steps', 'epoch', 'best'] as const;
+export const PROMPT_TUNING_INITS = ['TEXT', 'SAMPLE_VOCAB', 'RANDOM'] as const;
+export const DEVICES = ['cpu', 'cuda', 'auto'] as const;
+
+export interface TrainConfig {
+  output_dir: string;
+  model_name_or_path: string;
+  train_file: string;
+  max_seq_length: number;
+  template_name: string;
+  eval_file: string;
+  eval_steps: number | null;
+  task_type: TaskType;
+  train_mode: TrainMode;
+  bits: 4 | 8 | 16 | 32;
+  lora_rank: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  /** "all" = every linear layer except lm_head; otherwise module names such as q_proj or W_pack. */
+  lora_target_modules: 'all' | string[];
+  num_virtual_tokens: number;
+  prompt_tuning_init: (typeof PROMPT_TUNING_INITS)[number];
+  prompt_tuning_init_text: string;
+  max_prompt_length: number;
+  beta: number;
+  num_train_epochs: number;
+  /** -1: run num_train_epochs; > 0: run exactly this many optimizer steps. */
+  max_steps: number;
+  per_device_train_batch_size: number;
+  gradient_accumulation_steps: number;
+  learning_rate: number;
+  weight_decay: number;
+  adam_beta1: number;
+  adam_beta2: number;
+  adam_epsilon: number;
+  max_grad_norm: number;
+  optim: Optimizer;
+  lr_scheduler_type: LrSchedulerType;
+  /** >= 1: steps; in (0, 1): ratio of total steps; 0: use warmup_ratio. See resolveWarmup(). */
+  warmup_steps: number;
+  warmup_ratio: number;
+  /** >= 1: every N steps; in (0, 1): ratio of total steps. See resolveInterval(). */
+  logging_steps: number;
+  logging_first_step: boolean;
+  save_strategy: (typeof SAVE_STRATEGIES)[number];
+  save_steps: number;
+  save_total_limit: number | null;
+  seed: number;
+  fp16: boolean;
+  bf16: boolean;
+  gradient_checkpointing: boolean;
+  /** Normalised to a list: "none" -> [], "wandb" -> ["wandb"]. */
+  report_to: string[];
+  disable_tqdm: boolean;
+  use_unsloth: boolean;
+  tokenize_num_workers: number;
+  dataloader_num_workers: number;
+  remove_unused_columns: boolean;
+  ddp_find_unused_parameters: boolean | null;
+  deepspeed: string | Record<string, unknown> | null;
+  local_rank: number;
+  logging_dir: string | null;
+  overwrite_output_dir: boolean;
+  device: (typeof DEVICES)[number];
+  /** CPU threads; 0 = all cores. */
+  threads: number;
+}
+
+// ---- value checks -------------------------------------------------------------------------
+
+export const BAD = Symbol('bad value');
+export const REQUIRED = Symbol('required');
+
+/** How a command-line token becomes a value before the check sees it (HfArgumentParser's rules). */
+export type TextForm = 'string' | 'number' | 'bool' | 'list' | 'json';
+
+export interface Check<T> {
+  /** What is allowed, for error messages: "an integer >= 1". */
+  allowed: string;
+  text: TextForm;
+  /** The normalised value, or BAD. */
+  accept(v: unknown): T | typeof BAD;
+  /** Allowed words, for "did you mean" on a misspelt value. */
+  words?: readonly string[];
+  nullable?: boolean;
+}
+
+const str = (nonEmpty = false): Check<string> => ({
+  allowed: nonEmpty ? 'a non-empty string' : 'a string',
+  text: 'string',
+  accept: (v) => (typeof v === 'string' && (!nonEmpty || v.trim() !== '') ? v : BAD),
+});
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER): Check<number> => ({
+  allowed: max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`,
+  text: 'number',
+  accept: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : BAD),
+});
+
+/** A number in [min, max], or (min, ...) / (..., max) where open. */
+const num = (min: number, max = Infinity, open: { min?: boolean; max?: boolean } = {}): Check<number> => {
+  const lo = open.min ? `> ${min}` : `>= ${min}`;
+  const hi = open.max ? `< ${max}` : `<= ${max}`;
+  return {
+    allowed: max === Infinity ? `a number ${lo}` : `a number ${lo} and ${hi}`,
+    text: 'number',
+    accept: (v) =>
+      typeof v === 'number' && Number.isFinite(v) && (open.min ? v > min : v >= min) && (open.max ? v < max : v <= max) ? v : BAD,
+  };
+};
+
+const bool = (): Check<boolean> => ({
+  allowed: 'true or false',
+  text: 'bool',
+  accept: (v) => (typeof v === 'boolean' ? v : BAD),
+});
+
+function oneOf<T extends string | number>(values: readonly T[], allowed?: string): Check<T> {
+  const numeric = typeof values[0] === 'number';
+  return {
+    allowed: allowed ?? `one of ${values.map((x) => (numeric ? String(x) : `"${x}"`)).join(', ')}`,
+    text: numeric ? 'number' : 'string',
+    accept: (v) => (values.includes(v as T) ? (v as T) : BAD),
+    words: numeric ? undefined : (values as readonly string[]),
+  };
+}
+
+/** HF's logging_steps/save_steps/eval_steps: an integer count, or a ratio of the total steps. */
+const interval = (): Check<number> => ({
+  allowed: 'an integer >= 1, or a ratio in (0, 1) of the total steps',
+  text: 'number',
+  accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= 1 : v > 0 && v < 1) ? v : BAD),
+});
+
+function orNull<T>(c: Check<T>): Check<T | null> {
+  return { ...c, allowed: `${c.allowed}, or null`, nullable: true, accept: (v) => (v === null ? null : c.accept(v)) };
+}
+
+const isStringList = (v: unknown): v is string[] => Array.isArray(v) && v.every((x) => typeof x === 'string' && x.trim() !== '');
+
+/** A list of names: a JSON list, or one comma-separated string. */
+const names = (v: unknown): string[] | undefined =>
+  typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : isStringList(v) ? v.map((s) => s.trim()) : undefined;
+
+const targetModules: Check<'all' | string[]> = {
+  allowed: '"all" or a list of module names such as ["q_proj", "v_proj"] (or "q_proj,v_proj")',
+  text: 'list',
+  accept: (v) => {
+    const list = names(v);
+    if (!list || list.length === 0) return BAD;
+    if (list.includes('all')) return list.length === 1 ? 'all' : BAD;
+    return list;
+  },
+};
+
+const reportTo: Check<string[]> = {
+  allowed: `"none", "all" or a list of integrations (${REPORTERS.filter((r) => r !== 'none' && r !== 'all').join(', ')})`,
+  text: 'list',
+  words: REPORTERS,
+  accept: (v) => {
+    if (v === null) return [];
+    const list = names(v);
+    if (!list || list.length === 0 || !list.every((r) => (REPORTERS as readonly string[]).includes(r))) return BAD;
+    if (list.includes('none')) return list.length === 1 ? [] : BAD;
+    return list;
+  },
+};
+
+const maxSteps: Check<number> = {
+  allowed: '-1 (train num_train_epochs) or an integer >= 1',
+  text: 'number',
+  accept: (v) => (typeof v === 'number' && Number.isInteger(v) && (v === -1 || v >= 1) ? v : BAD),
+};
+
+const deepspeed: Check<string | Record<string, unknown> | null> = {
+  allowed: 'a path, a DeepSpeed config object, or null',
+  text: 'string',
+  nullable: true,
+  accept: (v) => (v === null || typeof v === 'string' || (typeof v === 'object' && !Array.isArray(v)) ? (v as string | Record<string, unknown> | null) : BAD),
+};
+
+// ---- what this build does with a value ------------------------------------------------------
+
+export type Finding = { notice: string } | { error: string };
+
+/** honoured | depends on the value (see `support`) | never honoured | accepted and ignored */
+export type Implemented = 'yes' | 'partly' | 'no' | 'no-effect';
+
+export interface KeySpec<T> {
+  check: Check<T>;
+  default: T | typeof REQUIRED;
+  implemented: Implemented;
+  /** One line for --help and configs/README.md. */
+  help: string;
+  /** Called when the value differs from the default: what this build does about it. */
+  support?: (value: T, cfg: TrainConfig) => Finding | undefined;
+}
+
+const notYet = (what: string, instead: string): Finding => ({ error: `${what} is not implemented yet in this build; ${instead}` });
+const notice = (s: string): Finding => ({ notice: s });
+
+export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]> } = {
+  output_dir: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'folder for the adapter, checkpoints and metrics.jsonl' },
+  model_name_or_path: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'base model folder (config.json, weights, tokenizer)' },
+  train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'Firefly-format jsonl training data' },
+  max_seq_length: { check: int(1), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
+  template_name: { check: str(), default: '', implemented: 'yes', help: 'Firefly chat template (qwen, baichuan, baichuan2, llama2, default, ...)' },
+  eval_file: {
+    check: str(), default: '', implemented: 'no', help: 'evaluation data (not used yet)',
+    support: (v) => notice(`eval_file="${v}": evaluation during training is not implemented yet in this build; the file is ignored`),
+  },
+  eval_steps: {
+    check: orNull(interval()), default: null, implemented: 'no', help: 'evaluate every N steps (not used yet)',
+    support: (v) => notice(`eval_steps=${v}: evaluation during training is not implemented yet in this build; ignored`),
+  },
+  task_type: {
+    check: oneOf(TASK_TYPES), default: 'sft', implemented: 'partly', help: 'sft (pretrain and dpo not implemented yet)',
+    support: (v) => notYet(`task_type="${v}"`, 'use task_type "sft"'),
+  },
+  train_mode: {
+    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora (qlora trains as lora; full and prompt_tuning not implemented yet)',
+    // qlora is lora over a 4-bit base: the bits key reports the missing quantisation.
+    support: (v) => (v === 'qlora' ? undefined : notYet(`train_mode="${v}"`, 'use train_mode "lora"')),
+  },
+  bits: {
+    check: oneOf([4, 8, 16, 32] as const), default: 16, implemented: 'partly', help: 'base weight precision; 4 = QLoRA (not implemented yet: trains in 32-bit)',
+    support: (v) =>
+      v === 4 || v === 8
+        ? notice(`bits=${v}${v === 4 ? ' (QLoRA)' : ''} is not implemented yet in this build; the base model is not quantised and training runs in 32-bit`)
+        : undefined,
+  },
+  lora_rank: { check: int(1), default: 64, implemented: 'yes', help: 'LoRA rank r' },
+  lora_alpha: { check: num(0, Infinity, { min: true }), default: 16, implemented: 'yes', help: 'LoRA scale numerator: scale = lora_alpha / lora_rank' },
+  lora_dropout: { check: num(0, 1, { max: true }), default: 0.05, implemented: 'yes', help: 'dropout on the LoRA input' },
+  lora_target_modules: { check: targetModules, default: 'all', implemented: 'yes', help: '"all" linear layers but lm_head, or a list of module names' },
+  num_virtual_tokens: {
+    check: int(1), default: 20, implemented: 'no', help: 'prompt tuning: virtual tokens (prompt tuning not implemented yet)',
+    support: (v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice(`num_virtual_tokens=${v} only applies to train_mode "prompt_tuning"; ignored`)),
+  },
+  prompt_tuning_init: {
+    check: oneOf(PROMPT_TUNING_INITS), default: 'RANDOM', implemented: 'no', help: 'prompt tuning: TEXT, SAMPLE_VOCAB or RANDOM',
+    support: (v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice(`prompt_tuning_init="${v}" only applies to train_mode "prompt_tuning"; ignored`)),
+  },
+  prompt_tuning_init_text: {
+    check: str(), default: '', implemented: 'no', help: 'prompt tuning: text for TEXT init',
+    support: (_v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice('prompt_tuning_init_text only applies to train_mode "prompt_tuning"; ignored')),
+  },
+  max_prompt_length: {
+    check: int(1), default: 512, implemented: 'no', help: 'DPO: prompt length limit',
+    support: (v, c) => (c.task_type === 'dpo' ? undefined : notice(`max_prompt_length=${v} only applies to task_type "dpo"; ignored`)),
+  },
+  beta: {
+    check: num(0, Infinity, { min: true }), default: 0.1, implemented: 'no', help: 'DPO: beta of the DPO loss',
+    support: (v, c) => (c.task_type === 'dpo' ? undefined : notice(`beta=${v} only applies to task_type "dpo"; ignored`)),
+  },
+  num_train_epochs: { check: num(0, Infinity, { min: true }), default: 3, implemented: 'yes', help: 'epochs (may be fractional); max_steps > 0 overrides' },
+  max_steps: { check: maxSteps, default: -1, implemented: 'yes', help: 'optimizer steps; -1 = from num_train_epochs' },
+  per_device_train_batch_size: { check: int(1), default: 8, implemented: 'yes', help: 'examples per forward/backward pass' },
+  gradient_accumulation_steps: { check: int(1), default: 1, implemented: 'yes', help: 'passes per optimizer step' },
+  learning_rate: { check: num(0), default: 5e-5, implemented: 'yes', help: 'peak learning rate' },
+  weight_decay: { check: num(0), default: 0, implemented: 'yes', help: 'AdamW decoupled weight decay' },
+  adam_beta1: { check: num(0, 1, { max: true }), default: 0.9, implemented: 'yes', help: 'AdamW beta1' },
+  adam_beta2: { check: num(0, 1, { max: true }), default: 0.999, implemented: 'yes', help: 'AdamW beta2' },
+  adam_epsilon: { check: num(0), default: 1e-8, implemented: 'yes', help: 'AdamW epsilon' },
+  max_grad_norm: { check: num(0), default: 1.0, implemented: 'yes', help: 'clip the global gradient norm; 0 = no clipping' },
+  optim: {
+    check: oneOf(OPTIMIZERS, 'an HF optimizer name such as "adamw_torch"'), default: 'adamw_torch', implemented: 'partly',
+    help: 'adamw_torch / adamw_hf / adamw (paged and 8-bit variants run as 32-bit AdamW)',
+    support: (v) => {
+      if ((ADAMW as readonly string[]).includes(v)) return undefined;
+      if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": paged optimizer states are not implemented yet in this build; using AdamW with 32-bit states (same update)`);
+      if ((ADAMW_LOW_BIT as readonly string[]).includes(v)) return notice(`optim="${v}": low-bit optimizer states are not implemented yet in this build; using AdamW with 32-bit states`);
+      return notYet(`optim="${v}"`, 'use optim "adamw_torch"');
+    },
+  },
+  lr_scheduler_type: {
+    check: oneOf(LR_SCHEDULER_TYPES), default: 'linear', implemented: 'partly', help: 'constant, constant_with_warmup, linear or cosine',
+    support: (v) => (IMPLEMENTED_LR_SCHEDULERS.includes(v) ? undefined : notYet(`lr_scheduler_type="${v}"`, `use one of ${IMPLEMENTED_LR_SCHEDULERS.join(', ')}`)),
+  },
+  warmup_steps: {
+    check: { ...num(0), allowed: 'an integer >= 0, or a ratio in (0, 1) of the total steps', accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= 0 : v > 0 && v < 1) ? v : BAD) },
+    default: 0, implemented: 'yes', help: 'linear warmup steps (< 1: ratio of total steps); overrides warmup_ratio',
+  },
+  warmup_ratio: {
+    check: num(0, 1), default: 0, implemented: 'yes', help: 'warmup as a ratio of total steps when warmup_steps is 0',
+    support: (v, c) => (c.warmup_steps > 0 ? notice(`warmup_ratio=${v} is ignored because warmup_steps=${c.warmup_steps} is set (HF rule)`) : undefined),
+  },
+  logging_steps: { check: interval(), default: 500, implemented: 'yes', help: 'log every N optimizer steps (< 1: ratio of total steps)' },
+  logging_first_step: { check: bool(), default: false, implemented: 'yes', help: 'also log after the first step' },
+  save_strategy: {
+    check: oneOf(SAVE_STRATEGIES), default: 'steps', implemented: 'partly', help: 'no, steps or epoch',
+    support: (v) => (v === 'best' ? notYet('save_strategy="best"', 'it needs evaluation; use "steps" or "epoch"') : undefined),
+  },
+  save_steps: { check: interval(), default: 500, implemented: 'yes', help: 'checkpoint every N steps (< 1: ratio of total steps)' },
+  save_total_limit: { check: orNull(int(1)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
+  seed: { check: int(0, 2 ** 32 - 1), default: 42, implemented: 'yes', help: 'seed for LoRA init, dropout and data order' },
+  fp16: {
+    check: bool(), default: false, implemented: 'no', help: 'half-precision training (not implemented yet: trains in fp32)',
+    support: () => notice('fp16=true: half-precision training is not implemented yet in this build; training in fp32'),
+  },
+  bf16: {
+    check: bool(), default: false, implemented: 'no', help: 'bfloat16 training (not implemented yet: trains in fp32)',
+    support: () => notice('bf16=true: bfloat16 training is not implemented yet in this build; training in fp32'),
+  },
+  gradient_checkpointing: {
+    check: bool(), default: false, implemented: 'no', help: 'recompute activations in backward (not implemented yet)',
+    support: () => notice('gradient_checkpointing=true is not implemented yet in this build; ignored (activations are kept, which takes more memory)'),
+  },
+  report_to: {
+    check: reportTo, default: [], implemented: 'partly', help: 'experiment trackers; sft always writes <output_dir>/metrics.jsonl',
+    support: (v) => notice(`report_to=${v.join(',')} is not implemented yet in this build; metrics go to <output_dir>/metrics.jsonl`),
+  },
+  disable_tqdm: { check: bool(), default: false, implemented: 'yes', help: 'plain log lines instead of the progress bar' },
+  use_unsloth: { check: bool(), default: false, implemented: 'no-effect', help: 'Unsloth speed-ups (a PyTorch library)' },
+  tokenize_num_workers: { check: int(1), default: 10, implemented: 'no-effect', help: 'Firefly pretraining tokenizer processes' },
+  dataloader_num_workers: { check: int(0), default: 0, implemented: 'no-effect', help: 'PyTorch DataLoader workers' },
+  remove_unused_columns: { check: bool(), default: true, implemented: 'no-effect', help: 'HF Trainer dataset plumbing' },
+  ddp_find_unused_parameters: { check: orNull(bool()), default: null, implemented: 'no-effect', help: 'PyTorch DDP plumbing' },
+  deepspeed: { check: deepspeed, default: null, implemented: 'no-effect', help: 'DeepSpeed config' },
+  local_rank: { check: int(-1), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
+  logging_dir: { check: orNull(str()), default: null, implemented: 'no-effect', help: 'TensorBoard folder' },
+  overwrite_output_dir: { check: bool(), default: false, implemented: 'no-effect', help: 'HF example-script flag' },
+  device: { check: oneOf(DEVICES), default: 'auto', implemented: 'yes', help: 'cpu, cuda or auto (cuda when a GPU is usable)' },
+  threads: { check: int(0), default: 0, implemented: 'yes', help: 'CPU threads; 0 = all cores' },
+};
+
+export const KEYS = Object.keys(SCHEMA) as (keyof TrainConfig)[];
+
+export function isKey(k: string): k is keyof TrainConfig {
+  return Object.prototype.hasOwnProperty.call(SCHEMA, k);
+}
+
+export function sameValue(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Rules between keys, after defaults are filled in. `given` holds the keys the user wrote.
+ * Fills derived values in place (qlora's 4 bits) and returns errors to raise.
+ */
+export function resolveBetweenKeys(cfg: TrainConfig, given: ReadonlySet<string>): string[] {
+  const errors: string[] = [];
+  if (cfg.train_mode === 'qlora') {
+    if (!given.has('bits')) cfg.bits = 4;
+    else if (cfg.bits === 16 || cfg.bits === 32) {
+      errors.push(`train_mode "qlora" quantises the base model to 4 bits, but bits=${cfg.bits}; set bits to 4 or use train_mode "lora"`);
+    }
+  }
+  if (cfg.fp16 && cfg.bf16) errors.push('fp16 and bf16 are both true; at most one of them can be true');
+  if (cfg.train_mode === 'prompt_tuning' && cfg.prompt_tuning_init === 'TEXT' && cfg.prompt_tuning_init_text.trim() === '') {
+    errors.push('prompt_tuning_init "TEXT" needs prompt_tuning_init_text');
+  }
+  return errors;
+}

@@ -1,0 +1,133 @@
+// Training progress on the console. On a terminal: one live bar (step/total, loss, lr, tokens/s,
+// ETA) with log lines printed above it. Anywhere else (a pipe, a CI log, disable_tqdm): one plain
+// line per logging step, since a redrawn bar would fill a log file with escape codes.
+import cliProgress from 'cli-progress';
+
+export interface ProgressStats {
+  loss?: number;
+  lr?: number;
+  tokensPerSecond?: number;
+}
+
+export interface ProgressOptions {
+  /** Where to write; stdout by default. The bar is drawn only when this stream is a TTY. */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  /** false: plain lines even on a terminal (the disable_tqdm key). */
+  bar?: boolean;
+  /** Plain lines: print at steps that are multiples of this (and at the last step). Default 1: every update(). */
+  logEvery?: number;
+  /** Millisecond clock, replaceable in tests. */
+  now?: () => number;
+}
+
+export class Progress {
+  private readonly stream: NonNullable<ProgressOptions['stream']>;
+  private readonly useBar: boolean;
+  private readonly logEvery: number;
+  private readonly now: () => number;
+  private multi: cliProgress.MultiBar | undefined;
+  private bar: cliProgress.SingleBar | undefined;
+  private total = 0;
+  private startMs = 0;
+  private stats: ProgressStats = {};
+
+  constructor(opts: ProgressOptions = {}) {
+    this.stream = opts.stream ?? process.stdout;
+    this.useBar = opts.bar !== false && this.stream.isTTY === true;
+    this.logEvery = Math.max(1, Math.trunc(opts.logEvery ?? 1));
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Begins a run of `total` optimizer steps. */
+  start(total: number): void {
+    this.total = total;
+    this.startMs = this.now();
+    this.stats = {};
+    if (!this.useBar) return;
+    this.multi = new cliProgress.MultiBar(
+      {
+        stream: this.stream,
+        // (cli-progress owns {eta}; ours is {remaining}, the same pace rule as the plain lines)
+        format: '{bar} {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining}',
+        hideCursor: false,
+        clearOnComplete: false,
+        autopadding: true,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    this.bar = this.multi.create(total, 0, this.payload(0));
+  }
+
+  /** Records that `step` optimizer steps are done; stats left out keep their last value. */
+  update(step: number, stats: ProgressStats = {}): void {
+    this.stats = { ...this.stats, ...stats };
+    if (this.bar) {
+      this.bar.update(step, this.payload(step));
+      return;
+    }
+    if (step % this.logEvery === 0 || step === this.total) this.write(this.line(step));
+  }
+
+  /** Prints a line of text without breaking the bar. */
+  log(line: string): void {
+    if (this.multi) {
+      this.multi.log(line + '\n');
+      this.multi.update(); // draw now rather than at the next tick
+    } else {
+      this.write(line);
+    }
+  }
+
+  stop(): void {
+    if (!this.multi) return;
+    this.multi.update(); // flush log lines still buffered
+    this.multi.stop();
+    this.multi = undefined;
+    this.bar = undefined;
+  }
+
+  private write(line: string): void {
+    this.stream.write(line + '\n');
+  }
+
+  private payload(step: number): Record<string, string> {
+    const s = this.stats;
+    return {
+      loss: s.loss === undefined ? '-' : s.loss.toFixed(4),
+      lr: s.lr === undefined ? '-' : sci(s.lr),
+      tps: s.tokensPerSecond === undefined ? '-' : Math.round(s.tokensPerSecond).toString(),
+      remaining: this.eta(step),
+    };
+  }
+
+  /** "step 10/150 | loss 2.3456 | lr 3.00e-03 | 1234 tok/s | elapsed 0:00:12 | ETA 0:02:48" */
+  private line(step: number): string {
+    const p = this.payload(step);
+    const parts = [`step ${step}/${this.total}`];
+    if (this.stats.loss !== undefined) parts.push(`loss ${p.loss}`);
+    if (this.stats.lr !== undefined) parts.push(`lr ${p.lr}`);
+    if (this.stats.tokensPerSecond !== undefined) parts.push(`${p.tps} tok/s`);
+    parts.push(`elapsed ${clock((this.now() - this.startMs) / 1000)}`, `ETA ${p.remaining}`);
+    return parts.join(' | ');
+  }
+
+  // Remaining time at the average pace so far.
+  private eta(step: number): string {
+    if (step <= 0) return '-';
+    const elapsed = (this.now() - this.startMs) / 1000;
+    return clock((elapsed / step) * Math.max(0, this.total - step));
+  }
+}
+
+/** 3 significant digits, two-digit exponent as Python/tqdm print it: 3.00e-04. */
+function sci(x: number): string {
+  return x.toExponential(2).replace(/e([+-])(\d)$/, 'e$10$2');
+}
+
+/** h:mm:ss */
+export function clock(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return `${h}:${String(m).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
