@@ -7,15 +7,10 @@
 
 #include "core/threads.h"
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 
 namespace sft::cpu {
 
-template <typename T>
-static inline T dot(const T* a, const T* b, int n) {
-  T s = 0;
-  for (int i = 0; i < n; i++) s += a[i] * b[i];
-  return s;
-}
 
 template <typename T>
 void attention_forward(T* out, T* att, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
@@ -44,11 +39,7 @@ void attention_forward(T* out, T* att, const T* q, int64_t ldq, const T* k, cons
       for (int64_t j = n_keys; j < Tk; j++) p[j] = 0;
       T* o = out + (b * Tq + i) * ldo + h * hd;
       for (int d = 0; d < hd; d++) o[d] = 0;
-      for (int64_t j = 0; j < n_keys; j++) {
-        const T* vj = v + (b * Tk + j) * ldkv + kvh * hd;
-        const T pj = p[j];
-        for (int d = 0; d < hd; d++) o[d] += pj * vj[d];
-      }
+      for (int64_t j = 0; j < n_keys; j++) axpy(o, p[j], v + (b * Tk + j) * ldkv + kvh * hd, hd);
     }
   });
 }
@@ -78,17 +69,12 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const 
             const T* vj = v + (b * Tk + j) * ldkv + kvh * hd;
             dp[j] = dot(dyi, vj, hd);
             row += dp[j] * p[j];
-            T* dvj = dv + (b * Tk + j) * ldkv + kvh * hd;
-            for (int d = 0; d < hd; d++) dvj[d] += p[j] * dyi[d];
+            axpy(dv + (b * Tk + j) * ldkv + kvh * hd, p[j], dyi, hd);
           }
           for (int64_t j = 0; j < n_keys; j++) {
             const T ds = p[j] * (dp[j] - row) * scale;
-            const T* kj = k + (b * Tk + j) * ldkv + kvh * hd;
-            T* dkj = dk + (b * Tk + j) * ldkv + kvh * hd;
-            for (int d = 0; d < hd; d++) {
-              dqi[d] += ds * kj[d];
-              dkj[d] += ds * qi[d];
-            }
+            axpy(dqi, ds, k + (b * Tk + j) * ldkv + kvh * hd, hd);
+            axpy(dk + (b * Tk + j) * ldkv + kvh * hd, ds, qi, hd);
           }
         }
       }

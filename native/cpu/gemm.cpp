@@ -5,123 +5,122 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "cpu/simd.h"
 
 namespace sft::cpu {
 namespace {
 
-// Native SIMD width through GCC/Clang vector extensions: one source for AVX-512, AVX2 and SSE.
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-
-template <typename T> struct Vec;
-template <> struct Vec<float> { typedef float type __attribute__((vector_size(kVecBytes))); };
-template <> struct Vec<double> { typedef double type __attribute__((vector_size(kVecBytes))); };
+// BLIS-style blocking. The micro-kernel keeps an MR x NR block of C in registers (NR = two
+// SIMD vectors) and walks k over packed panels: A packed k-major in MR-row strips (broadcast),
+// B packed k-major in NR-column strips (vector loads). Panels are zero-padded so edges need no
+// special kernel: a partial tile is computed whole into a scratch tile and copied out.
+constexpr int MR = kVecBytes == 64 ? 8 : 6;  // 2*MR accumulators: 16 of 32 zmm, 12 of 16 ymm
+constexpr int64_t KC = 256;  // depth of a packed panel
+constexpr int64_t MC = 96;   // rows of A per packed block (MC x KC stays in L2)
+constexpr int64_t NC = 1024; // columns (rows of B) per packed block
 
 template <typename T>
-inline typename Vec<T>::type load(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
+constexpr int NR = 2 * (kVecBytes / int(sizeof(T)));
 
 template <typename T>
-inline T hsum(typename Vec<T>::type v) {
-  constexpr int W = kVecBytes / sizeof(T);
-  T s = 0;
-  for (int i = 0; i < W; i++) s += v[i];
-  return s;
-}
-
-constexpr int MR = 4, NR = 4;  // register tile: 4 rows of A against 4 rows of B
-constexpr int64_t KC = 512;    // K block: a 4xKC strip of A stays in L1
-constexpr int64_t NC = 64;     // rows of B swept per A strip (B block stays in L2)
-
-// One MR x NR tile of dot products over k in [0, kn). Full tiles take the unrolled path.
-template <typename T>
-inline void tile_full(int64_t kn, const T* A, int64_t lda, const T* B, int64_t ldb, T alpha, T beta,
-                      T* C, int64_t ldc) {
+inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict Ct) {
   using V = typename Vec<T>::type;
   constexpr int W = kVecBytes / sizeof(T);
-  V acc[MR][NR];
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) acc[i][j] = V{} ;
-  int64_t k = 0;
-  for (; k + W <= kn; k += W) {
-    V a[MR], b[NR];
-    for (int i = 0; i < MR; i++) a[i] = load(A + i * lda + k);
-    for (int j = 0; j < NR; j++) b[j] = load(B + j * ldb + k);
-    for (int i = 0; i < MR; i++)
-      for (int j = 0; j < NR; j++) acc[i][j] += a[i] * b[j];
+  V c0[MR], c1[MR];
+  for (int i = 0; i < MR; i++) c0[i] = V{}, c1[i] = V{};
+  for (int64_t k = 0; k < kc; k++) {
+    const V b0 = vload(Bp + k * 2 * W), b1 = vload(Bp + k * 2 * W + W);
+    for (int i = 0; i < MR; i++) {
+      const T a = Ap[k * MR + i];
+      c0[i] += a * b0;
+      c1[i] += a * b1;
+    }
   }
-  for (int i = 0; i < MR; i++)
-    for (int j = 0; j < NR; j++) {
-      T s = hsum<T>(acc[i][j]);
-      for (int64_t kk = k; kk < kn; kk++) s += A[i * lda + kk] * B[j * ldb + kk];
-      T* c = C + i * ldc + j;
-      *c = (beta == T(0) ? T(0) : beta * *c) + alpha * s;
-    }
+  for (int i = 0; i < MR; i++) {
+    std::memcpy(Ct + i * 2 * W, &c0[i], sizeof(V));
+    std::memcpy(Ct + i * 2 * W + W, &c1[i], sizeof(V));
+  }
 }
 
-template <typename T>
-inline void tile_edge(int mr, int nr, int64_t kn, const T* A, int64_t lda, const T* B, int64_t ldb,
-                      T alpha, T beta, T* C, int64_t ldc) {
-  using V = typename Vec<T>::type;
-  constexpr int W = kVecBytes / sizeof(T);
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nr; j++) {
-      V acc = V{};
-      int64_t k = 0;
-      for (; k + W <= kn; k += W) acc += load(A + i * lda + k) * load(B + j * ldb + k);
-      T s = hsum<T>(acc);
-      for (; k < kn; k++) s += A[i * lda + k] * B[j * ldb + k];
-      T* c = C + i * ldc + j;
-      *c = (beta == T(0) ? T(0) : beta * *c) + alpha * s;
+// Packs rows r0..r1 (zero-padded to whole strips of R) of op(X), k in [k0, k0 + kc), into
+// dst[(strip * kc + k) * R + i]. op(X)[r, k] = X[r * ld + k], or X[k * ld + r] when trans:
+// this is where the transposed layouts of the backward products are absorbed, for free.
+template <typename T, int R>
+void pack(T* dst, const T* X, int64_t ld, bool trans, int64_t r0, int64_t r1, int64_t k0, int64_t kc,
+          int64_t s0, int64_t s1) {
+  for (int64_t s = s0; s < s1; s++) {
+    T* d = dst + s * kc * R;
+    const int64_t rb = r0 + s * R;
+    const int valid = int(std::max<int64_t>(0, std::min<int64_t>(R, r1 - rb)));
+    if (trans) {
+      for (int64_t k = 0; k < kc; k++) {
+        const T* src = X + (k0 + k) * ld + rb;
+        int i = 0;
+        for (; i < valid; i++) d[k * R + i] = src[i];
+        for (; i < R; i++) d[k * R + i] = T(0);
+      }
+    } else {
+      for (int i = 0; i < R; i++) {
+        if (i < valid) {
+          const T* src = X + (rb + i) * ld + k0;
+          for (int64_t k = 0; k < kc; k++) d[k * R + i] = src[k];
+        } else {
+          for (int64_t k = 0; k < kc; k++) d[k * R + i] = T(0);
+        }
+      }
     }
+  }
 }
 
 }  // namespace
 
 template <typename T>
-void gemm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
     return;
   }
-  // Split the larger dimension across threads, in whole tiles.
-  const bool split_m = (M / MR) >= (N / NR);
-  const int64_t tiles = split_m ? (M + MR - 1) / MR : (N + NR - 1) / NR;
-  const int64_t work_per_tile = (split_m ? N : M) * K;
-  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, work_per_tile));
-  parallel_for(tiles, grain, [&](int64_t t0, int64_t t1) {
-    int64_t m0 = split_m ? t0 * MR : 0, m1 = split_m ? std::min(M, t1 * MR) : M;
-    int64_t n0 = split_m ? 0 : t0 * NR, n1 = split_m ? N : std::min(N, t1 * NR);
-    for (int64_t kc = 0; kc < K; kc += KC) {
-      const int64_t kn = std::min(KC, K - kc);
-      const T b = kc == 0 ? beta : T(1);
-      for (int64_t nb = n0; nb < n1; nb += NC) {
-        const int64_t nbe = std::min(n1, nb + NC);
-        for (int64_t m = m0; m < m1; m += MR) {
-          const int mr = static_cast<int>(std::min<int64_t>(MR, m1 - m));
-          for (int64_t n = nb; n < nbe; n += NR) {
-            const int nr = static_cast<int>(std::min<int64_t>(NR, nbe - n));
-            const T* a = A + m * lda + kc;
-            const T* bb = B + n * ldb + kc;
-            T* c = C + m * ldc + n;
-            if (mr == MR && nr == NR) tile_full<T>(kn, a, lda, bb, ldb, alpha, b, c, ldc);
-            else tile_edge<T>(mr, nr, kn, a, lda, bb, ldb, alpha, b, c, ldc);
+  constexpr int nr = NR<T>;
+  std::vector<T> Bp(size_t(((std::min(N, NC) + nr - 1) / nr) * nr * KC));
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t nstrips = (nc + nr - 1) / nr;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const T b = pc == 0 ? beta : T(1);
+      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) {
+        pack<T, nr>(Bp.data(), B, ldb, tb, jc, jc + nc, pc, kc, s0, s1);
+      });
+      const int64_t mblocks = (M + MC - 1) / MC;
+      // Threads split the rows of C; each packs its own A block and shares the packed B.
+      parallel_for(mblocks, 1, [&](int64_t b0, int64_t b1) {
+        std::vector<T> Ap(size_t(MC * kc));
+        alignas(64) T tile[MR * nr];
+        for (int64_t ib = b0; ib < b1; ib++) {
+          const int64_t ic = ib * MC, mc = std::min(MC, M - ic);
+          pack<T, MR>(Ap.data(), A, lda, ta, ic, ic + mc, pc, kc, 0, (mc + MR - 1) / MR);
+          for (int64_t js = 0; js < nstrips; js++) {
+            const int64_t n0 = jc + js * nr, nn = std::min<int64_t>(nr, jc + nc - n0);
+            for (int64_t is = 0; is * MR < mc; is++) {
+              const int64_t m0 = ic + is * MR, mm = std::min<int64_t>(MR, ic + mc - m0);
+              micro_kernel<T>(kc, Ap.data() + is * kc * MR, Bp.data() + js * kc * nr, tile);
+              for (int64_t i = 0; i < mm; i++) {
+                T* c = C + (m0 + i) * ldc + n0;
+                const T* t = tile + i * nr;
+                if (b == T(0))
+                  for (int64_t j = 0; j < nn; j++) c[j] = alpha * t[j];
+                else
+                  for (int64_t j = 0; j < nn; j++) c[j] = b * c[j] + alpha * t[j];
+              }
+            }
           }
         }
-      }
+      });
     }
-  });
+  }
 }
 
 template <typename T>
@@ -136,10 +135,10 @@ void transpose(T* out, const T* in, int64_t rows, int64_t cols, int64_t ld_in) {
   });
 }
 
-template void gemm_nt<float>(int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                             int64_t, float, float*, int64_t);
-template void gemm_nt<double>(int64_t, int64_t, int64_t, double, const double*, int64_t,
-                              const double*, int64_t, double, double*, int64_t);
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                          int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
 template void transpose<float>(float*, const float*, int64_t, int64_t, int64_t);
 template void transpose<double>(double*, const double*, int64_t, int64_t, int64_t);
 

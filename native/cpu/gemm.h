@@ -5,12 +5,20 @@
 
 namespace sft::cpu {
 
-// C[m, n] = beta * C[m, n] + alpha * sum_k A[m*lda + k] * B[n*ldb + k]
-// "NT": both operands have K contiguous (row-major A [M,K], row-major B [N,K]), which is how
-// activations [tokens, in] and weights [out, in] are stored. beta = 0 ignores C's old values.
+// C[m, n] = beta * C[m, n] + alpha * sum_k opA[m, k] * opB[n, k]
+//   opA[m, k] = ta ? A[k*lda + m] : A[m*lda + k]      (A stored [M,K], or [K,M] when ta)
+//   opB[n, k] = tb ? B[k*ldb + n] : B[n*ldb + k]      (B stored [N,K], or [K,N] when tb)
+// The default (ta = tb = false) is activations [tokens, in] times weights [out, in]^T; the
+// backward products are the transposed variants. beta = 0 ignores C's old values.
 template <typename T>
-void gemm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T beta, T* C, int64_t ldc);
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
+
+template <typename T>
+inline void gemm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                    int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm<T>(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 // out[c, r] = in[r, c]: in is [rows, cols] with row stride ld_in; out is dense [cols, rows].
 template <typename T>

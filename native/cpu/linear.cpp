@@ -1,7 +1,5 @@
 // Linear layers: y = x W^T + b. All three products run through gemm_nt; the backward
 // products transpose one operand first so K is contiguous for both.
-#include <vector>
-
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
@@ -23,19 +21,10 @@ void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t M, 
 template <typename T>
 void linear_backward(T* dinp, T* dW, T* dbias, const T* dout, const T* inp, const T* W, int64_t M,
                      int64_t K, int64_t N) {
-  if (dinp) {
-    // dinp[M,K] += dout[M,N] . W[N,K]  ==  gemm_nt(A = dout, B = W^T [K,N])
-    std::vector<T> Wt(static_cast<size_t>(K * N));
-    transpose<T>(Wt.data(), W, N, K, K);
-    gemm_nt<T>(M, K, N, T(1), dout, N, Wt.data(), N, T(1), dinp, K);
-  }
-  if (dW) {
-    // dW[N,K] += dout^T [N,M] . inp [M,K]  ==  gemm_nt(A = dout^T, B = inp^T [K,M])
-    std::vector<T> dout_t(static_cast<size_t>(N * M)), inp_t(static_cast<size_t>(K * M));
-    transpose<T>(dout_t.data(), dout, M, N, N);
-    transpose<T>(inp_t.data(), inp, M, K, K);
-    gemm_nt<T>(N, K, M, T(1), dout_t.data(), M, inp_t.data(), M, T(1), dW, K);
-  }
+  // dinp[m,k] += sum_n dout[m,n] W[n,k]       (W read as [N rows of k] = transposed B)
+  if (dinp) gemm<T>(false, true, M, K, N, T(1), dout, N, W, K, T(1), dinp, K);
+  // dW[n,k] += sum_m dout[m,n] inp[m,k]        (both read transposed)
+  if (dW) gemm<T>(true, true, N, K, M, T(1), dout, N, inp, K, T(1), dW, K);
   if (dbias) {
     parallel_for(N, 64, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; n++) {

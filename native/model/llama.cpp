@@ -514,27 +514,18 @@ class LlamaModel final : public ModelBase {
       const T* xin = s.xd.empty() ? x : s.xd.data();
       const T* dys = dy + lo.row0;  // [M, rows] with row stride lin.out
       // dB[rows, r] += scale * dys^T ha
-      std::vector<T> dys_t(size_t(rows * M)), ha_t(size_t(r * M));
-      cpu::transpose<T>(dys_t.data(), dys, M, rows, lin.out);
-      cpu::transpose<T>(ha_t.data(), s.ha.data(), M, r, r);
-      cpu::gemm_nt<T>(rows, r, M, lo.scale, dys_t.data(), M, ha_t.data(), M, T(1), lo.B->g.data(), r);
+      cpu::gemm<T>(true, true, rows, r, M, lo.scale, dys, lin.out, s.ha.data(), r, T(1), lo.B->g.data(), r);
       // dha[M, r] = scale * dys B
-      std::vector<T> Bt(size_t(r * rows)), dha(size_t(M * r));
-      cpu::transpose<T>(Bt.data(), lo.B->w.data(), rows, r, r);
-      cpu::gemm_nt<T>(M, r, rows, lo.scale, dys, lin.out, Bt.data(), rows, T(0), dha.data(), r);
+      std::vector<T> dha(size_t(M * r));
+      cpu::gemm<T>(false, true, M, r, rows, lo.scale, dys, lin.out, lo.B->w.data(), r, T(0), dha.data(), r);
       // dA[r, in] += dha^T xin
-      std::vector<T> dha_t(size_t(r * M)), xin_t(size_t(in * M));
-      cpu::transpose<T>(dha_t.data(), dha.data(), M, r, r);
-      cpu::transpose<T>(xin_t.data(), xin, M, in, in);
-      cpu::gemm_nt<T>(r, in, M, T(1), dha_t.data(), M, xin_t.data(), M, T(1), lo.A->g.data(), in);
-      // dx += (dha A) masked and rescaled like the forward's dropout
-      std::vector<T> At(size_t(in * r));
-      cpu::transpose<T>(At.data(), lo.A->w.data(), r, in, in);
+      cpu::gemm<T>(true, true, r, in, M, T(1), dha.data(), r, xin, in, T(1), lo.A->g.data(), in);
+      // dx += (dha A), masked and rescaled like the forward's dropout
       if (s.xd.empty()) {
-        cpu::gemm_nt<T>(M, in, r, T(1), dha.data(), r, At.data(), r, T(1), dx, in);
+        cpu::gemm<T>(false, true, M, in, r, T(1), dha.data(), r, lo.A->w.data(), in, T(1), dx, in);
       } else {
         std::vector<T> dxin(size_t(M * in));
-        cpu::gemm_nt<T>(M, in, r, T(1), dha.data(), r, At.data(), r, T(0), dxin.data(), in);
+        cpu::gemm<T>(false, true, M, in, r, T(1), dha.data(), r, lo.A->w.data(), in, T(0), dxin.data(), in);
         const T keep = T(1.0 / (1.0 - lo.dropout));
         // The mask is not stored: the counter-based generator gives it again from (seed, step, i).
         parallel_for(M * in, 1 << 14, [&](int64_t i0, int64_t i1) {
