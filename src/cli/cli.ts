@@ -15,7 +15,7 @@ export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv.length ? argv : hideBin(process.argv))
     .scriptName('sft')
     .usage('$0 <command> [options]')
-    .strictCommands()
+    // Not strictCommands(): `sft train` passes unknown --key value tokens on as config overrides.
     .demandCommand(1, 'Name a command: sft <command> --help shows its options.')
     .help()
     .wrap(Math.min(110, process.stdout.columns || 100))
@@ -24,6 +24,10 @@ export async function main(argv: string[]): Promise<void> {
       throw new SftError(msg);
     });
   for (const c of commands) cli = cli.command(c);
+  cli = cli.command('$0', false, {}, (argv) => {
+    const names = commands.map((c) => String(c.command).split(' ')[0]);
+    throw new SftError(`unknown command "${String(argv._[0] ?? '')}" — commands: ${names.join(', ')} (sft --help)`);
+  });
   try {
     await cli.parseAsync();
   } catch (err) {

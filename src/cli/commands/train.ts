@@ -1,0 +1,45 @@
+// `sft train --config FILE [--key value ...] [--dry-run]`: LoRA fine-tuning from a Firefly-style
+// JSON config; any config key can be overridden on the command line, as HF's argument parser allows.
+import type { Argv, CommandModule } from 'yargs';
+import { loadConfig } from '../../config/loader.js';
+
+interface TrainArgs {
+  config: string;
+  'dry-run': boolean;
+  _: (string | number)[];
+}
+
+const train: CommandModule<object, TrainArgs> = {
+  command: 'train',
+  describe: 'Fine-tune a model from a Firefly-style JSON config (any key can be overridden: --learning_rate 1e-4)',
+  builder: (y: Argv<object>): Argv<TrainArgs> =>
+    y
+      .option('config', { type: 'string', demandOption: true, describe: 'Training config (JSON, Firefly train_args keys)' })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'Show samples with their trained spans marked, then stop' })
+      // Config overrides are not yargs options: hand them to the config loader untouched.
+      .parserConfiguration({ 'unknown-options-as-args': true, 'parse-positional-numbers': false })
+      .example('$0 train --config configs/tiny-demo.json', 'the CPU demo (about a minute)')
+      .example('$0 train --config configs/qwen2-7b.json --learning_rate 1e-4 --output_dir out/x', 'override keys') as unknown as Argv<TrainArgs>,
+  handler: async (argv) => {
+    const overrides = argv._.slice(1).map(String);
+    const { config, notices } = loadConfig(argv.config, overrides);
+    for (const n of notices) process.stderr.write(`note: ${n}\n`);
+    const { train: run } = await import('../../train/recipe.js');
+    // First Ctrl-C: finish the step, save a checkpoint, exit 130. Second: exit at once.
+    let stopRequested = false;
+    const onSigint = () => {
+      if (stopRequested) process.exit(130);
+      stopRequested = true;
+      process.stderr.write('\nInterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to quit now)\n');
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      const r = await run(config, { dryRun: argv['dry-run'], shouldStop: () => stopRequested });
+      if (r.interrupted) process.exitCode = 130;
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+  },
+};
+
+export default train;

@@ -1,0 +1,238 @@
+// safetensors files (SPEC.md §3): an 8-byte little-endian header length N, N bytes of JSON
+// `{name: {dtype, shape, data_offsets: [begin, end)}, "__metadata__"?: {string: string}}`, then the
+// data buffer the offsets point into. Checkpoints can be many GB, so reading parses only the header;
+// the engine reads tensor bytes itself from the absolute offsets.
+import fs from 'node:fs';
+import { SftError } from '../errors.js';
+import { bf16ArrayToF32, f16ArrayToF32 } from './float16.js';
+
+/** Bytes per element of every dtype the format defines. */
+export const DTYPE_SIZES = {
+  BOOL: 1, U8: 1, I8: 1, F8_E5M2: 1, F8_E4M3: 1,
+  I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4,
+  F64: 8, I64: 8, U64: 8,
+} as const;
+
+export type SafetensorsDtype = keyof typeof DTYPE_SIZES;
+
+export interface TensorInfo {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** Byte range [begin, end) relative to the start of the data buffer (add dataStart for a file offset). */
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  headerLen: number;
+  /** File offset of the data buffer: 8 + headerLen. */
+  dataStart: number;
+  /** In the header's order. */
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+}
+
+// The reference implementation refuses headers above 100 MB; a bigger one means a corrupt file.
+const MAX_HEADER_LEN = 100_000_000;
+
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  const fd = openForRead(file);
+  try {
+    const fileSize = fs.fstatSync(fd).size;
+    if (fileSize < 8) throw new SftError(`${file}: not a safetensors file (${fileSize} bytes, shorter than the 8-byte header length).`);
+    const lenBuf = Buffer.alloc(8);
+    readFully(file, fd, lenBuf, 0);
+    const len = lenBuf.readBigUInt64LE(0);
+    if (len > BigInt(MAX_HEADER_LEN)) {
+      throw new SftError(`${file}: safetensors header length ${len} is over the 100 MB limit; the file is corrupt or not safetensors.`);
+    }
+    const headerLen = Number(len);
+    const dataStart = 8 + headerLen;
+    if (dataStart > fileSize) {
+      throw new SftError(`${file}: safetensors header length ${headerLen} runs past the end of the file (${fileSize} bytes); the file is truncated.`);
+    }
+    const headerBuf = Buffer.alloc(headerLen);
+    readFully(file, fd, headerBuf, 8);
+    const parsed = parseHeaderJson(file, headerBuf.toString('utf8'));
+    const { tensors, metadata } = validateHeader(file, parsed, fileSize - dataStart);
+    return { headerLen, dataStart, tensors, metadata };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function parseHeaderJson(file: string, text: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new SftError(`${file}: the safetensors header is not valid JSON (${(err as Error).message}); the file is corrupt.`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new SftError(`${file}: the safetensors header must be a JSON object.`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function validateHeader(file: string, header: Record<string, unknown>, dataLen: number): Pick<SafetensorsHeader, 'tensors' | 'metadata'> {
+  const metadata: Record<string, string> = {};
+  const tensors = new Map<string, TensorInfo>();
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+        throw new SftError(`${file}: __metadata__ must be an object of strings.`);
+      }
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== 'string') throw new SftError(`${file}: __metadata__.${k} must be a string.`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    tensors.set(name, validateEntry(file, name, value));
+  }
+  // The ranges must tile the data buffer exactly: no gaps, no overlaps, nothing left over.
+  const byBegin = [...tensors.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let cursor = 0;
+  for (const [name, t] of byBegin) {
+    if (t.begin !== cursor) {
+      const what = t.begin > cursor ? `leaves a gap at byte ${cursor}` : `overlaps the previous tensor (which ends at byte ${cursor})`;
+      throw new SftError(`${file}: tensor "${name}" starts at data byte ${t.begin} and ${what}; the file is corrupt.`);
+    }
+    cursor = t.end;
+  }
+  if (cursor !== dataLen) {
+    throw new SftError(`${file}: tensors cover ${cursor} bytes but the data buffer holds ${dataLen}; the file is ${cursor > dataLen ? 'truncated' : 'corrupt'}.`);
+  }
+  return { tensors, metadata };
+}
+
+function validateEntry(file: string, name: string, value: unknown): TensorInfo {
+  const where = `${file}: tensor "${name}"`;
+  if (value === null || typeof value !== 'object') throw new SftError(`${where} must be an object with dtype, shape and data_offsets.`);
+  const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZES)) {
+    throw new SftError(`${where} has unknown dtype ${JSON.stringify(dtype)}; known: ${Object.keys(DTYPE_SIZES).join(' ')}.`);
+  }
+  if (!Array.isArray(shape) || !shape.every(isCount)) {
+    throw new SftError(`${where} has shape ${JSON.stringify(shape)}; expected an array of non-negative integers.`);
+  }
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[1] < offsets[0]) {
+    throw new SftError(`${where} has data_offsets ${JSON.stringify(offsets)}; expected [begin, end] with begin <= end.`);
+  }
+  const info: TensorInfo = { dtype: dtype as SafetensorsDtype, shape: shape as number[], begin: offsets[0], end: offsets[1] };
+  const bytes = numel(info.shape) * DTYPE_SIZES[info.dtype];
+  if (bytes !== info.end - info.begin) {
+    throw new SftError(`${where}: ${info.dtype}${JSON.stringify(info.shape)} needs ${bytes} bytes but data_offsets span ${info.end - info.begin}; the file is corrupt.`);
+  }
+  return info;
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+export function numel(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export type WritableDtype = 'F32' | 'F16' | 'BF16' | 'I32';
+
+export interface TensorToWrite {
+  name: string;
+  dtype: WritableDtype;
+  shape: number[];
+  /** F32: Float32Array; F16/BF16: Uint16Array of bits; I32: Int32Array; any dtype: raw little-endian bytes. */
+  data: Float32Array | Uint16Array | Int32Array | Buffer;
+}
+
+/** Writes tensors in the given order, offsets ascending, header padded with spaces to 8 bytes. */
+export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+  // Null prototype: a tensor may be named anything, "__proto__" and "constructor" included.
+  const header: Record<string, unknown> = Object.create(null);
+  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const t of tensors) {
+    if (t.name === '__metadata__' || Object.hasOwn(header, t.name)) throw new SftError(`writing ${file}: duplicate or reserved tensor name "${t.name}".`);
+    const bytes = tensorBytes(file, t);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    chunks.push(bytes);
+    offset += bytes.byteLength;
+  }
+  let json = JSON.stringify(header);
+  const jsonLen = Buffer.byteLength(json, 'utf8');
+  json += ' '.repeat((8 - (jsonLen % 8)) % 8);
+  const headerBuf = Buffer.from(json, 'utf8');
+  const lenBuf = Buffer.alloc(8);
+  lenBuf.writeBigUInt64LE(BigInt(headerBuf.length));
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, lenBuf);
+    fs.writeSync(fd, headerBuf);
+    for (const c of chunks) writeAll(fd, c);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function tensorBytes(file: string, t: TensorToWrite): Uint8Array {
+  const expected = numel(t.shape) * DTYPE_SIZES[t.dtype];
+  const okType =
+    Buffer.isBuffer(t.data) ||
+    (t.dtype === 'F32' && t.data instanceof Float32Array) ||
+    ((t.dtype === 'F16' || t.dtype === 'BF16') && t.data instanceof Uint16Array) ||
+    (t.dtype === 'I32' && t.data instanceof Int32Array);
+  if (!okType) throw new SftError(`writing ${file}: tensor "${t.name}" is ${t.dtype} but its data is a ${t.data.constructor.name}.`);
+  if (t.data.byteLength !== expected) {
+    throw new SftError(`writing ${file}: tensor "${t.name}" ${t.dtype}${JSON.stringify(t.shape)} needs ${expected} bytes, got ${t.data.byteLength}.`);
+  }
+  // Typed arrays are stored in the platform's byte order, little-endian on every platform Node supports.
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.byteLength) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
+}
+
+/** Reads one tensor as float32 (F32, F16 or BF16 on disk). Meant for small tensors such as adapters. */
+export function readTensorF32(file: string, header: SafetensorsHeader, name: string): Float32Array {
+  const info = header.tensors.get(name);
+  if (!info) throw new SftError(`${file}: no tensor named "${name}".`);
+  if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') {
+    throw new SftError(`${file}: tensor "${name}" is ${info.dtype}; expected F32, F16 or BF16.`);
+  }
+  // A fresh Uint8Array starts at offset 0 of its own buffer, so typed views on it are aligned.
+  const bytes = new Uint8Array(info.end - info.begin);
+  const fd = openForRead(file);
+  try {
+    readFully(file, fd, bytes, header.dataStart + info.begin);
+  } finally {
+    fs.closeSync(fd);
+  }
+  switch (info.dtype) {
+    case 'F32': return new Float32Array(bytes.buffer);
+    case 'F16': return f16ArrayToF32(new Uint16Array(bytes.buffer));
+    case 'BF16': return bf16ArrayToF32(new Uint16Array(bytes.buffer));
+  }
+}
+
+function readFully(file: string, fd: number, buf: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < buf.byteLength) {
+    const n = fs.readSync(fd, buf, done, buf.byteLength - done, position + done);
+    if (n === 0) throw new SftError(`${file}: unexpected end of file at byte ${position + done}; the file is truncated.`);
+    done += n;
+  }
+}
+
+function openForRead(file: string): number {
+  try {
+    return fs.openSync(file, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new SftError(`${file}: file not found.`);
+    throw new SftError(`${file}: cannot open (${code ?? (err as Error).message}).`);
+  }
+}

@@ -1,0 +1,164 @@
+// Reads a Hugging Face config.json and turns it into the engine's NativeModelConfig, and lists the
+// tensors (HF names and shapes) a checkpoint of that config holds (SPEC.md §1).
+import fs from 'node:fs';
+import path from 'node:path';
+import { SftError } from '../errors.js';
+import type { Arch, NativeModelConfig } from '../native/types.js';
+
+export const SUPPORTED_ARCHITECTURES =
+  'LlamaForCausalLM (llama), BaiChuanForCausalLM (Baichuan-7B), BaichuanForCausalLM (Baichuan2-7B), Qwen2ForCausalLM (qwen2)';
+
+export function readHfConfig(modelDir: string): { hf: Record<string, unknown>; native: NativeModelConfig } {
+  const file = path.join(modelDir, 'config.json');
+  if (!fs.existsSync(file)) throw new SftError(`${file} not found: a model folder needs the config.json of a Hugging Face checkpoint.`);
+  let hf: unknown;
+  try {
+    hf = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new SftError(`${file}: not valid JSON (${(err as Error).message}).`);
+  }
+  if (hf === null || typeof hf !== 'object' || Array.isArray(hf)) throw new SftError(`${file}: expected a JSON object.`);
+  return { hf: hf as Record<string, unknown>, native: nativeConfigFromHf(hf as Record<string, unknown>, file) };
+}
+
+/** `file` only names the source in error messages. */
+export function nativeConfigFromHf(hf: Record<string, unknown>, file = 'config.json'): NativeModelConfig {
+  const arch = detectArch(hf, file);
+  const int = (key: string, fallback?: number): number => {
+    const v = hf[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
+      throw new SftError(`${file}: "${key}" must be a positive integer (got ${JSON.stringify(hf[key])}).`);
+    }
+    return v;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = hf[key] ?? fallback;
+    if (typeof v !== 'number' || !(v > 0)) throw new SftError(`${file}: "${key}" must be a positive number (got ${JSON.stringify(hf[key])}).`);
+    return v;
+  };
+  const bool = (key: string, fallback: boolean): boolean => {
+    const v = hf[key] ?? fallback;
+    if (typeof v !== 'boolean') throw new SftError(`${file}: "${key}" must be true or false (got ${JSON.stringify(hf[key])}).`);
+    return v;
+  };
+
+  const hiddenSize = int('hidden_size');
+  const numHeads = int('num_attention_heads');
+  // Baichuan's fused W_pack has no separate K/V heads; its configs never set this key.
+  const numKvHeads = arch === 'baichuan' || arch === 'baichuan2' ? numHeads : int('num_key_value_heads', numHeads);
+  const native: NativeModelConfig = {
+    arch,
+    vocabSize: int('vocab_size'),
+    hiddenSize,
+    intermediateSize: int('intermediate_size'),
+    numLayers: int('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    // Defaults are those of the HF config classes (LlamaConfig, Qwen2Config, Baichuan's configuration_baichuan.py).
+    ropeTheta: ropeTheta(hf, file),
+    rmsNormEps: num('rms_norm_eps', 1e-6),
+    tieWordEmbeddings: bool('tie_word_embeddings', false),
+    qkvBias: arch === 'qwen2',
+    normHead: arch === 'baichuan2',
+  };
+  checkSupported(hf, native, file);
+  return native;
+}
+
+// Configs saved by transformers 5 move rope_theta into "rope_parameters" (with rope_type "default"
+// when there is no scaling); older ones have rope_theta at the top level and rope_scaling beside it.
+function ropeTheta(hf: Record<string, unknown>, file: string): number {
+  const params = hf.rope_parameters;
+  let theta = hf.rope_theta;
+  if (params !== undefined && params !== null) {
+    if (typeof params !== 'object') throw new SftError(`${file}: "rope_parameters" must be an object.`);
+    const p = params as Record<string, unknown>;
+    if (p.rope_type !== undefined && p.rope_type !== 'default') {
+      throw new SftError(`${file}: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported yet; only plain RoPE ("default").`);
+    }
+    theta ??= p.rope_theta;
+  }
+  theta ??= 10000;
+  if (typeof theta !== 'number' || !(theta > 0)) throw new SftError(`${file}: "rope_theta" must be a positive number (got ${JSON.stringify(theta)}).`);
+  return theta;
+}
+
+function detectArch(hf: Record<string, unknown>, file: string): Arch {
+  const archs = Array.isArray(hf.architectures) ? hf.architectures.filter((a): a is string => typeof a === 'string') : [];
+  const modelType = typeof hf.model_type === 'string' ? hf.model_type : undefined;
+  if (hf.hidden_size === 5120 && (archs.some((a) => /^baichuan/i.test(a)) || modelType === 'baichuan')) {
+    // Baichuan-13B and Baichuan2-13B share the class names but use ALiBi instead of RoPE
+    // (vLLM tells them apart the same way: hidden size 4096 is the RoPE 7B model).
+    throw new SftError(`${file}: this looks like Baichuan(2)-13B (hidden_size 5120), which uses ALiBi attention; sft supports ${SUPPORTED_ARCHITECTURES}.`);
+  }
+  for (const a of archs) {
+    if (a === 'LlamaForCausalLM') return 'llama';
+    if (a === 'Qwen2ForCausalLM') return 'qwen2';
+    // The class name's capitalisation is the one reliable difference between the two releases.
+    if (a === 'BaiChuanForCausalLM') return 'baichuan';
+    if (a === 'BaichuanForCausalLM') return 'baichuan2';
+  }
+  if (archs.length === 0) {
+    if (modelType === 'llama') return 'llama';
+    if (modelType === 'qwen2') return 'qwen2';
+    // Both Baichuan releases say "baichuan"; Baichuan2 has the 125,696-token vocabulary and z_loss_weight.
+    if (modelType === 'baichuan') return hf.vocab_size === 125696 || 'z_loss_weight' in hf ? 'baichuan2' : 'baichuan';
+  }
+  const what = archs.length ? `architectures ${JSON.stringify(archs)}` : `model_type ${JSON.stringify(modelType ?? null)}`;
+  const later = archs.some((a) => a.startsWith('Bloom')) || modelType === 'bloom' ? ' Bloom support comes in a later version.' : '';
+  throw new SftError(`${file}: unsupported ${what}. Supported: ${SUPPORTED_ARCHITECTURES}.${later}`);
+}
+
+/** Refuses config features the engine does not compute, rather than producing wrong numbers. */
+function checkSupported(hf: Record<string, unknown>, c: NativeModelConfig, file: string): void {
+  if (c.hiddenSize % c.numHeads !== 0) throw new SftError(`${file}: hidden_size ${c.hiddenSize} is not a multiple of num_attention_heads ${c.numHeads}.`);
+  if (c.numHeads % c.numKvHeads !== 0) {
+    throw new SftError(`${file}: num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}.`);
+  }
+  const headDim = c.hiddenSize / c.numHeads;
+  if (headDim % 2 !== 0) throw new SftError(`${file}: head dimension ${headDim} is odd; RoPE needs an even one.`);
+  if (hf.head_dim !== undefined && hf.head_dim !== null && hf.head_dim !== headDim) {
+    throw new SftError(`${file}: head_dim ${JSON.stringify(hf.head_dim)} differs from hidden_size/num_attention_heads (${headDim}); not supported.`);
+  }
+  if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') {
+    throw new SftError(`${file}: hidden_act ${JSON.stringify(hf.hidden_act)} is not supported; the Llama family uses "silu".`);
+  }
+  if (hf.rope_scaling !== undefined && hf.rope_scaling !== null) {
+    throw new SftError(`${file}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet; remove it only if you know the model was trained without it.`);
+  }
+  if (c.arch === 'llama' && (hf.attention_bias === true || hf.mlp_bias === true)) {
+    throw new SftError(`${file}: attention_bias/mlp_bias true is not supported for llama.`);
+  }
+}
+
+/** Every tensor a checkpoint of this config holds, with HF names and shapes ([out, in] for linear weights). */
+export function expectedTensors(c: NativeModelConfig): { name: string; shape: number[] }[] {
+  const H = c.hiddenSize;
+  const I = c.intermediateSize;
+  const kvDim = (H / c.numHeads) * c.numKvHeads;
+  const out: { name: string; shape: number[] }[] = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, H] }];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    out.push({ name: `${p}input_layernorm.weight`, shape: [H] });
+    if (c.arch === 'baichuan' || c.arch === 'baichuan2') {
+      out.push({ name: `${p}self_attn.W_pack.weight`, shape: [3 * H, H] });
+    } else {
+      out.push({ name: `${p}self_attn.q_proj.weight`, shape: [H, H] });
+      out.push({ name: `${p}self_attn.k_proj.weight`, shape: [kvDim, H] });
+      out.push({ name: `${p}self_attn.v_proj.weight`, shape: [kvDim, H] });
+      if (c.qkvBias) {
+        out.push({ name: `${p}self_attn.q_proj.bias`, shape: [H] });
+        out.push({ name: `${p}self_attn.k_proj.bias`, shape: [kvDim] });
+        out.push({ name: `${p}self_attn.v_proj.bias`, shape: [kvDim] });
+      }
+    }
+    out.push({ name: `${p}self_attn.o_proj.weight`, shape: [H, H] });
+    out.push({ name: `${p}post_attention_layernorm.weight`, shape: [H] });
+    out.push({ name: `${p}mlp.gate_proj.weight`, shape: [I, H] });
+    out.push({ name: `${p}mlp.up_proj.weight`, shape: [I, H] });
+    out.push({ name: `${p}mlp.down_proj.weight`, shape: [H, I] });
+  }
+  out.push({ name: 'model.norm.weight', shape: [H] });
+  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, H] });
+  return out;
+}

@@ -1,0 +1,128 @@
+// Loads a model folder (+ optional LoRA adapter) into the native engine, with its tokenizer:
+// config.json -> engine config, safetensors -> weights (the engine reads the bytes itself),
+// tokenizer.json -> Tok, adapter_config.json + adapter_model.safetensors -> LoRA tensors.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
+import type { Tok } from '../tokenizer/types.js';
+import { native } from '../native/binding.js';
+import { readHfConfig } from './hfconfig.js';
+import { listCheckpointTensors } from './weights.js';
+import { loadTokenizer } from '../tokenizer/tokenizer.js';
+import { readLoraAdapter } from '../io/peft.js';
+import { SftError } from '../errors.js';
+
+export interface LoadedModel {
+  model: NativeModel;
+  tok: Tok;
+  native: NativeModelConfig;
+  hf: Record<string, unknown>;
+  /** Firefly template name that fits this model (from the adapter's saved config, or the arch). */
+  templateName: string;
+  modelDir: string;
+  adapterDir?: string;
+}
+
+export interface LoadOptions {
+  modelDir: string;
+  adapterDir?: string;
+  dtype?: 'f32' | 'f64';
+  threads?: number;
+}
+
+/** The name of the file sft writes beside an adapter with the run's resolved training config. */
+export const RUN_CONFIG_FILE = 'sft_config.json';
+
+const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen' };
+
+/** Build the engine for a model folder and read its weights (no adapter). */
+export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; threads?: number } = {}): Promise<{
+  model: NativeModel;
+  native: NativeModelConfig;
+  hf: Record<string, unknown>;
+}> {
+  if (!existsSync(modelDir)) throw new SftError(`model folder ${modelDir} does not exist`);
+  const { hf, native: cfg } = readHfConfig(modelDir);
+  const config: NativeModelConfig = { ...cfg, dtype: opts.dtype ?? 'f32', threads: opts.threads };
+  const sources = listCheckpointTensors(modelDir);
+  const model = new (native().Model)(config);
+  const expected = new Map(model.baseParams().map((p) => [p.name, p.shape]));
+  // Tensors that carry nothing the engine needs: lm_head.weight in a tied checkpoint, and the
+  // rotary inv_freq buffers that older Llama checkpoints saved. Anything else unexpected is an error.
+  const ignorable = (name: string) => (name === 'lm_head.weight' && config.tieWordEmbeddings) || name.endsWith('.rotary_emb.inv_freq');
+  const used = sources.filter((s) => expected.has(s.name) || !ignorable(s.name));
+  for (const s of used) {
+    const want = expected.get(s.name);
+    if (!want) throw new SftError(`${s.file}: unexpected tensor "${s.name}" for a ${config.arch} model — is config.json from the same checkpoint?`);
+    if (want.join(',') !== s.shape.join(',')) {
+      throw new SftError(`${s.file}: tensor "${s.name}" has shape [${s.shape.join(', ')}], config.json implies [${want.join(', ')}] — config.json and the weights do not match`);
+    }
+  }
+  const present = new Set(used.map((s) => s.name));
+  const missing = [...expected.keys()].filter((n) => !present.has(n));
+  if (missing.length) {
+    throw new SftError(`${modelDir}: the checkpoint is missing ${missing.length} tensor(s): ${missing.slice(0, 6).join(', ')}${missing.length > 6 ? ', …' : ''}`);
+  }
+  try {
+    await model.loadWeights(used);
+  } catch (err) {
+    throw new SftError(`${modelDir}: ${(err as Error).message}`);
+  }
+  return { model, native: config, hf };
+}
+
+/** Attach a saved PEFT LoRA adapter (its tensors replace the fresh init). */
+export function applyLoraAdapter(model: NativeModel, adapterDir: string): void {
+  const { config, tensors } = readLoraAdapter(adapterDir);
+  const added = model.addLora({
+    targets: config.targetModules,
+    rank: config.r,
+    alpha: config.loraAlpha,
+    dropout: 0,
+    seed: 0,
+    useRslora: config.useRslora,
+  });
+  const want = new Map(added.map((p) => [p.name, p.shape]));
+  for (const t of tensors) {
+    const shape = want.get(t.name);
+    if (!shape) throw new SftError(`${adapterDir}: adapter tensor "${t.name}" does not match any LoRA module of this model — was it trained on another base model?`);
+    if (shape.join(',') !== t.shape.join(',')) {
+      throw new SftError(`${adapterDir}: adapter tensor "${t.name}" has shape [${t.shape.join(', ')}], this model needs [${shape.join(', ')}] — different base model or rank`);
+    }
+    model.setTensor(t.name, t.data);
+    want.delete(t.name);
+  }
+  if (want.size) throw new SftError(`${adapterDir}: adapter is missing ${want.size} tensor(s), e.g. ${[...want.keys()][0]}`);
+}
+
+export function templateFor(arch: Arch, adapterDir?: string): string {
+  if (adapterDir) {
+    const f = join(adapterDir, RUN_CONFIG_FILE);
+    if (existsSync(f)) {
+      try {
+        const saved = JSON.parse(readFileSync(f, 'utf8')) as { template_name?: unknown };
+        if (typeof saved.template_name === 'string') return saved.template_name;
+      } catch {
+        /* fall through to the architecture's default */
+      }
+    }
+  }
+  return DEFAULT_TEMPLATE[arch];
+}
+
+export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
+  const { model, native: cfg, hf } = await loadBase(opts.modelDir, opts);
+  if (opts.adapterDir) applyLoraAdapter(model, opts.adapterDir);
+  // An adapter folder carries the tokenizer it was trained with; prefer it when present.
+  const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;
+  const tok = await loadTokenizer(tokDir);
+  return {
+    model,
+    tok,
+    native: cfg,
+    hf,
+    templateName: templateFor(cfg.arch, opts.adapterDir),
+    modelDir: opts.modelDir,
+    adapterDir: opts.adapterDir,
+  };
+}

@@ -1,0 +1,169 @@
+// `sft init-model`: the folder it writes loads back through the same readers a downloaded checkpoint goes through.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import yargs from 'yargs';
+import { Template } from '@huggingface/jinja';
+import initModelCommand from '../../src/cli/commands/init-model.js';
+import { initModel, type InitModelOptions } from '../../src/model/init.js';
+import { expectedTensors, readHfConfig } from '../../src/model/hfconfig.js';
+import { listCheckpointTensors } from '../../src/model/weights.js';
+import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
+import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
+import type { Arch } from '../../src/native/types.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-init-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const TEXTS = [
+  '你好！有什么可以帮你的吗？', 'Hello! How can I help you today?', '中国的首都是北京。', 'The capital of China is Beijing.',
+  '今天天气很好，我们去公园散步吧。', 'The weather is nice today, so let us take a walk in the park.',
+];
+const small = (arch: Arch, out: string, over: Partial<InitModelOptions> = {}): InitModelOptions => ({
+  arch, outDir: path.join(tmp, out), hidden: 32, layers: 2, heads: 4, intermediate: 48, vocab: 400,
+  seed: 1, maxPosition: 256, force: false, texts: [...TEXTS, ...TEXTS, ...TEXTS], ...over,
+});
+
+// What each arch's files must say, written out from the published configs (SPEC.md §1, §5).
+const EXPECT: Record<Arch, { architectures: string[]; modelType: string; eos: string; pad: string; bos?: string; tied: boolean; kv: number }> = {
+  llama: { architectures: ['LlamaForCausalLM'], modelType: 'llama', eos: '</s>', pad: '<pad>', bos: '<s>', tied: false, kv: 2 },
+  baichuan: { architectures: ['BaiChuanForCausalLM'], modelType: 'baichuan', eos: '</s>', pad: '<pad>', bos: '<s>', tied: false, kv: 4 },
+  baichuan2: { architectures: ['BaichuanForCausalLM'], modelType: 'baichuan', eos: '</s>', pad: '<pad>', bos: '<s>', tied: false, kv: 4 },
+  qwen2: { architectures: ['Qwen2ForCausalLM'], modelType: 'qwen2', eos: '<|im_end|>', pad: '<|endoftext|>', tied: true, kv: 2 },
+};
+
+for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
+  test(`${arch}: config, weights and tokenizer load back`, async () => {
+    const opts = small(arch, arch);
+    const r = initModel(opts);
+    const dir = opts.outDir;
+    const e = EXPECT[arch];
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+
+    const { hf, native } = readHfConfig(dir);
+    assert.deepEqual(hf.architectures, e.architectures);
+    assert.equal(hf.model_type, e.modelType);
+    assert.equal(native.arch, arch);
+    assert.equal(native.hiddenSize, 32);
+    assert.equal(native.numLayers, 2);
+    assert.equal(native.numKvHeads, e.kv);
+    assert.equal(native.tieWordEmbeddings, e.tied);
+    assert.equal(hf.max_position_embeddings, 256);
+    assert.equal(native.vocabSize % 64, 0);
+    assert.equal(native.vocabSize, Math.ceil(r.tokenizerSize / 64) * 64);
+    assert.ok(r.tokenizerSize <= 400 && r.tokenizerSize > 300, `tokenizer size ${r.tokenizerSize}`);
+
+    // Weights: exactly the tensors the arch has, F32, norms 1, the rest small and random.
+    const sources = listCheckpointTensors(dir);
+    const want = expectedTensors(native);
+    assert.deepEqual(sources.map((s) => `${s.name} ${s.shape}`).sort(), want.map((t) => `${t.name} ${t.shape}`).sort());
+    assert.ok(sources.every((s) => s.dtype === 'F32'));
+    assert.equal(sources.some((s) => s.name === 'lm_head.weight'), !e.tied);
+    assert.equal(sources.some((s) => s.name.endsWith('q_proj.bias')), arch === 'qwen2');
+    assert.equal(sources.some((s) => s.name.endsWith('W_pack.weight')), arch.startsWith('baichuan'));
+    const file = path.join(dir, 'model.safetensors');
+    const header = readSafetensorsHeader(file);
+    assert.deepEqual(header.metadata, { format: 'pt' });
+    assert.ok(readTensorF32(file, header, 'model.norm.weight').every((x) => x === 1));
+    const emb = readTensorF32(file, header, 'model.embed_tokens.weight');
+    const std = Math.sqrt(emb.reduce((a, x) => a + x * x, 0) / emb.length);
+    assert.ok(Math.abs(std - 0.02) < 0.002, `embedding std ${std}`);
+    assert.equal(r.parameters, want.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0));
+
+    // Tokenizer: specials are single ids, pad differs from eos, text round-trips.
+    const tok = await loadTokenizer(dir);
+    assert.equal(tok.vocabSize, r.tokenizerSize);
+    assert.ok(tok.vocabSize <= native.vocabSize);
+    assert.equal(tok.eosToken, e.eos);
+    assert.equal(tok.padToken, e.pad);
+    assert.equal(tok.bosToken, e.bos);
+    assert.notEqual(tok.padId, tok.eosId);
+    assert.equal(hf.eos_token_id, tok.eosId);
+    assert.equal(hf.pad_token_id, tok.padId);
+    for (const s of ['<unk>', '<s>', '</s>', '<pad>', '<reserved_102>', '<reserved_103>', '<reserved_106>', '<reserved_107>', '<|im_start|>', '<|im_end|>', '<|endoftext|>']) {
+      const ids = tok.encode(s);
+      assert.equal(ids.length, 1, `${s} -> ${ids}`);
+      assert.equal(tok.tokenToId(s), ids[0]);
+    }
+    for (const s of ['你好，世界！今天天气很好。', 'Hello, world! How are you?', '北京 Beijing 2024年 🙂', '<|im_start|>user\n你好<|im_end|>\n']) {
+      assert.equal(tok.decode(tok.encode(s)), s);
+    }
+    const gen = JSON.parse(fs.readFileSync(path.join(dir, 'generation_config.json'), 'utf8'));
+    assert.equal(gen.pad_token_id, tok.padId);
+    if (arch === 'baichuan2') {
+      assert.equal(gen.user_token_id, tok.tokenToId('<reserved_106>'));
+      assert.equal(gen.assistant_token_id, tok.tokenToId('<reserved_107>'));
+    }
+  });
+}
+
+// Expected renderings written by hand from each family's chat format.
+const RENDERED: Record<Arch, string> = {
+  qwen2: '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\nHi<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n',
+  llama: '<s>[INST] 你好 [/INST] Hi </s><s>[INST] Bye [/INST]',
+  baichuan: '<reserved_102>你好<reserved_103>Hi</s><reserved_102>Bye<reserved_103>',
+  baichuan2: '<reserved_106>你好<reserved_107>Hi</s><reserved_106>Bye<reserved_107>',
+};
+
+test('chat templates render each family\'s format', async () => {
+  const messages = [{ role: 'user', content: '你好' }, { role: 'assistant', content: 'Hi' }, { role: 'user', content: 'Bye' }];
+  for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
+    const dir = path.join(tmp, arch);
+    if (!fs.existsSync(dir)) initModel(small(arch, arch));
+    const tok = await loadTokenizer(dir);
+    const out = new Template(tok.chatTemplate!).render({ messages, add_generation_prompt: true, bos_token: tok.bosToken ?? '', eos_token: tok.eosToken });
+    assert.equal(out, RENDERED[arch], arch);
+  }
+  // System prompts: Llama-2 folds it into the first [INST]; Qwen2 uses it instead of the default.
+  const llama = await loadTokenizer(path.join(tmp, 'llama'));
+  const sys = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }];
+  assert.equal(new Template(llama.chatTemplate!).render({ messages: sys, bos_token: '<s>', eos_token: '</s>' }), '<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]');
+  const qwen = await loadTokenizer(path.join(tmp, 'qwen2'));
+  assert.equal(new Template(qwen.chatTemplate!).render({ messages: sys, add_generation_prompt: false }), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n');
+});
+
+test('same seed, same weights; different seed, different weights', () => {
+  const a = initModel(small('llama', 's1'));
+  const b = initModel(small('llama', 's2'));
+  const c = initModel(small('llama', 's3', { seed: 2 }));
+  const read = (dir: string) => fs.readFileSync(path.join(dir, 'model.safetensors'));
+  assert.deepEqual(read(a.dir), read(b.dir));
+  assert.notDeepEqual(read(a.dir), read(c.dir));
+});
+
+test('refuses bad shapes and a non-empty folder without --force', () => {
+  assert.throws(() => initModel(small('baichuan', 'bad1', { kvHeads: 2 })), /K\/V heads must equal --heads/);
+  assert.throws(() => initModel(small('llama', 'bad2', { hidden: 30 })), /--hidden 30 must be a multiple of --heads 4/);
+  assert.throws(() => initModel(small('llama', 'bad3', { heads: 4, kvHeads: 3 })), /--heads 4 must be a multiple of --kv-heads 3/);
+  assert.throws(() => initModel(small('llama', 'bad4', { vocab: 100 })), /--vocab 100 is too small/);
+  const dir = path.join(tmp, 'full');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');
+  fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), 'old');
+  assert.throws(() => initModel(small('llama', 'full')), /is not empty; pass --force/);
+  initModel(small('llama', 'full', { force: true }));
+  // --force replaces model files (a stale .bin would be read beside the new weights) and keeps the rest.
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['config.json', 'generation_config.json', 'model.safetensors', 'notes.txt', 'tokenizer.json', 'tokenizer_config.json']);
+});
+
+test('the CLI command with its defaults (tokenizer from data/demo.jsonl or the built-in texts)', async () => {
+  const out = path.join(tmp, 'cli');
+  const lines: string[] = [];
+  const write = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((s: string) => (lines.push(s), true)) as typeof process.stdout.write;
+  try {
+    await yargs(['init-model', '--arch', 'qwen2', '--out', out, '--layers', '1']).command(initModelCommand).strict().parseAsync();
+  } finally {
+    process.stdout.write = write;
+  }
+  assert.match(lines.join(''), /Wrote a random qwen2 model to .*cli: 1 layers, hidden 256, 8 heads \(4 K\/V\), intermediate 688, vocab \d+/);
+  const { hf, native } = readHfConfig(out);
+  assert.equal(native.hiddenSize, 256);
+  assert.equal(native.intermediateSize, 688);
+  assert.equal(hf.max_position_embeddings, 2048);
+  assert.ok(native.vocabSize <= 2048 + 63);
+  const tok = await loadTokenizer(out);
+  assert.equal(tok.decode(tok.encode('你好！有什么可以帮你的吗？ Hello there.')), '你好！有什么可以帮你的吗？ Hello there.');
+});
