@@ -213,13 +213,20 @@ function tokenizerConfig(arch: Arch, tok: TokenizerJson, maxPosition: number): R
   };
 }
 
-/** Weights as HF initialises them: linear and embedding N(0, 0.02), norms 1, biases N(0, 0.02). */
+/** Random weights whose signals keep their scale through the network: embeddings N(0, 1),
+ *  each matrix N(0, 1/fan_in), norms 1, biases N(0, 0.02). HF's pretraining init (every weight
+ *  N(0, 0.02)) gives an untrained network whose output barely depends on its input, and LoRA on
+ *  such a base only learns the targets' unigram distribution; this one lets adapters fit data,
+ *  which is what tests and the demo need from a random model. */
 function randomTensors(c: NativeModelConfig, seed: number): TensorToWrite[] {
   const normal = normalSampler(seed);
   return expectedTensors(c).map(({ name, shape }) => {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (/norm\.weight$/.test(name)) data.fill(1);
-    else for (let i = 0; i < data.length; i++) data[i] = 0.02 * normal();
+    else {
+      const std = /embed_tokens/.test(name) ? 1 : shape.length === 2 ? 1 / Math.sqrt(shape[1]) : 0.02;
+      for (let i = 0; i < data.length; i++) data[i] = std * normal();
+    }
     return { name, dtype: 'F32' as const, shape, data };
   });
 }

@@ -37,9 +37,9 @@ test('tiny-demo.json holds the demo settings', () => {
   assert.equal(config.max_seq_length, 128);
   assert.equal(config.per_device_train_batch_size, 8);
   assert.equal(config.gradient_accumulation_steps, 1);
-  assert.equal(config.max_steps, 150);
+  assert.equal(config.max_steps, 300);
   assert.equal(config.logging_steps, 10);
-  assert.equal(config.save_steps, 50);
+  assert.equal(config.save_steps, 100);
   assert.equal(config.save_total_limit, 2);
   assert.equal(config.lr_scheduler_type, 'cosine');
   assert.equal(config.warmup_steps, 10);

@@ -69,7 +69,11 @@ for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
     assert.ok(readTensorF32(file, header, 'model.norm.weight').every((x) => x === 1));
     const emb = readTensorF32(file, header, 'model.embed_tokens.weight');
     const std = Math.sqrt(emb.reduce((a, x) => a + x * x, 0) / emb.length);
-    assert.ok(Math.abs(std - 0.02) < 0.002, `embedding std ${std}`);
+    assert.ok(Math.abs(std - 1) < 0.05, `embedding std ${std} (expected N(0, 1))`);
+    const down = readTensorF32(file, header, 'model.layers.0.mlp.down_proj.weight');
+    const downStd = Math.sqrt(down.reduce((a, x) => a + x * x, 0) / down.length);
+    const fanIn = native.intermediateSize;
+    assert.ok(Math.abs(downStd * Math.sqrt(fanIn) - 1) < 0.05, `down_proj std ${downStd} (expected 1/sqrt(${fanIn}))`);
     assert.equal(r.parameters, want.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0));
 
     // Tokenizer: specials are single ids, pad differs from eos, text round-trips.

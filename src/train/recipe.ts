@@ -1,0 +1,309 @@
+// The LoRA fine-tuning recipe, read top to bottom: setup (model, tokenizer, data, adapters,
+// schedule), the step loop, checkpoints, and the final save. Config keys that drive it:
+//
+//   model_name_or_path, template_name, train_file, max_seq_length        setup
+//   lora_rank, lora_alpha, lora_dropout, lora_target_modules             adapters (base frozen)
+//   per_device_train_batch_size, gradient_accumulation_steps             micro-batches per step
+//   num_train_epochs | max_steps, seed                                   length, data order, init
+//   learning_rate, lr_scheduler_type, warmup_steps | warmup_ratio        learning-rate schedule
+//   weight_decay, adam_beta1, adam_beta2, adam_epsilon, max_grad_norm    AdamW + clipping
+//   logging_steps, save_steps, save_total_limit, output_dir              what is written, when
+//
+// Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
+// its micro-batches (counted before the first forward), so accumulation gives the same update as
+// one big batch, whatever the padding.
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync, copyFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TrainConfig } from '../config/schema.js';
+import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
+import type { Tok } from '../tokenizer/types.js';
+import { loadBase, RUN_CONFIG_FILE } from '../model/load.js';
+import { loadTokenizer } from '../tokenizer/tokenizer.js';
+import { getTemplate } from '../data/templates.js';
+import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
+import { renderMarkedSample, IGNORE } from '../data/encode.js';
+import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
+import { writeLoraAdapter } from '../io/peft.js';
+import { MetricsWriter } from '../log/metrics.js';
+import { Progress } from '../log/progress.js';
+import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/summary.js';
+import { SftError } from '../errors.js';
+
+/** PEFT module names of every linear layer but lm_head ("all-linear"). */
+export const ALL_LINEAR: Record<Arch, string[]> = {
+  llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  qwen2: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  baichuan: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  baichuan2: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+};
+
+export interface TrainRunOptions {
+  /** Print samples with their trained spans marked and stop before training. */
+  dryRun?: boolean;
+  /** Where human-readable lines go (progress has its own stream). */
+  print?: (line: string) => void;
+  /** Set by the CLI's SIGINT handler: finish the current step, save, stop. */
+  shouldStop?: () => boolean;
+}
+
+export interface TrainResult {
+  metrics: TrainMetrics;
+  steps: number;
+  losses: number[];
+  interrupted: boolean;
+  outputDir: string;
+}
+
+interface Setup {
+  cfg: TrainConfig;
+  model: NativeModel;
+  native: NativeModelConfig;
+  tok: Tok;
+  data: PreparedDataset;
+  targets: string[];
+  padId: number;
+}
+
+export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
+  const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
+  guardOutputDir(cfg);
+  const s = await setup(cfg, print);
+  try {
+    if (opts.dryRun) {
+      dryRun(s, print);
+      return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
+    }
+    return await loop(s, print, opts.shouldStop ?? (() => false));
+  } finally {
+    s.data.close();
+  }
+}
+
+// ---- setup ---------------------------------------------------------------------------------
+
+async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setup> {
+  const template = getTemplate(cfg.template_name);
+  print(`Loading ${cfg.model_name_or_path} …`);
+  const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined });
+  const tok = await loadTokenizer(cfg.model_name_or_path);
+  // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
+  const padId = tok.padId ?? tok.eosId ?? 0;
+
+  print(`Reading ${cfg.train_file} (template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
+  const data = await prepareDataset({
+    file: cfg.train_file,
+    tok,
+    template,
+    maxSeqLength: cfg.max_seq_length,
+    vocabSize: native.vocabSize,
+    cacheDir: join(cfg.output_dir, '.sft-cache'),
+  });
+  const st = data.stats;
+  print(
+    `  ${st.samples} samples, ${st.tokens} tokens, ${st.targetTokens} trained (assistant) tokens` +
+      (st.truncated ? `; ${st.truncated} truncated to ${cfg.max_seq_length}` : '') +
+      (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : ''),
+  );
+
+  const targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
+  try {
+    model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });
+  } catch (err) {
+    throw new SftError(`lora_target_modules: ${(err as Error).message}`);
+  }
+  const trainable = model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  const total = model.baseParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+  return { cfg, model, native, tok, data, targets, padId };
+}
+
+function dryRun(s: Setup, print: (l: string) => void): void {
+  const n = Math.min(3, s.data.size);
+  print(`\nDry run: the first ${n} samples, trained spans between ⟦ and ⟧ (loss is computed on them only):`);
+  for (let i = 0; i < n; i++) {
+    const { inputIds, labels } = s.data.get(i);
+    print(`\n--- sample ${i} (${inputIds.length} tokens) ---`);
+    print(renderMarkedSample(inputIds, labels, s.tok));
+  }
+}
+
+// ---- the loop ------------------------------------------------------------------------------
+
+async function loop(s: Setup, print: (l: string) => void, shouldStop: () => boolean): Promise<TrainResult> {
+  const { cfg, model, data } = s;
+  const bs = cfg.per_device_train_batch_size;
+  const accum = cfg.gradient_accumulation_steps;
+  const perEpoch = batchesPerEpoch(data.size, bs);
+  const totalSteps = totalTrainSteps({ maxSteps: cfg.max_steps, numTrainEpochs: cfg.num_train_epochs, batchesPerEpoch: perEpoch, gradientAccumulationSteps: accum });
+  const warmup = resolveWarmup(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
+  const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
+  const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
+  const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
+  print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
+
+  mkdirSync(cfg.output_dir, { recursive: true });
+  const metrics = new MetricsWriter(cfg.output_dir);
+  const progress = new Progress({ bar: !cfg.disable_tqdm, logEvery });
+  const micro = microBatches(data, bs, cfg.seed, s.padId);
+  const losses: number[] = [];
+  let tokensSeen = 0, sinceLogLoss = 0, sinceLogSteps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
+  const t0 = Date.now();
+  let step = 0;
+  let interrupted = false;
+  progress.start(totalSteps);
+  try {
+    while (step < totalSteps) {
+      // One optimizer step: `accum` micro-batches, loss averaged over all their target tokens.
+      const group: Batch[] = [];
+      for (let i = 0; i < accum; i++) group.push(micro.next());
+      const shifted = group.map((b) => shiftLabels(b.labels, b.indices.length, b.seqLen));
+      const targetsInStep = shifted.reduce((n, l) => n + countTargets(l), 0);
+      model.zeroGrad();
+      let lossSum = 0;
+      for (let i = 0; i < group.length; i++) {
+        const b = group[i];
+        const r = await model.forwardBackward(b.ids, shifted[i], b.indices.length, b.seqLen, 1 / Math.max(1, targetsInStep), step * accum + i);
+        lossSum += r.lossSum;
+        tokensSeen += b.ids.length;
+        sinceLogTokens += b.ids.length;
+      }
+      const loss = lossSum / Math.max(1, targetsInStep);
+      const lr = lrAt(step, schedule);
+      const gradNorm = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm });
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        throw new SftError(`step ${step + 1}: the ${Number.isFinite(loss) ? 'gradient norm' : 'loss'} became ${Number.isFinite(loss) ? gradNorm : loss} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
+      }
+      step++;
+      losses.push(loss);
+      sinceLogLoss += loss;
+      sinceLogSteps++;
+
+      const epoch = (step * accum) / perEpoch;
+      if (step % logEvery === 0 || step === totalSteps || (cfg.logging_first_step && step === 1)) {
+        const secs = (Date.now() - sinceLogMs) / 1000;
+        const rec = { step, epoch: round(epoch, 4), loss: round(sinceLogLoss / sinceLogSteps, 4), learning_rate: lrAt(step, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
+        metrics.write(rec);
+        progress.update(step, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second });
+        sinceLogLoss = 0, sinceLogSteps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
+      } else {
+        progress.update(step, { loss, lr: lrAt(step, schedule) });
+      }
+      if (saveEvery && step % saveEvery === 0 && step < totalSteps) {
+        saveAdapter(s, join(cfg.output_dir, `checkpoint-${step}`));
+        rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
+      }
+      if (shouldStop()) {
+        interrupted = true;
+        break;
+      }
+    }
+  } finally {
+    progress.stop();
+    metrics.close();
+  }
+
+  const runtime = (Date.now() - t0) / 1000;
+  if (interrupted) {
+    const dir = join(cfg.output_dir, `checkpoint-${step}`);
+    saveAdapter(s, dir);
+    print(`Interrupted after step ${step}: adapter saved to ${dir}`);
+  } else {
+    saveAdapter(s, cfg.output_dir);
+  }
+  const nonEmbedding = s.model.baseParams().filter((p) => !/embed_tokens|lm_head/.test(p.name)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  const result = trainSummary({
+    runtimeSec: runtime,
+    samples: step * bs * accum,
+    steps: step,
+    trainLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN,
+    totalFlos: flosFor(tokensSeen, nonEmbedding),
+    epoch: round((step * accum) / perEpoch, 4),
+    tokens: tokensSeen,
+  });
+  writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
+  printMetrics('train', result, (l) => process.stdout.write(l));
+  return { metrics: result, steps: step, losses, interrupted, outputDir: cfg.output_dir };
+}
+
+/** Endless micro-batches: epoch after epoch, each shuffled by (seed, epoch). */
+function microBatches(data: PreparedDataset, bs: number, seed: number, padId: number): { next(): Batch } {
+  let epoch = 0;
+  let it = batches(data, { batchSize: bs, seed, epoch, padId });
+  return {
+    next() {
+      let r = it.next();
+      if (r.done) {
+        epoch++;
+        it = batches(data, { batchSize: bs, seed, epoch, padId });
+        r = it.next();
+      }
+      return r.value as Batch;
+    },
+  };
+}
+
+/** Labels are stored aligned with the inputs (HF convention); the engine wants, at position t,
+ *  the token to predict next: targets[t] = labels[t + 1], and -100 at each row's end. */
+export function shiftLabels(labels: Int32Array, rows: number, seqLen: number): Int32Array {
+  const out = new Int32Array(labels.length).fill(IGNORE);
+  for (let r = 0; r < rows; r++) out.set(labels.subarray(r * seqLen + 1, (r + 1) * seqLen), r * seqLen);
+  return out;
+}
+
+function countTargets(targets: Int32Array): number {
+  let n = 0;
+  for (const t of targets) if (t >= 0) n++;
+  return n;
+}
+
+// ---- saving ----------------------------------------------------------------------------------
+
+/** PEFT adapter + tokenizer files + the resolved config, written to a temp folder then renamed. */
+function saveAdapter(s: Setup, dir: string): void {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const tensors = s.model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: s.model.getTensor(p.name) }));
+  writeLoraAdapter(tmp, {
+    tensors,
+    config: { baseModel: s.cfg.model_name_or_path, r: s.cfg.lora_rank, loraAlpha: s.cfg.lora_alpha, loraDropout: s.cfg.lora_dropout, targetModules: s.targets },
+  });
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'generation_config.json']) {
+    const src = join(s.cfg.model_name_or_path, f);
+    if (existsSync(src)) copyFileSync(src, join(tmp, f));
+  }
+  writeFileSync(join(tmp, RUN_CONFIG_FILE), JSON.stringify(s.cfg, null, 2) + '\n');
+  // The final adapter goes into output_dir itself, beside checkpoints and metrics: move files.
+  if (dir === s.cfg.output_dir) {
+    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(dir, f));
+    rmSync(tmp, { recursive: true, force: true });
+  } else {
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  }
+}
+
+/** Keep the newest `limit` checkpoint-N folders. */
+function rotateCheckpoints(outputDir: string, limit: number | null): void {
+  if (!limit || limit <= 0) return;
+  const cps = readdirSync(outputDir)
+    .map((d) => /^checkpoint-(\d+)$/.exec(d))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ dir: m[0], step: Number(m[1]) }))
+    .sort((a, b) => a.step - b.step);
+  for (const c of cps.slice(0, Math.max(0, cps.length - limit))) rmSync(join(outputDir, c.dir), { recursive: true, force: true });
+}
+
+/** Another run's checkpoints in output_dir are not overwritten unless asked. */
+function guardOutputDir(cfg: TrainConfig): void {
+  if (!existsSync(cfg.output_dir) || cfg.overwrite_output_dir) return;
+  const cps = readdirSync(cfg.output_dir).filter((d) => /^checkpoint-\d+$/.test(d) || d === 'adapter_model.safetensors');
+  if (cps.length) {
+    throw new SftError(`output_dir ${cfg.output_dir} already holds a previous run (${cps.slice(0, 3).join(', ')}); choose another output_dir or pass --overwrite_output_dir to replace it`);
+  }
+}
+
+function round(x: number, places: number): number {
+  const f = 10 ** places;
+  return Math.round(x * f) / f;
+}
