@@ -47,6 +47,8 @@ export interface TrainRunOptions {
 }
 
 export interface TrainResult {
+  /** The trained model, still loaded (tests compare it with the saved adapter). */
+  model?: NativeModel;
   metrics: TrainMetrics;
   steps: number;
   losses: number[];
@@ -222,7 +224,7 @@ async function loop(s: Setup, print: (l: string) => void, shouldStop: () => bool
   });
   writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
   printMetrics('train', result, (l) => process.stdout.write(l));
-  return { metrics: result, steps: step, losses, interrupted, outputDir: cfg.output_dir };
+  return { model: s.model, metrics: result, steps: step, losses, interrupted, outputDir: cfg.output_dir };
 }
 
 /** Endless micro-batches: epoch after epoch, each shuffled by (seed, epoch). */

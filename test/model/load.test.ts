@@ -1,0 +1,80 @@
+// Loading a model folder into the engine: what a user's broken checkpoint gets told.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initModel } from '../../src/model/init.js';
+import { loadBase, loadModel } from '../../src/model/load.js';
+import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../../src/io/safetensors.js';
+import { writeLoraAdapter } from '../../src/io/peft.js';
+
+const root = mkdtempSync(join(tmpdir(), 'sft-load-'));
+const good = join(root, 'good');
+initModel({ arch: 'llama', outDir: good, hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 48, vocab: 300, seed: 1, maxPosition: 128, force: true });
+
+/** A copy of the good model whose safetensors holds `edit(tensors)`. */
+function variant(name: string, edit: (t: { name: string; shape: number[]; data: Float32Array }[]) => void): string {
+  const dir = join(root, name);
+  cpSync(good, dir, { recursive: true });
+  const file = join(dir, 'model.safetensors');
+  const h = readSafetensorsHeader(file);
+  const tensors = [...h.tensors.entries()].map(([n, info]) => ({ name: n, shape: info.shape, data: readTensorF32(file, h, n) }));
+  edit(tensors);
+  writeSafetensors(file, tensors.map((t) => ({ ...t, dtype: 'F32' as const })), { format: 'pt' });
+  return dir;
+}
+
+test('weights load from safetensors and match what was written', async () => {
+  const { model } = await loadBase(good);
+  const file = join(good, 'model.safetensors');
+  const h = readSafetensorsHeader(file);
+  for (const name of ['model.layers.1.self_attn.k_proj.weight', 'model.embed_tokens.weight', 'lm_head.weight']) {
+    assert.deepEqual(model.getTensor(name), readTensorF32(file, h, name), name);
+  }
+});
+
+test('a missing weight tensor is named', async () => {
+  const dir = variant('missing', (t) => t.splice(t.findIndex((x) => x.name === 'model.layers.1.mlp.up_proj.weight'), 1));
+  await assert.rejects(loadBase(dir), /missing 1 tensor\(s\): model\.layers\.1\.mlp\.up_proj\.weight/);
+});
+
+test('a tensor whose shape disagrees with config.json is named with both shapes', async () => {
+  const dir = variant('shape', (t) => {
+    const x = t.find((y) => y.name === 'model.layers.0.mlp.gate_proj.weight')!;
+    x.shape = [40, 32];
+    x.data = new Float32Array(40 * 32);
+  });
+  await assert.rejects(loadBase(dir), /"model\.layers\.0\.mlp\.gate_proj\.weight" has shape \[40, 32\], config\.json implies \[48, 32\]/);
+});
+
+test('an unexpected tensor is refused, not silently ignored', async () => {
+  const dir = variant('extra', (t) => t.push({ name: 'model.layers.9.mlp.up_proj.weight', shape: [2], data: new Float32Array(2) }));
+  await assert.rejects(loadBase(dir), /unexpected tensor "model\.layers\.9\.mlp\.up_proj\.weight"/);
+});
+
+test('an unsupported architecture is refused with the supported list', async () => {
+  const dir = join(root, 'bloom');
+  cpSync(good, dir, { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  cfg.architectures = ['GPTNeoXForCausalLM'];
+  cfg.model_type = 'gpt_neox';
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+  await assert.rejects(loadBase(dir), /GPTNeoX.*LlamaForCausalLM/s);
+});
+
+test('token ids outside the vocabulary are refused by the engine, naming the id', async () => {
+  const { model, native } = await loadBase(good);
+  const ids = new Int32Array([1, 2, native.vocabSize]);
+  await assert.rejects(model.logits(ids, 1, 3), new RegExp(`token id ${native.vocabSize} at position 2 is outside the vocabulary \\(size ${native.vocabSize}\\)`));
+  await assert.rejects(model.forwardBackward(new Int32Array([-1, 2]), new Int32Array([2, -100]), 1, 2, 1, 0), /token id -1/);
+});
+
+test('an adapter for another base model is refused with the tensor named', async () => {
+  const dir = join(root, 'adapter');
+  writeLoraAdapter(dir, {
+    tensors: [{ name: 'model.layers.0.self_attn.q_proj.lora_A.weight', shape: [4, 64], data: new Float32Array(256) }],
+    config: { baseModel: 'other', r: 4, loraAlpha: 8, loraDropout: 0, targetModules: ['q_proj'] },
+  });
+  await assert.rejects(loadModel({ modelDir: good, adapterDir: dir }), /q_proj\.lora_A\.weight" has shape \[4, 64\], this model needs \[4, 32\]/);
+});
