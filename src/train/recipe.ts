@@ -40,8 +40,10 @@ export const ALL_LINEAR: Record<Arch, string[]> = {
 export interface TrainRunOptions {
   /** Print samples with their trained spans marked and stop before training. */
   dryRun?: boolean;
-  /** Where human-readable lines go (progress has its own stream). */
+  /** Where human-readable lines go (default: stdout). */
   print?: (line: string) => void;
+  /** Where the progress bar/lines and the final metrics block go (default: stdout). */
+  stream?: NodeJS.WritableStream & { isTTY?: boolean };
   /** Set by the CLI's SIGINT handler: finish the current step, save, stop. */
   shouldStop?: () => boolean;
 }
@@ -75,7 +77,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
       dryRun(s, print);
       return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
     }
-    return await loop(s, print, opts.shouldStop ?? (() => false));
+    return await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false));
   } finally {
     s.data.close();
   }
@@ -131,7 +133,7 @@ function dryRun(s: Setup, print: (l: string) => void): void {
 
 // ---- the loop ------------------------------------------------------------------------------
 
-async function loop(s: Setup, print: (l: string) => void, shouldStop: () => boolean): Promise<TrainResult> {
+async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.WritableStream & { isTTY?: boolean }, shouldStop: () => boolean): Promise<TrainResult> {
   const { cfg, model, data } = s;
   const bs = cfg.per_device_train_batch_size;
   const accum = cfg.gradient_accumulation_steps;
@@ -145,7 +147,7 @@ async function loop(s: Setup, print: (l: string) => void, shouldStop: () => bool
 
   mkdirSync(cfg.output_dir, { recursive: true });
   const metrics = new MetricsWriter(cfg.output_dir);
-  const progress = new Progress({ bar: !cfg.disable_tqdm, logEvery });
+  const progress = new Progress({ stream, bar: !cfg.disable_tqdm, logEvery });
   const micro = microBatches(data, bs, cfg.seed, s.padId);
   const losses: number[] = [];
   let tokensSeen = 0, sinceLogLoss = 0, sinceLogSteps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
@@ -223,7 +225,7 @@ async function loop(s: Setup, print: (l: string) => void, shouldStop: () => bool
     tokens: tokensSeen,
   });
   writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
-  printMetrics('train', result, (l) => process.stdout.write(l));
+  printMetrics('train', result, (l) => stream.write(l));
   return { model: s.model, metrics: result, steps: step, losses, interrupted, outputDir: cfg.output_dir };
 }
 

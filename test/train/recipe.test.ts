@@ -14,6 +14,7 @@ import { getTemplate } from '../../src/data/templates.js';
 import { ChatSession } from '../../src/chat/session.js';
 import { readSafetensorsHeader } from '../../src/io/safetensors.js';
 import { runCli } from '../helpers/cli.js';
+import { sink } from '../helpers/sink.js';
 
 const CONVERSATIONS = [
   { conversation: [{ human: '你好', assistant: '你好！我是小助手。' }] },
@@ -54,7 +55,7 @@ const settings = {
 test('LoRA overfits a handful of conversations; adapter reloads with the same logits; chat recalls an answer', async () => {
   const { config } = configFromObject(settings);
   const lines: string[] = [];
-  const r = await train(config, { print: (l) => lines.push(l) });
+  const r = await train(config, { print: (l) => lines.push(l), stream: sink() });
   const first = r.losses.slice(0, 5).reduce((a, b) => a + b, 0) / 5;
   const last = r.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
   assert.ok(first > 4, `first losses ${first} should be near ln(vocab)`);
