@@ -8,6 +8,7 @@ import { initModel } from '../../src/model/init.js';
 import { loadBase, loadModel } from '../../src/model/load.js';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../../src/io/safetensors.js';
 import { writeLoraAdapter } from '../../src/io/peft.js';
+import { f32ArrayToF16, f32ArrayToBf16, f16ArrayToF32, bf16ArrayToF32 } from '../../src/io/float16.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sft-load-'));
 const good = join(root, 'good');
@@ -77,4 +78,38 @@ test('an adapter for another base model is refused with the tensor named', async
     config: { baseModel: 'other', r: 4, loraAlpha: 8, loraDropout: 0, targetModules: ['q_proj'] },
   });
   await assert.rejects(loadModel({ modelDir: good, adapterDir: dir }), /q_proj\.lora_A\.weight" has shape \[4, 64\], this model needs \[4, 32\]/);
+});
+
+test('F16 and BF16 checkpoints, and a sharded index, load to the values they store', async () => {
+  const file = join(good, 'model.safetensors');
+  const h = readSafetensorsHeader(file);
+  const tensors = [...h.tensors.keys()].map((n) => ({ name: n, shape: h.tensors.get(n)!.shape, data: readTensorF32(file, h, n) }));
+  const ids = new Int32Array([5, 9, 33, 2, 17]);
+  const ref = await (await loadBase(good)).model.logits(ids, 1, ids.length);
+  for (const dtype of ['F16', 'BF16'] as const) {
+    const dir = join(root, dtype);
+    cpSync(good, dir, { recursive: true });
+    const raw = tensors.map((t) => ({ name: t.name, shape: t.shape, dtype, data: dtype === 'F16' ? f32ArrayToF16(t.data) : f32ArrayToBf16(t.data) }));
+    writeSafetensors(join(dir, 'model.safetensors'), raw, { format: 'pt' });
+    const { model } = await loadBase(dir);
+    // The engine's own conversion must give what the TypeScript converters give for the same bits.
+    for (const t of raw.slice(0, 4)) {
+      const want = dtype === 'F16' ? f16ArrayToF32(t.data as Uint16Array) : bf16ArrayToF32(t.data as Uint16Array);
+      assert.deepEqual(model.getTensor(t.name), want, `${dtype} ${t.name}`);
+    }
+  }
+  // Two shards + model.safetensors.index.json: same logits as the single file.
+  const dir = join(root, 'sharded');
+  cpSync(good, dir, { recursive: true, filter: (src) => !src.endsWith('model.safetensors') });
+  const half = Math.ceil(tensors.length / 2);
+  const shards = [tensors.slice(0, half), tensors.slice(half)];
+  const weightMap: Record<string, string> = {};
+  shards.forEach((part, i) => {
+    const name = `model-0000${i + 1}-of-00002.safetensors`;
+    writeSafetensors(join(dir, name), part.map((t) => ({ ...t, dtype: 'F32' as const })), { format: 'pt' });
+    for (const t of part) weightMap[t.name] = name;
+  });
+  writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+  const got = await (await loadBase(dir)).model.logits(ids, 1, ids.length);
+  assert.deepEqual(got, ref);
 });
