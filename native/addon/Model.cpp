@@ -179,6 +179,7 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
                       InstanceMethod("adamwStep", &Model::AdamWStep), InstanceMethod("logits", &Model::Logits),
                       InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
+                      InstanceMethod("truncateCache", &Model::TruncateCache),
                       InstanceMethod("cacheLength", &Model::CacheLength)});
 }
 
@@ -340,6 +341,16 @@ Napi::Value Model::Feed(const Napi::CallbackInfo& info) {
 Napi::Value Model::ResetCache(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   engine_->reset_cache();
+  return info.Env().Undefined();
+}
+
+Napi::Value Model::TruncateCache(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->truncate_cache(info[0].As<Napi::Number>().Int64Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
   return info.Env().Undefined();
 }
 

@@ -29,6 +29,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Value Feed(const Napi::CallbackInfo& info);
   Napi::Value ResetCache(const Napi::CallbackInfo& info);
+  Napi::Value TruncateCache(const Napi::CallbackInfo& info);
   Napi::Value CacheLength(const Napi::CallbackInfo& info);
 
   std::unique_ptr<ModelBase> engine_;

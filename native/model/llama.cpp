@@ -363,6 +363,11 @@ class LlamaModel final : public ModelBase {
   }
 
   void reset_cache() override { cache_len_ = 0; }
+  void truncate_cache(int64_t n) override {
+    if (n < 0 || n > cache_len_)
+      throw std::runtime_error("truncateCache(" + std::to_string(n) + "): the cache holds " + std::to_string(cache_len_) + " tokens");
+    cache_len_ = n;  // positions >= n are simply overwritten by the next feed
+  }
   int64_t cache_length() const override { return cache_len_; }
 
  private:

@@ -83,6 +83,8 @@ class ModelBase {
   // KV cache, batch 1: append n tokens, return the logits of the last one.
   virtual std::vector<float> feed(const int32_t* ids, int64_t n) = 0;
   virtual void reset_cache() = 0;
+  // Keep only the first n cached tokens (a shared prompt prefix is fed once, then reused).
+  virtual void truncate_cache(int64_t n) = 0;
   virtual int64_t cache_length() const = 0;
 };
 

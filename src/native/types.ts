@@ -86,6 +86,8 @@ export interface NativeModel {
   feed(ids: Int32Array): Promise<Float32Array>;
   /** Empty the KV cache. */
   resetCache(): void;
+  /** Keep the first n cached tokens (reuse a shared prompt prefix: feed it once, truncate back to it). */
+  truncateCache(n: number): void;
   /** Tokens currently in the KV cache. */
   cacheLength(): number;
 }

@@ -357,6 +357,16 @@ static void check_kv_cache() {
       want.insert(want.end(), full.begin() + t * V, full.begin() + (t + 1) * V);
     }
     report(std::string(var.name) + ": KV-cache decode equals full forward", rel_err(got, want), 1e-6);
+    // A shared prefix reused: feed 3, branch A (2 tokens), truncate back to 3, branch B.
+    std::vector<int32_t> b_ids = {ids[0], ids[1], ids[2], 9, 1};
+    auto b_full = m->logits(b_ids.data(), 1, 5);
+    m->reset_cache();
+    m->feed(ids.data(), 3);
+    m->feed(ids.data() + 3, 2);
+    m->truncate_cache(3);
+    auto b_got = m->feed(b_ids.data() + 3, 2);
+    report(std::string(var.name) + ": truncate_cache then a new branch equals its full forward",
+           rel_err(Vec(b_got.begin(), b_got.end()), Vec(b_full.begin() + 4 * V, b_full.end())), 1e-6);
   }
 }
 
