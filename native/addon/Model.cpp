@@ -176,6 +176,7 @@ Napi::Function Model::Init(Napi::Env env) {
                      {InstanceMethod("baseParams", &Model::BaseParams), InstanceMethod("loadWeights", &Model::LoadWeights),
                       InstanceMethod("addLora", &Model::AddLora), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
+                      InstanceMethod("getGrad", &Model::GetGrad),
                       InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
                       InstanceMethod("adamwStep", &Model::AdamWStep), InstanceMethod("logits", &Model::Logits),
                       InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
@@ -266,6 +267,17 @@ Napi::Value Model::GetTensor(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   try {
     auto v = engine_->get_tensor(info[0].ToString().Utf8Value());
+    return to_f32(env, std::vector<float>(v.begin(), v.end()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Model::GetGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    auto v = engine_->get_grad(info[0].ToString().Utf8Value());
     return to_f32(env, std::vector<float>(v.begin(), v.end()));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());

@@ -23,6 +23,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value TrainableParams(const Napi::CallbackInfo& info);
   Napi::Value GetTensor(const Napi::CallbackInfo& info);
   Napi::Value SetTensor(const Napi::CallbackInfo& info);
+  Napi::Value GetGrad(const Napi::CallbackInfo& info);
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
   Napi::Value AdamWStep(const Napi::CallbackInfo& info);

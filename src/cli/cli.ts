@@ -6,10 +6,12 @@ import train from './commands/train.js';
 import chat from './commands/chat.js';
 import score from './commands/score.js';
 import initModel from './commands/init-model.js';
+import evalCommand from './commands/eval.js';
+import serve from './commands/serve.js';
 import { SftError } from '../errors.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const commands: CommandModule<object, any>[] = [train, chat, score, initModel];
+const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, initModel];
 
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv.length ? argv : hideBin(process.argv))

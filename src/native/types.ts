@@ -73,6 +73,8 @@ export interface NativeModel {
   trainableParams(): ParamInfo[];
   getTensor(name: string): Float32Array;
   setTensor(name: string, data: Float32Array): void;
+  /** Accumulated gradient of a trainable tensor (after forwardBackward). */
+  getGrad(name: string): Float32Array;
   /** Forward + backward on one micro-batch. ids/labels are [batch*seqLen] row-major; label -100 is ignored.
    *  Gradients of (lossScale * sum of token losses) are ADDED to the trainable grads.
    *  Resolves with the summed loss (unscaled) and the number of label tokens. */

@@ -35,7 +35,8 @@ const chat: CommandModule<object, ChatArgs> = {
       // Defaults are Firefly's chat script's (script/chat/chat.py).
       .option('temperature', { type: 'number', default: 0.35, describe: 'Sampling temperature; 0 = greedy' })
       .option('top-p', { type: 'number', default: 0.9, describe: 'Nucleus sampling mass; 1 disables' })
-      .option('top-k', { type: 'number', default: 0, describe: 'Keep the k most likely tokens; 0 disables' })
+      // Firefly passes no top_k, so transformers' GenerationConfig default (50) applies there.
+      .option('top-k', { type: 'number', default: 50, describe: 'Keep the k most likely tokens; 0 disables' })
       .option('repetition-penalty', { type: 'number', default: 1.0, describe: 'HF repetition penalty; 1 disables' })
       .option('max-new-tokens', { type: 'number', default: 500, describe: 'Longest reply in tokens' })
       .option('max-context', { type: 'number', describe: "Tokens the conversation may fill (default: the model's max_position_embeddings)" })
