@@ -174,7 +174,8 @@ class LogitsWorker : public Worker {
 Napi::Function Model::Init(Napi::Env env) {
   return DefineClass(env, "Model",
                      {InstanceMethod("baseParams", &Model::BaseParams), InstanceMethod("loadWeights", &Model::LoadWeights),
-                      InstanceMethod("addLora", &Model::AddLora), InstanceMethod("trainableParams", &Model::TrainableParams),
+                      InstanceMethod("addLora", &Model::AddLora),
+                      InstanceMethod("quantize", &Model::Quantize), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
                       InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
@@ -253,6 +254,24 @@ Napi::Value Model::AddLora(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   try {
     return from_params(env, engine_->add_lora(lo));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value Model::Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  const int bits = o.Has("bits") ? o.Get("bits").As<Napi::Number>().Int32Value() : 4;
+  if (bits != 4) throw Napi::Error::New(env, "quantize: only bits 4 (NF4) is implemented");
+  const bool dq = !o.Has("doubleQuant") || o.Get("doubleQuant").ToBoolean().Value();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    auto [before, after] = engine_->quantize_nf4(dq);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("bytesBefore", double(before));
+    r.Set("bytesAfter", double(after));
+    return r;
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }

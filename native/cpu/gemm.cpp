@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "cpu/quant.h"
 #include "cpu/simd.h"
 
 namespace sft::cpu {
@@ -72,11 +73,10 @@ void pack(T* dst, const T* X, int64_t ld, bool trans, int64_t r0, int64_t r1, in
   }
 }
 
-}  // namespace
-
-template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
+// The blocked driver; PackB fills one packed B panel: packB(dst, n0, n1, k0, kc, s0, s1).
+template <typename T, typename PackB>
+void gemm_driver(bool ta, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const PackB& packB,
+                 T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; m++)
@@ -91,9 +91,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const T b = pc == 0 ? beta : T(1);
-      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) {
-        pack<T, nr>(Bp.data(), B, ldb, tb, jc, jc + nc, pc, kc, s0, s1);
-      });
+      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) { packB(Bp.data(), jc, jc + nc, pc, kc, s0, s1); });
       const int64_t mblocks = (M + MC - 1) / MC;
       // Threads split the rows of C; each packs its own A block and shares the packed B.
       parallel_for(mblocks, 1, [&](int64_t b0, int64_t b1) {
@@ -123,6 +121,59 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
 }
 
+// Packs NF4 weight tiles, decoding as it goes: op(W)[n, k] = W[n, k], or W[k, n] when trans.
+template <typename T, int R>
+void pack_nf4(T* dst, const Nf4Weight& W, bool trans, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0,
+              int64_t s1) {
+  std::vector<float> row(size_t(trans ? W.cols : kc));
+  for (int64_t s = s0; s < s1; s++) {
+    T* d = dst + s * kc * R;
+    const int64_t rb = r0 + s * R;
+    const int valid = int(std::max<int64_t>(0, std::min<int64_t>(R, r1 - rb)));
+    if (trans) {  // rows of the panel are columns of W: decode W's rows k0.., take columns rb..
+      for (int64_t k = 0; k < kc; k++) {
+        W.decode_row(row.data(), k0 + k, rb, valid);
+        int i = 0;
+        for (; i < valid; i++) d[k * R + i] = T(row[i]);
+        for (; i < R; i++) d[k * R + i] = T(0);
+      }
+    } else {
+      for (int i = 0; i < R; i++) {
+        if (i < valid) {
+          W.decode_row(row.data(), rb + i, k0, kc);
+          for (int64_t k = 0; k < kc; k++) d[k * R + i] = T(row[k]);
+        } else {
+          for (int64_t k = 0; k < kc; k++) d[k * R + i] = T(0);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  constexpr int nr = NR<T>;
+  gemm_driver<T>(ta, M, N, K, alpha, A, lda,
+                 [&](T* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
+                   pack<T, nr>(dst, B, ldb, tb, n0, n1, k0, kc, s0, s1);
+                 },
+                 beta, C, ldc);
+}
+
+template <typename T>
+void gemm_q4(bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const Nf4Weight& W, T beta,
+             T* C, int64_t ldc) {
+  constexpr int nr = NR<T>;
+  gemm_driver<T>(false, M, N, K, alpha, A, lda,
+                 [&](T* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
+                   pack_nf4<T, nr>(dst, W, tb, n0, n1, k0, kc, s0, s1);
+                 },
+                 beta, C, ldc);
+}
+
 template <typename T>
 void transpose(T* out, const T* in, int64_t rows, int64_t cols, int64_t ld_in) {
   constexpr int64_t BS = 32;  // cache-blocked so both sides stream
@@ -139,6 +190,10 @@ template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const fl
                           int64_t, float, float*, int64_t);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                            const double*, int64_t, double, double*, int64_t);
+template void gemm_q4<float>(bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const Nf4Weight&, float,
+                             float*, int64_t);
+template void gemm_q4<double>(bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const Nf4Weight&,
+                              double, double*, int64_t);
 template void transpose<float>(float*, const float*, int64_t, int64_t, int64_t);
 template void transpose<double>(double*, const double*, int64_t, int64_t, int64_t);
 

@@ -14,6 +14,14 @@ template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
 
+struct Nf4Weight;
+// gemm with B an NF4-quantized weight W [rows, cols], decoded tile by tile while packing (no
+// dequantized copy of W exists): opB[n, k] = W[n, k] (tb = false, forward: x W^T) or W[k, n]
+// (tb = true, input gradient: dy W).
+template <typename T>
+void gemm_q4(bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const Nf4Weight& W, T beta,
+             T* C, int64_t ldc);
+
 template <typename T>
 inline void gemm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                     int64_t ldb, T beta, T* C, int64_t ldc) {

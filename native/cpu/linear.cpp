@@ -7,15 +7,18 @@
 namespace sft::cpu {
 
 template <typename T>
+void add_bias(T* out, const T* bias, int64_t M, int64_t N) {
+  parallel_for(M, 64, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; m++)
+      for (int64_t n = 0; n < N; n++) out[m * N + n] += bias[n];
+  });
+}
+
+template <typename T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t M, int64_t K, int64_t N,
                     bool accumulate) {
   gemm_nt<T>(M, N, K, T(1), inp, K, W, K, accumulate ? T(1) : T(0), out, N);
-  if (bias) {
-    parallel_for(M, 64, [&](int64_t m0, int64_t m1) {
-      for (int64_t m = m0; m < m1; m++)
-        for (int64_t n = 0; n < N; n++) out[m * N + n] += bias[n];
-    });
-  }
+  if (bias) add_bias<T>(out, bias, M, N);
 }
 
 template <typename T>
@@ -36,6 +39,8 @@ void linear_backward(T* dinp, T* dW, T* dbias, const T* dout, const T* inp, cons
   }
 }
 
+template void add_bias<float>(float*, const float*, int64_t, int64_t);
+template void add_bias<double>(double*, const double*, int64_t, int64_t);
 template void linear_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t,
                                     int64_t, bool);
 template void linear_forward<double>(double*, const double*, const double*, const double*, int64_t,

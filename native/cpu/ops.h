@@ -22,6 +22,9 @@ namespace sft::cpu {
 template <typename T>
 void linear_forward(T* out, const T* inp, const T* W, const T* bias, int64_t M, int64_t K, int64_t N,
                     bool accumulate = false);
+// out[M,N] += bias[N] for every row
+template <typename T>
+void add_bias(T* out, const T* bias, int64_t M, int64_t N);
 // dinp[M,K] += dout[M,N] . W[N,K];  dW[N,K] += dout^T . inp;  dbias[N] += sum_m dout
 template <typename T>
 void linear_backward(T* dinp, T* dW, T* dbias, const T* dout, const T* inp, const T* W, int64_t M,

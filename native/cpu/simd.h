@@ -55,7 +55,6 @@ inline T dot(const T* a, const T* b, int64_t n) {
 // y[i] += alpha * x[i]
 template <typename T>
 inline void axpy(T* y, T alpha, const T* x, int64_t n) {
-  using V = typename Vec<T>::type;
   constexpr int W = kVecBytes / sizeof(T);
   int64_t i = 0;
   for (; i + W <= n; i += W) vstore(y + i, vload(y + i) + alpha * vload(x + i));

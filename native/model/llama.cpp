@@ -21,6 +21,7 @@
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
+#include "cpu/quant.h"
 
 namespace sft {
 
@@ -57,6 +58,7 @@ struct Param {
   bool trainable = false;
   bool decay = true;  // HF Trainer: no weight decay on biases and norm weights
   bool loaded = false;
+  std::unique_ptr<cpu::Nf4Weight> q;  // QLoRA: the weight lives here, w is empty
   int64_t numel() const {
     int64_t n = 1;
     for (auto d : shape) n *= d;
@@ -197,6 +199,7 @@ class LlamaModel final : public ModelBase {
     auto it = views_.find(name);
     if (it == views_.end()) throw std::runtime_error("unexpected tensor \"" + name + "\": this model has no such weight");
     const View<T>& v = it->second;
+    if (v.p->q) throw std::runtime_error("tensor \"" + name + "\" is already quantized; load weights before quantizing");
     if (shape != v.shape)
       throw std::runtime_error("tensor \"" + name + "\" has shape " + shape_str(shape) + ", expected " + shape_str(v.shape));
     T* dst = v.p->w.data() + v.row0 * v.cols;
@@ -268,9 +271,38 @@ class LlamaModel final : public ModelBase {
     return added;
   }
 
+  std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) override {
+    int64_t before = 0, after = 0;
+    for (Layer<T>& L : layers_) {
+      for (Linear<T>* lin : {&L.qkv, &L.o, &L.gate, &L.up, &L.down}) {
+        Param<T>* p = lin->W;
+        if (p->q) continue;
+        if (p->trainable) throw std::runtime_error("cannot quantize trainable weight " + p->name);
+        auto q = std::make_unique<cpu::Nf4Weight>();
+        q->rows = lin->out;
+        q->cols = lin->in;
+        // One NF4 tensor per checkpoint tensor covering this matrix (q_proj, k_proj, v_proj
+        // separately; W_pack whole), so blocks and double-quant offsets match bitsandbytes'.
+        for (const auto& name : view_order_) {
+          const View<T>& v = views_.at(name);
+          if (v.p != p) continue;
+          std::vector<float> x(size_t(v.rows * v.cols));
+          for (size_t i = 0; i < x.size(); i++) x[i] = float(p->w[size_t(v.row0 * v.cols) + i]);
+          q->segments.push_back({v.row0, v.rows, cpu::nf4_quantize_tensor(x.data(), int64_t(x.size()), double_quant)});
+        }
+        before += p->numel() * int64_t(sizeof(T));
+        after += int64_t(q->bytes());
+        p->q = std::move(q);
+        std::vector<T>().swap(p->w);  // free the full-precision copy
+      }
+    }
+    return {before, after};
+  }
+
   void set_base_trainable(bool trainable) override {
     for (auto& p : params_) {
       if (is_lora(p)) continue;
+      if (trainable && p.q) throw std::runtime_error("quantized (bits 4) weights cannot be trained: full fine-tuning needs 16/32-bit weights");
       p.trainable = trainable;
       if (trainable) p.g.assign(p.w.size(), T(0));
       else p.g.clear();
@@ -286,6 +318,17 @@ class LlamaModel final : public ModelBase {
 
   std::vector<double> get_tensor(const std::string& name) const override {
     const auto [p, row0, n] = locate(name);
+    if (p->q) {  // dequantized on request (tests, merging)
+      const int64_t cols = p->q->cols;
+      std::vector<float> row(static_cast<size_t>(cols));
+      std::vector<double> out;
+      out.reserve(size_t(n));
+      for (int64_t r = row0 / cols; r < (row0 + n) / cols; r++) {
+        p->q->decode_row(row.data(), r, 0, cols);
+        out.insert(out.end(), row.begin(), row.end());
+      }
+      return out;
+    }
     return std::vector<double>(p->w.begin() + row0, p->w.begin() + row0 + n);
   }
 
@@ -298,6 +341,7 @@ class LlamaModel final : public ModelBase {
   void set_tensor(const std::string& name, const double* data, int64_t n) override {
     const auto [p, row0, count] = locate(name);
     if (n != count) throw std::runtime_error("set_tensor \"" + name + "\": got " + std::to_string(n) + " values, expected " + std::to_string(count));
+    if (p->q) throw std::runtime_error("set_tensor \"" + name + "\": the weight is NF4-quantized");
     for (int64_t i = 0; i < n; i++) p->w[row0 + i] = T(data[i]);
     if (views_.count(name)) loaded_.insert({name, true});
     head_dirty_ = true;
@@ -485,7 +529,12 @@ class LlamaModel final : public ModelBase {
   // y[M, out] (+)= x W^T + b, plus each LoRA's scale * (drop(x) A^T) B^T on its rows.
   void linear_fwd(const Linear<T>& lin, T* y, const T* x, int64_t M, std::vector<LoraActs<T>>& la, size_t& li,
                   Mode mode, int64_t step, bool accumulate = false) {
-    cpu::linear_forward<T>(y, x, lin.W->w.data(), lin.b ? lin.b->w.data() : nullptr, M, lin.in, lin.out, accumulate);
+    if (lin.W->q) {
+      cpu::gemm_q4<T>(false, M, lin.out, lin.in, T(1), x, lin.in, *lin.W->q, accumulate ? T(1) : T(0), y, lin.out);
+      if (lin.b) cpu::add_bias<T>(y, lin.b->w.data(), M, lin.out);
+    } else {
+      cpu::linear_forward<T>(y, x, lin.W->w.data(), lin.b ? lin.b->w.data() : nullptr, M, lin.in, lin.out, accumulate);
+    }
     for (const Lora<T>& lo : lin.loras) {
       if (la.size() <= li) la.resize(li + 1);
       LoraActs<T>& s = la[li++];
@@ -510,9 +559,15 @@ class LlamaModel final : public ModelBase {
   // Mirror of linear_fwd: dx[M, in] += dy W (+ LoRA path); weight/bias/LoRA grads when trainable.
   void linear_bwd(const Linear<T>& lin, T* dx, const T* dy, const T* x, int64_t M, std::vector<LoraActs<T>>& la,
                   size_t& li, int64_t step) {
-    cpu::linear_backward<T>(dx, lin.W->trainable ? lin.W->g.data() : nullptr,
-                            lin.b && lin.b->trainable ? lin.b->g.data() : nullptr, dy, x, lin.W->w.data(), M, lin.in,
-                            lin.out);
+    if (lin.W->q) {  // frozen NF4 base: only the input gradient, decoded tile by tile
+      cpu::gemm_q4<T>(true, M, lin.in, lin.out, T(1), dy, lin.out, *lin.W->q, T(1), dx, lin.in);
+      if (lin.b && lin.b->trainable)
+        cpu::linear_backward<T>(nullptr, nullptr, lin.b->g.data(), dy, x, nullptr, M, lin.in, lin.out);
+    } else {
+      cpu::linear_backward<T>(dx, lin.W->trainable ? lin.W->g.data() : nullptr,
+                              lin.b && lin.b->trainable ? lin.b->g.data() : nullptr, dy, x, lin.W->w.data(), M, lin.in,
+                              lin.out);
+    }
     for (const Lora<T>& lo : lin.loras) {
       LoraActs<T>& s = la[li++];
       const int64_t r = lo.A->shape[0], rows = lo.rows, in = lin.in;

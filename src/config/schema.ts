@@ -20,9 +20,10 @@
 //   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
 //   eval_steps                  | null           | set -> notice, as eval_file
 //   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
-//   train_mode                  | "lora"         | lora yes; qlora -> notice via bits; full, prompt_tuning -> error
+//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base) yes; full, prompt_tuning -> error
 //                               |                | (Firefly's default is qlora; sft's is lora, the mode it runs)
-//   bits                        | 16 (4 if qlora)| 16, 32 yes; 4, 8 -> notice: no quantisation, trains in 32-bit;
+//   bits                        | 16 (4 if qlora)| 16, 32 yes (32-bit on the CPU); 4 yes (NF4 + double quant);
+//                               |                | 8 -> notice: not quantised, trains in 32-bit;
 //                               |                | qlora with bits 16/32 written out -> error (contradiction)
 //   lora_rank, lora_alpha,      | 64, 16, 0.05,  | yes
 //   lora_dropout,               | "all"          |
@@ -326,16 +327,14 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => notYet(`task_type="${v}"`, 'use task_type "sft"'),
   },
   train_mode: {
-    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora (qlora trains as lora; full and prompt_tuning not implemented yet)',
-    // qlora is lora over a 4-bit base: the bits key reports the missing quantisation.
+    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base); full and prompt_tuning not implemented yet',
+    // qlora is lora over a 4-bit base (bits defaults to 4 for it).
     support: (v) => (v === 'qlora' ? undefined : notYet(`train_mode="${v}"`, 'use train_mode "lora"')),
   },
   bits: {
-    check: oneOf([4, 8, 16, 32] as const), default: 16, implemented: 'partly', help: 'base weight precision; 4 = QLoRA (not implemented yet: trains in 32-bit)',
+    check: oneOf([4, 8, 16, 32] as const), default: 16, implemented: 'partly', help: 'base weight precision; 4 = QLoRA: frozen linear weights in NF4 with double quantization (8 not implemented yet)',
     support: (v) =>
-      v === 4 || v === 8
-        ? notice(`bits=${v}${v === 4 ? ' (QLoRA)' : ''} is not implemented yet in this build; the base model is not quantised and training runs in 32-bit`)
-        : undefined,
+      v === 8 ? notice(`bits=8 is not implemented yet in this build; the base model is not quantised and training runs in 32-bit`) : undefined,
   },
   lora_rank: { check: int(1), default: 64, implemented: 'yes', help: 'LoRA rank r' },
   lora_alpha: { check: num(0, Infinity, { min: true }), default: 16, implemented: 'yes', help: 'LoRA scale numerator: scale = lora_alpha / lora_rank' },
@@ -376,7 +375,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     help: 'adamw_torch / adamw_hf / adamw (paged and 8-bit variants run as 32-bit AdamW)',
     support: (v) => {
       if ((ADAMW as readonly string[]).includes(v)) return undefined;
-      if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": paged optimizer states are not implemented yet in this build; using AdamW with 32-bit states (same update)`);
+      if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": paging optimizer states to host memory only matters on the GPU (not implemented yet); using AdamW with 32-bit states (same update)`);
       if ((ADAMW_LOW_BIT as readonly string[]).includes(v)) return notice(`optim="${v}": low-bit optimizer states are not implemented yet in this build; using AdamW with 32-bit states`);
       return notYet(`optim="${v}"`, 'use optim "adamw_torch"');
     },

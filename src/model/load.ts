@@ -28,6 +28,9 @@ export interface LoadOptions {
   adapterDir?: string;
   dtype?: 'f32' | 'f64';
   threads?: number;
+  /** 4: quantize the base to NF4 before applying the adapter. Default: what the adapter was trained
+   *  on (bits in its sft_config.json), so a QLoRA adapter sees the same base as in training. */
+  bits?: 4 | 16 | 32;
 }
 
 /** The name of the file sft writes beside an adapter with the run's resolved training config. */
@@ -95,23 +98,27 @@ export function applyLoraAdapter(model: NativeModel, adapterDir: string): void {
   if (want.size) throw new SftError(`${adapterDir}: adapter is missing ${want.size} tensor(s), e.g. ${[...want.keys()][0]}`);
 }
 
-export function templateFor(arch: Arch, adapterDir?: string): string {
-  if (adapterDir) {
-    const f = join(adapterDir, RUN_CONFIG_FILE);
-    if (existsSync(f)) {
-      try {
-        const saved = JSON.parse(readFileSync(f, 'utf8')) as { template_name?: unknown };
-        if (typeof saved.template_name === 'string') return saved.template_name;
-      } catch {
-        /* fall through to the architecture's default */
-      }
-    }
+/** The training config saved beside an adapter by sft (absent for adapters from other tools). */
+function savedRunConfig(adapterDir?: string): { template_name?: unknown; bits?: unknown } {
+  if (!adapterDir) return {};
+  const f = join(adapterDir, RUN_CONFIG_FILE);
+  if (!existsSync(f)) return {};
+  try {
+    return JSON.parse(readFileSync(f, 'utf8')) as { template_name?: unknown; bits?: unknown };
+  } catch {
+    return {};
   }
-  return DEFAULT_TEMPLATE[arch];
+}
+
+export function templateFor(arch: Arch, adapterDir?: string): string {
+  const saved = savedRunConfig(adapterDir);
+  return typeof saved.template_name === 'string' && saved.template_name ? saved.template_name : DEFAULT_TEMPLATE[arch];
 }
 
 export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
   const { model, native: cfg, hf } = await loadBase(opts.modelDir, opts);
+  const bits = opts.bits ?? (savedRunConfig(opts.adapterDir).bits === 4 ? 4 : undefined);
+  if (bits === 4) model.quantize({ bits: 4, doubleQuant: true });
   if (opts.adapterDir) applyLoraAdapter(model, opts.adapterDir);
   // An adapter folder carries the tokenizer it was trained with; prefer it when present.
   const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;

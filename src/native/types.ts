@@ -68,6 +68,9 @@ export interface NativeModel {
   loadWeights(sources: TensorSource[]): Promise<void>;
   /** Attach LoRA adapters; base weights become frozen. Returns the new trainable tensors. */
   addLora(opts: LoraOptions): ParamInfo[];
+  /** QLoRA: store every frozen linear weight (not embeddings, norms, lm_head) as NF4 with double
+   *  quantization, one NF4 tensor per checkpoint tensor, as bitsandbytes does. Call after loadWeights. */
+  quantize(opts: { bits: 4; doubleQuant?: boolean }): { bytesBefore: number; bytesAfter: number };
   /** Trainable tensors in PEFT naming without the "base_model.model." prefix,
    *  e.g. "model.layers.0.self_attn.q_proj.lora_A.weight". */
   trainableParams(): ParamInfo[];

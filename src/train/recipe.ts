@@ -109,6 +109,12 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
       (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : ''),
   );
 
+  if (cfg.bits === 4) {
+    // QLoRA: frozen linear weights become NF4 (+ double quantization); embeddings, norms and
+    // lm_head stay in full precision, as in the QLoRA paper.
+    const q = model.quantize({ bits: 4, doubleQuant: true });
+    print(`  QLoRA: linear weights quantized to NF4 with double quantization, ${(q.bytesBefore / 2 ** 20).toFixed(1)} MiB -> ${(q.bytesAfter / 2 ** 20).toFixed(1)} MiB`);
+  }
   const targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
   try {
     model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });

@@ -15,53 +15,10 @@
 
 #include "cpu/ops.h"
 #include "model/llama.h"
+#include "check.h"
 
 using sft::cpu::attention_backward;
 using sft::cpu::attention_forward;
-using Vec = std::vector<double>;
-
-static int failures = 0;
-static const double kTol = 1e-6;
-
-static Vec randn(size_t n, std::mt19937_64& rng, double scale = 1.0) {
-  std::normal_distribution<double> d(0.0, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-// Norm-wise relative error ||a - b|| / max(||a||, ||b||, tiny).
-static double rel_err(const Vec& a, const Vec& b) {
-  double num = 0, na = 0, nb = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  return std::sqrt(num) / std::max({std::sqrt(na), std::sqrt(nb), 1e-30});
-}
-
-static void report(const std::string& name, double err, double tol = kTol) {
-  const bool ok = std::isfinite(err) && err < tol;
-  if (!ok) failures++;
-  std::printf("%s %-58s rel_err %.3e\n", ok ? "ok  " : "FAIL", name.c_str(), err);
-}
-
-// Central differences of loss() with respect to every element of x.
-static Vec numeric_grad(Vec& x, const std::function<double()>& loss, double h = 1e-6) {
-  Vec g(x.size());
-  for (size_t i = 0; i < x.size(); i++) {
-    const double keep = x[i];
-    x[i] = keep + h;
-    const double lp = loss();
-    x[i] = keep - h;
-    const double lm = loss();
-    x[i] = keep;
-    g[i] = (lp - lm) / (2 * h);
-  }
-  return g;
-}
-
 static double dotv(const Vec& a, const Vec& b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
@@ -370,7 +327,10 @@ static void check_kv_cache() {
   }
 }
 
+void check_quant();  // test_quant.cpp
+
 int main() {
+  check_quant();
   check_ops();
   check_models();
   check_lora_merge();
