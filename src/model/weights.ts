@@ -1,39 +1,55 @@
-// Finds where each checkpoint tensor lives: a single model.safetensors or shards listed by
-// model.safetensors.index.json. Only headers are read; the engine reads the bytes from the offsets.
+// Finds where each checkpoint tensor lives, in the first of these a model folder holds:
+// model.safetensors, model.safetensors.index.json (+ shards), pytorch_model.bin, or
+// pytorch_model.bin.index.json (+ shards). Only headers (and, for .bin, the pickled tensor list)
+// are read; the engine reads the bytes from the returned offsets.
 import fs from 'node:fs';
 import path from 'node:path';
 import { SftError } from '../errors.js';
 import type { TensorSource } from '../native/types.js';
-import { readSafetensorsHeader, type SafetensorsHeader } from '../io/safetensors.js';
+import { readSafetensorsHeader, type SafetensorsDtype } from '../io/safetensors.js';
+import { readTorchBin } from '../io/torch-bin.js';
 
-const SINGLE = 'model.safetensors';
-const INDEX = 'model.safetensors.index.json';
-
-// One command covers single and sharded .bin checkpoints; clone() because tied weights share storage,
-// which save_file refuses.
-const CONVERT_BIN =
-  `python -c "import glob, torch; from safetensors.torch import save_file; sd = {}; ` +
-  `[sd.update(torch.load(f, map_location='cpu')) for f in sorted(glob.glob('pytorch_model*.bin'))]; ` +
-  `save_file({k: v.clone().contiguous() for k, v in sd.items()}, 'model.safetensors', metadata={'format': 'pt'})"`;
-
-export function listCheckpointTensors(modelDir: string): TensorSource[] {
-  const single = path.join(modelDir, SINGLE);
-  if (fs.existsSync(single)) return sourcesOf(single, readSafetensorsHeader(single));
-  const index = path.join(modelDir, INDEX);
-  if (fs.existsSync(index)) return shardedSources(modelDir, index);
-
-  const names = fs.existsSync(modelDir) ? fs.readdirSync(modelDir) : [];
-  if (names.some((n) => /^pytorch_model.*\.bin$/.test(n) || n === 'pytorch_model.bin.index.json')) {
-    throw new SftError(
-      `${modelDir} holds PyTorch .bin weights; loading .bin comes in a later version of sft. ` +
-      `Convert them to safetensors first (needs torch and safetensors; run inside ${modelDir}):\n  ${CONVERT_BIN}`,
-    );
-  }
-  if (!fs.existsSync(modelDir)) throw new SftError(`model folder ${modelDir} not found.`);
-  throw new SftError(`${modelDir}: no weights found; expected ${SINGLE} or ${INDEX} (with its shards).`);
+/** A tensor as a checkpoint file lists it, before choosing what the engine loads. */
+interface Found {
+  name: string;
+  file: string;
+  offset: number;
+  dtype: SafetensorsDtype;
+  shape: number[];
 }
 
-function shardedSources(modelDir: string, indexFile: string): TensorSource[] {
+type FileReader = (file: string) => Found[];
+
+const readSafetensors: FileReader = (file) => {
+  const header = readSafetensorsHeader(file);
+  return [...header.tensors].map(([name, t]) => ({ name, file, offset: header.dataStart + t.begin, dtype: t.dtype, shape: t.shape }));
+};
+
+const readBin: FileReader = (file) => readTorchBin(file).map((t) => ({ ...t, file }));
+
+// In order of preference: safetensors never runs a pickle, so it wins when a folder holds both.
+const LAYOUTS: { single: string; index: string; read: FileReader }[] = [
+  { single: 'model.safetensors', index: 'model.safetensors.index.json', read: readSafetensors },
+  { single: 'pytorch_model.bin', index: 'pytorch_model.bin.index.json', read: readBin },
+];
+
+export function listCheckpointTensors(modelDir: string): TensorSource[] {
+  if (!fs.existsSync(modelDir)) throw new SftError(`model folder ${modelDir} not found.`);
+  for (const { single, index, read } of LAYOUTS) {
+    const file = path.join(modelDir, single);
+    if (fs.existsSync(file)) return weightsOnly(read(file));
+    const indexFile = path.join(modelDir, index);
+    if (fs.existsSync(indexFile)) return weightsOnly(shardedTensors(modelDir, indexFile, read));
+  }
+  const shard = fs.readdirSync(modelDir).find((n) => /^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$/.test(n));
+  if (shard) {
+    const index = shard.endsWith('.bin') ? 'pytorch_model.bin.index.json' : 'model.safetensors.index.json';
+    throw new SftError(`${modelDir} holds shard ${shard} but not ${index}, which says which tensor is in which shard; download it too.`);
+  }
+  throw new SftError(`${modelDir}: no weights found; expected ${LAYOUTS.flatMap((l) => [l.single, l.index]).join(', ')} (an index with its shards).`);
+}
+
+function shardedTensors(modelDir: string, indexFile: string, read: FileReader): Found[] {
   let index: unknown;
   try {
     index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
@@ -52,26 +68,33 @@ function shardedSources(modelDir: string, indexFile: string): TensorSource[] {
   const missing = [...byShard.keys()].filter((s) => !fs.existsSync(path.join(modelDir, s)));
   if (missing.length) throw new SftError(`${indexFile} lists shards that are not in ${modelDir}: ${missing.join(', ')}. Download them too.`);
 
-  const out: TensorSource[] = [];
+  const out: Found[] = [];
   for (const [shard, names] of byShard) {
-    const file = path.join(modelDir, shard);
-    const header = readSafetensorsHeader(file);
-    const absent = names.filter((n) => !header.tensors.has(n));
+    const found = read(path.join(modelDir, shard));
+    const held = new Set(found.map((t) => t.name));
+    const absent = names.filter((n) => !held.has(n));
     if (absent.length) {
       throw new SftError(`${indexFile} maps ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ` and ${absent.length - 5} more` : ''} to ${shard}, which does not hold them; the index and shards do not match.`);
     }
     const wanted = new Set(names);
-    out.push(...sourcesOf(file, header).filter((s) => wanted.has(s.name)));
+    out.push(...found.filter((t) => wanted.has(t.name)));
   }
   return out;
 }
 
-function sourcesOf(file: string, header: SafetensorsHeader): TensorSource[] {
+// Integer and bool tensors are buffers (position ids, masks), not weights: skipped. I8 is the
+// exception: int8 weights mean a quantized checkpoint, which skipping would only turn into a
+// confusing "missing tensor" error later.
+const BUFFER_DTYPES = new Set<SafetensorsDtype>(['BOOL', 'U8', 'I16', 'U16', 'I32', 'U32', 'I64', 'U64']);
+
+function weightsOnly(found: Found[]): TensorSource[] {
   const out: TensorSource[] = [];
-  for (const [name, t] of header.tensors) {
-    // Integer buffers some checkpoints carry (e.g. position_ids) are not weights the engine loads.
-    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') continue;
-    out.push({ name, file, offset: header.dataStart + t.begin, dtype: t.dtype, shape: t.shape });
+  for (const { name, file, offset, dtype, shape } of found) {
+    if (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16') out.push({ name, file, offset, dtype, shape });
+    else if (!BUFFER_DTYPES.has(dtype)) {
+      const hint = dtype === 'I8' || dtype.startsWith('F8') ? ' (a quantized checkpoint? use the unquantized weights)' : '';
+      throw new SftError(`${file}: tensor "${name}" is ${dtype}; sft reads F32, F16 and BF16 weights${hint}. Convert the checkpoint, e.g. to float16.`);
+    }
   }
   return out;
 }
