@@ -179,7 +179,9 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
                       InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
-                      InstanceMethod("adamwStep", &Model::AdamWStep), InstanceMethod("logits", &Model::Logits),
+                      InstanceMethod("adamwStep", &Model::AdamWStep),
+                      InstanceMethod("getOptimizerState", &Model::GetOptimizerState),
+                      InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
                       InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
                       InstanceMethod("truncateCache", &Model::TruncateCache),
                       InstanceMethod("cacheLength", &Model::CacheLength)});
@@ -348,6 +350,44 @@ Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
   auto p = w->Promise();
   w->Queue();
   return p;
+}
+
+Napi::Value Model::GetOptimizerState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(mu_);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("step", double(engine_->optimizer_step()));
+  auto params = engine_->trainable_params();
+  Napi::Array tensors = Napi::Array::New(env, params.size());
+  for (size_t i = 0; i < params.size(); i++) {
+    auto [m, v] = engine_->get_moments(params[i].name);
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("name", params[i].name);
+    t.Set("m", to_f32(env, m));
+    t.Set("v", to_f32(env, v));
+    tensors.Set(uint32_t(i), t);
+  }
+  out.Set("tensors", tensors);
+  return out;
+}
+
+Napi::Value Model::SetOptimizerState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t step = o.Get("step").As<Napi::Number>().Int64Value();
+  Napi::Array tensors = o.Get("tensors").As<Napi::Array>();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    for (uint32_t i = 0; i < tensors.Length(); i++) {
+      Napi::Object t = tensors.Get(i).As<Napi::Object>();
+      auto m = t.Get("m").As<Napi::Float32Array>(), v = t.Get("v").As<Napi::Float32Array>();
+      if (m.ElementLength() != v.ElementLength()) throw std::runtime_error("optimizer state: m and v differ in length");
+      engine_->set_optimizer_state(step, t.Get("name").ToString().Utf8Value(), m.Data(), v.Data(), int64_t(m.ElementLength()));
+    }
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
 }
 
 Napi::Value Model::Logits(const Napi::CallbackInfo& info) {

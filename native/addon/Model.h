@@ -28,6 +28,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
   Napi::Value AdamWStep(const Napi::CallbackInfo& info);
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info);
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info);
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Value Feed(const Napi::CallbackInfo& info);
   Napi::Value ResetCache(const Napi::CallbackInfo& info);

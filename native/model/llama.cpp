@@ -376,6 +376,25 @@ class LlamaModel final : public ModelBase {
     return std::sqrt(ss);
   }
 
+  int64_t optimizer_step() const override { return step_; }
+
+  std::pair<std::vector<float>, std::vector<float>> get_moments(const std::string& name) const override {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end() || !it->second->trainable) throw std::runtime_error("no trainable tensor named \"" + name + "\"");
+    const Param<T>& p = *it->second;
+    return {std::vector<float>(p.m.begin(), p.m.end()), std::vector<float>(p.v.begin(), p.v.end())};
+  }
+
+  void set_optimizer_state(int64_t step, const std::string& name, const float* m, const float* v, int64_t n) override {
+    auto it = by_name_.find(name);
+    if (it == by_name_.end() || !it->second->trainable) throw std::runtime_error("optimizer state for \"" + name + "\": no such trainable tensor");
+    Param<T>& p = *it->second;
+    if (n != 0 && n != p.numel()) throw std::runtime_error("optimizer state for \"" + name + "\" has " + std::to_string(n) + " values, expected " + std::to_string(p.numel()));
+    p.m.assign(m, m + n);  // n == 0: no step taken yet (moments start at zero)
+    p.v.assign(v, v + n);
+    step_ = step;
+  }
+
   double adamw_step(const AdamWOptions& o) override {
     const double norm = grad_norm();
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.

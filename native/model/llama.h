@@ -79,6 +79,11 @@ class ModelBase {
                               int64_t step, bool training, int64_t* count) = 0;
   virtual void zero_grad() = 0;
   virtual double grad_norm() const = 0;
+  // AdamW state for checkpoints: the step count and each trainable tensor's first/second moments
+  // (empty before the first step). Restoring them makes a resumed run continue bit for bit.
+  virtual int64_t optimizer_step() const = 0;
+  virtual std::pair<std::vector<float>, std::vector<float>> get_moments(const std::string& name) const = 0;
+  virtual void set_optimizer_state(int64_t step, const std::string& name, const float* m, const float* v, int64_t n) = 0;
   // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
   virtual double adamw_step(const AdamWOptions& opts) = 0;
   // Logits [B*T, vocab] for every position (no cache).

@@ -216,6 +216,8 @@ export interface BatchOptions {
   padId: number;
   /** Drop the last, smaller batch of an epoch. Default false: every sample is seen each epoch. */
   dropLast?: boolean;
+  /** Start at this batch of the epoch (resuming): earlier batches are skipped without reading them. */
+  startBatch?: number;
 }
 
 export function batchesPerEpoch(size: number, batchSize: number, dropLast = false): number {
@@ -229,7 +231,7 @@ export function* batches(ds: Pick<PreparedDataset, 'size' | 'get'>, opts: BatchO
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new SftError(`batch size must be a positive integer, got ${batchSize}`);
   const order = shuffledOrder(ds.size, opts.seed, opts.epoch);
   const count = batchesPerEpoch(ds.size, batchSize, opts.dropLast);
-  for (let b = 0; b < count; b++) {
+  for (let b = opts.startBatch ?? 0; b < count; b++) {
     const indices = Array.from(order.subarray(b * batchSize, Math.min((b + 1) * batchSize, ds.size)));
     const rows = indices.map((i) => ds.get(i));
     const seqLen = Math.max(...rows.map((r) => r.inputIds.length));

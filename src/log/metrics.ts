@@ -21,11 +21,12 @@ export class MetricsWriter {
   readonly path: string;
   private fd: number | undefined;
 
-  /** Creates output_dir if needed and starts a new metrics.jsonl (an existing one is replaced). */
-  constructor(outputDir: string, fileName = 'metrics.jsonl') {
+  /** Creates output_dir if needed and starts a new metrics.jsonl (an existing one is replaced), or
+   *  appends to it when `append` (a resumed run). */
+  constructor(outputDir: string, fileName = 'metrics.jsonl', append = false) {
     mkdirSync(outputDir, { recursive: true });
     this.path = join(outputDir, fileName);
-    this.fd = openSync(this.path, 'w');
+    this.fd = openSync(this.path, append ? 'a' : 'w');
   }
 
   /**

@@ -61,6 +61,11 @@ export interface AdamWOptions {
   maxGradNorm: number;
 }
 
+export interface OptimizerState {
+  step: number;
+  tensors: { name: string; m: Float32Array; v: Float32Array }[];
+}
+
 export interface NativeModel {
   /** Base tensors the engine expects, with HF names and shapes. */
   baseParams(): ParamInfo[];
@@ -83,6 +88,11 @@ export interface NativeModel {
    *  Resolves with the summed loss (unscaled) and the number of label tokens. */
   forwardBackward(ids: Int32Array, labels: Int32Array, batch: number, seqLen: number, lossScale: number, step: number): Promise<{ lossSum: number; tokens: number }>;
   zeroGrad(): void;
+  /** AdamW state for checkpoints: optimizer steps taken and each trainable tensor's moments
+   *  (empty arrays before the first step). */
+  getOptimizerState(): OptimizerState;
+  /** Restore what getOptimizerState returned (after addLora): the next step continues bit for bit. */
+  setOptimizerState(state: OptimizerState): void;
   /** Clip by global norm and apply one AdamW step to every trainable tensor; resolves with the pre-clip grad norm. */
   adamwStep(opts: AdamWOptions): Promise<number>;
   /** Logits for every position: Float32Array of batch*seqLen*vocab. No cache involved. */

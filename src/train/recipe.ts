@@ -12,18 +12,21 @@
 // Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
 // its micro-batches (counted before the first forward), so accumulation gives the same update as
 // one big batch, whatever the padding.
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync, copyFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TrainConfig } from '../config/schema.js';
 import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
-import { loadBase, RUN_CONFIG_FILE } from '../model/load.js';
+import { loadBase } from '../model/load.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { getTemplate } from '../data/templates.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
-import { writeLoraAdapter } from '../io/peft.js';
+import {
+  saveCheckpoint, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, loadCheckpoint, writeAdapterFiles,
+  type TrainerState, type AdapterConfigInfo,
+} from './checkpoint.js';
 import { MetricsWriter } from '../log/metrics.js';
 import { Progress } from '../log/progress.js';
 import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/summary.js';
@@ -44,8 +47,10 @@ export interface TrainRunOptions {
   print?: (line: string) => void;
   /** Where the progress bar/lines and the final metrics block go (default: stdout). */
   stream?: NodeJS.WritableStream & { isTTY?: boolean };
-  /** Set by the CLI's SIGINT handler: finish the current step, save, stop. */
+  /** Set by the CLI's signal handler: finish the current step, save a checkpoint, stop. */
   shouldStop?: () => boolean;
+  /** Continue from a checkpoint: "latest", "checkpoint-N" or a folder. */
+  resume?: string;
 }
 
 export interface TrainResult {
@@ -56,6 +61,8 @@ export interface TrainResult {
   losses: number[];
   interrupted: boolean;
   outputDir: string;
+  /** The checkpoint written when the run was interrupted. */
+  checkpoint?: string;
 }
 
 interface Setup {
@@ -70,14 +77,18 @@ interface Setup {
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
   const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
-  guardOutputDir(cfg);
+  if (!opts.dryRun) {
+    if (opts.resume === undefined) guardOutputDir(cfg);
+    removeStaleTemporaries(cfg.output_dir);
+  }
+  const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
   const s = await setup(cfg, print);
   try {
     if (opts.dryRun) {
       dryRun(s, print);
       return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
     }
-    return await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false));
+    return await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir);
   } finally {
     s.data.close();
   }
@@ -139,7 +150,13 @@ function dryRun(s: Setup, print: (l: string) => void): void {
 
 // ---- the loop ------------------------------------------------------------------------------
 
-async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.WritableStream & { isTTY?: boolean }, shouldStop: () => boolean): Promise<TrainResult> {
+async function loop(
+  s: Setup,
+  print: (l: string) => void,
+  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  shouldStop: () => boolean,
+  resumeDir?: string,
+): Promise<TrainResult> {
   const { cfg, model, data } = s;
   const bs = cfg.per_device_train_batch_size;
   const accum = cfg.gradient_accumulation_steps;
@@ -149,20 +166,30 @@ async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.Writabl
   const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
   const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
+  const adapter: AdapterConfigInfo = { baseModel: cfg.model_name_or_path, r: cfg.lora_rank, loraAlpha: cfg.lora_alpha, loraDropout: cfg.lora_dropout, targetModules: s.targets };
+
+  // Everything the loop carries from step to step lives in `st`, which is what a checkpoint saves.
+  let st: TrainerState = { global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps };
+  mkdirSync(cfg.output_dir, { recursive: true });
+  if (resumeDir) {
+    st = loadCheckpoint(resumeDir, model, cfg).state;
+    st.total_steps = totalSteps;
+    keepMetricsUpTo(cfg.output_dir, st.global_step);
+    print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
+  }
   print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
 
-  mkdirSync(cfg.output_dir, { recursive: true });
-  const metrics = new MetricsWriter(cfg.output_dir);
+  const metrics = new MetricsWriter(cfg.output_dir, 'metrics.jsonl', resumeDir !== undefined);
   const progress = new Progress({ stream, bar: !cfg.disable_tqdm, logEvery });
-  const micro = microBatches(data, bs, cfg.seed, s.padId);
-  const losses: number[] = [];
-  let tokensSeen = 0, sinceLogLoss = 0, sinceLogSteps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
+  const micro = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);
+  let sinceLogTokens = 0, sinceLogMs = Date.now();
   const t0 = Date.now();
-  let step = 0;
+  const stepsAtStart = st.global_step;
   let interrupted = false;
   progress.start(totalSteps);
   try {
-    while (step < totalSteps) {
+    while (st.global_step < totalSteps) {
+      const step = st.global_step;
       // One optimizer step: `accum` micro-batches, loss averaged over all their target tokens.
       const group: Batch[] = [];
       for (let i = 0; i < accum; i++) group.push(micro.next());
@@ -174,7 +201,7 @@ async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.Writabl
         const b = group[i];
         const r = await model.forwardBackward(b.ids, shifted[i], b.indices.length, b.seqLen, 1 / Math.max(1, targetsInStep), step * accum + i);
         lossSum += r.lossSum;
-        tokensSeen += b.ids.length;
+        st.tokens_seen += b.ids.length;
         sinceLogTokens += b.ids.length;
       }
       const loss = lossSum / Math.max(1, targetsInStep);
@@ -183,28 +210,30 @@ async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.Writabl
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
         throw new SftError(`step ${step + 1}: the ${Number.isFinite(loss) ? 'gradient norm' : 'loss'} became ${Number.isFinite(loss) ? gradNorm : loss} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
       }
-      step++;
-      losses.push(loss);
-      sinceLogLoss += loss;
-      sinceLogSteps++;
+      st.global_step++;
+      st.micro_batches += accum;
+      st.losses.push(loss);
+      st.log_loss_sum += loss;
+      st.log_steps++;
 
-      const epoch = (step * accum) / perEpoch;
-      if (step % logEvery === 0 || step === totalSteps || (cfg.logging_first_step && step === 1)) {
+      const done = st.global_step;
+      const epoch = (done * accum) / perEpoch;
+      if (done % logEvery === 0 || done === totalSteps || (cfg.logging_first_step && done === 1)) {
         const secs = (Date.now() - sinceLogMs) / 1000;
-        const rec = { step, epoch: round(epoch, 4), loss: round(sinceLogLoss / sinceLogSteps, 4), learning_rate: lrAt(step, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
+        const rec = { step: done, epoch: round(epoch, 4), loss: round(st.log_loss_sum / st.log_steps, 4), learning_rate: lrAt(done, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
         metrics.write(rec);
-        progress.update(step, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second });
-        sinceLogLoss = 0, sinceLogSteps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
+        progress.update(done, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second });
+        st.log_loss_sum = 0, st.log_steps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
       } else {
-        progress.update(step, { loss, lr: lrAt(step, schedule) });
-      }
-      if (saveEvery && step % saveEvery === 0 && step < totalSteps) {
-        saveAdapter(s, join(cfg.output_dir, `checkpoint-${step}`));
-        rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
+        progress.update(done, { loss, lr: lrAt(done, schedule) });
       }
       if (shouldStop()) {
         interrupted = true;
         break;
+      }
+      if (saveEvery && done % saveEvery === 0 && done < totalSteps) {
+        saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
+        rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
       }
     }
   } finally {
@@ -213,32 +242,51 @@ async function loop(s: Setup, print: (l: string) => void, stream: NodeJS.Writabl
   }
 
   const runtime = (Date.now() - t0) / 1000;
+  let checkpoint: string | undefined;
   if (interrupted) {
-    const dir = join(cfg.output_dir, `checkpoint-${step}`);
-    saveAdapter(s, dir);
-    print(`Interrupted after step ${step}: adapter saved to ${dir}`);
+    checkpoint = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
+    rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
+    print(`Interrupted after step ${st.global_step}: checkpoint saved to ${checkpoint}`);
   } else {
-    saveAdapter(s, cfg.output_dir);
+    writeAdapterFiles(cfg.output_dir, model, cfg, adapter);
   }
+  const stepsRun = st.global_step - stepsAtStart;
   const nonEmbedding = s.model.baseParams().filter((p) => !/embed_tokens|lm_head/.test(p.name)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   const result = trainSummary({
     runtimeSec: runtime,
-    samples: step * bs * accum,
-    steps: step,
-    trainLoss: losses.length ? losses.reduce((a, b) => a + b, 0) / losses.length : NaN,
-    totalFlos: flosFor(tokensSeen, nonEmbedding),
-    epoch: round((step * accum) / perEpoch, 4),
-    tokens: tokensSeen,
+    samples: stepsRun * bs * accum,
+    steps: stepsRun,
+    trainLoss: st.losses.length ? st.losses.reduce((a, b) => a + b, 0) / st.losses.length : NaN,
+    totalFlos: flosFor(st.tokens_seen, nonEmbedding),
+    epoch: round((st.global_step * accum) / perEpoch, 4),
+    tokens: st.tokens_seen,
   });
-  writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
+  if (!interrupted) writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
   printMetrics('train', result, (l) => stream.write(l));
-  return { model: s.model, metrics: result, steps: step, losses, interrupted, outputDir: cfg.output_dir };
+  return { model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint };
 }
 
-/** Endless micro-batches: epoch after epoch, each shuffled by (seed, epoch). */
-function microBatches(data: PreparedDataset, bs: number, seed: number, padId: number): { next(): Batch } {
-  let epoch = 0;
-  let it = batches(data, { batchSize: bs, seed, epoch, padId });
+/** On resume, metrics logged after the checkpoint (by the interrupted run) are dropped: they will be logged again. */
+function keepMetricsUpTo(outputDir: string, step: number): void {
+  const f = join(outputDir, 'metrics.jsonl');
+  if (!existsSync(f)) return;
+  const kept = readFileSync(f, 'utf8').split('\n').filter((l) => {
+    if (!l.trim()) return false;
+    try {
+      return (JSON.parse(l) as { step: number }).step <= step;
+    } catch {
+      return false;
+    }
+  });
+  writeFileSync(f, kept.map((l) => l + '\n').join(''));
+}
+
+/** Endless micro-batches: epoch after epoch, each shuffled by (seed, epoch), starting after `consumed`
+ *  micro-batches (a resumed run skips them without reading their samples). */
+function microBatches(data: PreparedDataset, bs: number, seed: number, padId: number, consumed = 0): { next(): Batch } {
+  const perEpoch = batchesPerEpoch(data.size, bs);
+  let epoch = Math.floor(consumed / perEpoch);
+  let it = batches(data, { batchSize: bs, seed, epoch, padId, startBatch: consumed % perEpoch });
   return {
     next() {
       let r = it.next();
@@ -266,43 +314,7 @@ function countTargets(targets: Int32Array): number {
   return n;
 }
 
-// ---- saving ----------------------------------------------------------------------------------
-
-/** PEFT adapter + tokenizer files + the resolved config, written to a temp folder then renamed. */
-function saveAdapter(s: Setup, dir: string): void {
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const tensors = s.model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: s.model.getTensor(p.name) }));
-  writeLoraAdapter(tmp, {
-    tensors,
-    config: { baseModel: s.cfg.model_name_or_path, r: s.cfg.lora_rank, loraAlpha: s.cfg.lora_alpha, loraDropout: s.cfg.lora_dropout, targetModules: s.targets },
-  });
-  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'generation_config.json']) {
-    const src = join(s.cfg.model_name_or_path, f);
-    if (existsSync(src)) copyFileSync(src, join(tmp, f));
-  }
-  writeFileSync(join(tmp, RUN_CONFIG_FILE), JSON.stringify(s.cfg, null, 2) + '\n');
-  // The final adapter goes into output_dir itself, beside checkpoints and metrics: move files.
-  if (dir === s.cfg.output_dir) {
-    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(dir, f));
-    rmSync(tmp, { recursive: true, force: true });
-  } else {
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  }
-}
-
-/** Keep the newest `limit` checkpoint-N folders. */
-function rotateCheckpoints(outputDir: string, limit: number | null): void {
-  if (!limit || limit <= 0) return;
-  const cps = readdirSync(outputDir)
-    .map((d) => /^checkpoint-(\d+)$/.exec(d))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => ({ dir: m[0], step: Number(m[1]) }))
-    .sort((a, b) => a.step - b.step);
-  for (const c of cps.slice(0, Math.max(0, cps.length - limit))) rmSync(join(outputDir, c.dir), { recursive: true, force: true });
-}
+// ---- output_dir ------------------------------------------------------------------------------
 
 /** Another run's checkpoints in output_dir are not overwritten unless asked. */
 function guardOutputDir(cfg: TrainConfig): void {

@@ -6,6 +6,7 @@ import { loadConfig } from '../../config/loader.js';
 interface TrainArgs {
   config: string;
   'dry-run': boolean;
+  resume?: string;
   _: (string | number)[];
 }
 
@@ -16,6 +17,7 @@ const train: CommandModule<object, TrainArgs> = {
     y
       .option('config', { type: 'string', demandOption: true, describe: 'Training config (JSON, Firefly train_args keys)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'Show samples with their trained spans marked, then stop' })
+      .option('resume', { type: 'string', describe: 'Continue from a checkpoint in output_dir: latest (default when given bare) or checkpoint-N' })
       // Config overrides are not yargs options: hand them to the config loader untouched.
       .parserConfiguration({ 'unknown-options-as-args': true, 'parse-positional-numbers': false })
       .example('$0 train --config configs/tiny-demo.json', 'the CPU demo (about a minute)')
@@ -25,19 +27,28 @@ const train: CommandModule<object, TrainArgs> = {
     const { config, notices } = loadConfig(argv.config, overrides);
     for (const n of notices) process.stderr.write(`note: ${n}\n`);
     const { train: run } = await import('../../train/recipe.js');
-    // First Ctrl-C: finish the step, save a checkpoint, exit 130. Second: exit at once.
-    let stopRequested = false;
-    const onSigint = () => {
-      if (stopRequested) process.exit(130);
-      stopRequested = true;
-      process.stderr.write('\nInterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to quit now)\n');
+    // First Ctrl-C (or SIGTERM): finish the current step, write a checkpoint, exit 130 (143).
+    // A second one exits at once; checkpoints are written atomically, so nothing is corrupted.
+    let stopSignal: NodeJS.Signals | undefined;
+    const onSignal = (sig: NodeJS.Signals) => {
+      const code = sig === 'SIGTERM' ? 143 : 130;
+      if (stopSignal) process.exit(code);
+      stopSignal = sig;
+      process.stderr.write(`\n${sig}: finishing the current step and saving a checkpoint (${sig === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit now)\n`);
     };
-    process.on('SIGINT', onSigint);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
     try {
-      const r = await run(config, { dryRun: argv['dry-run'], shouldStop: () => stopRequested });
-      if (r.interrupted) process.exitCode = 130;
+      const resume = argv.resume === undefined ? undefined : argv.resume || 'latest';
+      const r = await run(config, { dryRun: argv['dry-run'], resume, shouldStop: () => stopSignal !== undefined });
+      if (r.interrupted) {
+        const again = ['sft train', '--config', argv.config, ...overrides, '--resume', 'latest'].join(' ');
+        process.stderr.write(`Resume with: ${again}\n`);
+        process.exitCode = stopSignal === 'SIGTERM' ? 143 : 130;
+      }
     } finally {
-      process.off('SIGINT', onSigint);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
   },
 };
