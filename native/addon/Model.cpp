@@ -197,7 +197,7 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
     return v.As<Napi::Number>().DoubleValue();
   };
   auto flag = [&](const char* k) { return o.Get(k).ToBoolean().Value(); };
-  LlamaConfig c;
+  ModelConfig c;
   try {
     c.arch = parse_arch(o.Get("arch").ToString().Utf8Value());
   } catch (const std::exception& e) {
@@ -210,14 +210,14 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   c.heads = int64_t(num("numHeads"));
   c.kv_heads = int64_t(num("numKvHeads"));
   c.rope_theta = num("ropeTheta");
-  c.rms_eps = num("rmsNormEps");
+  c.norm_eps = num("rmsNormEps");
   c.tie_embeddings = flag("tieWordEmbeddings");
   c.qkv_bias = flag("qkvBias");
   c.norm_head = flag("normHead");
   const bool f64 = o.Has("dtype") && o.Get("dtype").ToString().Utf8Value() == "f64";
   if (o.Has("threads") && o.Get("threads").IsNumber()) set_num_threads(o.Get("threads").As<Napi::Number>().Int32Value());
   try {
-    engine_ = make_llama_model(c, f64);
+    engine_ = make_model(c, f64);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }

@@ -25,29 +25,6 @@
 
 namespace sft {
 
-Arch parse_arch(const std::string& s) {
-  if (s == "llama") return Arch::Llama;
-  if (s == "baichuan") return Arch::Baichuan;
-  if (s == "baichuan2") return Arch::Baichuan2;
-  if (s == "qwen2") return Arch::Qwen2;
-  throw std::runtime_error("unknown architecture \"" + s + "\" (supported: llama, baichuan, baichuan2, qwen2)");
-}
-
-void LlamaConfig::validate() const {
-  auto need = [](bool ok, const std::string& what) {
-    if (!ok) throw std::runtime_error("invalid model config: " + what);
-  };
-  need(vocab > 0, "vocab_size must be > 0");
-  need(hidden > 0, "hidden_size must be > 0");
-  need(intermediate > 0, "intermediate_size must be > 0");
-  need(layers > 0, "num_hidden_layers must be > 0");
-  need(heads > 0 && hidden % heads == 0, "hidden_size must be a multiple of num_attention_heads");
-  need(head_dim() % 2 == 0, "head_dim (hidden_size / num_attention_heads) must be even for rotary embeddings");
-  need(kv_heads > 0 && heads % kv_heads == 0, "num_attention_heads must be a multiple of num_key_value_heads");
-  need(rms_eps > 0, "rms_norm_eps must be > 0");
-  need(rope_theta > 0, "rope_theta must be > 0");
-}
-
 namespace {
 
 template <typename T>
@@ -145,7 +122,7 @@ void resize(std::vector<T>& v, int64_t n) {
 template <typename T>
 class LlamaModel final : public ModelBase {
  public:
-  explicit LlamaModel(const LlamaConfig& c) : c_(c) {
+  explicit LlamaModel(const ModelConfig& c) : c_(c) {
     c_.validate();
     const int64_t H = c.hidden, I = c.intermediate, V = c.vocab, hd = c.head_dim();
     const int64_t qdim = c.heads * hd, kvdim = c.kv_heads * hd;
@@ -186,7 +163,7 @@ class LlamaModel final : public ModelBase {
     }
   }
 
-  const LlamaConfig& config() const override { return c_; }
+  const ModelConfig& config() const override { return c_; }
 
   std::vector<ParamInfo> base_params() const override {
     std::vector<ParamInfo> out;
@@ -633,7 +610,7 @@ class LlamaModel final : public ModelBase {
       LayerActs<T>& L = a.layers[l];
       size_t li = 0;
       std::copy(x.begin(), x.end(), L.x_in.begin());
-      cpu::rmsnorm_forward<T>(L.ln1.data(), L.rstd1.data(), L.x_in.data(), Lw.ln1->w.data(), N, H, c_.rms_eps);
+      cpu::rmsnorm_forward<T>(L.ln1.data(), L.rstd1.data(), L.x_in.data(), Lw.ln1->w.data(), N, H, c_.norm_eps);
       linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
       cpu::rope_forward<T>(L.qkv.data(), Q, N, T_, p0, nh, int(hd), cos_.data(), sin_.data());
       cpu::rope_forward<T>(L.qkv.data() + qdim, Q, N, T_, p0, nkv, int(hd), cos_.data(), sin_.data());
@@ -653,14 +630,14 @@ class LlamaModel final : public ModelBase {
       // residual: x_mid = x_in + atty Wo^T  (x already holds x_in)
       linear_fwd(Lw.o, x.data(), L.atty.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
       std::copy(x.begin(), x.end(), L.x_mid.begin());
-      cpu::rmsnorm_forward<T>(L.ln2.data(), L.rstd2.data(), L.x_mid.data(), Lw.ln2->w.data(), N, H, c_.rms_eps);
+      cpu::rmsnorm_forward<T>(L.ln2.data(), L.rstd2.data(), L.x_mid.data(), Lw.ln2->w.data(), N, H, c_.norm_eps);
       linear_fwd(Lw.gate, L.gate.data(), L.ln2.data(), N, L.lora, li, mode, step);
       linear_fwd(Lw.up, L.up.data(), L.ln2.data(), N, L.lora, li, mode, step);
       cpu::swiglu_forward<T>(L.h.data(), L.gate.data(), L.up.data(), N * I);
       linear_fwd(Lw.down, x.data(), L.h.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
     }
     std::copy(x.begin(), x.end(), a.x_out.begin());
-    cpu::rmsnorm_forward<T>(a.lnf.data(), a.rstdf.data(), a.x_out.data(), norm_->w.data(), N, H, c_.rms_eps);
+    cpu::rmsnorm_forward<T>(a.lnf.data(), a.rstdf.data(), a.x_out.data(), norm_->w.data(), N, H, c_.norm_eps);
     const T* W = head_weights();
     if (mode == Mode::Cached) {
       cpu::linear_forward<T>(a.logits.data(), a.lnf.data() + (N - 1) * H, W, nullptr, 1, H, c_.vocab);
@@ -741,7 +718,7 @@ class LlamaModel final : public ModelBase {
     for (int64_t l = 0; l < c_.layers; l++) kcache_[l].resize(size_t(cap * kvdim)), vcache_[l].resize(size_t(cap * kvdim));
   }
 
-  LlamaConfig c_;
+  ModelConfig c_;
   std::deque<Param<T>> params_;  // deque: pointers stay valid as LoRA params are added
   std::unordered_map<std::string, Param<T>*> by_name_;
   std::unordered_map<std::string, View<T>> views_;
@@ -763,7 +740,7 @@ class LlamaModel final : public ModelBase {
 
 }  // namespace
 
-std::unique_ptr<ModelBase> make_llama_model(const LlamaConfig& cfg, bool f64) {
+std::unique_ptr<ModelBase> make_llama_model(const ModelConfig& cfg, bool f64) {
   if (f64) return std::make_unique<LlamaModel<double>>(cfg);
   return std::make_unique<LlamaModel<float>>(cfg);
 }

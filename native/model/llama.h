@@ -8,94 +8,10 @@
 //   LoRA on q_proj is a LoRA on the Q row block, one on W_pack spans all rows. One matmul per layer.
 // - Backward functions accumulate (+=), so residual branches and shared inputs need no copies.
 #pragma once
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <unordered_map>
-#include <vector>
-
-#include "core/dtype.h"
+#include "model/model.h"
 
 namespace sft {
 
-enum class Arch { Llama, Baichuan, Baichuan2, Qwen2 };
-Arch parse_arch(const std::string& s);
-
-struct LlamaConfig {
-  Arch arch = Arch::Llama;
-  int64_t vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0;
-  double rope_theta = 10000.0, rms_eps = 1e-6;
-  bool tie_embeddings = false, qkv_bias = false, norm_head = false;
-  int64_t head_dim() const { return hidden / heads; }
-  int64_t qkv_dim() const { return (heads + 2 * kv_heads) * head_dim(); }
-  void validate() const;  // throws with a message naming the bad field
-};
-
-struct ParamInfo {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
-struct LoraOptions {
-  std::vector<std::string> targets;
-  int64_t rank = 8;
-  double alpha = 16, dropout = 0;
-  uint64_t seed = 0;
-  bool use_rslora = false;
-};
-
-struct AdamWOptions {
-  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0, max_grad_norm = 1.0;
-};
-
-// What the addon and tests use, whatever T is. Data crosses as float (or double for tests).
-class ModelBase {
- public:
-  virtual ~ModelBase() = default;
-  virtual const LlamaConfig& config() const = 0;
-  // Checkpoint tensors the model expects (HF names and shapes).
-  virtual std::vector<ParamInfo> base_params() const = 0;
-  // Copy one checkpoint tensor (raw little-endian bytes of dtype) into the model.
-  virtual void load_tensor(const std::string& name, const void* data, DType dtype,
-                           const std::vector<int64_t>& shape) = 0;
-  // Names listed by base_params() that were never loaded.
-  virtual std::vector<std::string> missing_tensors() const = 0;
-  virtual std::vector<ParamInfo> add_lora(const LoraOptions& opts) = 0;
-  // QLoRA: replace every frozen linear weight (not embeddings, norms or lm_head) by NF4 with
-  // double quantization, one NF4 tensor per checkpoint tensor. Returns bytes before / after.
-  virtual std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) = 0;
-  // Make every base weight trainable (full fine-tuning, gradient checks) or freeze them.
-  virtual void set_base_trainable(bool trainable) = 0;
-  virtual std::vector<ParamInfo> trainable_params() const = 0;
-  virtual std::vector<double> get_tensor(const std::string& name) const = 0;
-  virtual std::vector<double> get_grad(const std::string& name) const = 0;
-  virtual void set_tensor(const std::string& name, const double* data, int64_t n) = 0;
-  // Loss sum over label tokens (labels < 0 ignored); with grad, adds d(scale * loss)/dparam.
-  virtual double forward_backward(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T,
-                                  double scale, int64_t step, int64_t* count) = 0;
-  // Same loss without gradients. training = true applies the same dropout masks as
-  // forward_backward with the same step (what finite differences need).
-  virtual double forward_loss(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T,
-                              int64_t step, bool training, int64_t* count) = 0;
-  virtual void zero_grad() = 0;
-  virtual double grad_norm() const = 0;
-  // AdamW state for checkpoints: the step count and each trainable tensor's first/second moments
-  // (empty before the first step). Restoring them makes a resumed run continue bit for bit.
-  virtual int64_t optimizer_step() const = 0;
-  virtual std::pair<std::vector<float>, std::vector<float>> get_moments(const std::string& name) const = 0;
-  virtual void set_optimizer_state(int64_t step, const std::string& name, const float* m, const float* v, int64_t n) = 0;
-  // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
-  virtual double adamw_step(const AdamWOptions& opts) = 0;
-  // Logits [B*T, vocab] for every position (no cache).
-  virtual std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T) = 0;
-  // KV cache, batch 1: append n tokens, return the logits of the last one.
-  virtual std::vector<float> feed(const int32_t* ids, int64_t n) = 0;
-  virtual void reset_cache() = 0;
-  // Keep only the first n cached tokens (a shared prompt prefix is fed once, then reused).
-  virtual void truncate_cache(int64_t n) = 0;
-  virtual int64_t cache_length() const = 0;
-};
-
-std::unique_ptr<ModelBase> make_llama_model(const LlamaConfig& cfg, bool f64);
+std::unique_ptr<ModelBase> make_llama_model(const ModelConfig& cfg, bool f64);
 
 }  // namespace sft

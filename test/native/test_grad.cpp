@@ -158,16 +158,16 @@ static void check_ops() {
 
 struct Variant {
   const char* name;
-  sft::LlamaConfig cfg;
+  sft::ModelConfig cfg;
   std::vector<std::string> targets;
 };
 
 static std::vector<Variant> variants() {
   auto base = [](sft::Arch a) {
-    sft::LlamaConfig c;
+    sft::ModelConfig c;
     c.arch = a;
     c.vocab = 13, c.hidden = 8, c.intermediate = 12, c.layers = 2, c.heads = 2, c.kv_heads = 2;
-    c.rope_theta = 10000, c.rms_eps = 1e-6;
+    c.rope_theta = 10000, c.norm_eps = 1e-6;
     return c;
   };
   std::vector<Variant> v;
@@ -205,7 +205,7 @@ static void randomize(sft::ModelBase& m, std::mt19937_64& rng) {
 static void check_models() {
   for (const auto& var : variants()) {
     std::mt19937_64 rng(99);
-    auto m = sft::make_llama_model(var.cfg, /*f64=*/true);
+    auto m = sft::make_model(var.cfg, /*f64=*/true);
     randomize(*m, rng);
     sft::LoraOptions lo;
     lo.targets = var.targets;
@@ -247,8 +247,8 @@ static void check_models() {
 static void check_lora_merge() {
   for (const auto& var : variants()) {
     std::mt19937_64 rng(5);
-    auto a = sft::make_llama_model(var.cfg, true);
-    auto b = sft::make_llama_model(var.cfg, true);
+    auto a = sft::make_model(var.cfg, true);
+    auto b = sft::make_model(var.cfg, true);
     randomize(*a, rng);
     for (const auto& p : a->base_params()) {
       Vec w = a->get_tensor(p.name);
@@ -282,7 +282,7 @@ static void check_lora_merge() {
     std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3};
     auto la = a->logits(ids.data(), 2, 3), lb = b->logits(ids.data(), 2, 3);
     // The check is only meaningful when the adapters change the output noticeably.
-    auto base = sft::make_llama_model(var.cfg, true);
+    auto base = sft::make_model(var.cfg, true);
     for (const auto& p : a->base_params()) {
       Vec w = a->get_tensor(p.name);
       base->set_tensor(p.name, w.data(), int64_t(w.size()));
@@ -297,7 +297,7 @@ static void check_lora_merge() {
 static void check_kv_cache() {
   for (const auto& var : variants()) {
     std::mt19937_64 rng(11);
-    auto m = sft::make_llama_model(var.cfg, true);
+    auto m = sft::make_model(var.cfg, true);
     randomize(*m, rng);
     std::vector<int32_t> ids = {4, 8, 1, 12, 0, 7, 7};
     const int64_t T = int64_t(ids.size()), V = var.cfg.vocab;

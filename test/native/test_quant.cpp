@@ -144,14 +144,14 @@ void check_gemm_q4() {
 }
 
 void check_quantized_model() {
-  sft::LlamaConfig c;
+  sft::ModelConfig c;
   c.arch = sft::Arch::Qwen2;
   c.vocab = 50, c.hidden = 64, c.intermediate = 96, c.layers = 2, c.heads = 4, c.kv_heads = 2;
   c.qkv_bias = true, c.tie_embeddings = true;
   std::mt19937_64 rng(4);
   for (bool f64 : {false, true}) {
-    auto q = sft::make_llama_model(c, f64);
-    auto ref = sft::make_llama_model(c, f64);
+    auto q = sft::make_model(c, f64);
+    auto ref = sft::make_model(c, f64);
     for (const auto& p : q->base_params()) {
       int64_t n = 1;
       for (auto s : p.shape) n *= s;
