@@ -175,7 +175,9 @@ Napi::Function Model::Init(Napi::Env env) {
   return DefineClass(env, "Model",
                      {InstanceMethod("baseParams", &Model::BaseParams), InstanceMethod("loadWeights", &Model::LoadWeights),
                       InstanceMethod("addLora", &Model::AddLora),
-                      InstanceMethod("quantize", &Model::Quantize), InstanceMethod("trainableParams", &Model::TrainableParams),
+                      InstanceMethod("quantize", &Model::Quantize),
+                      InstanceMethod("mergeLora", &Model::MergeLora),
+                      InstanceMethod("setBaseTrainable", &Model::SetBaseTrainable), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
                       InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
@@ -277,6 +279,26 @@ Napi::Value Model::Quantize(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
+}
+
+Napi::Value Model::MergeLora(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->merge_lora();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Model::SetBaseTrainable(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->set_base_trainable(info[0].ToBoolean().Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
 }
 
 Napi::Value Model::TrainableParams(const Napi::CallbackInfo& info) {

@@ -21,6 +21,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value LoadWeights(const Napi::CallbackInfo& info);
   Napi::Value AddLora(const Napi::CallbackInfo& info);
   Napi::Value Quantize(const Napi::CallbackInfo& info);
+  Napi::Value MergeLora(const Napi::CallbackInfo& info);
+  Napi::Value SetBaseTrainable(const Napi::CallbackInfo& info);
   Napi::Value TrainableParams(const Napi::CallbackInfo& info);
   Napi::Value GetTensor(const Napi::CallbackInfo& info);
   Napi::Value SetTensor(const Napi::CallbackInfo& info);

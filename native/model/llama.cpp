@@ -248,6 +248,29 @@ class LlamaModel final : public ModelBase {
     return added;
   }
 
+  void merge_lora() override {
+    for (Layer<T>& L : layers_) {
+      for (Linear<T>* lin : {&L.qkv, &L.o, &L.gate, &L.up, &L.down}) {
+        for (const Lora<T>& lo : lin->loras) {
+          if (lin->W->q) throw std::runtime_error("cannot merge LoRA into NF4 weights: load the base in full precision to merge");
+          const int64_t r = lo.A->shape[0];
+          // W[row0 + i, :] += scale * sum_k B[i, k] A[k, :]
+          cpu::gemm<T>(false, true, lo.rows, lin->in, r, lo.scale, lo.B->w.data(), r, lo.A->w.data(), lin->in, T(1),
+                       lin->W->w.data() + lo.row0 * lin->in, lin->in);
+          for (Param<T>* p : {lo.A, lo.B}) {
+            by_name_.erase(p->name);
+            lora_params_.erase(std::find(lora_params_.begin(), lora_params_.end(), p));
+            p->trainable = false;
+            std::vector<T>().swap(p->w), std::vector<T>().swap(p->g), std::vector<T>().swap(p->m), std::vector<T>().swap(p->v);
+            p->shape = {0};
+          }
+        }
+        lin->loras.clear();
+      }
+    }
+    train_ = Acts<T>(), eval_ = Acts<T>(), gen_ = Acts<T>();  // LoRA activation slots are gone
+  }
+
   std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) override {
     int64_t before = 0, after = 0;
     for (Layer<T>& L : layers_) {

@@ -57,6 +57,8 @@ class ModelBase {
   // Names listed by base_params() that were never loaded.
   virtual std::vector<std::string> missing_tensors() const = 0;
   virtual std::vector<ParamInfo> add_lora(const LoraOptions& opts) = 0;
+  // Fold every LoRA adapter into its base weight (W += scale * B A) and drop the adapters.
+  virtual void merge_lora() = 0;
   // QLoRA: replace every frozen linear weight (not embeddings, norms or lm_head) by NF4 with
   // double quantization, one NF4 tensor per checkpoint tensor. Returns bytes before / after.
   virtual std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) = 0;

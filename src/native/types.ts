@@ -76,6 +76,10 @@ export interface NativeModel {
   /** QLoRA: store every frozen linear weight (not embeddings, norms, lm_head) as NF4 with double
    *  quantization, one NF4 tensor per checkpoint tensor, as bitsandbytes does. Call after loadWeights. */
   quantize(opts: { bits: 4; doubleQuant?: boolean }): { bytesBefore: number; bytesAfter: number };
+  /** Fold every LoRA adapter into its base weight (W += alpha/r * B A) and drop the adapters. */
+  mergeLora(): void;
+  /** Full fine-tuning: every base weight trainable (true) or frozen again (false). */
+  setBaseTrainable(trainable: boolean): void;
   /** Trainable tensors in PEFT naming without the "base_model.model." prefix,
    *  e.g. "model.layers.0.self_attn.q_proj.lora_A.weight". */
   trainableParams(): ParamInfo[];
