@@ -20,7 +20,7 @@
 //   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
 //   eval_steps                  | null           | set -> notice, as eval_file
 //   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
-//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base) yes; full, prompt_tuning -> error
+//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base), full yes; prompt_tuning -> error
 //                               |                | (Firefly's default is qlora; sft's is lora, the mode it runs)
 //   bits                        | 16 (4 if qlora)| 16, 32 yes (32-bit on the CPU); 4 yes (NF4 + double quant);
 //                               |                | 8 -> notice: not quantised, trains in 32-bit;
@@ -327,9 +327,9 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => notYet(`task_type="${v}"`, 'use task_type "sft"'),
   },
   train_mode: {
-    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base); full and prompt_tuning not implemented yet',
+    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base), full (every weight; writes a whole model); prompt_tuning not implemented yet',
     // qlora is lora over a 4-bit base (bits defaults to 4 for it).
-    support: (v) => (v === 'qlora' ? undefined : notYet(`train_mode="${v}"`, 'use train_mode "lora"')),
+    support: (v) => (v === 'qlora' || v === 'full' ? undefined : notYet(`train_mode="${v}"`, 'use train_mode "lora"')),
   },
   bits: {
     check: oneOf([4, 8, 16, 32] as const), default: 16, implemented: 'partly', help: 'base weight precision; 4 = QLoRA: frozen linear weights in NF4 with double quantization (8 not implemented yet)',
@@ -452,6 +452,9 @@ export function resolveBetweenKeys(cfg: TrainConfig, given: ReadonlySet<string>)
     else if (cfg.bits === 16 || cfg.bits === 32) {
       errors.push(`train_mode "qlora" quantises the base model to 4 bits, but bits=${cfg.bits}; set bits to 4 or use train_mode "lora"`);
     }
+  }
+  if (cfg.train_mode === 'full' && cfg.bits === 4) {
+    errors.push('train_mode "full" trains every weight, which cannot stay 4-bit; set bits to 16 or 32, or use train_mode "qlora"');
   }
   if (cfg.fp16 && cfg.bf16) errors.push('fp16 and bf16 are both true; at most one of them can be true');
   if (cfg.train_mode === 'prompt_tuning' && cfg.prompt_tuning_init === 'TEXT' && cfg.prompt_tuning_init_text.trim() === '') {

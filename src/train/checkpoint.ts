@@ -16,6 +16,8 @@ import type { TrainConfig } from '../config/schema.js';
 import { writeLoraAdapter, readLoraAdapter } from '../io/peft.js';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../io/safetensors.js';
 import { RUN_CONFIG_FILE } from '../model/load.js';
+import { writeHfModel } from '../model/save.js';
+import { listCheckpointTensors } from '../model/weights.js';
 import { SftError } from '../errors.js';
 
 export const TRAINER_STATE = 'trainer_state.json';
@@ -44,13 +46,18 @@ export interface AdapterConfigInfo {
   targetModules: string[];
 }
 
-/** The adapter, tokenizer and config files (what a final output_dir and every checkpoint hold). */
-export function writeAdapterFiles(dir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo): void {
-  const tensors = model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: model.getTensor(p.name) }));
-  writeLoraAdapter(dir, { tensors, config: adapter });
-  for (const f of TOKENIZER_FILES) {
-    const src = join(cfg.model_name_or_path, f);
-    if (existsSync(src)) copyFileSync(src, join(dir, f));
+/** What a run produces (the final output_dir and every checkpoint hold it): the LoRA adapter, or with
+ *  train_mode "full" a whole HF model folder; plus tokenizer files and the resolved config. */
+export function writeTrainedFiles(dir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo): void {
+  if (cfg.train_mode === 'full') {
+    writeHfModel(dir, model, { sourceDir: cfg.model_name_or_path, dtype: 'F32' });
+  } else {
+    const tensors = model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: model.getTensor(p.name) }));
+    writeLoraAdapter(dir, { tensors, config: adapter });
+    for (const f of TOKENIZER_FILES) {
+      const src = join(cfg.model_name_or_path, f);
+      if (existsSync(src)) copyFileSync(src, join(dir, f));
+    }
   }
   writeFileSync(join(dir, RUN_CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
 }
@@ -61,7 +68,7 @@ export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: Train
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  writeAdapterFiles(tmp, model, cfg, adapter);
+  writeTrainedFiles(tmp, model, cfg, adapter);
   const opt = model.getOptimizerState();
   const tensors = opt.tensors.flatMap((t) => {
     const shape = [t.m.length];
@@ -138,20 +145,24 @@ export interface ResumePoint {
   dir: string;
 }
 
-/** Load a checkpoint into a model that already has its (fresh) adapters attached. */
-export function loadCheckpoint(dir: string, model: NativeModel, cfg: TrainConfig): ResumePoint {
+/** Load a checkpoint into a model set up for training (fresh adapters attached, or base trainable). */
+export async function loadCheckpoint(dir: string, model: NativeModel, cfg: TrainConfig): Promise<ResumePoint> {
   const savedCfg = JSON.parse(readFileSync(join(dir, RUN_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
   const changed = MUST_MATCH.filter((k) => JSON.stringify(savedCfg[k]) !== JSON.stringify(cfg[k]));
   if (changed.length) {
     throw new SftError(`--resume ${dir}: the checkpoint was trained with different ${changed.map((k) => `${k} (${JSON.stringify(savedCfg[k])} -> ${JSON.stringify(cfg[k])})`).join(', ')}; resume with the same settings or start a new output_dir`);
   }
-  const { tensors } = readLoraAdapter(dir);
-  const want = new Set(model.trainableParams().map((p) => p.name));
-  for (const t of tensors) {
-    if (!want.delete(t.name)) throw new SftError(`${dir}: adapter tensor "${t.name}" is not part of this run's adapters`);
-    model.setTensor(t.name, t.data);
+  if (cfg.train_mode === 'full') {
+    await model.loadWeights(listCheckpointTensors(dir));
+  } else {
+    const { tensors } = readLoraAdapter(dir);
+    const want = new Set(model.trainableParams().map((p) => p.name));
+    for (const t of tensors) {
+      if (!want.delete(t.name)) throw new SftError(`${dir}: adapter tensor "${t.name}" is not part of this run's adapters`);
+      model.setTensor(t.name, t.data);
+    }
+    if (want.size) throw new SftError(`${dir}: the checkpoint lacks ${want.size} adapter tensor(s), e.g. ${[...want][0]}`);
   }
-  if (want.size) throw new SftError(`${dir}: the checkpoint lacks ${want.size} adapter tensor(s), e.g. ${[...want][0]}`);
   const file = join(dir, OPTIMIZER_FILE);
   const h = readSafetensorsHeader(file);
   const step = Number(h.metadata?.step ?? NaN);

@@ -24,7 +24,7 @@ import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Ba
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
 import {
-  saveCheckpoint, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, loadCheckpoint, writeAdapterFiles,
+  saveCheckpoint, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, loadCheckpoint, writeTrainedFiles,
   type TrainerState, type AdapterConfigInfo,
 } from './checkpoint.js';
 import { MetricsWriter } from '../log/metrics.js';
@@ -126,15 +126,22 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
     const q = model.quantize({ bits: 4, doubleQuant: true });
     print(`  QLoRA: linear weights quantized to NF4 with double quantization, ${(q.bytesBefore / 2 ** 20).toFixed(1)} MiB -> ${(q.bytesAfter / 2 ** 20).toFixed(1)} MiB`);
   }
-  const targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
-  try {
-    model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });
-  } catch (err) {
-    throw new SftError(`lora_target_modules: ${(err as Error).message}`);
-  }
-  const trainable = model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   const total = model.baseParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-  print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+  let targets: string[] = [];
+  if (cfg.train_mode === 'full') {
+    // Every weight trains (fp32 master weights, AdamW); the output is a whole HF model folder.
+    model.setBaseTrainable(true);
+    print(`  Full fine-tuning: all ${total.toLocaleString('en')} parameters train (AdamW state: ${((total * 8) / 2 ** 20).toFixed(1)} MiB)`);
+  } else {
+    targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
+    try {
+      model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });
+    } catch (err) {
+      throw new SftError(`lora_target_modules: ${(err as Error).message}`);
+    }
+    const trainable = model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+  }
   return { cfg, model, native, tok, data, targets, padId };
 }
 
@@ -172,7 +179,7 @@ async function loop(
   let st: TrainerState = { global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps };
   mkdirSync(cfg.output_dir, { recursive: true });
   if (resumeDir) {
-    st = loadCheckpoint(resumeDir, model, cfg).state;
+    st = (await loadCheckpoint(resumeDir, model, cfg)).state;
     st.total_steps = totalSteps;
     keepMetricsUpTo(cfg.output_dir, st.global_step);
     print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
@@ -248,7 +255,7 @@ async function loop(
     rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
     print(`Interrupted after step ${st.global_step}: checkpoint saved to ${checkpoint}`);
   } else {
-    writeAdapterFiles(cfg.output_dir, model, cfg, adapter);
+    writeTrainedFiles(cfg.output_dir, model, cfg, adapter);
   }
   const stepsRun = st.global_step - stepsAtStart;
   const nonEmbedding = s.model.baseParams().filter((p) => !/embed_tokens|lm_head/.test(p.name)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
@@ -319,7 +326,7 @@ function countTargets(targets: Int32Array): number {
 /** Another run's checkpoints in output_dir are not overwritten unless asked. */
 function guardOutputDir(cfg: TrainConfig): void {
   if (!existsSync(cfg.output_dir) || cfg.overwrite_output_dir) return;
-  const cps = readdirSync(cfg.output_dir).filter((d) => /^checkpoint-\d+$/.test(d) || d === 'adapter_model.safetensors');
+  const cps = readdirSync(cfg.output_dir).filter((d) => /^checkpoint-\d+$/.test(d) || d === 'adapter_model.safetensors' || d === 'model.safetensors' || d === 'model.safetensors.index.json');
   if (cps.length) {
     throw new SftError(`output_dir ${cfg.output_dir} already holds a previous run (${cps.slice(0, 3).join(', ')}); choose another output_dir or pass --overwrite_output_dir to replace it`);
   }
