@@ -1,57 +1,65 @@
-// Loads a model folder's tokenizer.json (+ tokenizer_config.json) with @huggingface/tokenizers and
-// exposes it as the project's Tok interface.
+// Loads a model folder's tokenizer with @huggingface/tokenizers and exposes it as the project's Tok
+// interface: tokenizer.json (+ tokenizer_config.json) when present, else a sentencepiece tokenizer.model
+// read by ./sentencepiece.ts into the same engine.
 import fs from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { SftError } from '../errors.js';
+import { flavourFor, parseModelProto, sentencePieceTokenizer } from './sentencepiece.js';
 import type { Tok } from './types.js';
+
+/** What Tok is built on, whichever file the tokenizer came from. */
+interface Backend {
+  engine: Tokenizer;
+  encode(text: string): number[];
+  decode(ids: number[], skipSpecialTokens: boolean): string;
+  /** Special token names the tokenizer file itself implies, for those tokenizer_config.json leaves out. */
+  defaults: { bos?: string; eos?: string };
+  /** The file tokens are looked up in, for error messages. */
+  file: string;
+}
 
 export async function loadTokenizer(modelDir: string): Promise<Tok> {
   const jsonFile = path.join(modelDir, 'tokenizer.json');
-  if (!existsSync(jsonFile)) {
-    if (existsSync(path.join(modelDir, 'tokenizer.model'))) {
-      throw new SftError(
-        `${modelDir} has a sentencepiece tokenizer.model but no tokenizer.json; reading tokenizer.model comes in a later version of sft. ` +
-        `Meanwhile convert it with transformers: python -c "from transformers import AutoTokenizer; ` +
-        `AutoTokenizer.from_pretrained('${modelDir}', trust_remote_code=True, use_fast=True).save_pretrained('${modelDir}')"`,
-      );
-    }
-    throw new SftError(`${jsonFile} not found: the model folder needs its tokenizer.json.`);
+  const spFile = path.join(modelDir, 'tokenizer.model');
+  if (!existsSync(jsonFile) && !existsSync(spFile)) {
+    throw new SftError(`${jsonFile} not found: the model folder needs its tokenizer.json (or a sentencepiece tokenizer.model).`);
   }
-  const tokenizerJson = await readJson(jsonFile);
   const configFile = path.join(modelDir, 'tokenizer_config.json');
   const config = existsSync(configFile) ? await readJson(configFile) : {};
 
-  const bosToken = tokenName(config.bos_token, configFile, 'bos_token');
-  const eosToken = tokenName(config.eos_token, configFile, 'eos_token');
-  const padToken = tokenName(config.pad_token, configFile, 'pad_token');
-  const unkToken = tokenName(config.unk_token, configFile, 'unk_token');
-  // The library reads a few plain keys from this object; hand it token names as strings.
-  const libConfig = { ...config, bos_token: bosToken, eos_token: eosToken, pad_token: padToken, unk_token: unkToken };
-  let tk: Tokenizer;
-  try {
-    tk = new Tokenizer(tokenizerJson, libConfig);
-  } catch (err) {
-    throw new SftError(`${jsonFile}: cannot build a tokenizer from it (${(err as Error).message}).`);
-  }
-
+  const names = {
+    bos: tokenName(config.bos_token, configFile, 'bos_token'),
+    eos: tokenName(config.eos_token, configFile, 'eos_token'),
+    pad: tokenName(config.pad_token, configFile, 'pad_token'),
+    unk: tokenName(config.unk_token, configFile, 'unk_token'),
+  };
   // Cleaning up spaces (" ." -> ".") breaks decode(encode(x)) == x; transformers defaults it off too.
   const cleanUp = config.clean_up_tokenization_spaces === true;
+  // The library reads a few plain keys from this object; hand it token names as strings.
+  const libConfig = { ...config, bos_token: names.bos, eos_token: names.eos, pad_token: names.pad, unk_token: names.unk };
+  const backend = existsSync(jsonFile)
+    ? await jsonBackend(jsonFile, libConfig, cleanUp)
+    : await sentencePieceBackend(modelDir, spFile, config, libConfig, cleanUp, names);
+
+  const bosToken = names.bos ?? backend.defaults.bos;
+  const eosToken = names.eos ?? backend.defaults.eos;
+  const padToken = names.pad;
+  const tk = backend.engine;
   const idOf = (token: string | undefined, key: string): number | undefined => {
     if (token === undefined) return undefined;
     const id = tk.token_to_id(token);
-    if (id === undefined) throw new SftError(`${configFile}: ${key} ${JSON.stringify(token)} is not in ${jsonFile}.`);
+    if (id === undefined) throw new SftError(`${configFile}: ${key} ${JSON.stringify(token)} is not in ${backend.file}.`);
     return id;
   };
   let maxId = -1;
   for (const id of tk.get_vocab(true).values()) maxId = Math.max(maxId, id);
 
   return {
-    encode: (text) => (text.length === 0 ? [] : tk.encode(text, { add_special_tokens: false }).ids),
+    encode: (text) => (text.length === 0 ? [] : backend.encode(text)),
     // The library throws on an empty list; an empty list is simply "".
-    decode: (ids, opts) =>
-      ids.length === 0 ? '' : tk.decode(ids, { skip_special_tokens: opts?.skipSpecialTokens ?? false, clean_up_tokenization_spaces: cleanUp }),
+    decode: (ids, opts) => (ids.length === 0 ? '' : backend.decode(ids, opts?.skipSpecialTokens ?? false)),
     tokenToId: (token) => tk.token_to_id(token),
     vocabSize: maxId + 1,
     bosId: idOf(bosToken, 'bos_token'),
@@ -62,6 +70,42 @@ export async function loadTokenizer(modelDir: string): Promise<Tok> {
     padToken,
     chatTemplate: await chatTemplate(modelDir, config, configFile),
   };
+}
+
+async function jsonBackend(jsonFile: string, libConfig: Record<string, unknown>, cleanUp: boolean): Promise<Backend> {
+  const tokenizerJson = await readJson(jsonFile);
+  let engine: Tokenizer;
+  try {
+    engine = new Tokenizer(tokenizerJson, libConfig);
+  } catch (err) {
+    throw new SftError(`${jsonFile}: cannot build a tokenizer from it (${(err as Error).message}).`);
+  }
+  return {
+    engine,
+    encode: (text) => engine.encode(text, { add_special_tokens: false }).ids,
+    decode: (ids, skip) => engine.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: cleanUp }),
+    defaults: {},
+    file: jsonFile,
+  };
+}
+
+/** tokenizer.model: Baichuan's tokenizer classes encode with sentencepiece itself, others as transformers'
+ *  LlamaTokenizer does (see sentencepiece.ts). BOS/EOS default to the model's own pieces, as in transformers. */
+async function sentencePieceBackend(
+  modelDir: string,
+  spFile: string,
+  config: Record<string, unknown>,
+  libConfig: Record<string, unknown>,
+  cleanUp: boolean,
+  names: Record<'bos' | 'eos' | 'pad' | 'unk', string | undefined>,
+): Promise<Backend> {
+  const model = parseModelProto(await fs.readFile(spFile), spFile);
+  const modelConfigFile = path.join(modelDir, 'config.json');
+  const modelConfig = existsSync(modelConfigFile) ? await readJson(modelConfigFile) : {};
+  const specialTokens = Object.values(names).filter((n): n is string => n !== undefined);
+  const sp = sentencePieceTokenizer(model, flavourFor(config, modelConfig), { specialTokens, engineConfig: libConfig, cleanUpSpaces: cleanUp, file: spFile });
+  const piece = (id: number) => (id >= 0 ? model.pieces[id]?.piece : undefined);
+  return { ...sp, defaults: { bos: piece(model.trainer.bosId), eos: piece(model.trainer.eosId) }, file: spFile };
 }
 
 async function readJson(file: string): Promise<Record<string, unknown>> {

@@ -56,12 +56,12 @@ test('Llama-2: ids from tokenizer.json vocab, bos/eos, no pad', { skip: skipLlam
   assert.equal(tok.tokenToId('▁Hello'), 15043);
 });
 
-test('folder errors: sentencepiece only, nothing at all', async () => {
+test('folder errors: nothing at all, a corrupt tokenizer.model', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-tok-'));
   try {
     await assert.rejects(loadTokenizer(dir), /tokenizer\.json not found/);
     fs.writeFileSync(path.join(dir, 'tokenizer.model'), 'x');
-    await assert.rejects(loadTokenizer(dir), /sentencepiece tokenizer\.model but no tokenizer\.json; reading tokenizer\.model comes in a later version/);
+    await assert.rejects(loadTokenizer(dir), /tokenizer\.model: not a readable sentencepiece model/);
   } finally {
     fs.rmSync(dir, { recursive: true });
   }
