@@ -177,6 +177,7 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("addLora", &Model::AddLora),
                       InstanceMethod("quantize", &Model::Quantize),
                       InstanceMethod("mergeLora", &Model::MergeLora),
+                      InstanceMethod("addPromptTuning", &Model::AddPromptTuning),
                       InstanceMethod("setBaseTrainable", &Model::SetBaseTrainable), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
@@ -289,6 +290,27 @@ Napi::Value Model::MergeLora(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(info.Env(), e.what());
   }
   return info.Env().Undefined();
+}
+
+Napi::Value Model::AddPromptTuning(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int64_t n = o.Get("numVirtualTokens").As<Napi::Number>().Int64Value();
+  const uint64_t seed = uint64_t(o.Get("seed").As<Napi::Number>().Int64Value());
+  const float* init = nullptr;
+  Napi::Value iv = o.Get("init");
+  if (iv.IsTypedArray()) {
+    auto a = iv.As<Napi::Float32Array>();
+    if (int64_t(a.ElementLength()) != n * engine_->config().hidden)
+      throw Napi::RangeError::New(env, "addPromptTuning: init must hold numVirtualTokens * hidden_size values");
+    init = a.Data();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    return from_params(env, {engine_->add_prompt_tuning(n, init, seed)}).Get(uint32_t(0));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
 }
 
 Napi::Value Model::SetBaseTrainable(const Napi::CallbackInfo& info) {

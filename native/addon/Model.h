@@ -22,6 +22,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value AddLora(const Napi::CallbackInfo& info);
   Napi::Value Quantize(const Napi::CallbackInfo& info);
   Napi::Value MergeLora(const Napi::CallbackInfo& info);
+  Napi::Value AddPromptTuning(const Napi::CallbackInfo& info);
   Napi::Value SetBaseTrainable(const Napi::CallbackInfo& info);
   Napi::Value TrainableParams(const Napi::CallbackInfo& info);
   Napi::Value GetTensor(const Napi::CallbackInfo& info);

@@ -1,4 +1,4 @@
-// RMSNorm (every Llama-family layer) and row L2-normalisation (Baichuan2's NormHead).
+// RMSNorm (every Llama-family layer), LayerNorm (Bloom) and row L2-normalisation (Baichuan2's NormHead).
 #include <algorithm>
 #include <cmath>
 
@@ -53,6 +53,64 @@ void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, c
 }
 
 template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int64_t N, int64_t C,
+                       double eps) {
+  parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const T* x = inp + n * C;
+      double s = 0;  // two passes in double: mean first, then the centred variance
+      for (int64_t c = 0; c < C; c++) s += double(x[c]);
+      const double mu = s / double(C);
+      double ss = 0;
+      for (int64_t c = 0; c < C; c++) ss += (double(x[c]) - mu) * (double(x[c]) - mu);
+      const T m = T(mu), r = T(1.0 / std::sqrt(ss / double(C) + eps));
+      mean[n] = m;
+      rstd[n] = r;
+      T* y = out + n * C;
+      for (int64_t c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
+    }
+  });
+}
+
+// xh = (x - mean) r,  y = w xh + b.  With g = w dy:
+// dx = r (g - mean(g) - xh mean(g xh));   dw = sum_n dy xh;   db = sum_n dy
+template <typename T>
+void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const T* mean,
+                        const T* rstd, int64_t N, int64_t C) {
+  parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++) {
+      const T* x = inp + n * C;
+      const T* dy = dout + n * C;
+      const T m = mean[n], r = rstd[n];
+      T sg = 0, sgx = 0;
+      for (int64_t c = 0; c < C; c++) {
+        const T g = w[c] * dy[c];
+        sg += g;
+        sgx += g * (x[c] - m) * r;
+      }
+      sg /= T(C);
+      sgx /= T(C);
+      T* dx = dinp + n * C;
+      for (int64_t c = 0; c < C; c++) dx[c] += r * (w[c] * dy[c] - sg - (x[c] - m) * r * sgx);
+    }
+  });
+  if (dw || db) {
+    // Columns are independent: split C across threads so no two threads write one entry.
+    parallel_for(C, 64, [&](int64_t c0, int64_t c1) {
+      for (int64_t n = 0; n < N; n++) {
+        const T* x = inp + n * C;
+        const T* dy = dout + n * C;
+        const T m = mean[n], r = rstd[n];
+        for (int64_t c = c0; c < c1; c++) {
+          if (dw) dw[c] += dy[c] * (x[c] - m) * r;
+          if (db) db[c] += dy[c];
+        }
+      }
+    });
+  }
+}
+
+template <typename T>
 void l2norm_rows_forward(T* out, const T* in, int64_t R, int64_t C, double eps) {
   parallel_for(R, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
@@ -89,6 +147,9 @@ void l2norm_rows_backward(T* din, const T* dout, const T* in, int64_t R, int64_t
 #define SFT_INSTANTIATE(T)                                                                              \
   template void rmsnorm_forward<T>(T*, T*, const T*, const T*, int64_t, int64_t, double);              \
   template void rmsnorm_backward<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t); \
+  template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, double); \
+  template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,     \
+                                      int64_t, int64_t);                                               \
   template void l2norm_rows_forward<T>(T*, const T*, int64_t, int64_t, double);                        \
   template void l2norm_rows_backward<T>(T*, const T*, const T*, int64_t, int64_t, double);
 SFT_INSTANTIATE(float)

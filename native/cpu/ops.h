@@ -6,9 +6,12 @@
 // Where each op lives:           forward            backward
 //   linear (matmul + bias)       linear.cpp         linear.cpp
 //   RMSNorm                      norm.cpp           norm.cpp
+//   LayerNorm (Bloom)            norm.cpp           norm.cpp
 //   rotary embeddings            rope.cpp           rope.cpp
 //   causal GQA attention         attention.cpp      attention.cpp
+//   causal ALiBi attention       attention.cpp      attention.cpp
 //   SwiGLU                       act.cpp            act.cpp
+//   GELU, tanh form (Bloom)      act.cpp            act.cpp
 //   token embedding              embed.cpp          embed.cpp
 //   cross-entropy (fused)        loss.cpp           loss.cpp
 //   row L2-normalise (NormHead)  norm.cpp           norm.cpp
@@ -36,6 +39,15 @@ void rmsnorm_forward(T* out, T* rstd, const T* inp, const T* w, int64_t N, int64
 template <typename T>
 void rmsnorm_backward(T* dinp, T* dw, const T* dout, const T* inp, const T* w, const T* rstd, int64_t N,
                       int64_t C);
+
+// y = w * (x - mean(x)) / sqrt(var(x) + eps) + b per row of C (biased variance, as torch's
+// LayerNorm); mean[N] and rstd[N] saved for backward. db may be null like dw.
+template <typename T>
+void layernorm_forward(T* out, T* mean, T* rstd, const T* inp, const T* w, const T* b, int64_t N, int64_t C,
+                       double eps);
+template <typename T>
+void layernorm_backward(T* dinp, T* dw, T* db, const T* dout, const T* inp, const T* w, const T* mean,
+                        const T* rstd, int64_t N, int64_t C);
 
 // out[r] = in[r] / max(||in[r]||, eps) for each of R rows of C (Baichuan2's NormHead).
 template <typename T>
@@ -66,11 +78,39 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const 
                         const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
                         int64_t p0, int nh, int nkv, int hd);
 
+// ALiBi (Bloom): slopes of n heads. p = 2^floor(log2 n), slopes (2^(-8/p))^1..p, then, when
+// n > p, (2^(-4/p))^1, ^3, ^5, ... for the remaining n - p heads. Computed in T's precision
+// (float: fp32 powers of an fp32 base, as transformers' build_alibi_tensor).
+template <typename T>
+void alibi_slopes(T* out, int n);
+
+// Causal attention with ALiBi, one k/v head per query head: score(i, j) = q_i.k_j / sqrt(hd) +
+// slopes[h] * j, where j is the key's absolute position (0 = first token; transformers' form,
+// which equals slope * (j - i) after the softmax). Rows as in attention_forward, but each head
+// has its own stride: head h's q at column h*qhs of a q row, its k and v at h*kvhs of a k/v row
+// (Bloom's fused query_key_value rows: ld = 3*H, head stride 3*hd, k = q + hd, v = q + 2*hd).
+template <typename T>
+void alibi_attention_forward(T* out, T* att, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                             int64_t ldkv, int64_t kvhs, const T* slopes, int64_t B, int64_t Tq, int64_t Tk,
+                             int64_t p0, int nh, int hd);
+// The bias is constant: the backward is attention_backward's, with the same head strides.
+template <typename T>
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
+                              int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs, int64_t B,
+                              int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd);
+
 // out = silu(gate) * up, elementwise.
 template <typename T>
 void swiglu_forward(T* out, const T* gate, const T* up, int64_t n);
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n);
+
+// out = 0.5 x (1 + tanh(0.79788456 x (1 + 0.044715 x^2))), elementwise (Bloom's GELU, with its
+// constants as transformers writes them).
+template <typename T>
+void gelu_tanh_forward(T* out, const T* inp, int64_t n);
+template <typename T>
+void gelu_tanh_backward(T* dinp, const T* dout, const T* inp, int64_t n);
 
 // out[i] = table[ids[i]]
 template <typename T>

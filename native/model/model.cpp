@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "model/bloom.h"
 #include "model/llama.h"
 
 namespace sft {
@@ -38,7 +39,7 @@ std::unique_ptr<ModelBase> make_model(const ModelConfig& cfg, bool f64) {
     case Arch::Qwen2:
       return make_llama_model(cfg, f64);
     case Arch::Bloom:
-      break;
+      return make_bloom_model(cfg, f64);
   }
   throw std::runtime_error("architecture not supported by this build");
 }

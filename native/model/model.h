@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,8 +58,14 @@ class ModelBase {
   // Names listed by base_params() that were never loaded.
   virtual std::vector<std::string> missing_tensors() const = 0;
   virtual std::vector<ParamInfo> add_lora(const LoraOptions& opts) = 0;
+  // Prompt tuning (PEFT PROMPT_TUNING): n trainable virtual-token embeddings [n, hidden] prepended to
+  // every sequence (positions 0..n-1, never in the loss). init: n*hidden values, or null for N(0, 1)
+  // from seed (nn.Embedding's default). Base weights stay frozen. Returns the new tensor.
+  virtual ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) {
+    throw std::runtime_error("prompt tuning is not implemented for this architecture yet");
+  }
   // Fold every LoRA adapter into its base weight (W += scale * B A) and drop the adapters.
-  virtual void merge_lora() = 0;
+  virtual void merge_lora() { throw std::runtime_error("merging LoRA is not implemented for this architecture yet"); }
   // QLoRA: replace every frozen linear weight (not embeddings, norms or lm_head) by NF4 with
   // double quantization, one NF4 tensor per checkpoint tensor. Returns bytes before / after.
   virtual std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) = 0;

@@ -1,7 +1,8 @@
 """Reference fixtures for test/model/reference.test.ts: what transformers + peft compute (fp32, CPU).
 
 For each architecture variant sft supports — llama (GQA), qwen2 (q/k/v bias, tied embeddings,
-rope_theta 1e6), baichuan (fused W_pack), baichuan2 (W_pack + NormHead) — this writes a tiny random
+rope_theta 1e6), baichuan (fused W_pack), baichuan2 (W_pack + NormHead), bloom (ALiBi with 6 heads,
+a non-power-of-two count; LayerNorm; GELU; per-head interleaved query_key_value) — this writes a tiny random
 model in the family's real Hugging Face layout into test/fixtures/reference/<arch>/ and records, for
 fixed token ids and labels:
   - the base model's logits and HF's shifted mean loss;
@@ -12,7 +13,7 @@ fixed token ids and labels:
 into expected.safetensors (tensors) and expected.json (ids, labels, losses, notes).
 
 Run from the repository root (it calls node for the sft adapter, so the native addon must be built):
-    /tmp/refenv/bin/python scripts/reference/make_fixtures.py
+    /tmp/refenv/bin/python scripts/reference/make_fixtures.py [ARCH ...]   (default: all)
 The reference stack (CPU) can be recreated with
     python3 -m venv .venv-ref && .venv-ref/bin/pip install --index-url file:///opt/pypi/simple \
         --extra-index-url file:///opt/pypi-more/simple torch transformers peft safetensors sentencepiece protobuf
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import load_file, save_file
 from transformers import (
+    BloomForCausalLM,
     GenerationMixin,
     LlamaConfig,
     LlamaForCausalLM,
@@ -48,6 +50,9 @@ LABELS = [[-100, -100, 54, 99, 3, 120, 7], [-100, 88, 23, -100, -100, 45, 12]]
 LORA = dict(r=4, lora_alpha=8)  # the adapter peft makes; sft's own adapter uses r 8, alpha 4
 LLAMA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
 BAICHUAN_TARGETS = ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
+BLOOM_TARGETS = ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h']
+# Bloom's MLP is always 4 x hidden; 6 heads make the ALiBi slopes take their non-power-of-two branch.
+BLOOM_SHAPE = dict(hidden=36, layers=2, heads=6, vocab=128)
 PEFT_PREFIX = 'base_model.model.'
 
 torch.set_grad_enabled(True)
@@ -57,6 +62,14 @@ torch.use_deterministic_algorithms(True)
 # ---- config.json as each family's published checkpoints spell it ---------------------------------
 
 def hf_config(arch):
+    if arch == 'bloom':  # as bigscience/bloom-560m (sizes as n_head / n_layer / hidden_size)
+        b = BLOOM_SHAPE
+        return {'apply_residual_connection_post_layernorm': False, 'architectures': ['BloomForCausalLM'],
+                'attention_dropout': 0.0, 'bos_token_id': 1, 'eos_token_id': 2, 'hidden_dropout': 0.0,
+                'hidden_size': b['hidden'], 'initializer_range': 0.02, 'layer_norm_epsilon': 1e-05,
+                'model_type': 'bloom', 'n_head': b['heads'], 'n_layer': b['layers'], 'pad_token_id': 3,
+                'pretraining_tp': 1, 'slow_but_exact': False, 'torch_dtype': 'float32', 'use_cache': True,
+                'vocab_size': b['vocab']}
     s = SHAPE
     common = {
         'bos_token_id': 1,
@@ -93,9 +106,38 @@ def hf_config(arch):
     raise ValueError(arch)
 
 
+def bloom_shapes():
+    b = BLOOM_SHAPE
+    H, V = b['hidden'], b['vocab']
+    shapes = {'transformer.word_embeddings.weight': [V, H]}
+
+    def norm(name):
+        shapes[name + '.weight'] = [H]
+        shapes[name + '.bias'] = [H]
+
+    def linear(name, out, inp):
+        shapes[name + '.weight'] = [out, inp]
+        shapes[name + '.bias'] = [out]
+
+    norm('transformer.word_embeddings_layernorm')
+    for i in range(b['layers']):
+        p = f'transformer.h.{i}.'
+        norm(p + 'input_layernorm')
+        linear(p + 'self_attention.query_key_value', 3 * H, H)
+        linear(p + 'self_attention.dense', H, H)
+        norm(p + 'post_attention_layernorm')
+        linear(p + 'mlp.dense_h_to_4h', 4 * H, H)
+        linear(p + 'mlp.dense_4h_to_h', H, 4 * H)
+    norm('transformer.ln_f')
+    return shapes  # lm_head is tied to word_embeddings: BloomForCausalLM saves no lm_head.weight
+
+
 def random_weights(arch, gen):
     """HF-named tensors with scales that keep signals alive: embeddings N(0,1) (N(0,0.3²) when tied),
-    matrices N(0,1/fan_in), norm weights 1+N(0,0.1²) (so a dropped norm weight shows), biases N(0,0.2²)."""
+    matrices N(0,1/fan_in), norm weights 1+N(0,0.1²) (so a dropped norm weight shows), biases N(0,0.2²)
+    (LayerNorm biases too)."""
+    if arch == 'bloom':
+        return scaled_random(bloom_shapes(), gen, tied=True)
     s = SHAPE
     H, I, V = s['hidden'], s['intermediate'], s['vocab']
     baichuan = arch.startswith('baichuan')
@@ -122,17 +164,21 @@ def random_weights(arch, gen):
     shapes['model.norm.weight'] = [H]
     if arch != 'qwen2':  # Qwen2's small checkpoints tie the head and ship no lm_head.weight
         shapes['lm_head.weight'] = [V, H]
+    return scaled_random(shapes, gen, tied=arch == 'qwen2')
+
+
+def scaled_random(shapes, gen, tied):
     out = {}
     for name, shape in shapes.items():
         x = torch.randn(shape, generator=gen, dtype=torch.float32)
-        if name.endswith('norm.weight'):
+        if name.endswith('norm.weight') or name.endswith('ln_f.weight'):
             x = 1 + 0.1 * x
         elif name.endswith('.bias'):
             x = 0.2 * x
-        elif 'embed_tokens' in name:
+        elif 'embed_tokens' in name or 'word_embeddings.' in name:
             # A tied head reuses these rows: N(0,1) would give logits of std sqrt(H) and a saturated
             # softmax (loss ~20), which tests the softmax poorly.
-            x = 0.3 * x if arch == 'qwen2' else x
+            x = 0.3 * x if tied else x
         else:
             x = x / math.sqrt(shape[1])
         out[name] = x.contiguous()
@@ -309,7 +355,16 @@ def load_reference(arch, folder, cfg, weights):
         return LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation='eager').eval()
     if arch == 'qwen2':
         return Qwen2ForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation='eager').eval()
+    if arch == 'bloom':
+        return BloomForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation='eager').eval()
     return baichuan_own(arch, cfg, weights)
+
+
+def bloom_slopes(model, ids):
+    """The per-head slopes transformers' build_alibi_tensor uses (the bias at key position 1)."""
+    heads = model.config.n_head
+    alibi = model.transformer.build_alibi_tensor(torch.ones_like(ids), heads, torch.float32)
+    return alibi.view(ids.shape[0], heads, ids.shape[1])[0, :, 1]
 
 
 # ---- one architecture ------------------------------------------------------------------------------
@@ -340,6 +395,12 @@ def make(arch, seed):
     if arch == 'qwen2':
         assert base.config.rope_parameters['rope_theta'] == 1e6, base.config.rope_parameters
         assert base.lm_head.weight.data_ptr() == base.model.embed_tokens.weight.data_ptr(), 'qwen2 head not tied'
+    if arch == 'bloom':
+        assert base.lm_head.weight.data_ptr() == base.transformer.word_embeddings.weight.data_ptr(), 'bloom head not tied'
+        # Every tensor came from the file (nothing left at its random init).
+        for name, t in weights.items():
+            assert torch.equal(base.state_dict()[name], t), name
+        notes['bloom_alibi_slopes'] = bloom_slopes(base, ids).tolist()
     with torch.no_grad():
         out = base(input_ids=ids, labels=labels)
     if arch.startswith('baichuan'):
@@ -353,7 +414,7 @@ def make(arch, seed):
     notes['loss_base'] = out.loss.item()
 
     # LoRA by peft, every linear layer, B random so the adapter changes the output.
-    targets = BAICHUAN_TARGETS if arch.startswith('baichuan') else LLAMA_TARGETS
+    targets = BAICHUAN_TARGETS if arch.startswith('baichuan') else BLOOM_TARGETS if arch == 'bloom' else LLAMA_TARGETS
     model = get_peft_model(load_reference(arch, folder, cfg, weights), LoraConfig(
         r=LORA['r'], lora_alpha=LORA['lora_alpha'], lora_dropout=0.0, target_modules=targets,
         init_lora_weights=False, task_type='CAUSAL_LM'))
@@ -368,7 +429,8 @@ def make(arch, seed):
         if p.requires_grad:
             assert name.startswith(PEFT_PREFIX) and '.default.' in name, name
             grads[name[len(PEFT_PREFIX):].replace('.default.', '.')] = p.grad.detach().clone()
-    assert len(grads) == SHAPE['layers'] * len(targets) * 2, sorted(grads)
+    layers = BLOOM_SHAPE['layers'] if arch == 'bloom' else SHAPE['layers']
+    assert len(grads) == layers * len(targets) * 2, sorted(grads)
     expected['logits.peft'] = out.logits.detach()
     notes['loss_peft'] = out.loss.item()
     for name, g in grads.items():
@@ -414,8 +476,14 @@ def make(arch, seed):
 def main():
     if not os.path.exists(os.path.join('scripts', 'reference', 'make_fixtures.py')):
         sys.exit('run from the repository root')
-    for seed, arch in enumerate(['llama', 'qwen2', 'baichuan', 'baichuan2'], start=1):
-        make(arch, seed)
+    archs = ['llama', 'qwen2', 'baichuan', 'baichuan2', 'bloom']
+    wanted = sys.argv[1:] or archs
+    for a in wanted:
+        if a not in archs:
+            sys.exit(f'unknown arch {a}; choose from {archs}')
+    for seed, arch in enumerate(archs, start=1):  # a fixed seed per arch, whichever subset is remade
+        if arch in wanted:
+            make(arch, seed)
 
 
 if __name__ == '__main__':

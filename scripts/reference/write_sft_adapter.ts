@@ -6,6 +6,7 @@
 //   node --import tsx scripts/reference/write_sft_adapter.ts MODEL_DIR OUT_DIR SEED
 import { loadBase } from '../../src/model/load.js';
 import { writeLoraAdapter } from '../../src/io/peft.js';
+import { ALL_LINEAR } from '../../src/train/recipe.js';
 
 // Deliberately not the rank/alpha of the peft-made adapter (r 4, alpha 8): scale = alpha/r = 0.5 here.
 const RANK = 8;
@@ -18,10 +19,7 @@ if (!modelDir || !outDir || !seedArg) {
 }
 
 const { model, native: cfg } = await loadBase(modelDir, { threads: 1 });
-const baichuan = cfg.arch === 'baichuan' || cfg.arch === 'baichuan2';
-const targets = baichuan
-  ? ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']
-  : ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const targets = ALL_LINEAR[cfg.arch];  // every linear layer of the family
 const params = model.addLora({ targets, rank: RANK, alpha: ALPHA, dropout: 0, seed: 0 });
 
 // Both A and B random, N(0, 1/fan_in), so the adapter's contribution is of the base's order.

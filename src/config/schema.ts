@@ -20,7 +20,7 @@
 //   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
 //   eval_steps                  | null           | set -> notice, as eval_file
 //   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
-//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base), full yes; prompt_tuning -> error
+//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base), full, prompt_tuning yes
 //                               |                | (Firefly's default is qlora; sft's is lora, the mode it runs)
 //   bits                        | 16 (4 if qlora)| 16, 32 yes (32-bit on the CPU); 4 yes (NF4 + double quant);
 //                               |                | 8 -> notice: not quantised, trains in 32-bit;
@@ -28,7 +28,7 @@
 //   lora_rank, lora_alpha,      | 64, 16, 0.05,  | yes
 //   lora_dropout,               | "all"          |
 //   lora_target_modules         |                | "all" = every linear layer except lm_head (Firefly's rule)
-//   num_virtual_tokens,         | 20, "RANDOM",  | only for train_mode prompt_tuning (not implemented);
+//   num_virtual_tokens,         | 20, "RANDOM",  | train_mode prompt_tuning (PEFT's PROMPT_TUNING);
 //   prompt_tuning_init(_text)   | ""             | set with another mode -> notice, ignored
 //   max_prompt_length, beta     | 512, 0.1       | only for task_type dpo; set with sft -> notice, ignored
 //   num_train_epochs, max_steps | 3, -1          | yes (max_steps > 0 overrides epochs)
@@ -327,9 +327,9 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => notYet(`task_type="${v}"`, 'use task_type "sft"'),
   },
   train_mode: {
-    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base), full (every weight; writes a whole model); prompt_tuning not implemented yet',
+    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base), full (every weight; writes a whole model), prompt_tuning (virtual tokens)',
     // qlora is lora over a 4-bit base (bits defaults to 4 for it).
-    support: (v) => (v === 'qlora' || v === 'full' ? undefined : notYet(`train_mode="${v}"`, 'use train_mode "lora"')),
+    support: () => undefined,
   },
   bits: {
     check: oneOf([4, 8, 16, 32] as const), default: 16, implemented: 'partly', help: 'base weight precision; 4 = QLoRA: frozen linear weights in NF4 with double quantization (8 not implemented yet)',
@@ -341,15 +341,15 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   lora_dropout: { check: num(0, 1, { max: true }), default: 0.05, implemented: 'yes', help: 'dropout on the LoRA input' },
   lora_target_modules: { check: targetModules, default: 'all', implemented: 'yes', help: '"all" linear layers but lm_head, or a list of module names' },
   num_virtual_tokens: {
-    check: int(1), default: 20, implemented: 'no', help: 'prompt tuning: virtual tokens (prompt tuning not implemented yet)',
+    check: int(1), default: 20, implemented: 'yes', help: 'prompt tuning: number of virtual tokens',
     support: (v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice(`num_virtual_tokens=${v} only applies to train_mode "prompt_tuning"; ignored`)),
   },
   prompt_tuning_init: {
-    check: oneOf(PROMPT_TUNING_INITS), default: 'RANDOM', implemented: 'no', help: 'prompt tuning: TEXT, SAMPLE_VOCAB or RANDOM',
+    check: oneOf(PROMPT_TUNING_INITS), default: 'RANDOM', implemented: 'yes', help: 'prompt tuning init: TEXT (embeddings of prompt_tuning_init_text), SAMPLE_VOCAB or RANDOM',
     support: (v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice(`prompt_tuning_init="${v}" only applies to train_mode "prompt_tuning"; ignored`)),
   },
   prompt_tuning_init_text: {
-    check: str(), default: '', implemented: 'no', help: 'prompt tuning: text for TEXT init',
+    check: str(), default: '', implemented: 'yes', help: 'prompt tuning: the text whose token embeddings initialise the virtual tokens (TEXT init)',
     support: (_v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice('prompt_tuning_init_text only applies to train_mode "prompt_tuning"; ignored')),
   },
   max_prompt_length: {

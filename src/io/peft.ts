@@ -1,4 +1,4 @@
-// LoRA adapters in PEFT's on-disk layout (SPEC.md §2): adapter_config.json + adapter_model.safetensors
+// LoRA and prompt-tuning adapters in PEFT's on-disk layout (SPEC.md §2): adapter_config.json + adapter_model.safetensors
 // whose keys are "base_model.model." + the module path, e.g.
 // base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight [r, in] / ...lora_B.weight [out, r].
 import fs from 'node:fs';
@@ -118,5 +118,90 @@ function parseConfig(file: string): LoraAdapterConfig {
     loraDropout: num('lora_dropout', (v) => v >= 0 && v < 1),
     targetModules: targets as string[],
     useRslora,
+  };
+}
+
+// ---- prompt tuning (PEFT PROMPT_TUNING) -----------------------------------------------------
+// adapter_config.json with peft_type PROMPT_TUNING + adapter_model.safetensors holding one tensor,
+// "prompt_embeddings" [num_virtual_tokens, token_dim] (PEFT saves it without the base_model prefix).
+
+export type PromptTuningInit = 'RANDOM' | 'TEXT' | 'SAMPLE_VOCAB';
+
+export interface PromptTuningAdapterConfig {
+  baseModel: string;
+  numVirtualTokens: number;
+  tokenDim: number;
+  numAttentionHeads: number;
+  numLayers: number;
+  init: PromptTuningInit;
+  initText?: string;
+}
+
+export const PROMPT_EMBEDDINGS = 'prompt_embeddings';
+
+export function writePromptTuningAdapter(dir: string, adapter: { embeddings: Float32Array; config: PromptTuningAdapterConfig }): void {
+  const c = adapter.config;
+  const config = {
+    peft_type: 'PROMPT_TUNING',
+    task_type: 'CAUSAL_LM',
+    base_model_name_or_path: c.baseModel,
+    revision: null,
+    inference_mode: true,
+    num_virtual_tokens: c.numVirtualTokens,
+    token_dim: c.tokenDim,
+    num_transformer_submodules: 1,
+    num_attention_heads: c.numAttentionHeads,
+    num_layers: c.numLayers,
+    prompt_tuning_init: c.init,
+    prompt_tuning_init_text: c.init === 'TEXT' ? (c.initText ?? '') : null,
+    // PEFT requires a tokenizer for TEXT init; with inference_mode it is not loaded.
+    tokenizer_name_or_path: c.init === 'TEXT' ? c.baseModel : null,
+    tokenizer_kwargs: null,
+  };
+  if (adapter.embeddings.length !== c.numVirtualTokens * c.tokenDim) {
+    throw new SftError(`prompt embeddings hold ${adapter.embeddings.length} values, expected ${c.numVirtualTokens} x ${c.tokenDim}`);
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, ADAPTER_CONFIG), JSON.stringify(config, null, 2) + '\n');
+  writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), [{ name: PROMPT_EMBEDDINGS, dtype: 'F32', shape: [c.numVirtualTokens, c.tokenDim], data: adapter.embeddings }], { format: 'pt' });
+}
+
+/** The peft_type of an adapter folder ("LORA", "PROMPT_TUNING", ...). */
+export function adapterType(dir: string): string {
+  const file = path.join(dir, ADAPTER_CONFIG);
+  if (!fs.existsSync(file)) throw new SftError(`adapter folder ${dir} has no ${ADAPTER_CONFIG}`);
+  try {
+    return String((JSON.parse(fs.readFileSync(file, 'utf8')) as { peft_type?: unknown }).peft_type);
+  } catch (err) {
+    throw new SftError(`${file}: not valid JSON (${(err as Error).message}).`);
+  }
+}
+
+export function readPromptTuningAdapter(dir: string): { config: PromptTuningAdapterConfig; embeddings: Float32Array } {
+  const configFile = path.join(dir, ADAPTER_CONFIG);
+  const weightsFile = path.join(dir, ADAPTER_WEIGHTS);
+  for (const f of [configFile, weightsFile]) if (!fs.existsSync(f)) throw new SftError(`prompt-tuning adapter folder ${dir} lacks ${path.basename(f)}.`);
+  const raw = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  if (raw.peft_type !== 'PROMPT_TUNING') throw new SftError(`${configFile}: peft_type is ${JSON.stringify(raw.peft_type)}, expected "PROMPT_TUNING".`);
+  const n = raw.num_virtual_tokens, d = raw.token_dim;
+  if (!Number.isSafeInteger(n) || (n as number) <= 0) throw new SftError(`${configFile}: "num_virtual_tokens" is ${JSON.stringify(n)}; expected a positive integer.`);
+  if ((raw.num_transformer_submodules ?? 1) !== 1) throw new SftError(`${configFile}: num_transformer_submodules ${JSON.stringify(raw.num_transformer_submodules)} (encoder-decoder prompts) is not supported.`);
+  const header = readSafetensorsHeader(weightsFile);
+  const info = header.tensors.get(PROMPT_EMBEDDINGS);
+  if (!info) throw new SftError(`${weightsFile}: no "${PROMPT_EMBEDDINGS}" tensor; not a prompt-tuning adapter.`);
+  if (info.shape.length !== 2 || info.shape[0] !== n || (d !== undefined && info.shape[1] !== d)) {
+    throw new SftError(`${weightsFile}: "${PROMPT_EMBEDDINGS}" has shape [${info.shape.join(', ')}], adapter_config.json says [${String(n)}, ${String(d)}].`);
+  }
+  return {
+    config: {
+      baseModel: typeof raw.base_model_name_or_path === 'string' ? raw.base_model_name_or_path : '',
+      numVirtualTokens: n as number,
+      tokenDim: info.shape[1],
+      numAttentionHeads: Number(raw.num_attention_heads ?? 0),
+      numLayers: Number(raw.num_layers ?? 0),
+      init: (raw.prompt_tuning_init as PromptTuningInit) ?? 'RANDOM',
+      initText: typeof raw.prompt_tuning_init_text === 'string' ? raw.prompt_tuning_init_text : undefined,
+    },
+    embeddings: readTensorF32(weightsFile, header, PROMPT_EMBEDDINGS),
   };
 }

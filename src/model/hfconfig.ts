@@ -6,7 +6,7 @@ import { SftError } from '../errors.js';
 import type { Arch, NativeModelConfig } from '../native/types.js';
 
 export const SUPPORTED_ARCHITECTURES =
-  'LlamaForCausalLM (llama), BaiChuanForCausalLM (Baichuan-7B), BaichuanForCausalLM (Baichuan2-7B), Qwen2ForCausalLM (qwen2)';
+  'LlamaForCausalLM (llama), BaiChuanForCausalLM (Baichuan-7B), BaichuanForCausalLM (Baichuan2-7B), Qwen2ForCausalLM (qwen2), BloomForCausalLM (bloom)';
 
 export function readHfConfig(modelDir: string): { hf: Record<string, unknown>; native: NativeModelConfig } {
   const file = path.join(modelDir, 'config.json');
@@ -24,6 +24,7 @@ export function readHfConfig(modelDir: string): { hf: Record<string, unknown>; n
 /** `file` only names the source in error messages. */
 export function nativeConfigFromHf(hf: Record<string, unknown>, file = 'config.json'): NativeModelConfig {
   const arch = detectArch(hf, file);
+  if (arch === 'bloom') return bloomConfig(hf, file);
   const int = (key: string, fallback?: number): number => {
     const v = hf[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
@@ -65,6 +66,52 @@ export function nativeConfigFromHf(hf: Record<string, unknown>, file = 'config.j
   return native;
 }
 
+// BloomConfig's keys: sizes spelled n_embed/hidden_size, n_head/num_attention_heads,
+// n_layer/num_hidden_layers (published checkpoints use both); defaults are BloomConfig's.
+function bloomConfig(hf: Record<string, unknown>, file: string): NativeModelConfig {
+  const int = (keys: string[]): number => {
+    const present = keys.filter((k) => hf[k] !== undefined && hf[k] !== null);
+    if (present.length === 0) throw new SftError(`${file}: "${keys.join('" or "')}" is missing.`);
+    for (const k of present) {
+      const v = hf[k];
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new SftError(`${file}: "${k}" must be a positive integer (got ${JSON.stringify(v)}).`);
+    }
+    if (present.some((k) => hf[k] !== hf[present[0]])) {
+      throw new SftError(`${file}: ${present.map((k) => `"${k}" ${JSON.stringify(hf[k])}`).join(' and ')} disagree; keep one of them.`);
+    }
+    return hf[present[0]] as number;
+  };
+  const hiddenSize = int(['n_embed', 'hidden_size']);
+  const numHeads = int(['n_head', 'num_attention_heads']);
+  const eps = hf.layer_norm_epsilon ?? 1e-5;
+  if (typeof eps !== 'number' || !(eps > 0)) throw new SftError(`${file}: "layer_norm_epsilon" must be a positive number (got ${JSON.stringify(eps)}).`);
+  const tied = hf.tie_word_embeddings ?? true;
+  if (typeof tied !== 'boolean') throw new SftError(`${file}: "tie_word_embeddings" must be true or false (got ${JSON.stringify(tied)}).`);
+  if (hiddenSize % numHeads !== 0) throw new SftError(`${file}: hidden size ${hiddenSize} is not a multiple of the head count ${numHeads}.`);
+  if (hf.apply_residual_connection_post_layernorm === true) {
+    throw new SftError(`${file}: apply_residual_connection_post_layernorm true (the residual taken after the layer norm) is not supported; published Bloom checkpoints use false.`);
+  }
+  const tp = hf.pretraining_tp ?? 1;
+  if (tp !== 1 && hf.slow_but_exact === true) {
+    // With slow_but_exact false (the default), transformers ignores pretraining_tp entirely.
+    throw new SftError(`${file}: pretraining_tp ${JSON.stringify(tp)} with slow_but_exact true (a sliced, differently rounded dense layer) is not supported; set slow_but_exact to false.`);
+  }
+  return {
+    arch: 'bloom',
+    vocabSize: int(['vocab_size']),
+    hiddenSize,
+    intermediateSize: 4 * hiddenSize,  // BloomMLP is always dense_h_to_4h (n_inner is ignored)
+    numLayers: int(['n_layer', 'num_hidden_layers']),
+    numHeads,
+    numKvHeads: numHeads,
+    ropeTheta: 0,  // ALiBi: no rotary embeddings
+    rmsNormEps: eps,
+    tieWordEmbeddings: tied,
+    qkvBias: false,  // the Llama family's flag; every Bloom linear has a bias anyway
+    normHead: false,
+  };
+}
+
 // Configs saved by transformers 5 move rope_theta into "rope_parameters" (with rope_type "default"
 // when there is no scaling); older ones have rope_theta at the top level and rope_scaling beside it.
 function ropeTheta(hf: Record<string, unknown>, file: string): number {
@@ -97,16 +144,17 @@ function detectArch(hf: Record<string, unknown>, file: string): Arch {
     // The class name's capitalisation is the one reliable difference between the two releases.
     if (a === 'BaiChuanForCausalLM') return 'baichuan';
     if (a === 'BaichuanForCausalLM') return 'baichuan2';
+    if (a === 'BloomForCausalLM' || a === 'BloomModel') return 'bloom';
   }
   if (archs.length === 0) {
     if (modelType === 'llama') return 'llama';
     if (modelType === 'qwen2') return 'qwen2';
+    if (modelType === 'bloom') return 'bloom';
     // Both Baichuan releases say "baichuan"; Baichuan2 has the 125,696-token vocabulary and z_loss_weight.
     if (modelType === 'baichuan') return hf.vocab_size === 125696 || 'z_loss_weight' in hf ? 'baichuan2' : 'baichuan';
   }
   const what = archs.length ? `architectures ${JSON.stringify(archs)}` : `model_type ${JSON.stringify(modelType ?? null)}`;
-  const later = archs.some((a) => a.startsWith('Bloom')) || modelType === 'bloom' ? ' Bloom support comes in a later version.' : '';
-  throw new SftError(`${file}: unsupported ${what}. Supported: ${SUPPORTED_ARCHITECTURES}.${later}`);
+  throw new SftError(`${file}: unsupported ${what}. Supported: ${SUPPORTED_ARCHITECTURES}.`);
 }
 
 /** Refuses config features the engine does not compute, rather than producing wrong numbers. */
@@ -133,6 +181,7 @@ function checkSupported(hf: Record<string, unknown>, c: NativeModelConfig, file:
 
 /** Every tensor a checkpoint of this config holds, with HF names and shapes ([out, in] for linear weights). */
 export function expectedTensors(c: NativeModelConfig): { name: string; shape: number[] }[] {
+  if (c.arch === 'bloom') return bloomTensors(c);
   const H = c.hiddenSize;
   const I = c.intermediateSize;
   const kvDim = (H / c.numHeads) * c.numKvHeads;
@@ -159,6 +208,39 @@ export function expectedTensors(c: NativeModelConfig): { name: string; shape: nu
     out.push({ name: `${p}mlp.down_proj.weight`, shape: [H, I] });
   }
   out.push({ name: 'model.norm.weight', shape: [H] });
+  if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, H] });
+  return out;
+}
+
+/** The name under which the engine lists a checkpoint tensor. Bloom checkpoints saved from BloomModel
+ *  (bigscience/bloom-560m and its siblings) omit the "transformer." prefix of BloomForCausalLM's state
+ *  dict, as transformers' from_pretrained allows; every other name is already canonical. */
+export function canonicalTensorName(c: NativeModelConfig, name: string): string {
+  return c.arch === 'bloom' && !name.startsWith('transformer.') && name !== 'lm_head.weight' ? `transformer.${name}` : name;
+}
+
+/** BloomForCausalLM's state dict: every linear and LayerNorm with a bias; query_key_value's rows
+ *  interleaved per head (q, k, v of head 0, then of head 1, ...). Checkpoints saved from BloomModel
+ *  omit the "transformer." prefix; the engine accepts both spellings. */
+function bloomTensors(c: NativeModelConfig): { name: string; shape: number[] }[] {
+  const H = c.hiddenSize;
+  const I = c.intermediateSize;
+  const out: { name: string; shape: number[] }[] = [];
+  const norm = (name: string) => out.push({ name: `${name}.weight`, shape: [H] }, { name: `${name}.bias`, shape: [H] });
+  const linear = (name: string, outDim: number, inDim: number) =>
+    out.push({ name: `${name}.weight`, shape: [outDim, inDim] }, { name: `${name}.bias`, shape: [outDim] });
+  out.push({ name: 'transformer.word_embeddings.weight', shape: [c.vocabSize, H] });
+  norm('transformer.word_embeddings_layernorm');
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `transformer.h.${i}.`;
+    norm(`${p}input_layernorm`);
+    linear(`${p}self_attention.query_key_value`, 3 * H, H);
+    linear(`${p}self_attention.dense`, H, H);
+    norm(`${p}post_attention_layernorm`);
+    linear(`${p}mlp.dense_h_to_4h`, I, H);
+    linear(`${p}mlp.dense_4h_to_h`, H, I);
+  }
+  norm('transformer.ln_f');
   if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, H] });
   return out;
 }

@@ -17,8 +17,9 @@ export interface InitModelOptions {
   hidden: number;
   layers: number;
   heads: number;
-  /** Defaults to `heads` for Baichuan (its fused W_pack has no grouped K/V) and to heads/2 otherwise. */
+  /** Defaults to `heads` for Baichuan and Bloom (their fused q/k/v have no grouped K/V) and to heads/2 otherwise. */
   kvHeads?: number;
+  /** MLP width; bloom ignores it (its MLP is always 4 × hidden). */
   intermediate: number;
   /** Target tokenizer size; the tokenizer stops earlier when the texts run out of repeated pairs. */
   vocab: number;
@@ -54,6 +55,8 @@ const ARCH_TOKENS: Record<Arch, ArchTokens> = {
   baichuan2: { bos: '<s>', eos: '</s>', pad: '<pad>', unk: '<unk>' },
   // As Qwen2-Instruct: no BOS, <|im_end|> ends a turn, <|endoftext|> pads.
   qwen2: { bos: null, eos: '<|im_end|>', pad: '<|endoftext|>', unk: null },
+  // As bigscience/bloom's tokenizer.
+  bloom: { bos: '<s>', eos: '</s>', pad: '<pad>', unk: '<unk>' },
 };
 
 // Jinja chat templates in the style each model family ships (transformers renders them with
@@ -77,6 +80,11 @@ const CHAT_TEMPLATES: Record<Arch, string> = {
   // Baichuan: user turns between reserved tokens, the answer ends with </s>; a system text goes first, plain.
   baichuan: baichuanTemplate('<reserved_102>', '<reserved_103>'),
   baichuan2: baichuanTemplate('<reserved_106>', '<reserved_107>'),
+  // Bloom ships no chat template; this is Firefly's "default" format, the one Firefly trains Bloom with.
+  bloom:
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ 'System: ' + message['content'] + '\\n\\n' }}" +
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\\nAssistant: ' }}" +
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + ' ' + eos_token }}{% endif %}{% endfor %}",
 };
 
 function baichuanTemplate(user: string, assistant: string): string {
@@ -116,11 +124,14 @@ function checkShape(o: InitModelOptions): number {
   for (const [k, v] of Object.entries(positive)) {
     if (!Number.isSafeInteger(v) || v <= 0) throw new SftError(`--${k} must be a positive integer (got ${v}).`);
   }
-  const baichuan = o.arch === 'baichuan' || o.arch === 'baichuan2';
-  const kv = o.kvHeads ?? (baichuan ? o.heads : Math.max(1, Math.floor(o.heads / 2)));
-  if (baichuan && kv !== o.heads) throw new SftError(`--kv-heads ${kv}: ${o.arch} has one fused W_pack projection, so K/V heads must equal --heads (${o.heads}).`);
+  const fused = o.arch === 'baichuan' || o.arch === 'baichuan2' || o.arch === 'bloom';
+  const kv = o.kvHeads ?? (fused ? o.heads : Math.max(1, Math.floor(o.heads / 2)));
+  if (fused && kv !== o.heads) {
+    const proj = o.arch === 'bloom' ? 'query_key_value' : 'W_pack';
+    throw new SftError(`--kv-heads ${kv}: ${o.arch} has one fused ${proj} projection, so K/V heads must equal --heads (${o.heads}).`);
+  }
   if (o.hidden % o.heads !== 0) throw new SftError(`--hidden ${o.hidden} must be a multiple of --heads ${o.heads}.`);
-  if ((o.hidden / o.heads) % 2 !== 0) throw new SftError(`--hidden / --heads = ${o.hidden / o.heads} must be even (RoPE rotates pairs).`);
+  if (o.arch !== 'bloom' && (o.hidden / o.heads) % 2 !== 0) throw new SftError(`--hidden / --heads = ${o.hidden / o.heads} must be even (RoPE rotates pairs).`);
   if (!Number.isSafeInteger(kv) || kv <= 0 || o.heads % kv !== 0) throw new SftError(`--heads ${o.heads} must be a multiple of --kv-heads ${kv}.`);
   if (o.vocab < 256 + SPECIAL_TOKENS.length) throw new SftError(`--vocab ${o.vocab} is too small: the byte-level tokenizer needs at least ${256 + SPECIAL_TOKENS.length} tokens.`);
   return kv;
@@ -140,6 +151,17 @@ function prepareDir(dir: string, force: boolean): void {
 
 /** config.json with the keys the arch's published configs carry. */
 function hfConfig(o: InitModelOptions, kvHeads: number, vocabSize: number, ids: { bos: number | null; eos: number; pad: number }): Record<string, unknown> {
+  if (o.arch === 'bloom') {
+    // As bigscience/bloom-560m: ALiBi (no max_position_embeddings), MLP 4 × hidden, tied head.
+    // seq_length (the training length; transformers ignores it) tells chat/serve the context size.
+    return {
+      apply_residual_connection_post_layernorm: false, architectures: ['BloomForCausalLM'], attention_dropout: 0.0,
+      bos_token_id: ids.bos, eos_token_id: ids.eos, hidden_dropout: 0.0, hidden_size: o.hidden, initializer_range: 0.02,
+      layer_norm_epsilon: 1e-5, model_type: 'bloom', n_head: o.heads, n_layer: o.layers, pad_token_id: ids.pad,
+      pretraining_tp: 1, seq_length: o.maxPosition, slow_but_exact: false, tie_word_embeddings: true, torch_dtype: 'float32', use_cache: true,
+      vocab_size: vocabSize,
+    };
+  }
   const common = {
     vocab_size: vocabSize,
     hidden_size: o.hidden,
@@ -214,7 +236,9 @@ function tokenizerConfig(arch: Arch, tok: TokenizerJson, maxPosition: number): R
 }
 
 /** Random weights whose signals keep their scale through the network: embeddings N(0, 1),
- *  each matrix N(0, 1/fan_in), norms 1, biases N(0, 0.02). HF's pretraining init (every weight
+ *  each matrix N(0, 1/fan_in), norms 1, biases N(0, 0.02). (Bloom's word_embeddings count as a
+ *  matrix: its embedding LayerNorm rescales them anyway, and as the tied head they keep logits near
+ *  unit scale.) HF's pretraining init (every weight
  *  N(0, 0.02)) gives an untrained network whose output barely depends on its input, and LoRA on
  *  such a base only learns the targets' unigram distribution; this one lets adapters fit data,
  *  which is what tests and the demo need from a random model. */
@@ -222,7 +246,7 @@ function randomTensors(c: NativeModelConfig, seed: number): TensorToWrite[] {
   const normal = normalSampler(seed);
   return expectedTensors(c).map(({ name, shape }) => {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    if (/norm\.weight$/.test(name)) data.fill(1);
+    if (/(norm|ln_f)\.weight$/.test(name)) data.fill(1);
     else {
       const std = /embed_tokens/.test(name) ? 1 : shape.length === 2 ? 1 / Math.sqrt(shape[1]) : 0.02;
       for (let i = 0; i < data.length; i++) data[i] = std * normal();

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { native } from '../native/binding.js';
-import { readHfConfig } from './hfconfig.js';
+import { canonicalTensorName, readHfConfig } from './hfconfig.js';
 import { listCheckpointTensors } from './weights.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
-import { readLoraAdapter } from '../io/peft.js';
+import { readLoraAdapter, adapterType, readPromptTuningAdapter } from '../io/peft.js';
 import { SftError } from '../errors.js';
 
 export interface LoadedModel {
@@ -36,7 +36,7 @@ export interface LoadOptions {
 /** The name of the file sft writes beside an adapter with the run's resolved training config. */
 export const RUN_CONFIG_FILE = 'sft_config.json';
 
-const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen' };
+const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen', bloom: 'default' };
 
 /** Build the engine for a model folder and read its weights (no adapter). */
 export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; threads?: number } = {}): Promise<{
@@ -47,7 +47,8 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; 
   if (!existsSync(modelDir)) throw new SftError(`model folder ${modelDir} does not exist`);
   const { hf, native: cfg } = readHfConfig(modelDir);
   const config: NativeModelConfig = { ...cfg, dtype: opts.dtype ?? 'f32', threads: opts.threads };
-  const sources = listCheckpointTensors(modelDir);
+  // Checkpoints spell some names several ways (Bloom with or without "transformer."): use the engine's.
+  const sources = listCheckpointTensors(modelDir).map((s) => ({ ...s, name: canonicalTensorName(config, s.name) }));
   const model = new (native().Model)(config);
   const expected = new Map(model.baseParams().map((p) => [p.name, p.shape]));
   // Tensors that carry nothing the engine needs: lm_head.weight in a tied checkpoint, and the
@@ -72,6 +73,20 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; 
     throw new SftError(`${modelDir}: ${(err as Error).message}`);
   }
   return { model, native: config, hf };
+}
+
+/** Attach a saved PEFT adapter: LoRA, or prompt tuning's virtual-token embeddings. */
+export function applyAdapter(model: NativeModel, adapterDir: string): void {
+  if (adapterType(adapterDir) === 'PROMPT_TUNING') {
+    const { config, embeddings } = readPromptTuningAdapter(adapterDir);
+    try {
+      model.addPromptTuning({ numVirtualTokens: config.numVirtualTokens, init: embeddings, seed: 0 });
+    } catch (err) {
+      throw new SftError(`${adapterDir}: ${(err as Error).message} — was it trained on another base model?`);
+    }
+    return;
+  }
+  applyLoraAdapter(model, adapterDir);
 }
 
 /** Attach a saved PEFT LoRA adapter (its tensors replace the fresh init). */
@@ -119,7 +134,7 @@ export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
   const { model, native: cfg, hf } = await loadBase(opts.modelDir, opts);
   const bits = opts.bits ?? (savedRunConfig(opts.adapterDir).bits === 4 ? 4 : undefined);
   if (bits === 4) model.quantize({ bits: 4, doubleQuant: true });
-  if (opts.adapterDir) applyLoraAdapter(model, opts.adapterDir);
+  if (opts.adapterDir) applyAdapter(model, opts.adapterDir);
   // An adapter folder carries the tokenizer it was trained with; prefer it when present.
   const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;
   const tok = await loadTokenizer(tokDir);

@@ -1,8 +1,8 @@
 // The one typed description of what the native addon (native/addon/*.cpp) exports.
 // Only src/native/binding.ts loads the .node file; everything else imports these types.
 
-/** Architecture variants of the Llama family the engine computes. */
-export type Arch = 'llama' | 'baichuan' | 'baichuan2' | 'qwen2';
+/** Architectures the engine computes: the Llama family (llama, baichuan, baichuan2, qwen2) and Bloom. */
+export type Arch = 'llama' | 'baichuan' | 'baichuan2' | 'qwen2' | 'bloom';
 
 /** Shape and numerics of a model, as the engine needs them (derived from HF config.json). */
 export interface NativeModelConfig {
@@ -13,7 +13,9 @@ export interface NativeModelConfig {
   numLayers: number;
   numHeads: number;
   numKvHeads: number;
+  /** RoPE base (unused by bloom, which has ALiBi). */
   ropeTheta: number;
+  /** The norm epsilon: RMSNorm's rms_norm_eps, or LayerNorm's layer_norm_epsilon for bloom. */
   rmsNormEps: number;
   /** lm_head shares embed_tokens' matrix. */
   tieWordEmbeddings: boolean;
@@ -39,7 +41,8 @@ export interface TensorSource {
 }
 
 export interface LoraOptions {
-  /** Module names as PEFT spells them: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj W_pack. */
+  /** Module names as PEFT spells them: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj W_pack;
+   *  bloom: query_key_value dense dense_h_to_4h dense_4h_to_h. */
   targets: string[];
   rank: number;
   alpha: number;
@@ -76,6 +79,10 @@ export interface NativeModel {
   /** QLoRA: store every frozen linear weight (not embeddings, norms, lm_head) as NF4 with double
    *  quantization, one NF4 tensor per checkpoint tensor, as bitsandbytes does. Call after loadWeights. */
   quantize(opts: { bits: 4; doubleQuant?: boolean }): { bytesBefore: number; bytesAfter: number };
+  /** Prompt tuning: `numVirtualTokens` trainable embeddings prepended to every sequence (never in the
+   *  loss; logits() returns the real positions only). init: numVirtualTokens*hidden values, or
+   *  absent for N(0, 1) from seed. Returns the new trainable tensor ("prompt_embeddings"). */
+  addPromptTuning(opts: { numVirtualTokens: number; init?: Float32Array; seed: number }): ParamInfo;
   /** Fold every LoRA adapter into its base weight (W += alpha/r * B A) and drop the adapters. */
   mergeLora(): void;
   /** Full fine-tuning: every base weight trainable (true) or frozen again (false). */

@@ -13,7 +13,7 @@ import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, re
 import { join } from 'node:path';
 import type { NativeModel, OptimizerState } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
-import { writeLoraAdapter, readLoraAdapter } from '../io/peft.js';
+import { writeLoraAdapter, readLoraAdapter, writePromptTuningAdapter, readPromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../io/safetensors.js';
 import { RUN_CONFIG_FILE } from '../model/load.js';
 import { writeHfModel } from '../model/save.js';
@@ -44,6 +44,9 @@ export interface AdapterConfigInfo {
   loraAlpha: number;
   loraDropout: number;
   targetModules: string[];
+  /** Model facts a prompt-tuning adapter_config.json records. */
+  numAttentionHeads: number;
+  numLayers: number;
 }
 
 /** What a run produces (the final output_dir and every checkpoint hold it): the LoRA adapter, or with
@@ -51,15 +54,26 @@ export interface AdapterConfigInfo {
 export function writeTrainedFiles(dir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo): void {
   if (cfg.train_mode === 'full') {
     writeHfModel(dir, model, { sourceDir: cfg.model_name_or_path, dtype: 'F32' });
+  } else if (cfg.train_mode === 'prompt_tuning') {
+    const embeddings = model.getTensor(PROMPT_EMBEDDINGS);
+    writePromptTuningAdapter(dir, {
+      embeddings,
+      config: {
+        baseModel: adapter.baseModel, numVirtualTokens: cfg.num_virtual_tokens, tokenDim: embeddings.length / cfg.num_virtual_tokens,
+        numAttentionHeads: adapter.numAttentionHeads, numLayers: adapter.numLayers, init: cfg.prompt_tuning_init, initText: cfg.prompt_tuning_init_text,
+      },
+    });
+    copyTokenizerFiles(cfg.model_name_or_path, dir);
   } else {
     const tensors = model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: model.getTensor(p.name) }));
     writeLoraAdapter(dir, { tensors, config: adapter });
-    for (const f of TOKENIZER_FILES) {
-      const src = join(cfg.model_name_or_path, f);
-      if (existsSync(src)) copyFileSync(src, join(dir, f));
-    }
+    copyTokenizerFiles(cfg.model_name_or_path, dir);
   }
   writeFileSync(join(dir, RUN_CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
+}
+
+function copyTokenizerFiles(from: string, to: string): void {
+  for (const f of TOKENIZER_FILES) if (existsSync(join(from, f))) copyFileSync(join(from, f), join(to, f));
 }
 
 /** Write checkpoint-<step> atomically; returns its path. */
@@ -137,7 +151,7 @@ export function resolveCheckpoint(outputDir: string, which: string): string {
 /** Keys whose change would make a resumed run a different run. */
 const MUST_MATCH: (keyof TrainConfig)[] = [
   'model_name_or_path', 'train_file', 'template_name', 'max_seq_length', 'per_device_train_batch_size', 'gradient_accumulation_steps',
-  'seed', 'train_mode', 'bits', 'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_target_modules',
+  'seed', 'train_mode', 'bits', 'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_target_modules', 'num_virtual_tokens',
 ];
 
 export interface ResumePoint {
@@ -154,6 +168,8 @@ export async function loadCheckpoint(dir: string, model: NativeModel, cfg: Train
   }
   if (cfg.train_mode === 'full') {
     await model.loadWeights(listCheckpointTensors(dir));
+  } else if (cfg.train_mode === 'prompt_tuning') {
+    model.setTensor(PROMPT_EMBEDDINGS, readPromptTuningAdapter(dir).embeddings);
   } else {
     const { tensors } = readLoraAdapter(dir);
     const want = new Set(model.trainableParams().map((p) => p.name));

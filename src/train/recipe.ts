@@ -18,6 +18,7 @@ import type { TrainConfig } from '../config/schema.js';
 import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { loadBase } from '../model/load.js';
+import { resolveDevice } from '../native/device.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { getTemplate } from '../data/templates.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
@@ -38,6 +39,7 @@ export const ALL_LINEAR: Record<Arch, string[]> = {
   qwen2: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
   baichuan: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
   baichuan2: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  bloom: ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h'],
 };
 
 export interface TrainRunOptions {
@@ -98,6 +100,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
 
 async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setup> {
   const template = getTemplate(cfg.template_name);
+  resolveDevice(cfg.device, print);
   print(`Loading ${cfg.model_name_or_path} …`);
   const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined });
   const tok = await loadTokenizer(cfg.model_name_or_path);
@@ -132,6 +135,11 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
     // Every weight trains (fp32 master weights, AdamW); the output is a whole HF model folder.
     model.setBaseTrainable(true);
     print(`  Full fine-tuning: all ${total.toLocaleString('en')} parameters train (AdamW state: ${((total * 8) / 2 ** 20).toFixed(1)} MiB)`);
+  } else if (cfg.train_mode === 'prompt_tuning') {
+    // Only num_virtual_tokens embeddings train; they are prepended to every sample.
+    const init = promptInit(cfg, model, tok, native);
+    model.addPromptTuning({ numVirtualTokens: cfg.num_virtual_tokens, init, seed: cfg.seed });
+    print(`  Prompt tuning: ${cfg.num_virtual_tokens} virtual tokens (${cfg.prompt_tuning_init} init), ${(cfg.num_virtual_tokens * native.hiddenSize).toLocaleString('en')} trainable parameters`);
   } else {
     targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
     try {
@@ -143,6 +151,35 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
     print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
   }
   return { cfg, model, native, tok, data, targets, padId };
+}
+
+/** PEFT's prompt-tuning initialisations: TEXT = the init text's token embeddings repeated to
+ *  num_virtual_tokens then cut; SAMPLE_VOCAB = embeddings of random vocabulary ids; RANDOM = N(0, 1)
+ *  (returned as undefined: the engine draws it from the seed). */
+function promptInit(cfg: TrainConfig, model: NativeModel, tok: Tok, native: NativeModelConfig): Float32Array | undefined {
+  const n = cfg.num_virtual_tokens, H = native.hiddenSize;
+  let ids: number[];
+  if (cfg.prompt_tuning_init === 'TEXT') {
+    const text = tok.encode(cfg.prompt_tuning_init_text);
+    if (!text.length) throw new SftError('prompt_tuning_init_text encodes to no tokens; give a non-empty text or use prompt_tuning_init "RANDOM"');
+    ids = Array.from({ length: n }, (_, i) => text[i % text.length]);
+  } else if (cfg.prompt_tuning_init === 'SAMPLE_VOCAB') {
+    let a = cfg.seed >>> 0;  // mulberry32: a seeded, repeatable draw
+    const rand = () => {
+      a = (a + 0x6d2b79f5) | 0;
+      let t = Math.imul(a ^ (a >>> 15), 1 | a);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    ids = Array.from({ length: n }, () => Math.floor(rand() * native.vocabSize));
+  } else {
+    return undefined;
+  }
+  const embName = model.baseParams().find((p) => /(embed_tokens|word_embeddings)\.weight$/.test(p.name))!.name;
+  const E = model.getTensor(embName);
+  const init = new Float32Array(n * H);
+  ids.forEach((id, i) => init.set(E.subarray(id * H, (id + 1) * H), i * H));
+  return init;
 }
 
 function dryRun(s: Setup, print: (l: string) => void): void {
@@ -173,7 +210,10 @@ async function loop(
   const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
   const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
-  const adapter: AdapterConfigInfo = { baseModel: cfg.model_name_or_path, r: cfg.lora_rank, loraAlpha: cfg.lora_alpha, loraDropout: cfg.lora_dropout, targetModules: s.targets };
+  const adapter: AdapterConfigInfo = {
+    baseModel: cfg.model_name_or_path, r: cfg.lora_rank, loraAlpha: cfg.lora_alpha, loraDropout: cfg.lora_dropout, targetModules: s.targets,
+    numAttentionHeads: s.native.numHeads, numLayers: s.native.numLayers,
+  };
 
   // Everything the loop carries from step to step lives in `st`, which is what a checkpoint saves.
   let st: TrainerState = { global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps };

@@ -234,7 +234,7 @@ test('plumbing keys: one notice naming each non-default one, silence for default
 
 test('values that would make the run wrong are errors', () => {
   throwsSft(() => load({ train_mode: 'full', bits: 4 }), 'train_mode "full" trains every weight, which cannot stay 4-bit');
-  throwsSft(() => load({ train_mode: 'prompt_tuning' }), 'train_mode="prompt_tuning" is not implemented yet');
+  throwsSft(() => load({ train_mode: 'prompt_tuning', prompt_tuning_init: 'TEXT' }), 'prompt_tuning_init "TEXT" needs prompt_tuning_init_text');
   throwsSft(() => load({ task_type: 'dpo' }), 'task_type="dpo" is not implemented yet');
   throwsSft(() => load({ task_type: 'pretrain' }), 'task_type="pretrain" is not implemented yet');
   throwsSft(() => load({ optim: 'sgd' }), 'optim="sgd" is not implemented yet', 'adamw_torch');
@@ -244,7 +244,7 @@ test('values that would make the run wrong are errors', () => {
 });
 
 test('several errors are reported together, one per line', () => {
-  const msg = throwsSft(() => load({ train_mode: 'prompt_tuning', task_type: 'dpo' }));
+  const msg = throwsSft(() => load({ train_mode: 'full', bits: 4, task_type: 'dpo' }));
   assert.equal(msg.split('\n').length, 2);
 });
 

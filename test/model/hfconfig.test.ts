@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { expectedTensors, nativeConfigFromHf, readHfConfig } from '../../src/model/hfconfig.js';
+import { canonicalTensorName, expectedTensors, nativeConfigFromHf, readHfConfig } from '../../src/model/hfconfig.js';
 import type { NativeModelConfig } from '../../src/native/types.js';
 
 const sizes = { vocab_size: 64000, hidden_size: 4096, intermediate_size: 11008, num_hidden_layers: 32, num_attention_heads: 32 };
@@ -50,7 +50,7 @@ test('falls back to model_type and defaults when keys are absent', () => {
 
 test('refuses what it cannot compute, naming the key', () => {
   const err = (hf: Record<string, unknown>, re: RegExp) => assert.throws(() => nativeConfigFromHf(hf, '/m/config.json'), re);
-  err({ architectures: ['BloomForCausalLM'], model_type: 'bloom' }, /\/m\/config\.json: unsupported architectures \["BloomForCausalLM"\]\. Supported: LlamaForCausalLM.*Bloom support comes in a later version/);
+  err({ architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox' }, /\/m\/config\.json: unsupported architectures \["GPTNeoXForCausalLM"\]\. Supported: LlamaForCausalLM.*BloomForCausalLM \(bloom\)/);
   err({ architectures: ['GPT2LMHeadModel'] }, /unsupported architectures \["GPT2LMHeadModel"\]/);
   err({ model_type: 'mistral' }, /unsupported model_type "mistral"/);
   err({ architectures: ['BaichuanForCausalLM'], ...sizes, hidden_size: 5120, num_hidden_layers: 40, num_attention_heads: 40 }, /ALiBi/);
@@ -119,4 +119,58 @@ test('expectedTensors: baichuan W_pack and an untied head; llama over two layers
   assert.equal(llama.length, 1 + 2 * 9 + 2);
   assert.ok(llama.some((t) => t.name === 'model.layers.1.self_attn.k_proj.weight' && t.shape.join() === '2,4'));
   assert.ok(!llama.some((t) => t.name.endsWith('.bias')));
+});
+
+// bigscience/bloom-560m's config.json (sizes under hidden_size / n_head / n_layer) and bigscience/bloom's
+// (n_embed, num_attention_heads): both spellings, BloomConfig's defaults, and the refusals.
+const bloom560m = {
+  apply_residual_connection_post_layernorm: false, architectures: ['BloomForCausalLM'], attention_dropout: 0.0,
+  bos_token_id: 1, eos_token_id: 2, hidden_dropout: 0.0, hidden_size: 1024, initializer_range: 0.02, layer_norm_epsilon: 1e-5,
+  model_type: 'bloom', n_head: 16, n_inner: null, n_layer: 24, pad_token_id: 3, pretraining_tp: 1, slow_but_exact: false,
+  use_cache: true, vocab_size: 250880,
+};
+
+test('bloom: sizes under either spelling, LayerNorm eps, tied head, 4H MLP', () => {
+  assert.deepEqual(nativeConfigFromHf(bloom560m), {
+    arch: 'bloom', vocabSize: 250880, hiddenSize: 1024, intermediateSize: 4096, numLayers: 24, numHeads: 16, numKvHeads: 16,
+    ropeTheta: 0, rmsNormEps: 1e-5, tieWordEmbeddings: true, qkvBias: false, normHead: false,
+  });
+  const big = nativeConfigFromHf({ model_type: 'bloom', n_embed: 14336, num_attention_heads: 112, n_layer: 70, vocab_size: 250880, pretraining_tp: 4, slow_but_exact: false });
+  assert.deepEqual([big.arch, big.hiddenSize, big.numHeads, big.numLayers, big.intermediateSize, big.rmsNormEps], ['bloom', 14336, 112, 70, 57344, 1e-5]);
+  const err = (over: Record<string, unknown>, re: RegExp) => assert.throws(() => nativeConfigFromHf({ ...bloom560m, ...over }, '/m/config.json'), re);
+  err({ apply_residual_connection_post_layernorm: true }, /\/m\/config\.json: apply_residual_connection_post_layernorm true .* not supported/);
+  err({ pretraining_tp: 2, slow_but_exact: true }, /pretraining_tp 2 with slow_but_exact true .* set slow_but_exact to false/);
+  err({ n_embed: 2048 }, /"n_embed" 2048 and "hidden_size" 1024 disagree/);
+  err({ n_head: undefined }, /"n_head" or "num_attention_heads" is missing/);
+  err({ n_head: 12 }, /hidden size 1024 is not a multiple of the head count 12/);
+});
+
+test('expectedTensors: bloom (transformer. prefix, biases everywhere, tied head)', () => {
+  const c = nativeConfigFromHf({ ...bloom560m, hidden_size: 4, n_head: 2, n_layer: 1, vocab_size: 10 });
+  assert.deepEqual(expectedTensors(c).map((t) => `${t.name} ${t.shape}`), [
+    'transformer.word_embeddings.weight 10,4',
+    'transformer.word_embeddings_layernorm.weight 4',
+    'transformer.word_embeddings_layernorm.bias 4',
+    'transformer.h.0.input_layernorm.weight 4',
+    'transformer.h.0.input_layernorm.bias 4',
+    'transformer.h.0.self_attention.query_key_value.weight 12,4',
+    'transformer.h.0.self_attention.query_key_value.bias 12',
+    'transformer.h.0.self_attention.dense.weight 4,4',
+    'transformer.h.0.self_attention.dense.bias 4',
+    'transformer.h.0.post_attention_layernorm.weight 4',
+    'transformer.h.0.post_attention_layernorm.bias 4',
+    'transformer.h.0.mlp.dense_h_to_4h.weight 16,4',
+    'transformer.h.0.mlp.dense_h_to_4h.bias 16',
+    'transformer.h.0.mlp.dense_4h_to_h.weight 4,16',
+    'transformer.h.0.mlp.dense_4h_to_h.bias 4',
+    'transformer.ln_f.weight 4',
+    'transformer.ln_f.bias 4',
+  ]);
+  assert.equal(expectedTensors({ ...c, tieWordEmbeddings: false }).at(-1)?.name, 'lm_head.weight');
+  // bigscience/bloom-560m's files name tensors without the prefix (saved from BloomModel).
+  assert.equal(canonicalTensorName(c, 'h.3.self_attention.query_key_value.weight'), 'transformer.h.3.self_attention.query_key_value.weight');
+  assert.equal(canonicalTensorName(c, 'word_embeddings.weight'), 'transformer.word_embeddings.weight');
+  assert.equal(canonicalTensorName(c, 'transformer.ln_f.bias'), 'transformer.ln_f.bias');
+  assert.equal(canonicalTensorName(c, 'lm_head.weight'), 'lm_head.weight');
+  assert.equal(canonicalTensorName(tiny('llama'), 'norm.weight'), 'norm.weight');
 });

@@ -12,6 +12,8 @@ import { expectedTensors, readHfConfig } from '../../src/model/hfconfig.js';
 import { listCheckpointTensors } from '../../src/model/weights.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
+import { loadBase } from '../../src/model/load.js';
+import { ALL_LINEAR } from '../../src/train/recipe.js';
 import type { Arch } from '../../src/native/types.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-init-'));
@@ -32,6 +34,7 @@ const EXPECT: Record<Arch, { architectures: string[]; modelType: string; eos: st
   baichuan: { architectures: ['BaiChuanForCausalLM'], modelType: 'baichuan', eos: '</s>', pad: '<pad>', bos: '<s>', tied: false, kv: 4 },
   baichuan2: { architectures: ['BaichuanForCausalLM'], modelType: 'baichuan', eos: '</s>', pad: '<pad>', bos: '<s>', tied: false, kv: 4 },
   qwen2: { architectures: ['Qwen2ForCausalLM'], modelType: 'qwen2', eos: '<|im_end|>', pad: '<|endoftext|>', tied: true, kv: 2 },
+  bloom: { architectures: ['BloomForCausalLM'], modelType: 'bloom', eos: '</s>', pad: '<pad>', bos: '<s>', tied: true, kv: 4 },
 };
 
 for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
@@ -109,11 +112,12 @@ const RENDERED: Record<Arch, string> = {
   llama: '<s>[INST] 你好 [/INST] Hi </s><s>[INST] Bye [/INST]',
   baichuan: '<reserved_102>你好<reserved_103>Hi</s><reserved_102>Bye<reserved_103>',
   baichuan2: '<reserved_106>你好<reserved_107>Hi</s><reserved_106>Bye<reserved_107>',
+  bloom: 'User: 你好\nAssistant: Hi </s>User: Bye\nAssistant: ',
 };
 
 test('chat templates render each family\'s format', async () => {
   const messages = [{ role: 'user', content: '你好' }, { role: 'assistant', content: 'Hi' }, { role: 'user', content: 'Bye' }];
-  for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
+  for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2', 'bloom'] as const) {
     const dir = path.join(tmp, arch);
     if (!fs.existsSync(dir)) initModel(small(arch, arch));
     const tok = await loadTokenizer(dir);
@@ -126,6 +130,57 @@ test('chat templates render each family\'s format', async () => {
   assert.equal(new Template(llama.chatTemplate!).render({ messages: sys, bos_token: '<s>', eos_token: '</s>' }), '<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]');
   const qwen = await loadTokenizer(path.join(tmp, 'qwen2'));
   assert.equal(new Template(qwen.chatTemplate!).render({ messages: sys, add_generation_prompt: false }), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n');
+});
+
+// Bloom's layout differs from the Llama family's throughout (names, biases, LayerNorm, no RoPE).
+test('bloom: config, weights and tokenizer load back, and the engine runs it', async () => {
+  const opts = small('bloom', 'bloom-load', { heads: 4, intermediate: 48 });
+  const r = initModel(opts);
+  const dir = opts.outDir;
+  const e = EXPECT.bloom;
+  const { hf, native } = readHfConfig(dir);
+  assert.deepEqual(hf.architectures, e.architectures);
+  assert.equal(hf.model_type, 'bloom');
+  // bigscience/bloom-560m's keys: n_head / n_layer, layer_norm_epsilon, no rotary or MLP-width keys.
+  assert.equal(hf.n_head, 4);
+  assert.equal(hf.n_layer, 2);
+  assert.equal(hf.layer_norm_epsilon, 1e-5);
+  assert.equal(hf.apply_residual_connection_post_layernorm, false);
+  assert.equal(hf.seq_length, 256);
+  for (const k of ['intermediate_size', 'hidden_act', 'rope_theta', 'rms_norm_eps']) assert.ok(!(k in hf), k);
+  assert.deepEqual([native.arch, native.hiddenSize, native.intermediateSize, native.numHeads, native.numKvHeads, native.tieWordEmbeddings], ['bloom', 32, 128, 4, 4, true]);
+  const sources = listCheckpointTensors(dir);
+  assert.deepEqual(sources.map((s) => `${s.name} ${s.shape}`).sort(), expectedTensors(native).map((t) => `${t.name} ${t.shape}`).sort());
+  assert.ok(sources.some((s) => s.name === 'transformer.h.1.self_attention.query_key_value.bias' && s.shape.join() === '96'));
+  assert.ok(!sources.some((s) => s.name === 'lm_head.weight'));
+  const file = path.join(dir, 'model.safetensors');
+  const header = readSafetensorsHeader(file);
+  for (const n of ['transformer.ln_f.weight', 'transformer.word_embeddings_layernorm.weight', 'transformer.h.0.input_layernorm.weight']) {
+    assert.ok(readTensorF32(file, header, n).every((x) => x === 1), n);
+  }
+  const tok = await loadTokenizer(dir);
+  assert.equal(tok.eosToken, '</s>');
+  assert.equal(tok.padToken, '<pad>');
+  assert.equal(hf.eos_token_id, tok.eosId);
+  assert.equal(hf.pad_token_id, tok.padId);
+  assert.equal(tok.decode(tok.encode('你好，世界！ Hello.')), '你好，世界！ Hello.');
+  assert.equal(r.parameters, expectedTensors(native).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0));
+
+  // The engine loads it; cached decoding agrees with the full forward; every LoRA target exists.
+  const { model } = await loadBase(dir, { threads: 1 });
+  const ids = Int32Array.from(tok.encode('Hello! How can I help you today?').slice(0, 6));
+  const full = await model.logits(ids, 1, ids.length);
+  const V = native.vocabSize;
+  assert.ok(full.every(Number.isFinite));
+  model.resetCache();
+  await model.feed(ids.subarray(0, 3));
+  let last: Float32Array = new Float32Array();
+  for (let t = 3; t < ids.length; t++) last = await model.feed(ids.subarray(t, t + 1));
+  const want = full.subarray((ids.length - 1) * V);
+  assert.ok(last.every((x, i) => Math.abs(x - want[i]) < 1e-4 * (1 + Math.abs(want[i]))), 'KV-cache logits differ from the full forward');
+  const added = model.addLora({ targets: ALL_LINEAR.bloom, rank: 2, alpha: 4, dropout: 0, seed: 1 });
+  assert.equal(added.length, 2 * 4 * 2);
+  assert.ok(added.some((p) => p.name === 'transformer.h.0.self_attention.query_key_value.lora_B.weight' && p.shape.join() === '96,2'));
 });
 
 test('same seed, same weights; different seed, different weights', () => {
@@ -142,6 +197,8 @@ test('refuses bad shapes and a non-empty folder without --force', () => {
   assert.throws(() => initModel(small('llama', 'bad2', { hidden: 30 })), /--hidden 30 must be a multiple of --heads 4/);
   assert.throws(() => initModel(small('llama', 'bad3', { heads: 4, kvHeads: 3 })), /--heads 4 must be a multiple of --kv-heads 3/);
   assert.throws(() => initModel(small('llama', 'bad4', { vocab: 100 })), /--vocab 100 is too small/);
+  assert.throws(() => initModel(small('bloom', 'bad5', { kvHeads: 2 })), /bloom has one fused query_key_value projection, so K\/V heads must equal --heads/);
+  initModel(small('bloom', 'odd-head-dim', { hidden: 36, heads: 4 }));  // head dim 9: fine without RoPE
   const dir = path.join(tmp, 'full');
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'notes.txt'), 'keep me');

@@ -1,6 +1,7 @@
 // The engine against transformers + peft (fp32, CPU), one tiny random model per architecture
 // variant: llama (GQA), qwen2 (q/k/v bias, tied head, rope_theta 1e6), baichuan (W_pack),
-// baichuan2 (W_pack + NormHead). Fixtures in test/fixtures/reference/<arch>/ come from
+// baichuan2 (W_pack + NormHead), bloom (ALiBi over 6 heads, LayerNorm, GELU, interleaved
+// query_key_value, tied head). Fixtures in test/fixtures/reference/<arch>/ come from
 // scripts/reference/make_fixtures.py; see its header for what each number is and how to remake them.
 //
 // Error measure, everywhere: max_i |sft_i - ref_i| / max_i |ref_i| over the whole tensor (relative
@@ -9,12 +10,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../src/native/binding.js';
+import { native, packageRoot } from '../../src/native/binding.js';
 import { applyLoraAdapter, loadBase } from '../../src/model/load.js';
+import { readHfConfig } from '../../src/model/hfconfig.js';
+import { listCheckpointTensors } from '../../src/model/weights.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
 import { shiftLabels } from '../../src/train/recipe.js';
 
-const ARCHS = ['llama', 'qwen2', 'baichuan', 'baichuan2'] as const;
+const ARCHS = ['llama', 'qwen2', 'baichuan', 'baichuan2', 'bloom'] as const;
 const LOGITS_TOL = 1e-5;
 const LOSS_TOL = 1e-5;
 const GRAD_TOL = 1e-4;
@@ -108,3 +111,18 @@ for (const arch of ARCHS) {
     assert.ok(le < LOSS_TOL, `loss rel err ${le}`);
   });
 }
+
+// BloomModel.save_pretrained writes the same tensors without the "transformer." prefix; the engine
+// takes either spelling (transformers' from_pretrained does too).
+test('bloom: a checkpoint whose names lack "transformer." loads into the engine and gives the same logits', async (t) => {
+  const dir = join(packageRoot, 'test', 'fixtures', 'reference', 'bloom');
+  const ref = readExpected(dir);
+  const [batch, seqLen] = [ref.ids.length, ref.ids[0].length];
+  const model = new (native().Model)({ ...readHfConfig(dir).native, dtype: 'f32' });
+  const sources = listCheckpointTensors(dir).map((s) => ({ ...s, name: s.name.replace(/^transformer\./, '') }));
+  assert.ok(sources.every((s) => !s.name.startsWith('transformer.')) && sources.length === model.baseParams().length);
+  await model.loadWeights(sources);
+  const e = relErr(await model.logits(Int32Array.from(ref.ids.flat()), batch, seqLen), ref.tensor('logits.base'));
+  t.diagnostic(`logits rel err ${e.toExponential(2)}`);
+  assert.ok(e < LOGITS_TOL, `logits rel err ${e}`);
+});

@@ -327,7 +327,52 @@ static void check_kv_cache() {
   }
 }
 
+// Prompt tuning: gradients of the virtual-token embeddings (and of every base weight, with the
+// virtual positions in the sequence) by finite differences; cached generation equals full forwards.
+static void check_prompt_tuning() {
+  for (const auto& var : variants()) {
+    std::mt19937_64 rng(17);
+    auto m = sft::make_model(var.cfg, true);
+    randomize(*m, rng);
+    const int64_t nv = 3;
+    Vec init = randn(nv * var.cfg.hidden, rng, 0.5);
+    std::vector<float> init_f(init.begin(), init.end());
+    m->add_prompt_tuning(nv, init_f.data(), 0);
+    m->set_base_trainable(true);
+    std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3, 3, 9};
+    std::vector<int32_t> labels = {5, 7, 2, -100, 3, 9, 0, 11};
+    m->zero_grad();
+    m->forward_backward(ids.data(), labels.data(), 2, 4, 0.5, 0, nullptr);
+    double worst = 0;
+    for (const auto& p : m->trainable_params()) {
+      Vec w = m->get_tensor(p.name), g = m->get_grad(p.name);
+      auto loss = [&] {
+        m->set_tensor(p.name, w.data(), int64_t(w.size()));
+        return 0.5 * m->forward_loss(ids.data(), labels.data(), 2, 4, 0, true, nullptr);
+      };
+      Vec num = numeric_grad(w, loss);
+      m->set_tensor(p.name, w.data(), int64_t(w.size()));
+      worst = std::max(worst, rel_err(g, num));
+    }
+    report(std::string(var.name) + ": prompt tuning, all grads", worst);
+    // Cached: the virtual tokens go in with the first feed; logits() drops their positions.
+    auto full = m->logits(ids.data(), 1, 4);
+    const int64_t V = var.cfg.vocab;
+    m->reset_cache();
+    Vec got, want(full.begin() + V, full.end());
+    auto l = m->feed(ids.data(), 2);
+    got.insert(got.end(), l.begin(), l.end());
+    for (int t = 2; t < 4; t++) {
+      l = m->feed(ids.data() + t, 1);
+      got.insert(got.end(), l.begin(), l.end());
+    }
+    report(std::string(var.name) + ": prompt tuning, KV cache equals full forward", rel_err(got, want), 1e-6);
+    if (m->cache_length() != nv + 4) failures++, std::printf("FAIL cache length %lld, expected %lld\n", (long long)m->cache_length(), (long long)(nv + 4));
+  }
+}
+
 void check_quant();  // test_quant.cpp
+void check_bloom();  // test_bloom.cpp
 
 int main() {
   check_quant();
@@ -335,6 +380,8 @@ int main() {
   check_models();
   check_lora_merge();
   check_kv_cache();
+  check_prompt_tuning();
+  check_bloom();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }

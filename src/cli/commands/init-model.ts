@@ -22,13 +22,13 @@ const command: CommandModule<object, InitModelArgs> = {
   describe: 'Write a small randomly initialised model (config, safetensors, trained BPE tokenizer) for demos and tests',
   builder: (y) =>
     y
-      .option('arch', { choices: ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const, demandOption: true, describe: 'Architecture whose HF layout to write' })
+      .option('arch', { choices: ['llama', 'baichuan', 'baichuan2', 'qwen2', 'bloom'] as const, demandOption: true, describe: 'Architecture whose HF layout to write' })
       .option('out', { type: 'string', demandOption: true, describe: 'Output folder (must be empty unless --force)' })
       .option('hidden', { type: 'number', default: 256, describe: 'Hidden size' })
       .option('layers', { type: 'number', default: 4, describe: 'Decoder layers' })
       .option('heads', { type: 'number', default: 8, describe: 'Attention heads' })
-      .option('kv-heads', { type: 'number', describe: 'K/V heads (default: heads/2; baichuan/baichuan2: heads)' })
-      .option('intermediate', { type: 'number', default: 688, describe: 'MLP intermediate size' })
+      .option('kv-heads', { type: 'number', describe: 'K/V heads (default: heads/2; baichuan/baichuan2/bloom: heads)' })
+      .option('intermediate', { type: 'number', default: 688, describe: 'MLP intermediate size (bloom: always 4 x hidden)' })
       .option('vocab', { type: 'number', default: 2048, describe: 'Target tokenizer size; config vocab_size is the trained size rounded up to 64' })
       .option('seed', { type: 'number', default: 0, describe: 'Seed of the random weights' })
       .option('max-position', { type: 'number', default: 2048, describe: 'max_position_embeddings' })
