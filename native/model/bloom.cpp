@@ -204,7 +204,7 @@ class BloomModel final : public store::ParamStore<T> {
     if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
     alloc_acts(a, B, T_, mode);
     a.step = step;
-    if (mode == Mode::Cached) ensure_cache(p0 + T_);
+    if (mode == Mode::Cached) this->ensure_cache(c_.layers, p0 + T_, H);
 
     std::vector<T> x(size_t(N * H));
     cpu::embedding_forward<T>(a.emb.data(), ids, embed_->w.data(), N, H);
@@ -217,8 +217,8 @@ class BloomModel final : public store::ParamStore<T> {
       norm_fwd(Lw.ln1, L.ln1.data(), L.mean1.data(), L.rstd1.data(), L.x_in.data(), N);
       linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
       if (mode == Mode::Cached) {
-        T* kc = kcache_[l].data();
-        T* vc = vcache_[l].data();
+        T* kc = this->kcache_[l].data();
+        T* vc = this->vcache_[l].data();
         for (int64_t t = 0; t < T_; t++)
           for (int64_t h = 0; h < nh; h++) {
             const T* src = L.qkv.data() + t * Q + h * 3 * hd;
@@ -304,13 +304,6 @@ class BloomModel final : public store::ParamStore<T> {
     }
   }
 
-  void ensure_cache(int64_t n) {
-    const int64_t H = c_.hidden;
-    if (kcache_.size() != size_t(c_.layers)) kcache_.resize(size_t(c_.layers)), vcache_.resize(size_t(c_.layers));
-    if (int64_t(kcache_[0].size()) >= n * H) return;
-    const int64_t cap = std::max<int64_t>(n, std::max<int64_t>(256, 2 * int64_t(kcache_[0].size()) / H));
-    for (int64_t l = 0; l < c_.layers; l++) kcache_[l].resize(size_t(cap * H)), vcache_[l].resize(size_t(cap * H));
-  }
 
   ModelConfig c_;
   Param<T>* embed_ = nullptr;
@@ -319,7 +312,6 @@ class BloomModel final : public store::ParamStore<T> {
   std::vector<Layer<T>> layers_;
   std::vector<T> slopes_;
   Acts<T> train_, eval_, gen_;
-  std::vector<std::vector<T>> kcache_, vcache_;
 };
 
 }  // namespace

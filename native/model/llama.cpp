@@ -297,7 +297,7 @@ class LlamaModel final : public store::ParamStore<T> {
     alloc_acts(a, B, T_, mode);
     a.step = step;
     a.nv = nv;
-    if (mode == Mode::Cached) ensure_cache(p0 + T_);
+    if (mode == Mode::Cached) this->ensure_cache(c_.layers, p0 + T_, kvdim);
 
     std::vector<T> x(size_t(N * H));
     if (nv == 0) {
@@ -318,8 +318,8 @@ class LlamaModel final : public store::ParamStore<T> {
       cpu::rope_forward<T>(L.qkv.data(), Q, N, T_, p0, nh, int(hd), cos_.data(), sin_.data());
       cpu::rope_forward<T>(L.qkv.data() + qdim, Q, N, T_, p0, nkv, int(hd), cos_.data(), sin_.data());
       if (mode == Mode::Cached) {
-        T* kc = kcache_[l].data();
-        T* vc = vcache_[l].data();
+        T* kc = this->kcache_[l].data();
+        T* vc = this->vcache_[l].data();
         for (int64_t t = 0; t < T_; t++) {
           std::memcpy(kc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim, kvdim * sizeof(T));
           std::memcpy(vc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim + kvdim, kvdim * sizeof(T));
@@ -421,13 +421,6 @@ class LlamaModel final : public store::ParamStore<T> {
     }
   }
 
-  void ensure_cache(int64_t n) {
-    const int64_t kvdim = c_.kv_heads * c_.head_dim();
-    if (kcache_.size() != size_t(c_.layers)) kcache_.resize(size_t(c_.layers)), vcache_.resize(size_t(c_.layers));
-    if (int64_t(kcache_[0].size()) >= n * kvdim) return;
-    const int64_t cap = std::max<int64_t>(n, std::max<int64_t>(256, 2 * int64_t(kcache_[0].size()) / kvdim));
-    for (int64_t l = 0; l < c_.layers; l++) kcache_[l].resize(size_t(cap * kvdim)), vcache_[l].resize(size_t(cap * kvdim));
-  }
 
   ModelConfig c_;
   Param<T>* embed_ = nullptr;
@@ -439,7 +432,6 @@ class LlamaModel final : public store::ParamStore<T> {
   int64_t rope_positions_ = 0;
   bool head_dirty_ = true;
   Acts<T> train_, eval_, gen_;
-  std::vector<std::vector<T>> kcache_, vcache_;
 };
 
 }  // namespace

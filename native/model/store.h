@@ -451,6 +451,14 @@ class ParamStore : public ModelBase {
     }
   }
 
+  // KV cache, batch 1: per layer, `width` keys (values) per position; grows geometrically.
+  void ensure_cache(int64_t layers, int64_t positions, int64_t width) {
+    if (kcache_.size() != size_t(layers)) kcache_.resize(size_t(layers)), vcache_.resize(size_t(layers));
+    if (int64_t(kcache_[0].size()) >= positions * width) return;
+    const int64_t cap = std::max<int64_t>(positions, std::max<int64_t>(256, 2 * int64_t(kcache_[0].size()) / width));
+    for (int64_t l = 0; l < layers; l++) kcache_[l].resize(size_t(cap * width)), vcache_[l].resize(size_t(cap * width));
+  }
+
   std::deque<Param<T>> params_;  // deque: pointers stay valid as LoRA params are added
   std::unordered_map<std::string, Param<T>*> by_name_;
   std::unordered_map<std::string, View<T>> views_;
@@ -459,6 +467,7 @@ class ParamStore : public ModelBase {
   std::string optional_prefix_;
   int64_t step_ = 0;
   int64_t cache_len_ = 0;
+  std::vector<std::vector<T>> kcache_, vcache_;
 };
 
 }  // namespace sft::store
