@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <map>
+#include <new>
+#include <string>
 #include <mutex>
 
 #include "core/threads.h"
@@ -59,11 +61,15 @@ class Worker : public Napi::AsyncWorker {
     std::lock_guard<std::mutex> lock(model_->mutex());
     try {
       Run();
+    } catch (const std::bad_alloc&) {
+      SetError("out of memory in " + What() + " — lower per_device_train_batch_size or max_seq_length, or use bits 4 (QLoRA)");
     } catch (const std::exception& e) {
       SetError(e.what());
     }
   }
   virtual void Run() = 0;
+  // What the worker was doing, for error messages (shapes included where they matter).
+  virtual std::string What() const { return "the engine"; }
   virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
   void OnOK() final { deferred_.Resolve(Result(Env())); }
   void OnError(const Napi::Error& e) final { deferred_.Reject(e.Value()); }
@@ -127,6 +133,7 @@ class ForwardBackwardWorker : public Worker {
                         int64_t T, double scale, int64_t step)
       : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T), scale_(scale), step_(step) {}
   void Run() override { loss_ = model_->engine().forward_backward(ids_.data(), labels_.data(), B_, T_, scale_, step_, &count_); }
+  std::string What() const override { return "forward/backward of a batch of " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("lossSum", loss_);
@@ -160,6 +167,7 @@ class LogitsWorker : public Worker {
   void Run() override {
     out_ = cached_ ? model_->engine().feed(ids_.data(), int64_t(ids_.size())) : model_->engine().logits(ids_.data(), B_, T_);
   }
+  std::string What() const override { return cached_ ? "generation" : "a forward pass over " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
   Napi::Value Result(Napi::Env env) override { return to_f32(env, out_); }
 
  private:

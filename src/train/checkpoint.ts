@@ -81,6 +81,30 @@ export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: Train
   const dir = join(outputDir, `checkpoint-${state.global_step}`);
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
+  try {
+    writeCheckpointFiles(tmp, model, cfg, adapter, state);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOSPC' ? 'no space left on the device' : code === 'EDQUOT' ? 'disk quota exceeded' : (err as Error).message;
+    const prev = listCheckpoints(outputDir);
+    throw new SftError(`could not write ${dir}: ${why}. ${prev.length ? `The previous checkpoint (${prev[prev.length - 1].dir}) is intact; free space and resume with --resume latest.` : 'No checkpoint was written yet.'}`);
+  }
+  if (existsSync(dir)) {
+    // Replacing a checkpoint of the same step (a resumed run saving again): keep the old one until
+    // the new one is in place.
+    const old = `${dir}.old-${process.pid}`;
+    renameSync(dir, old);
+    renameSync(tmp, dir);
+    rmSync(old, { recursive: true, force: true });
+  } else {
+    renameSync(tmp, dir);
+  }
+  fsyncPath(outputDir);
+  return dir;
+}
+
+function writeCheckpointFiles(tmp: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo, state: TrainerState): void {
   mkdirSync(tmp, { recursive: true });
   writeTrainedFiles(tmp, model, cfg, adapter);
   const opt = model.getOptimizerState();
@@ -95,18 +119,6 @@ export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: Train
   writeFileSync(join(tmp, TRAINER_STATE), JSON.stringify(state) + '\n');
   for (const f of readdirSync(tmp)) fsyncPath(join(tmp, f));
   fsyncPath(tmp);
-  if (existsSync(dir)) {
-    // Replacing a checkpoint of the same step (a resumed run saving again): keep the old one until
-    // the new one is in place.
-    const old = `${dir}.old-${process.pid}`;
-    renameSync(dir, old);
-    renameSync(tmp, dir);
-    rmSync(old, { recursive: true, force: true });
-  } else {
-    renameSync(tmp, dir);
-  }
-  fsyncPath(outputDir);
-  return dir;
 }
 
 /** checkpoint-N folders in output_dir, oldest first (complete ones only: .tmp folders are ignored). */

@@ -125,3 +125,15 @@ test('kill -9 at a random moment (checkpoint every step): the survivor resumes t
   assert.deepEqual(logged.map((m) => m.step), Array.from({ length: 30 }, (_, i) => i + 1));
   assert.deepEqual(logged.map((m) => m.loss), whole.losses.map((l) => Math.round(l * 1e4) / 1e4));
 });
+
+test('disk full while saving: the half-written checkpoint is removed and the message points to the intact one', async () => {
+  const { saveCheckpoint } = await import('../../src/train/checkpoint.js');
+  const dir = join(root, 'split-16');  // holds complete checkpoints from the tests above
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  const model = { trainableParams: () => [{ name: 'x', shape: [1] }], getTensor: () => { throw full; } } as never;
+  const { config } = configFromObject({ ...base, output_dir: dir });
+  const adapter = { baseModel: '', r: 4, loraAlpha: 8, loraDropout: 0, targetModules: ['q_proj'], numAttentionHeads: 4, numLayers: 2 };
+  const state = { global_step: 99, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: 99 };
+  assert.throws(() => saveCheckpoint(dir, model, config, adapter, state), /could not write .*checkpoint-99: no space left on the device\. The previous checkpoint \(.*checkpoint-\d+\) is intact/);
+  assert.ok(!readdirSync(dir).some((d) => d.startsWith('checkpoint-99')));
+});
