@@ -55,7 +55,7 @@ export interface PrepareOptions {
   vocabSize: number;
   cacheDir: string;
   /** Drop lines with malformed JSON or an unusable record instead of stopping; each is counted
-   *  and reported through onBadLine. Bad UTF-8 and out-of-vocabulary ids always stop. */
+   *  and reported through onBadLine (lines that are not UTF-8 too). Out-of-vocabulary ids always stop. */
   skipBadLines?: boolean;
   onBadLine?: (message: string) => void;
   /** Called every PROGRESS_EVERY lines and once at the end with the lines read so far. */

@@ -68,7 +68,7 @@ function fromChatml(rec: Record<string, unknown>, where: string): Conversation {
     } else if (role === 'user' || role === 'assistant') {
       turns.push({ role, content });
     } else {
-      throw new SftError(`${at}: role ${JSON.stringify(role)} is not supported — use "system", "user" or "assistant"`);
+      throw new SftError(`${at}: role ${typeof role === 'string' ? JSON.stringify(role) : describe(role)} is not supported — use "system", "user" or "assistant"`);
     }
   });
   return system === undefined ? { turns } : { system, turns };

@@ -9,15 +9,17 @@ export interface JsonlLine {
   line: number;
   /** Byte offset of the line's first byte (after a UTF-8 BOM on line 1). */
   offset: number;
-  /** The line's text, without its "\n" or "\r\n". */
+  /** The line's text, without its "\n" or "\r\n" ('' when the line is unreadable). */
   text: string;
+  /** Set when the line's bytes are not UTF-8: parseJsonLine raises it, --skip-bad-lines skips it. */
+  error?: string;
 }
 
 const NEWLINE = 0x0a;
 const CR = 0x0d;
 
-/** Yields the non-blank lines of `file`. Throws SftError naming FILE:LINE on bytes that are not UTF-8
- *  (a whole file in another encoding, e.g. GBK, is the usual cause: skipping lines would hide it). */
+/** Yields the non-blank lines of `file`. A line whose bytes are not UTF-8 comes with `error` set
+ *  (naming FILE:LINE); parseJsonLine raises it, so it stops the run unless bad lines are skipped. */
 export async function* readJsonlLines(file: string, opts: { chunkSize?: number } = {}): AsyncGenerator<JsonlLine> {
   // fatal: invalid UTF-8 throws instead of silently becoming U+FFFD. ignoreBOM: we strip the BOM
   // ourselves on line 1 only.
@@ -41,9 +43,8 @@ export async function* readJsonlLines(file: string, opts: { chunkSize?: number }
     try {
       text = decoder.decode(body);
     } catch {
-      throw new SftError(
-        `${file}:${lineNo}: the line is not valid UTF-8 — convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)`,
-      );
+      const error = `${file}:${lineNo}: the line is not valid UTF-8 — convert the file to UTF-8 (e.g. iconv -f GBK -t UTF-8)`;
+      return { line: lineNo, offset: start, text: '', error };
     }
     if (text.trim() === '') return undefined;
     return { line: lineNo, offset: start, text };
@@ -81,6 +82,7 @@ export async function* readJsonlLines(file: string, opts: { chunkSize?: number }
 
 /** JSON.parse with the error a user can act on. */
 export function parseJsonLine(file: string, rec: JsonlLine): unknown {
+  if (rec.error) throw new SftError(rec.error);
   try {
     return JSON.parse(rec.text);
   } catch (err) {

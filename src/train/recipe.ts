@@ -53,6 +53,8 @@ export interface TrainRunOptions {
   shouldStop?: () => boolean;
   /** Continue from a checkpoint: "latest", "checkpoint-N" or a folder. */
   resume?: string;
+  /** Skip malformed / non-UTF-8 / unusable data lines (counted and reported) instead of stopping. */
+  skipBadLines?: boolean;
 }
 
 export interface TrainResult {
@@ -84,7 +86,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     removeStaleTemporaries(cfg.output_dir);
   }
   const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
-  const s = await setup(cfg, print);
+  const s = await setup(cfg, print, opts.skipBadLines ?? false);
   try {
     if (opts.dryRun) {
       dryRun(s, print);
@@ -98,7 +100,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
 
 // ---- setup ---------------------------------------------------------------------------------
 
-async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setup> {
+async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<Setup> {
   const template = getTemplate(cfg.template_name);
   resolveDevice(cfg.device, print);
   print(`Loading ${cfg.model_name_or_path} …`);
@@ -107,6 +109,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
   const padId = tok.padId ?? tok.eosId ?? 0;
 
+  let badShown = 0;
   print(`Reading ${cfg.train_file} (template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
     file: cfg.train_file,
@@ -115,12 +118,17 @@ async function setup(cfg: TrainConfig, print: (l: string) => void): Promise<Setu
     maxSeqLength: cfg.max_seq_length,
     vocabSize: native.vocabSize,
     cacheDir: join(cfg.output_dir, '.sft-cache'),
+    skipBadLines,
+    onBadLine: (m) => {
+      if (badShown++ < 5) print(`  skipped: ${m}`);
+    },
   });
   const st = data.stats;
   print(
     `  ${st.samples} samples, ${st.tokens} tokens, ${st.targetTokens} trained (assistant) tokens` +
       (st.truncated ? `; ${st.truncated} truncated to ${cfg.max_seq_length}` : '') +
-      (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : ''),
+      (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : '') +
+      (st.badLines ? `; ${st.badLines} bad line(s) skipped (--skip-bad-lines)` : ''),
   );
 
   if (cfg.bits === 4) {

@@ -63,6 +63,21 @@ test('skipBadLines counts and reports bad lines', async () => {
   }
 });
 
+test('a line that is not UTF-8 stops the run naming file:line, or is skipped and counted with skipBadLines', async () => {
+  const f = join(tmp, 'gbk-line.jsonl');
+  writeFileSync(f, Buffer.concat([Buffer.from('{"conversation":[{"human":"hi","assistant":"yo"}]}\n{"conversation":[{"human":"'), Buffer.from([0xc4, 0xe3]), Buffer.from('","assistant":"x"}]}\n')]));
+  await assert.rejects(prepare(f, { cacheDir: join(tmp, 'cache-gbk1') }), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:2: the line is not valid UTF-8`));
+  const bad: string[] = [];
+  const ds = await prepare(f, { cacheDir: join(tmp, 'cache-gbk2'), skipBadLines: true, onBadLine: (m) => bad.push(m) });
+  try {
+    assert.equal(ds.stats.samples, 1);
+    assert.equal(ds.stats.badLines, 1);
+    assert.match(bad[0], /:2: the line is not valid UTF-8/);
+  } finally {
+    ds.close();
+  }
+});
+
 test('an id outside the model vocabulary names file, line and id before anything is kept', async () => {
   const f = join(tmp, 'oov.jsonl');
   writeFileSync(f, '{"conversation":[{"human":"hi","assistant":"yo"}]}\n{"conversation":[{"human":"中","assistant":"yo"}]}\n');

@@ -45,7 +45,11 @@ test('malformed JSON names file and line', async () => {
 test('bytes that are not UTF-8 name file and line', async () => {
   const f = join(dir, 'gbk.jsonl');
   writeFileSync(f, Buffer.concat([Buffer.from('{"a":1}\n{"a":"'), Buffer.from([0xc4, 0xe3, 0xba, 0xc3]), Buffer.from('"}\n')]));
-  await assert.rejects(collect(f, 4), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:2: `) && /UTF-8/.test(e.message));
+  const lines = await collect(f, 4);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[0].error, undefined);
+  // The bad line is reported, not silently decoded: parsing it raises the FILE:LINE error.
+  assert.throws(() => parseJsonLine(f, lines[1]), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:2: `) && /not valid UTF-8/.test(e.message));
 });
 
 test('a missing file is an SftError naming it', async () => {

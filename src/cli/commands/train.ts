@@ -7,6 +7,7 @@ interface TrainArgs {
   config: string;
   'dry-run': boolean;
   resume?: string;
+  'skip-bad-lines': boolean;
   _: (string | number)[];
 }
 
@@ -17,6 +18,7 @@ const train: CommandModule<object, TrainArgs> = {
     y
       .option('config', { type: 'string', demandOption: true, describe: 'Training config (JSON, Firefly train_args keys)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'Show samples with their trained spans marked, then stop' })
+      .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'Skip (count and report) malformed or non-UTF-8 data lines instead of stopping' })
       .option('resume', { type: 'string', describe: 'Continue from a checkpoint in output_dir: latest (default when given bare) or checkpoint-N' })
       // Config overrides are not yargs options: hand them to the config loader untouched.
       .parserConfiguration({ 'unknown-options-as-args': true, 'parse-positional-numbers': false })
@@ -40,7 +42,7 @@ const train: CommandModule<object, TrainArgs> = {
     process.on('SIGTERM', onSignal);
     try {
       const resume = argv.resume === undefined ? undefined : argv.resume || 'latest';
-      const r = await run(config, { dryRun: argv['dry-run'], resume, shouldStop: () => stopSignal !== undefined });
+      const r = await run(config, { dryRun: argv['dry-run'], resume, skipBadLines: argv['skip-bad-lines'], shouldStop: () => stopSignal !== undefined });
       if (r.interrupted) {
         const again = ['sft train', '--config', argv.config, ...overrides, '--resume', 'latest'].join(' ');
         process.stderr.write(`Resume with: ${again}\n`);
