@@ -53,6 +53,7 @@ struct LayerActs {
 template <typename T>
 struct Acts {
   int64_t B = 0, T_ = 0, step = 0;
+  int64_t nv = 0;  // virtual (prompt-tuning) positions at the start of each row; T_ includes them
   std::vector<T> emb, meane, rstde;
   std::vector<LayerActs<T>> layers;
   std::vector<T> x_out, lnf, meanf, rstdf, logits;
@@ -132,7 +133,8 @@ class BloomModel final : public store::ParamStore<T> {
                           int64_t step, int64_t* count) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, train_, Mode::Train, step);
-    double loss = cpu::cross_entropy<T>(train_.logits.data(), labels, B * T_, c_.vocab, T(scale), true, count);
+    const auto targets = this->internal_targets(labels, B, T_, train_.nv);
+    double loss = cpu::cross_entropy<T>(train_.logits.data(), targets.data(), B * train_.T_, c_.vocab, T(scale), true, count);
     backward(ids, train_);
     return loss;
   }
@@ -141,13 +143,14 @@ class BloomModel final : public store::ParamStore<T> {
                       bool training, int64_t* count) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, eval_, training ? Mode::Train : Mode::Eval, step);
-    return cpu::cross_entropy<T>(eval_.logits.data(), labels, B * T_, c_.vocab, T(1), false, count);
+    const auto targets = this->internal_targets(labels, B, T_, eval_.nv);
+    return cpu::cross_entropy<T>(eval_.logits.data(), targets.data(), B * eval_.T_, c_.vocab, T(1), false, count);
   }
 
   std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T_) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, eval_, Mode::Eval, 0);
-    return std::vector<float>(eval_.logits.begin(), eval_.logits.end());
+    return this->real_rows(eval_.logits, B, T_, eval_.nv, c_.vocab);  // virtual positions dropped
   }
 
   std::vector<float> feed(const int32_t* ids, int64_t n) override {
@@ -197,17 +200,22 @@ class BloomModel final : public store::ParamStore<T> {
     resize(a.logits, (mode == Mode::Cached ? 1 : N) * c_.vocab);
   }
 
-  void forward(const int32_t* ids, int64_t B, int64_t T_, Acts<T>& a, Mode mode, int64_t step) {
+  void forward(const int32_t* ids, int64_t B, int64_t Tu, Acts<T>& a, Mode mode, int64_t step) {
+    // Prompt tuning prepends the virtual tokens (before the embedding LayerNorm, as PEFT feeds them
+    // in as inputs_embeds); in cached generation only with the first feed.
+    const int64_t nv = this->virtual_tokens(mode);
+    const int64_t T_ = Tu + nv;  // internal sequence length
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim(), Q = 3 * H;
     const int nh = int(c_.heads);
     const int64_t p0 = mode == Mode::Cached ? this->cache_len_ : 0;
     if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
     alloc_acts(a, B, T_, mode);
     a.step = step;
+    a.nv = nv;
     if (mode == Mode::Cached) this->ensure_cache(c_.layers, p0 + T_, H);
 
     std::vector<T> x(size_t(N * H));
-    cpu::embedding_forward<T>(a.emb.data(), ids, embed_->w.data(), N, H);
+    this->embed_rows(a.emb.data(), ids, embed_->w.data(), B, Tu, nv, H);
     norm_fwd(embed_ln_, x.data(), a.meane.data(), a.rstde.data(), a.emb.data(), N);
     for (int64_t l = 0; l < c_.layers; l++) {
       Layer<T>& Lw = layers_[l];
@@ -294,13 +302,10 @@ class BloomModel final : public store::ParamStore<T> {
       linear_bwd(Lw.qkv, dln.data(), dqkv.data(), L.ln1.data(), N, L.lora, li, a.step);
       norm_bwd(Lw.ln1, dx.data(), dln.data(), L.x_in.data(), L.mean1.data(), L.rstd1.data(), N);
     }
-    if (embed_->trainable) {
+    if (embed_->trainable || a.nv || embed_ln_.w->trainable || embed_ln_.b->trainable) {
       std::vector<T> demb(size_t(N * H), T(0));
       norm_bwd(embed_ln_, demb.data(), dx.data(), a.emb.data(), a.meane.data(), a.rstde.data(), N);
-      cpu::embedding_backward<T>(embed_->g.data(), demb.data(), ids, N, H);
-    } else if (embed_ln_.w->trainable || embed_ln_.b->trainable) {
-      std::vector<T> demb(size_t(N * H), T(0));  // only the norm's own grads are wanted
-      norm_bwd(embed_ln_, demb.data(), dx.data(), a.emb.data(), a.meane.data(), a.rstde.data(), N);
+      this->embed_rows_backward(embed_, demb.data(), ids, B, T_ - a.nv, a.nv, H);
     }
   }
 

@@ -31,9 +31,7 @@ namespace {
 using store::Linear;
 using store::LoraActs;
 using store::Param;
-using store::fnv1a;
 using store::resize;
-using store::uniform01;
 
 template <typename T>
 struct Layer {
@@ -144,25 +142,6 @@ class LlamaModel final : public store::ParamStore<T> {
     return added;
   }
 
-  ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) override {
-    if (prompt_) throw std::runtime_error("prompt tuning is already attached");
-    if (n <= 0) throw std::runtime_error("num_virtual_tokens must be > 0");
-    prompt_ = add_param("prompt_embeddings", {n, c_.hidden}, false);
-    if (init) {
-      for (int64_t i = 0; i < n * c_.hidden; i++) prompt_->w[i] = T(init[i]);
-    } else {  // N(0, 1) by Box-Muller on the counter-based generator
-      const uint64_t stream = fnv1a(prompt_->name);
-      for (int64_t i = 0; i < n * c_.hidden; i++) {
-        const double u1 = std::max(uniform01(seed, stream, uint64_t(2 * i)), 1e-300), u2 = uniform01(seed, stream, uint64_t(2 * i + 1));
-        prompt_->w[i] = T(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
-      }
-    }
-    prompt_->trainable = true;
-    prompt_->adapter = true;  // not a base weight: full fine-tuning toggles leave it alone
-    prompt_->g.assign(prompt_->w.size(), T(0));
-    return {prompt_->name, prompt_->shape};
-  }
-
   void merge_lora() override {
     this->merge_linears(linears());
     train_ = Acts<T>(), eval_ = Acts<T>(), gen_ = Acts<T>();  // LoRA activation slots are gone
@@ -176,7 +155,7 @@ class LlamaModel final : public store::ParamStore<T> {
                           int64_t step, int64_t* count) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, train_, Mode::Train, step);
-    const auto targets = internal_targets(labels, B, T_, train_.nv);
+    const auto targets = this->internal_targets(labels, B, T_, train_.nv);
     double loss = cpu::cross_entropy<T>(train_.logits.data(), targets.data(), B * train_.T_, c_.vocab, T(scale), true, count);
     backward(ids, train_);
     return loss;
@@ -186,27 +165,16 @@ class LlamaModel final : public store::ParamStore<T> {
                       bool training, int64_t* count) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, eval_, training ? Mode::Train : Mode::Eval, step);
-    const auto targets = internal_targets(labels, B, T_, eval_.nv);
+    const auto targets = this->internal_targets(labels, B, T_, eval_.nv);
     return cpu::cross_entropy<T>(eval_.logits.data(), targets.data(), B * eval_.T_, c_.vocab, T(1), false, count);
   }
 
-  // Targets per internal position: virtual (prompt-tuning) positions never count.
-  static std::vector<int32_t> internal_targets(const int32_t* labels, int64_t B, int64_t T_, int64_t nv) {
-    std::vector<int32_t> t(size_t(B * (T_ + nv)), -100);
-    for (int64_t b = 0; b < B; b++) std::copy(labels + b * T_, labels + (b + 1) * T_, t.begin() + b * (T_ + nv) + nv);
-    return t;
-  }
 
 
   std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T_) override {
     this->check_ids(ids, B * T_, c_.vocab);
     forward(ids, B, T_, eval_, Mode::Eval, 0);
-    // The real positions only (virtual prompt-tuning positions are dropped).
-    std::vector<float> out(size_t(B * T_ * c_.vocab));
-    const int64_t Ti = eval_.T_, nv = eval_.nv, V = c_.vocab;
-    for (int64_t b = 0; b < B; b++)
-      std::copy(eval_.logits.begin() + (b * Ti + nv) * V, eval_.logits.begin() + (b + 1) * Ti * V, out.begin() + b * T_ * V);
-    return out;
+    return this->real_rows(eval_.logits, B, T_, eval_.nv, c_.vocab);  // virtual positions dropped
   }
 
   std::vector<float> feed(const int32_t* ids, int64_t n) override {
@@ -286,7 +254,7 @@ class LlamaModel final : public store::ParamStore<T> {
 
   void forward(const int32_t* ids, int64_t B, int64_t Tu, Acts<T>& a, Mode mode, int64_t step) {
     // Prompt tuning prepends the virtual tokens to every row (in cached generation: once, at the start).
-    const int64_t nv = prompt_ && (mode != Mode::Cached || cache_len_ == 0) ? prompt_->shape[0] : 0;
+    const int64_t nv = this->virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim();
     const int64_t Q = c_.qkv_dim(), qdim = c_.heads * hd, kvdim = c_.kv_heads * hd;
@@ -300,14 +268,7 @@ class LlamaModel final : public store::ParamStore<T> {
     if (mode == Mode::Cached) this->ensure_cache(c_.layers, p0 + T_, kvdim);
 
     std::vector<T> x(size_t(N * H));
-    if (nv == 0) {
-      cpu::embedding_forward<T>(x.data(), ids, embed_->w.data(), N, H);
-    } else {
-      for (int64_t b = 0; b < B; b++) {
-        std::copy(prompt_->w.begin(), prompt_->w.end(), x.begin() + b * T_ * H);
-        cpu::embedding_forward<T>(x.data() + (b * T_ + nv) * H, ids + b * Tu, embed_->w.data(), Tu, H);
-      }
-    }
+    this->embed_rows(x.data(), ids, embed_->w.data(), B, Tu, nv, H);
     for (int64_t l = 0; l < c_.layers; l++) {
       Layer<T>& Lw = layers_[l];
       LayerActs<T>& L = a.layers[l];
@@ -410,15 +371,7 @@ class LlamaModel final : public store::ParamStore<T> {
       cpu::rmsnorm_backward<T>(dx.data(), Lw.ln1->trainable ? Lw.ln1->g.data() : nullptr, dln.data(), L.x_in.data(),
                                Lw.ln1->w.data(), L.rstd1.data(), N, H);
     }
-    const int64_t nv = a.nv, Tu = T_ - nv;
-    if (embed_->trainable) {
-      for (int64_t b = 0; b < B; b++)
-        cpu::embedding_backward<T>(embed_->g.data(), dx.data() + (b * T_ + nv) * H, ids + b * Tu, Tu, H);
-    }
-    if (nv) {  // the virtual tokens' gradient, summed over the batch
-      for (int64_t b = 0; b < B; b++)
-        for (int64_t i = 0; i < nv * H; i++) prompt_->g[i] += dx[(b * T_) * H + i];
-    }
+    this->embed_rows_backward(embed_, dx.data(), ids, B, T_ - a.nv, a.nv, H);
   }
 
 
@@ -426,7 +379,6 @@ class LlamaModel final : public store::ParamStore<T> {
   Param<T>* embed_ = nullptr;
   Param<T>* norm_ = nullptr;
   Param<T>* head_ = nullptr;
-  Param<T>* prompt_ = nullptr;  // prompt tuning's virtual-token embeddings, when attached
   std::vector<Layer<T>> layers_;
   std::vector<T> cos_, sin_, head_norm_;
   int64_t rope_positions_ = 0;

@@ -233,6 +233,28 @@ class ParamStore : public ModelBase {
     return norm;
   }
 
+  // Prompt tuning: virtual-token embeddings [n, hidden], an adapter parameter (never a base weight).
+  // The family prepends them to every sequence in forward and sums their rows of dx in backward.
+  ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) override {
+    if (prompt_) throw std::runtime_error("prompt tuning is already attached");
+    if (n <= 0) throw std::runtime_error("num_virtual_tokens must be > 0");
+    const int64_t H = this->config().hidden;
+    prompt_ = add_param("prompt_embeddings", {n, H}, false);
+    if (init) {
+      for (int64_t i = 0; i < n * H; i++) prompt_->w[i] = T(init[i]);
+    } else {  // N(0, 1) (nn.Embedding's default) by Box-Muller on the counter-based generator
+      const uint64_t stream = fnv1a(prompt_->name);
+      for (int64_t i = 0; i < n * H; i++) {
+        const double u1 = std::max(uniform01(seed, stream, uint64_t(2 * i)), 1e-300), u2 = uniform01(seed, stream, uint64_t(2 * i + 1));
+        prompt_->w[i] = T(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
+      }
+    }
+    prompt_->trainable = true;
+    prompt_->adapter = true;
+    prompt_->g.assign(prompt_->w.size(), T(0));
+    return {prompt_->name, prompt_->shape};
+  }
+
   void reset_cache() override { cache_len_ = 0; }
   void truncate_cache(int64_t n) override {
     if (n < 0 || n > cache_len_)
@@ -451,6 +473,42 @@ class ParamStore : public ModelBase {
     }
   }
 
+  // Virtual positions at the start of each row for this forward: all of them, except in cached
+  // generation after the first feed (they are in the cache already).
+  int64_t virtual_tokens(Mode mode) const { return prompt_ && (mode != Mode::Cached || cache_len_ == 0) ? prompt_->shape[0] : 0; }
+
+  // Targets per internal position (B rows of nv + T): virtual positions never count.
+  static std::vector<int32_t> internal_targets(const int32_t* labels, int64_t B, int64_t T_, int64_t nv) {
+    std::vector<int32_t> t(size_t(B * (T_ + nv)), -100);
+    for (int64_t b = 0; b < B; b++) std::copy(labels + b * T_, labels + (b + 1) * T_, t.begin() + b * (T_ + nv) + nv);
+    return t;
+  }
+
+  // The real positions' rows of [B, nv + T, width] values (virtual ones dropped).
+  static std::vector<float> real_rows(const std::vector<T>& x, int64_t B, int64_t T_, int64_t nv, int64_t width) {
+    std::vector<float> out(size_t(B * T_ * width));
+    for (int64_t b = 0; b < B; b++)
+      std::copy(x.begin() + (b * (T_ + nv) + nv) * width, x.begin() + (b + 1) * (T_ + nv) * width, out.begin() + b * T_ * width);
+    return out;
+  }
+
+  // Embedding rows for B sequences: the virtual tokens (when nv > 0), then table[ids].
+  void embed_rows(T* x, const int32_t* ids, const T* table, int64_t B, int64_t Tu, int64_t nv, int64_t H) const {
+    for (int64_t b = 0; b < B; b++) {
+      if (nv) std::copy(prompt_->w.begin(), prompt_->w.end(), x + b * (Tu + nv) * H);
+      cpu::embedding_forward<T>(x + (b * (Tu + nv) + nv) * H, ids + b * Tu, table, Tu, H);
+    }
+  }
+
+  // Mirror of embed_rows: dtable (when trainable) gets the real rows, the virtual tokens the sum over the batch.
+  void embed_rows_backward(Param<T>* table, const T* dx, const int32_t* ids, int64_t B, int64_t Tu, int64_t nv, int64_t H) {
+    if (table->trainable)
+      for (int64_t b = 0; b < B; b++) cpu::embedding_backward<T>(table->g.data(), dx + (b * (Tu + nv) + nv) * H, ids + b * Tu, Tu, H);
+    if (nv)
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t i = 0; i < nv * H; i++) prompt_->g[i] += dx[b * (Tu + nv) * H + i];
+  }
+
   // KV cache, batch 1: per layer, `width` keys (values) per position; grows geometrically.
   void ensure_cache(int64_t layers, int64_t positions, int64_t width) {
     if (kcache_.size() != size_t(layers)) kcache_.resize(size_t(layers)), vcache_.resize(size_t(layers));
@@ -468,6 +526,7 @@ class ParamStore : public ModelBase {
   int64_t step_ = 0;
   int64_t cache_len_ = 0;
   std::vector<std::vector<T>> kcache_, vcache_;
+  Param<T>* prompt_ = nullptr;  // prompt tuning's virtual-token embeddings, when attached
 };
 
 }  // namespace sft::store

@@ -15,7 +15,6 @@ import { initModel } from '../../src/model/init.js';
 import { configFromObject } from '../../src/config/loader.js';
 import { sink } from '../helpers/sink.js';
 
-const dir = join(packageRoot, 'test', 'fixtures', 'reference', 'llama');
 
 function relErr(got: Float32Array, want: Float32Array): number {
   let d = 0, s = 0;
@@ -23,7 +22,8 @@ function relErr(got: Float32Array, want: Float32Array): number {
   return d / s;
 }
 
-test("peft's prompt-tuning adapter: logits, loss and the virtual tokens' gradient equal peft's", async () => {
+for (const arch of ['llama', 'bloom']) test(`${arch}: peft's prompt-tuning adapter: logits, loss and the virtual tokens' gradient equal peft's`, async () => {
+  const dir = join(packageRoot, 'test', 'fixtures', 'reference', arch);
   const ref = JSON.parse(readFileSync(join(dir, 'expected.json'), 'utf8'));
   const refP = JSON.parse(readFileSync(join(dir, 'expected-prompt.json'), 'utf8'));
   const file = join(dir, 'expected-prompt.safetensors');
@@ -69,4 +69,21 @@ test('a prompt-tuning run trains only the virtual tokens (TEXT init) and its ada
   assert.deepEqual(await loaded.model.logits(ids, 1, 3), await r.model!.logits(ids, 1, 3));
   const { model: base } = await loadBase(modelDir);
   assert.deepEqual(base.getTensor('model.layers.0.mlp.up_proj.weight'), r.model!.getTensor('model.layers.0.mlp.up_proj.weight'));
+});
+
+test('configs/bloom-1b4-prompt-tuning.json runs on a tiny Bloom with alpaca records', async () => {
+  const { loadConfig } = await import('../../src/config/loader.js');
+  const root = mkdtempSync(join(tmpdir(), 'sft-ptb-'));
+  const modelDir = join(root, 'bloom');
+  initModel({ arch: 'bloom', outDir: modelDir, hidden: 32, layers: 2, heads: 4, intermediate: 128, vocab: 300, seed: 2, maxPosition: 256, force: true });
+  const data = join(root, 'alpaca.jsonl');
+  writeFileSync(data, [['翻译成英文', '早上好', 'Good morning'], ['2+3=?', '', '5']].map(([i, x, o]) => JSON.stringify({ instruction: i, input: x, output: o })).join('\n') + '\n');
+  const { config } = loadConfig(join(packageRoot, 'configs', 'bloom-1b4-prompt-tuning.json'), [
+    '--model_name_or_path', modelDir, '--train_file', data, '--output_dir', join(root, 'out'), '--max_steps', '3', '--gradient_accumulation_steps', '1', '--max_seq_length', '128',
+  ]);
+  const r = await train(config, { print: () => {}, stream: sink() });
+  assert.equal(r.steps, 3);
+  const cfg = JSON.parse(readFileSync(join(r.outputDir, 'adapter_config.json'), 'utf8'));
+  assert.equal(cfg.peft_type, 'PROMPT_TUNING');
+  assert.deepEqual(readPromptTuningAdapter(r.outputDir).embeddings.length, 20 * 32);
 });

@@ -330,7 +330,15 @@ static void check_kv_cache() {
 // Prompt tuning: gradients of the virtual-token embeddings (and of every base weight, with the
 // virtual positions in the sequence) by finite differences; cached generation equals full forwards.
 static void check_prompt_tuning() {
-  for (const auto& var : variants()) {
+  auto vars = variants();
+  {
+    sft::ModelConfig c;
+    c.arch = sft::Arch::Bloom;
+    c.vocab = 13, c.hidden = 8, c.intermediate = 32, c.layers = 2, c.heads = 2, c.kv_heads = 2;
+    c.norm_eps = 1e-5, c.tie_embeddings = true;
+    vars.push_back({"bloom", c, {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}});
+  }
+  for (const auto& var : vars) {
     std::mt19937_64 rng(17);
     auto m = sft::make_model(var.cfg, true);
     randomize(*m, rng);
