@@ -33,8 +33,11 @@ export function parseJsonObject(text: string): ParsedObject {
   return { value, where };
 }
 
+const MAX_DEPTH = 100;
+
 class Parser {
   private i = 0;
+  private depth = 0;
   constructor(private readonly s: string) {
     if (s.charCodeAt(0) === 0xfeff) this.i = 1; // byte-order mark written by some editors
   }
@@ -79,8 +82,13 @@ class Parser {
   value(): unknown {
     this.skipSpace();
     const c = this.peek();
-    if (c === '{') return this.object();
-    if (c === '[') return this.array();
+    if (c === '{' || c === '[') {
+      // Bounded recursion: absurd nesting is a syntax error here, not a stack overflow.
+      if (++this.depth > MAX_DEPTH) this.fail(`nested more than ${MAX_DEPTH} levels deep; a config needs only a few`);
+      const v = c === '{' ? this.object() : this.array();
+      this.depth--;
+      return v;
+    }
     if (c === '"') return this.string();
     if (c === '-' || (c >= '0' && c <= '9')) return this.number();
     for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {

@@ -52,8 +52,8 @@
 //   seed                        | 42             | yes
 //   fp16, bf16                  | false          | true -> notice: trains in fp32; both true -> error (HF rule)
 //   gradient_checkpointing      | false          | true -> notice: ignored, activations are kept
-//   report_to                   | "none"         | none yes (metrics.jsonl is always written);
-//                               |                | any integration (tensorboard, wandb, ...) -> notice, ignored
+//   report_to                   | "none"         | none, tensorboard, wandb, all yes (metrics.jsonl always written);
+//                               |                | other integrations (mlflow, ...) -> notice, ignored
 //   disable_tqdm                | false          | yes: true prints plain log lines instead of the progress bar
 //   use_unsloth                 | false          | no-effect (a PyTorch library)
 //   tokenize_num_workers        | 10             | no-effect
@@ -62,7 +62,7 @@
 //   ddp_find_unused_parameters  | null           | no-effect
 //   deepspeed                   | null           | no-effect
 //   local_rank                  | -1             | no-effect
-//   logging_dir                 | null           | no-effect
+//   logging_dir                 | null           | yes (TensorBoard event files go there)
 //   overwrite_output_dir        | false          | no-effect
 //   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
 //   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
@@ -414,8 +414,11 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: () => notice('gradient_checkpointing=true is not implemented yet in this build; ignored (activations are kept, which takes more memory)'),
   },
   report_to: {
-    check: reportTo, default: [], implemented: 'partly', help: 'experiment trackers; sft always writes <output_dir>/metrics.jsonl',
-    support: (v) => notice(`report_to=${v.join(',')} is not implemented yet in this build; metrics go to <output_dir>/metrics.jsonl`),
+    check: reportTo, default: [], implemented: 'partly', help: 'tensorboard, wandb (or all); sft always writes <output_dir>/metrics.jsonl',
+    support: (v) => {
+      const other = v.filter((r) => !['tensorboard', 'wandb', 'all'].includes(r));
+      return other.length ? notice(`report_to=${other.join(',')} is not implemented yet in this build; ignored (tensorboard and wandb are; metrics also go to <output_dir>/metrics.jsonl)`) : undefined;
+    },
   },
   disable_tqdm: { check: bool(), default: false, implemented: 'yes', help: 'plain log lines instead of the progress bar' },
   use_unsloth: { check: bool(), default: false, implemented: 'no-effect', help: 'Unsloth speed-ups (a PyTorch library)' },
@@ -425,7 +428,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   ddp_find_unused_parameters: { check: orNull(bool()), default: null, implemented: 'no-effect', help: 'PyTorch DDP plumbing' },
   deepspeed: { check: deepspeed, default: null, implemented: 'no-effect', help: 'DeepSpeed config' },
   local_rank: { check: int(-1), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
-  logging_dir: { check: orNull(str()), default: null, implemented: 'no-effect', help: 'TensorBoard folder' },
+  logging_dir: { check: orNull(str()), default: null, implemented: 'yes', help: 'TensorBoard folder (default <output_dir>/runs/<date>_<host>, as HF)' },
   overwrite_output_dir: { check: bool(), default: false, implemented: 'no-effect', help: 'HF example-script flag' },
   device: { check: oneOf(DEVICES), default: 'auto', implemented: 'yes', help: 'cpu, cuda or auto (cuda when a GPU is usable)' },
   threads: { check: int(0), default: 0, implemented: 'yes', help: 'CPU threads; 0 = all cores' },

@@ -28,7 +28,7 @@ import {
   saveCheckpoint, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, loadCheckpoint, writeTrainedFiles,
   type TrainerState, type AdapterConfigInfo,
 } from './checkpoint.js';
-import { MetricsWriter } from '../log/metrics.js';
+import { Reporters } from '../log/reporters.js';
 import { Progress } from '../log/progress.js';
 import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/summary.js';
 import { SftError } from '../errors.js';
@@ -234,7 +234,8 @@ async function loop(
   }
   print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
 
-  const metrics = new MetricsWriter(cfg.output_dir, 'metrics.jsonl', resumeDir !== undefined);
+  // metrics.jsonl always; TensorBoard / wandb per report_to; loss.svg when the run ends.
+  const reporters = await Reporters.open(cfg, cfg.output_dir, print, { append: resumeDir !== undefined });
   const progress = new Progress({ stream, bar: !cfg.disable_tqdm, logEvery });
   const micro = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);
   let sinceLogTokens = 0, sinceLogMs = Date.now();
@@ -276,7 +277,7 @@ async function loop(
       if (done % logEvery === 0 || done === totalSteps || (cfg.logging_first_step && done === 1)) {
         const secs = (Date.now() - sinceLogMs) / 1000;
         const rec = { step: done, epoch: round(epoch, 4), loss: round(st.log_loss_sum / st.log_steps, 4), learning_rate: lrAt(done, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
-        metrics.write(rec);
+        reporters.log(done, rec);
         progress.update(done, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second });
         st.log_loss_sum = 0, st.log_steps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
       } else {
@@ -291,10 +292,12 @@ async function loop(
         rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
       }
     }
-  } finally {
+  } catch (err) {
     progress.stop();
-    metrics.close();
+    await reporters.close();
+    throw err;
   }
+  progress.stop();
 
   const runtime = (Date.now() - t0) / 1000;
   let checkpoint: string | undefined;
@@ -317,6 +320,8 @@ async function loop(
     tokens: st.tokens_seen,
   });
   if (!interrupted) writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
+  reporters.summary(st.global_step, result);
+  await reporters.close();
   printMetrics('train', result, (l) => stream.write(l));
   return { model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint };
 }

@@ -206,7 +206,8 @@ test('notices for accepted but unimplemented values', () => {
   has(load({ gradient_checkpointing: true }).notices, 'gradient_checkpointing=true is not implemented yet', 'ignored');
   has(load({ optim: 'paged_adamw_32bit' }).notices, 'optim="paged_adamw_32bit"', 'only matters on the GPU', 'same update');
   has(load({ optim: 'adamw_8bit' }).notices, 'optim="adamw_8bit"', '32-bit states');
-  has(load({ report_to: 'tensorboard' }).notices, 'report_to=tensorboard is not implemented yet', 'metrics.jsonl');
+  has(load({ report_to: ['tensorboard', 'mlflow'] }).notices, 'report_to=mlflow is not implemented yet', 'metrics.jsonl');
+  assert.deepEqual(load({ report_to: ['tensorboard', 'wandb'] }).notices, []);
   has(load({ eval_file: 'e.jsonl' }).notices, 'eval_file="e.jsonl"', 'not implemented yet');
   has(load({ warmup_steps: 10, warmup_ratio: 0.1 }).notices, 'warmup_ratio=0.1 is ignored', 'warmup_steps=10');
   has(load({ num_virtual_tokens: 8 }).notices, 'num_virtual_tokens=8 only applies to train_mode "prompt_tuning"');

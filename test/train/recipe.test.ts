@@ -124,10 +124,15 @@ test('config overrides on the command line reach the run; unknown keys are refus
   const bad = runCli(['train', '--config', cfg, '--learning_rat', '1e-4']);
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /unknown option "--learning_rat".*did you mean "--learning_rate"/);
-  const ok = runCli(['train', '--config', cfg, '--max_steps', '2', '--logging_steps', '1', '--save_steps', '100']);
+  const ok = runCli(['train', '--config', cfg, '--max_steps', '2', '--logging_steps', '1', '--save_steps', '100', '--report_to', 'tensorboard']);
   assert.equal(ok.status, 0, ok.stderr);
   const lines = readFileSync(join(root, 'ovr', 'metrics.jsonl'), 'utf8').trim().split('\n');
   assert.equal(lines.length, 2);
+  // report_to tensorboard: HF's runs/<date>_<host>/events.out.tfevents.*; and the loss plot, always.
+  const runs = readdirSync(join(root, 'ovr', 'runs'));
+  assert.equal(runs.length, 1);
+  assert.ok(readdirSync(join(root, 'ovr', 'runs', runs[0])).some((f) => f.startsWith('events.out.tfevents.')));
+  assert.match(readFileSync(join(root, 'ovr', 'loss.svg'), 'utf8'), /<svg[^>]*>[\s\S]*<polyline/);
 });
 
 function writeConfig(obj: Record<string, unknown>): string {
