@@ -186,6 +186,7 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("quantize", &Model::Quantize),
                       InstanceMethod("mergeLora", &Model::MergeLora),
                       InstanceMethod("addPromptTuning", &Model::AddPromptTuning),
+                      InstanceMethod("setGradientCheckpointing", &Model::SetGradientCheckpointing),
                       InstanceMethod("setBaseTrainable", &Model::SetBaseTrainable), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
@@ -319,6 +320,16 @@ Napi::Value Model::AddPromptTuning(const Napi::CallbackInfo& info) {
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
+}
+
+Napi::Value Model::SetGradientCheckpointing(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->set_gradient_checkpointing(info[0].ToBoolean().Value());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
 }
 
 Napi::Value Model::SetBaseTrainable(const Napi::CallbackInfo& info) {

@@ -24,6 +24,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value MergeLora(const Napi::CallbackInfo& info);
   Napi::Value AddPromptTuning(const Napi::CallbackInfo& info);
   Napi::Value SetBaseTrainable(const Napi::CallbackInfo& info);
+  Napi::Value SetGradientCheckpointing(const Napi::CallbackInfo& info);
   Napi::Value TrainableParams(const Napi::CallbackInfo& info);
   Napi::Value GetTensor(const Napi::CallbackInfo& info);
   Napi::Value SetTensor(const Napi::CallbackInfo& info);

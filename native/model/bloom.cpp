@@ -54,8 +54,10 @@ template <typename T>
 struct Acts {
   int64_t B = 0, T_ = 0, step = 0;
   int64_t nv = 0;  // virtual (prompt-tuning) positions at the start of each row; T_ includes them
+  bool checkpointed = false;  // gradient checkpointing: layers[l] holds x_in only, `scratch` the rest
   std::vector<T> emb, meane, rstde;
   std::vector<LayerActs<T>> layers;
+  LayerActs<T> scratch;
   std::vector<T> x_out, lnf, meanf, rstdf, logits;
 };
 
@@ -94,6 +96,8 @@ class BloomModel final : public store::ParamStore<T> {
   }
 
   const ModelConfig& config() const override { return c_; }
+
+  void set_gradient_checkpointing(bool on) override { this->checkpointing_ = on; }
 
   std::vector<ParamInfo> add_lora(const LoraOptions& o) override {
     Base::check_lora_options(o);
@@ -188,14 +192,21 @@ class BloomModel final : public store::ParamStore<T> {
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate;
     a.B = B;
     a.T_ = T_;
+    a.checkpointed = mode == Mode::Train && this->checkpointing_;
     resize(a.emb, N * H), resize(a.meane, N), resize(a.rstde, N);
-    a.layers.resize(size_t(c_.layers));
-    for (auto& L : a.layers) {
+    auto full = [&](LayerActs<T>& L) {
       resize(L.x_in, N * H), resize(L.ln1, N * H), resize(L.mean1, N), resize(L.rstd1, N), resize(L.qkv, N * 3 * H);
       resize(L.att, mode == Mode::Train ? B * c_.heads * T_ * T_ : 0);
       resize(L.atty, N * H), resize(L.x_mid, N * H), resize(L.ln2, N * H), resize(L.mean2, N), resize(L.rstd2, N);
       resize(L.fc, N * I), resize(L.h, N * I);
+    };
+    a.layers.resize(size_t(c_.layers));
+    for (auto& L : a.layers) {
+      if (a.checkpointed) L = LayerActs<T>(), resize(L.x_in, N * H);
+      else full(L);
     }
+    if (a.checkpointed) full(a.scratch);
+    else a.scratch = LayerActs<T>();
     resize(a.x_out, N * H), resize(a.lnf, N * H), resize(a.meanf, N), resize(a.rstdf, N);
     resize(a.logits, (mode == Mode::Cached ? 1 : N) * c_.vocab);
   }
@@ -205,8 +216,7 @@ class BloomModel final : public store::ParamStore<T> {
     // in as inputs_embeds); in cached generation only with the first feed.
     const int64_t nv = this->virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
-    const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim(), Q = 3 * H;
-    const int nh = int(c_.heads);
+    const int64_t N = B * T_, H = c_.hidden;
     const int64_t p0 = mode == Mode::Cached ? this->cache_len_ : 0;
     if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
     alloc_acts(a, B, T_, mode);
@@ -218,35 +228,10 @@ class BloomModel final : public store::ParamStore<T> {
     this->embed_rows(a.emb.data(), ids, embed_->w.data(), B, Tu, nv, H);
     norm_fwd(embed_ln_, x.data(), a.meane.data(), a.rstde.data(), a.emb.data(), N);
     for (int64_t l = 0; l < c_.layers; l++) {
-      Layer<T>& Lw = layers_[l];
-      LayerActs<T>& L = a.layers[l];
-      size_t li = 0;
-      std::copy(x.begin(), x.end(), L.x_in.begin());
-      norm_fwd(Lw.ln1, L.ln1.data(), L.mean1.data(), L.rstd1.data(), L.x_in.data(), N);
-      linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
-      if (mode == Mode::Cached) {
-        T* kc = this->kcache_[l].data();
-        T* vc = this->vcache_[l].data();
-        for (int64_t t = 0; t < T_; t++)
-          for (int64_t h = 0; h < nh; h++) {
-            const T* src = L.qkv.data() + t * Q + h * 3 * hd;
-            std::memcpy(kc + (p0 + t) * H + h * hd, src + hd, hd * sizeof(T));
-            std::memcpy(vc + (p0 + t) * H + h * hd, src + 2 * hd, hd * sizeof(T));
-          }
-        cpu::alibi_attention_forward<T>(L.atty.data(), nullptr, L.qkv.data(), Q, 3 * hd, kc, vc, H, hd,
-                                        slopes_.data(), 1, T_, p0 + T_, p0, nh, int(hd));
-      } else {
-        cpu::alibi_attention_forward<T>(L.atty.data(), mode == Mode::Train ? L.att.data() : nullptr, L.qkv.data(), Q,
-                                        3 * hd, L.qkv.data() + hd, L.qkv.data() + 2 * hd, Q, 3 * hd, slopes_.data(),
-                                        B, T_, T_, 0, nh, int(hd));
-      }
-      // residual: x_mid = x_in + atty Wd^T + b  (x already holds x_in)
-      linear_fwd(Lw.dense, x.data(), L.atty.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
-      std::copy(x.begin(), x.end(), L.x_mid.begin());
-      norm_fwd(Lw.ln2, L.ln2.data(), L.mean2.data(), L.rstd2.data(), L.x_mid.data(), N);
-      linear_fwd(Lw.fc1, L.fc.data(), L.ln2.data(), N, L.lora, li, mode, step);
-      cpu::gelu_tanh_forward<T>(L.h.data(), L.fc.data(), N * I);
-      linear_fwd(Lw.fc2, x.data(), L.h.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
+      // With checkpointing only the layer's input is kept; backward recomputes the rest.
+      LayerActs<T>& L = a.checkpointed ? a.scratch : a.layers[l];
+      if (a.checkpointed) std::copy(x.begin(), x.end(), a.layers[l].x_in.begin());
+      layer_forward(l, x.data(), L, B, T_, p0, mode, step);
     }
     std::copy(x.begin(), x.end(), a.x_out.begin());
     norm_fwd(lnf_, a.lnf.data(), a.meanf.data(), a.rstdf.data(), a.x_out.data(), N);
@@ -257,6 +242,41 @@ class BloomModel final : public store::ParamStore<T> {
     } else {
       cpu::linear_forward<T>(a.logits.data(), a.lnf.data(), W, nullptr, N, H, c_.vocab);
     }
+  }
+
+  // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the
+  // activations backward needs.
+  void layer_forward(int64_t l, T* x, LayerActs<T>& L, int64_t B, int64_t T_, int64_t p0, Mode mode, int64_t step) {
+    const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim(), Q = 3 * H;
+    const int nh = int(c_.heads);
+    Layer<T>& Lw = layers_[l];
+    size_t li = 0;
+    std::copy(x, x + N * H, L.x_in.begin());
+    norm_fwd(Lw.ln1, L.ln1.data(), L.mean1.data(), L.rstd1.data(), L.x_in.data(), N);
+    linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
+    if (mode == Mode::Cached) {
+      T* kc = this->kcache_[l].data();
+      T* vc = this->vcache_[l].data();
+      for (int64_t t = 0; t < T_; t++)
+        for (int64_t h = 0; h < nh; h++) {
+          const T* src = L.qkv.data() + t * Q + h * 3 * hd;
+          std::memcpy(kc + (p0 + t) * H + h * hd, src + hd, hd * sizeof(T));
+          std::memcpy(vc + (p0 + t) * H + h * hd, src + 2 * hd, hd * sizeof(T));
+        }
+      cpu::alibi_attention_forward<T>(L.atty.data(), nullptr, L.qkv.data(), Q, 3 * hd, kc, vc, H, hd,
+                                      slopes_.data(), 1, T_, p0 + T_, p0, nh, int(hd));
+    } else {
+      cpu::alibi_attention_forward<T>(L.atty.data(), mode == Mode::Train ? L.att.data() : nullptr, L.qkv.data(), Q,
+                                      3 * hd, L.qkv.data() + hd, L.qkv.data() + 2 * hd, Q, 3 * hd, slopes_.data(),
+                                      B, T_, T_, 0, nh, int(hd));
+    }
+    // residual: x_mid = x_in + atty Wd^T + b  (x already holds x_in)
+    linear_fwd(Lw.dense, x, L.atty.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
+    std::copy(x, x + N * H, L.x_mid.begin());
+    norm_fwd(Lw.ln2, L.ln2.data(), L.mean2.data(), L.rstd2.data(), L.x_mid.data(), N);
+    linear_fwd(Lw.fc1, L.fc.data(), L.ln2.data(), N, L.lora, li, mode, step);
+    cpu::gelu_tanh_forward<T>(L.h.data(), L.fc.data(), N * I);
+    linear_fwd(Lw.fc2, x, L.h.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
   }
 
   // a.logits holds dlogits (cross_entropy wrote them in place).
@@ -274,7 +294,11 @@ class BloomModel final : public store::ParamStore<T> {
     std::vector<T> dh(size_t(N * I)), dfc(size_t(N * I)), dln(size_t(N * H)), datty(size_t(N * H)), dqkv(size_t(N * Q));
     for (int64_t l = c_.layers - 1; l >= 0; l--) {
       Layer<T>& Lw = layers_[l];
-      LayerActs<T>& L = a.layers[l];
+      LayerActs<T>& L = a.checkpointed ? a.scratch : a.layers[l];
+      if (a.checkpointed) {  // recompute this layer's activations from its saved input (same dropout masks)
+        std::vector<T> x(a.layers[l].x_in);
+        layer_forward(l, x.data(), L, B, T_, 0, Mode::Train, a.step);
+      }
       // LoRA activations were saved in forward order qkv, dense, fc1, fc2; find each block's start.
       const size_t li_qkv = 0, li_dense = li_qkv + Lw.qkv.loras.size(), li_fc1 = li_dense + Lw.dense.loras.size(),
                    li_fc2 = li_fc1 + Lw.fc1.loras.size();

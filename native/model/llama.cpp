@@ -50,7 +50,9 @@ template <typename T>
 struct Acts {
   int64_t B = 0, T_ = 0, step = 0;
   int64_t nv = 0;  // virtual (prompt-tuning) positions at the start of each row; T_ includes them
+  bool checkpointed = false;  // gradient checkpointing: layers[l] holds x_in only, `scratch` the rest
   std::vector<LayerActs<T>> layers;
+  LayerActs<T> scratch;
   std::vector<T> x_out, lnf, rstdf, logits;
 };
 
@@ -104,6 +106,8 @@ class LlamaModel final : public store::ParamStore<T> {
   }
 
   const ModelConfig& config() const override { return c_; }
+
+  void set_gradient_checkpointing(bool on) override { this->checkpointing_ = on; }
 
   std::vector<ParamInfo> add_lora(const LoraOptions& o) override {
     Base::check_lora_options(o);
@@ -240,14 +244,20 @@ class LlamaModel final : public store::ParamStore<T> {
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, Q = c_.qkv_dim(), qdim = c_.heads * c_.head_dim();
     a.B = B;
     a.T_ = T_;
-    a.layers.resize(size_t(c_.layers));
-    for (int64_t l = 0; l < c_.layers; l++) {
-      LayerActs<T>& L = a.layers[l];
+    a.checkpointed = mode == Mode::Train && this->checkpointing_;
+    auto full = [&](LayerActs<T>& L) {
       resize(L.x_in, N * H), resize(L.ln1, N * H), resize(L.rstd1, N), resize(L.qkv, N * Q);
       resize(L.att, mode == Mode::Train ? B * c_.heads * T_ * T_ : 0);
       resize(L.atty, N * qdim), resize(L.x_mid, N * H), resize(L.ln2, N * H), resize(L.rstd2, N);
       resize(L.gate, N * I), resize(L.up, N * I), resize(L.h, N * I);
+    };
+    a.layers.resize(size_t(c_.layers));
+    for (int64_t l = 0; l < c_.layers; l++) {
+      if (a.checkpointed) a.layers[l] = LayerActs<T>(), resize(a.layers[l].x_in, N * H);
+      else full(a.layers[l]);
     }
+    if (a.checkpointed) full(a.scratch);
+    else a.scratch = LayerActs<T>();
     resize(a.x_out, N * H), resize(a.lnf, N * H), resize(a.rstdf, N);
     resize(a.logits, (mode == Mode::Cached ? 1 : N) * c_.vocab);
   }
@@ -256,9 +266,7 @@ class LlamaModel final : public store::ParamStore<T> {
     // Prompt tuning prepends the virtual tokens to every row (in cached generation: once, at the start).
     const int64_t nv = this->virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
-    const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim();
-    const int64_t Q = c_.qkv_dim(), qdim = c_.heads * hd, kvdim = c_.kv_heads * hd;
-    const int nh = int(c_.heads), nkv = int(c_.kv_heads);
+    const int64_t N = B * T_, H = c_.hidden, kvdim = c_.kv_heads * c_.head_dim();
     const int64_t p0 = mode == Mode::Cached ? cache_len_ : 0;
     if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
     ensure_rope(p0 + T_);
@@ -270,35 +278,10 @@ class LlamaModel final : public store::ParamStore<T> {
     std::vector<T> x(size_t(N * H));
     this->embed_rows(x.data(), ids, embed_->w.data(), B, Tu, nv, H);
     for (int64_t l = 0; l < c_.layers; l++) {
-      Layer<T>& Lw = layers_[l];
-      LayerActs<T>& L = a.layers[l];
-      size_t li = 0;
-      std::copy(x.begin(), x.end(), L.x_in.begin());
-      cpu::rmsnorm_forward<T>(L.ln1.data(), L.rstd1.data(), L.x_in.data(), Lw.ln1->w.data(), N, H, c_.norm_eps);
-      linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
-      cpu::rope_forward<T>(L.qkv.data(), Q, N, T_, p0, nh, int(hd), cos_.data(), sin_.data());
-      cpu::rope_forward<T>(L.qkv.data() + qdim, Q, N, T_, p0, nkv, int(hd), cos_.data(), sin_.data());
-      if (mode == Mode::Cached) {
-        T* kc = this->kcache_[l].data();
-        T* vc = this->vcache_[l].data();
-        for (int64_t t = 0; t < T_; t++) {
-          std::memcpy(kc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim, kvdim * sizeof(T));
-          std::memcpy(vc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim + kvdim, kvdim * sizeof(T));
-        }
-        cpu::attention_forward<T>(L.atty.data(), nullptr, L.qkv.data(), Q, kc, vc, kvdim, 1, T_, p0 + T_, p0, nh,
-                                  nkv, int(hd));
-      } else {
-        cpu::attention_forward<T>(L.atty.data(), mode == Mode::Train ? L.att.data() : nullptr, L.qkv.data(), Q,
-                                  L.qkv.data() + qdim, L.qkv.data() + qdim + kvdim, Q, B, T_, T_, 0, nh, nkv, int(hd));
-      }
-      // residual: x_mid = x_in + atty Wo^T  (x already holds x_in)
-      linear_fwd(Lw.o, x.data(), L.atty.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
-      std::copy(x.begin(), x.end(), L.x_mid.begin());
-      cpu::rmsnorm_forward<T>(L.ln2.data(), L.rstd2.data(), L.x_mid.data(), Lw.ln2->w.data(), N, H, c_.norm_eps);
-      linear_fwd(Lw.gate, L.gate.data(), L.ln2.data(), N, L.lora, li, mode, step);
-      linear_fwd(Lw.up, L.up.data(), L.ln2.data(), N, L.lora, li, mode, step);
-      cpu::swiglu_forward<T>(L.h.data(), L.gate.data(), L.up.data(), N * I);
-      linear_fwd(Lw.down, x.data(), L.h.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
+      // With checkpointing only the layer's input is kept; backward recomputes the rest.
+      LayerActs<T>& L = a.checkpointed ? a.scratch : a.layers[l];
+      if (a.checkpointed) std::copy(x.begin(), x.end(), a.layers[l].x_in.begin());
+      layer_forward(l, x.data(), L, B, T_, p0, mode, step);
     }
     std::copy(x.begin(), x.end(), a.x_out.begin());
     cpu::rmsnorm_forward<T>(a.lnf.data(), a.rstdf.data(), a.x_out.data(), norm_->w.data(), N, H, c_.norm_eps);
@@ -309,6 +292,42 @@ class LlamaModel final : public store::ParamStore<T> {
     } else {
       cpu::linear_forward<T>(a.logits.data(), a.lnf.data(), W, nullptr, N, H, c_.vocab);
     }
+  }
+
+  // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the
+  // activations backward needs.
+  void layer_forward(int64_t l, T* x, LayerActs<T>& L, int64_t B, int64_t T_, int64_t p0, Mode mode, int64_t step) {
+    const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim();
+    const int64_t Q = c_.qkv_dim(), qdim = c_.heads * hd, kvdim = c_.kv_heads * hd;
+    const int nh = int(c_.heads), nkv = int(c_.kv_heads);
+    Layer<T>& Lw = layers_[l];
+    size_t li = 0;
+    std::copy(x, x + N * H, L.x_in.begin());
+    cpu::rmsnorm_forward<T>(L.ln1.data(), L.rstd1.data(), L.x_in.data(), Lw.ln1->w.data(), N, H, c_.norm_eps);
+    linear_fwd(Lw.qkv, L.qkv.data(), L.ln1.data(), N, L.lora, li, mode, step);
+    cpu::rope_forward<T>(L.qkv.data(), Q, N, T_, p0, nh, int(hd), cos_.data(), sin_.data());
+    cpu::rope_forward<T>(L.qkv.data() + qdim, Q, N, T_, p0, nkv, int(hd), cos_.data(), sin_.data());
+    if (mode == Mode::Cached) {
+      T* kc = this->kcache_[l].data();
+      T* vc = this->vcache_[l].data();
+      for (int64_t t = 0; t < T_; t++) {
+        std::memcpy(kc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim, kvdim * sizeof(T));
+        std::memcpy(vc + (p0 + t) * kvdim, L.qkv.data() + t * Q + qdim + kvdim, kvdim * sizeof(T));
+      }
+      cpu::attention_forward<T>(L.atty.data(), nullptr, L.qkv.data(), Q, kc, vc, kvdim, 1, T_, p0 + T_, p0, nh,
+                                nkv, int(hd));
+    } else {
+      cpu::attention_forward<T>(L.atty.data(), mode == Mode::Train ? L.att.data() : nullptr, L.qkv.data(), Q,
+                                L.qkv.data() + qdim, L.qkv.data() + qdim + kvdim, Q, B, T_, T_, 0, nh, nkv, int(hd));
+    }
+    // residual: x_mid = x_in + atty Wo^T  (x already holds x_in)
+    linear_fwd(Lw.o, x, L.atty.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
+    std::copy(x, x + N * H, L.x_mid.begin());
+    cpu::rmsnorm_forward<T>(L.ln2.data(), L.rstd2.data(), L.x_mid.data(), Lw.ln2->w.data(), N, H, c_.norm_eps);
+    linear_fwd(Lw.gate, L.gate.data(), L.ln2.data(), N, L.lora, li, mode, step);
+    linear_fwd(Lw.up, L.up.data(), L.ln2.data(), N, L.lora, li, mode, step);
+    cpu::swiglu_forward<T>(L.h.data(), L.gate.data(), L.up.data(), N * I);
+    linear_fwd(Lw.down, x, L.h.data(), N, L.lora, li, mode, step, /*accumulate=*/true);
   }
 
   // a.logits holds dlogits (cross_entropy wrote them in place).
@@ -336,7 +355,11 @@ class LlamaModel final : public store::ParamStore<T> {
         datty(size_t(N * qdim)), dqkv(size_t(N * Q));
     for (int64_t l = c_.layers - 1; l >= 0; l--) {
       Layer<T>& Lw = layers_[l];
-      LayerActs<T>& L = a.layers[l];
+      LayerActs<T>& L = a.checkpointed ? a.scratch : a.layers[l];
+      if (a.checkpointed) {  // recompute this layer's activations from its saved input (same dropout masks)
+        std::vector<T> x(a.layers[l].x_in);
+        layer_forward(l, x.data(), L, B, T_, 0, Mode::Train, a.step);
+      }
       // LoRA activations were saved in forward order qkv, o, gate, up, down; find each block's start.
       const size_t li_qkv = 0, li_o = li_qkv + Lw.qkv.loras.size(), li_gate = li_o + Lw.o.loras.size(),
                    li_up = li_gate + Lw.gate.loras.size(), li_down = li_up + Lw.up.loras.size();

@@ -64,6 +64,9 @@ class ModelBase {
   virtual ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) {
     throw std::runtime_error("prompt tuning is not implemented for this architecture yet");
   }
+  // Gradient checkpointing: training keeps only each layer's input and recomputes the layer inside
+  // backward (same results, activation memory of one layer instead of all).
+  virtual void set_gradient_checkpointing(bool on) { throw std::runtime_error("gradient checkpointing is not implemented for this architecture yet"); }
   // Fold every LoRA adapter into its base weight (W += scale * B A) and drop the adapters.
   virtual void merge_lora() { throw std::runtime_error("merging LoRA is not implemented for this architecture yet"); }
   // QLoRA: replace every frozen linear weight (not embeddings, norms or lm_head) by NF4 with

@@ -527,6 +527,7 @@ class ParamStore : public ModelBase {
   int64_t cache_len_ = 0;
   std::vector<std::vector<T>> kcache_, vcache_;
   Param<T>* prompt_ = nullptr;  // prompt tuning's virtual-token embeddings, when attached
+  bool checkpointing_ = false;  // set by families that implement set_gradient_checkpointing
 };
 
 }  // namespace sft::store

@@ -51,7 +51,7 @@
 //   save_total_limit            | null           | yes (null = keep all checkpoints)
 //   seed                        | 42             | yes
 //   fp16, bf16                  | false          | true -> notice: trains in fp32; both true -> error (HF rule)
-//   gradient_checkpointing      | false          | true -> notice: ignored, activations are kept
+//   gradient_checkpointing      | false          | yes (layers recomputed in backward)
 //   report_to                   | "none"         | none, tensorboard, wandb, all yes (metrics.jsonl always written);
 //                               |                | other integrations (mlflow, ...) -> notice, ignored
 //   disable_tqdm                | false          | yes: true prints plain log lines instead of the progress bar
@@ -410,8 +410,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: () => notice('bf16=true: bfloat16 training is not implemented yet in this build; training in fp32'),
   },
   gradient_checkpointing: {
-    check: bool(), default: false, implemented: 'no', help: 'recompute activations in backward (not implemented yet)',
-    support: () => notice('gradient_checkpointing=true is not implemented yet in this build; ignored (activations are kept, which takes more memory)'),
+    check: bool(), default: false, implemented: 'yes', help: 'keep only each layer input; recompute the layer in backward (less memory, more compute)',
   },
   report_to: {
     check: reportTo, default: [], implemented: 'partly', help: 'tensorboard, wandb (or all); sft always writes <output_dir>/metrics.jsonl',

@@ -85,6 +85,9 @@ export interface NativeModel {
   addPromptTuning(opts: { numVirtualTokens: number; init?: Float32Array; seed: number }): ParamInfo;
   /** Fold every LoRA adapter into its base weight (W += alpha/r * B A) and drop the adapters. */
   mergeLora(): void;
+  /** Gradient checkpointing: keep only each layer's input in training, recompute in backward
+   *  (identical results; activation memory of one layer instead of all). */
+  setGradientCheckpointing(on: boolean): void;
   /** Full fine-tuning: every base weight trainable (true) or frozen again (false). */
   setBaseTrainable(trainable: boolean): void;
   /** Trainable tensors in PEFT naming without the "base_model.model." prefix,

@@ -137,6 +137,10 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
     const q = model.quantize({ bits: 4, doubleQuant: true });
     print(`  QLoRA: linear weights quantized to NF4 with double quantization, ${(q.bytesBefore / 2 ** 20).toFixed(1)} MiB -> ${(q.bytesAfter / 2 ** 20).toFixed(1)} MiB`);
   }
+  if (cfg.gradient_checkpointing) {
+    model.setGradientCheckpointing(true);
+    print('  Gradient checkpointing: each layer is recomputed in backward (less memory, ~1/3 more compute)');
+  }
   const total = model.baseParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   let targets: string[] = [];
   if (cfg.train_mode === 'full') {

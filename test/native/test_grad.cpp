@@ -379,6 +379,45 @@ static void check_prompt_tuning() {
   }
 }
 
+// Gradient checkpointing recomputes each layer in backward: the loss and every gradient must equal
+// the run that kept all activations (same dropout masks), bit for bit.
+static void check_checkpointing() {
+  auto vars = variants();
+  {
+    sft::ModelConfig c;
+    c.arch = sft::Arch::Bloom;
+    c.vocab = 13, c.hidden = 8, c.intermediate = 32, c.layers = 2, c.heads = 2, c.kv_heads = 2;
+    c.norm_eps = 1e-5, c.tie_embeddings = true;
+    vars.push_back({"bloom", c, {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}});
+  }
+  for (const auto& var : vars) {
+    std::vector<Vec> grads[2];
+    double losses[2];
+    for (int ck = 0; ck < 2; ck++) {
+      std::mt19937_64 rng(23);
+      auto m = sft::make_model(var.cfg, true);
+      randomize(*m, rng);
+      sft::LoraOptions lo;
+      lo.targets = var.targets;
+      lo.rank = 2, lo.alpha = 3, lo.dropout = 0.3, lo.seed = 5;
+      for (const auto& p : m->add_lora(lo)) {
+        Vec v = randn(p.shape[0] * p.shape[1], rng, 0.3);
+        m->set_tensor(p.name, v.data(), int64_t(v.size()));
+      }
+      m->set_base_trainable(true);
+      m->set_gradient_checkpointing(ck == 1);
+      std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3, 3, 9, 0, 11};
+      std::vector<int32_t> labels = {5, 7, -100, 12, 4, -100, 9, 0, 11, 2};
+      m->zero_grad();
+      losses[ck] = m->forward_backward(ids.data(), labels.data(), 2, 5, 0.1, 4, nullptr);
+      for (const auto& p : m->trainable_params()) grads[ck].push_back(m->get_grad(p.name));
+    }
+    bool same = losses[0] == losses[1] && grads[0] == grads[1];
+    if (!same) failures++;
+    std::printf("%s %s: gradient checkpointing gives the same loss and gradients\n", same ? "ok  " : "FAIL", var.name);
+  }
+}
+
 void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
 
@@ -389,6 +428,7 @@ int main() {
   check_lora_merge();
   check_kv_cache();
   check_prompt_tuning();
+  check_checkpointing();
   check_bloom();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;

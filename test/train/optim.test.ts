@@ -69,3 +69,10 @@ test('the logged learning rate follows the schedule, and a zero learning rate le
   const b = frozen.adapter.tensors.filter((t) => t.name.endsWith('lora_B.weight'));
   assert.ok(b.every((t) => t.data.every((x) => x === 0)), 'lora_B stays zero with lr 0');
 });
+
+test('gradient_checkpointing: the same losses and adapter as keeping all activations', async () => {
+  const a = await run({ lora_dropout: 0.1 });
+  const b = await run({ lora_dropout: 0.1, gradient_checkpointing: true });
+  assert.deepEqual(b.losses, a.losses);
+  for (let i = 0; i < a.adapter.tensors.length; i++) assert.deepEqual(b.adapter.tensors[i].data, a.adapter.tensors[i].data);
+});
