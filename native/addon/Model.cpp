@@ -409,6 +409,7 @@ Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
   AdamWOptions a;
   a.lr = get("lr"), a.beta1 = get("beta1"), a.beta2 = get("beta2"), a.eps = get("eps");
   a.weight_decay = get("weightDecay"), a.max_grad_norm = get("maxGradNorm");
+  a.eight_bit = o.Has("eightBit") && o.Get("eightBit").ToBoolean().Value();
   auto* w = new AdamWWorker(this, info.Env(), a);
   auto p = w->Promise();
   w->Queue();
@@ -422,12 +423,23 @@ Napi::Value Model::GetOptimizerState(const Napi::CallbackInfo& info) {
   out.Set("step", double(engine_->optimizer_step()));
   auto params = engine_->trainable_params();
   Napi::Array tensors = Napi::Array::New(env, params.size());
+  auto u8 = [&](const std::vector<uint8_t>& v) {
+    auto a = Napi::Uint8Array::New(env, v.size());
+    std::copy(v.begin(), v.end(), a.Data());
+    return a;
+  };
   for (size_t i = 0; i < params.size(); i++) {
-    auto [m, v] = engine_->get_moments(params[i].name);
+    const Moments m = engine_->get_moments(params[i].name);
     Napi::Object t = Napi::Object::New(env);
     t.Set("name", params[i].name);
-    t.Set("m", to_f32(env, m));
-    t.Set("v", to_f32(env, v));
+    t.Set("m", to_f32(env, m.m));
+    t.Set("v", to_f32(env, m.v));
+    if (!m.m8.empty()) {
+      t.Set("m8", u8(m.m8));
+      t.Set("v8", u8(m.v8));
+      t.Set("mAbsmax", to_f32(env, m.m_absmax));
+      t.Set("vAbsmax", to_f32(env, m.v_absmax));
+    }
     tensors.Set(uint32_t(i), t);
   }
   out.Set("tensors", tensors);
@@ -439,13 +451,22 @@ Napi::Value Model::SetOptimizerState(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   const int64_t step = o.Get("step").As<Napi::Number>().Int64Value();
   Napi::Array tensors = o.Get("tensors").As<Napi::Array>();
+  auto f32 = [](Napi::Value v) {
+    if (!v.IsTypedArray()) return std::vector<float>();
+    auto a = v.As<Napi::Float32Array>();
+    return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+  };
+  auto u8 = [](Napi::Value v) {
+    if (!v.IsTypedArray()) return std::vector<uint8_t>();
+    auto a = v.As<Napi::Uint8Array>();
+    return std::vector<uint8_t>(a.Data(), a.Data() + a.ElementLength());
+  };
   std::lock_guard<std::mutex> lock(mu_);
   try {
     for (uint32_t i = 0; i < tensors.Length(); i++) {
       Napi::Object t = tensors.Get(i).As<Napi::Object>();
-      auto m = t.Get("m").As<Napi::Float32Array>(), v = t.Get("v").As<Napi::Float32Array>();
-      if (m.ElementLength() != v.ElementLength()) throw std::runtime_error("optimizer state: m and v differ in length");
-      engine_->set_optimizer_state(step, t.Get("name").ToString().Utf8Value(), m.Data(), v.Data(), int64_t(m.ElementLength()));
+      Moments m{f32(t.Get("m")), f32(t.Get("v")), u8(t.Get("m8")), u8(t.Get("v8")), f32(t.Get("mAbsmax")), f32(t.Get("vAbsmax"))};
+      engine_->set_moments(step, t.Get("name").ToString().Utf8Value(), m);
     }
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());

@@ -131,4 +131,11 @@ template <typename T>
 void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double b1, double b2, double eps,
                   double weight_decay, int64_t t, double grad_scale);
 
+// AdamW with 8-bit blockwise states (bitsandbytes' 8-bit optimizers): m in the signed dynamic map,
+// v in the unsigned one, blocks of 256 elements each with an fp32 absmax. Each block is decoded, updated
+// exactly as adamw_update does, and re-encoded with its new absmax.
+template <typename T>
+void adamw_update_8bit(T* p, const T* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax, int64_t n,
+                       double lr, double b1, double b2, double eps, double weight_decay, int64_t t, double grad_scale);
+
 }  // namespace sft::cpu

@@ -25,14 +25,14 @@ const float kNF4[16] = {-1.0f,
                         0.7229568362236023f,
                         1.0f};
 
-const std::vector<float>& dynamic_map_signed() {
-  // create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for exponent i = 0..6,
-  // 2^i fraction values (means of a linspace(0.1, 1) grid) scaled by 10^(i-6), both signs; then 0
-  // and 1. Computed in float32 like torch.linspace.
-  static const std::vector<float> map = [] {
+// create_dynamic_map(signed, max_exponent_bits=7, total_bits=8): for exponent i = 0..6, fraction
+// values (means of a linspace(0.1, 1) grid; 2^i of them signed, 2^(i+1) unsigned) scaled by 10^(i-6),
+// with both signs when signed; then 0 and 1. Computed in float32 like torch.linspace.
+static std::vector<float> dynamic_map(bool is_signed) {
+  {
     std::vector<float> d;
     for (int i = 0; i < 7; i++) {
-      const int items = (1 << i) + 1;
+      const int items = (1 << (is_signed ? i : i + 1)) + 1;
       // torch.linspace fills the first half from the start and the second half from the end.
       std::vector<float> b(items);
       const float step = (1.0f - 0.1f) / float(items - 1);
@@ -41,14 +41,23 @@ const std::vector<float>& dynamic_map_signed() {
       for (int j = 0; j + 1 < items; j++) {
         const float mean = (b[j] + b[j + 1]) / 2.0f;
         d.push_back(scale * mean);
-        d.push_back(-scale * mean);
+        if (is_signed) d.push_back(-scale * mean);
       }
     }
     d.push_back(0.0f);
     d.push_back(1.0f);
     std::sort(d.begin(), d.end());
     return d;
-  }();
+  }
+}
+
+const std::vector<float>& dynamic_map_signed() {
+  static const std::vector<float> map = dynamic_map(true);
+  return map;
+}
+
+const std::vector<float>& dynamic_map_unsigned() {
+  static const std::vector<float> map = dynamic_map(false);
   return map;
 }
 
@@ -58,7 +67,7 @@ uint8_t nf4_index(float v) {
   return i;
 }
 
-static uint8_t q8_index(const std::vector<float>& map, float v) {
+uint8_t map_index(const std::vector<float>& map, float v) {
   auto it = std::lower_bound(map.begin(), map.end(), v);
   if (it == map.begin()) return 0;
   if (it == map.end()) return uint8_t(map.size() - 1);
@@ -102,7 +111,7 @@ void q8_quantize_blockwise(uint8_t* q, float* absmax, const float* x, int64_t n)
     for (int64_t i = s; i < e; i++) m = std::max(m, std::fabs(x[i]));
     absmax[b] = m;
     const float inv = m > 0 ? 1.0f / m : 0.0f;
-    for (int64_t i = s; i < e; i++) q[i] = q8_index(map, x[i] * inv);
+    for (int64_t i = s; i < e; i++) q[i] = map_index(map, x[i] * inv);
   }
 }
 

@@ -21,6 +21,11 @@ extern const float kNF4[16];
 
 // bitsandbytes' create_dynamic_map(signed=True): 256 sorted values in [-1, 1].
 const std::vector<float>& dynamic_map_signed();
+// create_dynamic_map(signed=False): 256 sorted values in [0, 1] (8-bit optimizers' second moment).
+const std::vector<float>& dynamic_map_unsigned();
+
+// Nearest entry of a sorted map (ties to the lower one).
+uint8_t map_index(const std::vector<float>& map, float v);
 
 // Index of the nearest NF4 code of v (v in [-1, 1]); exact midpoints go to the lower code.
 uint8_t nf4_index(float v);

@@ -41,8 +41,20 @@ struct LoraOptions {
   bool use_rslora = false;
 };
 
+// One tensor's AdamW moments: 32-bit (m, v) or 8-bit blockwise (codes + per-block absmax); the
+// other pair is empty. All empty before the first step.
+struct Moments {
+  std::vector<float> m, v;
+  std::vector<uint8_t> m8, v8;
+  std::vector<float> m_absmax, v_absmax;
+};
+
 struct AdamWOptions {
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0, max_grad_norm = 1.0;
+  // 8-bit blockwise states (adamw_8bit) for tensors of at least min_8bit_size elements, as
+  // bitsandbytes does; smaller tensors keep 32-bit states.
+  bool eight_bit = false;
+  int64_t min_8bit_size = 4096;
 };
 
 // What the addon and tests use, whatever T is. Data crosses as float (or double for tests).
@@ -90,8 +102,8 @@ class ModelBase {
   // AdamW state for checkpoints: the step count and each trainable tensor's first/second moments
   // (empty before the first step). Restoring them makes a resumed run continue bit for bit.
   virtual int64_t optimizer_step() const = 0;
-  virtual std::pair<std::vector<float>, std::vector<float>> get_moments(const std::string& name) const = 0;
-  virtual void set_optimizer_state(int64_t step, const std::string& name, const float* m, const float* v, int64_t n) = 0;
+  virtual Moments get_moments(const std::string& name) const = 0;
+  virtual void set_moments(int64_t step, const std::string& name, const Moments& m) = 0;
   // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
   virtual double adamw_step(const AdamWOptions& opts) = 0;
   // Logits [B*T, vocab] for every position (no cache).

@@ -28,6 +28,8 @@ struct Param {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<T> w, g, m, v;
+  std::vector<uint8_t> m8, v8;              // 8-bit AdamW states (blocks of 256) instead of m, v
+  std::vector<float> m_absmax, v_absmax;
   bool trainable = false;
   bool decay = true;  // HF Trainer: no weight decay on biases and norm weights
   bool adapter = false;  // belongs to an adapter (LoRA, prompt tuning), not to the base model
@@ -199,20 +201,25 @@ class ParamStore : public ModelBase {
 
   int64_t optimizer_step() const override { return step_; }
 
-  std::pair<std::vector<float>, std::vector<float>> get_moments(const std::string& name) const override {
+  Moments get_moments(const std::string& name) const override {
     auto it = by_name_.find(name);
     if (it == by_name_.end() || !it->second->trainable) throw std::runtime_error("no trainable tensor named \"" + name + "\"");
     const Param<T>& p = *it->second;
-    return {std::vector<float>(p.m.begin(), p.m.end()), std::vector<float>(p.v.begin(), p.v.end())};
+    return {std::vector<float>(p.m.begin(), p.m.end()), std::vector<float>(p.v.begin(), p.v.end()), p.m8, p.v8, p.m_absmax, p.v_absmax};
   }
 
-  void set_optimizer_state(int64_t step, const std::string& name, const float* m, const float* v, int64_t n) override {
+  void set_moments(int64_t step, const std::string& name, const Moments& s) override {
     auto it = by_name_.find(name);
     if (it == by_name_.end() || !it->second->trainable) throw std::runtime_error("optimizer state for \"" + name + "\": no such trainable tensor");
     Param<T>& p = *it->second;
-    if (n != 0 && n != p.numel()) throw std::runtime_error("optimizer state for \"" + name + "\" has " + std::to_string(n) + " values, expected " + std::to_string(p.numel()));
-    p.m.assign(m, m + n);  // n == 0: no step taken yet (moments start at zero)
-    p.v.assign(v, v + n);
+    const int64_t n = p.numel(), blocks = (n + cpu::kQ8Block - 1) / cpu::kQ8Block;
+    auto bad = [&](const char* what) { throw std::runtime_error("optimizer state for \"" + name + "\": " + what); };
+    if (!s.m.empty() && (int64_t(s.m.size()) != n || s.v.size() != s.m.size())) bad("32-bit moments of the wrong size");
+    if (!s.m8.empty() && (int64_t(s.m8.size()) != n || s.v8.size() != s.m8.size() || int64_t(s.m_absmax.size()) != blocks ||
+                          int64_t(s.v_absmax.size()) != blocks))
+      bad("8-bit moments of the wrong size");
+    p.m.assign(s.m.begin(), s.m.end()), p.v.assign(s.v.begin(), s.v.end());  // empty: no step taken yet
+    p.m8 = s.m8, p.v8 = s.v8, p.m_absmax = s.m_absmax, p.v_absmax = s.v_absmax;
     step_ = step;
   }
 
@@ -225,9 +232,21 @@ class ParamStore : public ModelBase {
     step_++;
     for (auto& p : params_) {
       if (!p.trainable) continue;
+      const double wd = p.decay ? o.weight_decay : 0.0;
+      if (o.eight_bit && p.numel() >= o.min_8bit_size) {
+        if (p.m8.empty()) {  // zero moments: code of 0 in each map, absmax 0
+          const int64_t blocks = (p.numel() + cpu::kQ8Block - 1) / cpu::kQ8Block;
+          p.m8.assign(p.w.size(), cpu::map_index(cpu::dynamic_map_signed(), 0.0f));
+          p.v8.assign(p.w.size(), cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f));
+          p.m_absmax.assign(size_t(blocks), 0.0f), p.v_absmax.assign(size_t(blocks), 0.0f);
+        }
+        cpu::adamw_update_8bit<T>(p.w.data(), p.g.data(), p.m8.data(), p.m_absmax.data(), p.v8.data(), p.v_absmax.data(),
+                                  p.numel(), o.lr, o.beta1, o.beta2, o.eps, wd, step_, clip);
+        continue;
+      }
       if (p.m.size() != p.w.size()) p.m.assign(p.w.size(), T(0)), p.v.assign(p.w.size(), T(0));
-      cpu::adamw_update<T>(p.w.data(), p.g.data(), p.m.data(), p.v.data(), p.numel(), o.lr, o.beta1, o.beta2,
-                           o.eps, p.decay ? o.weight_decay : 0.0, step_, clip);
+      cpu::adamw_update<T>(p.w.data(), p.g.data(), p.m.data(), p.v.data(), p.numel(), o.lr, o.beta1, o.beta2, o.eps, wd,
+                           step_, clip);
     }
     weights_changed();
     return norm;

@@ -372,11 +372,13 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   max_grad_norm: { check: num(0), default: 1.0, implemented: 'yes', help: 'clip the global gradient norm; 0 = no clipping' },
   optim: {
     check: oneOf(OPTIMIZERS, 'an HF optimizer name such as "adamw_torch"'), default: 'adamw_torch', implemented: 'partly',
-    help: 'adamw_torch / adamw_hf / adamw (paged and 8-bit variants run as 32-bit AdamW)',
+    help: 'adamw_torch / adamw_hf / adamw; adamw_8bit / paged_adamw_8bit: 8-bit blockwise states; paged variants page only on the GPU',
     support: (v) => {
       if ((ADAMW as readonly string[]).includes(v)) return undefined;
       if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": paging optimizer states to host memory only matters on the GPU (not implemented yet); using AdamW with 32-bit states (same update)`);
-      if ((ADAMW_LOW_BIT as readonly string[]).includes(v)) return notice(`optim="${v}": low-bit optimizer states are not implemented yet in this build; using AdamW with 32-bit states`);
+      if (v === 'paged_adamw_8bit') return notice(`optim="${v}": 8-bit AdamW states; paging them to host memory only matters on the GPU (not implemented yet)`);
+      if (v === 'adamw_8bit' || v === 'adamw_bnb_8bit') return undefined;
+      if ((ADAMW_LOW_BIT as readonly string[]).includes(v)) return notice(`optim="${v}": these low-bit states are not implemented yet in this build; using AdamW with 32-bit states (adamw_8bit is available)`);
       return notYet(`optim="${v}"`, 'use optim "adamw_torch"');
     },
   },

@@ -136,14 +136,14 @@ export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-export type WritableDtype = 'F32' | 'F16' | 'BF16' | 'I32';
+export type WritableDtype = 'F32' | 'F16' | 'BF16' | 'I32' | 'U8';
 
 export interface TensorToWrite {
   name: string;
   dtype: WritableDtype;
   shape: number[];
-  /** F32: Float32Array; F16/BF16: Uint16Array of bits; I32: Int32Array; any dtype: raw little-endian bytes. */
-  data: Float32Array | Uint16Array | Int32Array | Buffer;
+  /** F32: Float32Array; F16/BF16: Uint16Array of bits; I32: Int32Array; U8: Uint8Array; any dtype: raw little-endian bytes. */
+  data: Float32Array | Uint16Array | Int32Array | Uint8Array | Buffer;
 }
 
 /** Writes tensors in the given order, offsets ascending, header padded with spaces to 8 bytes. */
@@ -182,7 +182,8 @@ function tensorBytes(file: string, t: TensorToWrite): Uint8Array {
     Buffer.isBuffer(t.data) ||
     (t.dtype === 'F32' && t.data instanceof Float32Array) ||
     ((t.dtype === 'F16' || t.dtype === 'BF16') && t.data instanceof Uint16Array) ||
-    (t.dtype === 'I32' && t.data instanceof Int32Array);
+    (t.dtype === 'I32' && t.data instanceof Int32Array) ||
+    (t.dtype === 'U8' && t.data instanceof Uint8Array);
   if (!okType) throw new SftError(`writing ${file}: tensor "${t.name}" is ${t.dtype} but its data is a ${t.data.constructor.name}.`);
   if (t.data.byteLength !== expected) {
     throw new SftError(`writing ${file}: tensor "${t.name}" ${t.dtype}${JSON.stringify(t.shape)} needs ${expected} bytes, got ${t.data.byteLength}.`);
@@ -194,6 +195,20 @@ function tensorBytes(file: string, t: TensorToWrite): Uint8Array {
 function writeAll(fd: number, bytes: Uint8Array): void {
   let done = 0;
   while (done < bytes.byteLength) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
+}
+
+/** Reads one tensor's raw bytes (any dtype). */
+export function readTensorBytes(file: string, header: SafetensorsHeader, name: string): Uint8Array {
+  const info = header.tensors.get(name);
+  if (!info) throw new SftError(`${file}: no tensor named "${name}".`);
+  const bytes = new Uint8Array(info.end - info.begin);
+  const fd = openForRead(file);
+  try {
+    readFully(file, fd, bytes, header.dataStart + info.begin);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return bytes;
 }
 
 /** Reads one tensor as float32 (F32, F16 or BF16 on disk). Meant for small tensors such as adapters. */

@@ -62,11 +62,15 @@ export interface AdamWOptions {
   weightDecay: number;
   /** Global-norm clipping threshold; 0 or negative disables clipping. */
   maxGradNorm: number;
+  /** 8-bit blockwise moments (bitsandbytes' 8-bit AdamW) for tensors of >= 4096 elements. */
+  eightBit?: boolean;
 }
 
 export interface OptimizerState {
   step: number;
-  tensors: { name: string; m: Float32Array; v: Float32Array }[];
+  /** 32-bit moments (m, v), or 8-bit blockwise ones (codes m8/v8 + per-256-block absmax); the other
+   *  pair empty / absent. All empty before the first step. */
+  tensors: { name: string; m: Float32Array; v: Float32Array; m8?: Uint8Array; v8?: Uint8Array; mAbsmax?: Float32Array; vAbsmax?: Float32Array }[];
 }
 
 export interface NativeModel {

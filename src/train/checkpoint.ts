@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { NativeModel, OptimizerState } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
 import { writeLoraAdapter, readLoraAdapter, writePromptTuningAdapter, readPromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
-import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensorBytes, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { RUN_CONFIG_FILE } from '../model/load.js';
 import { writeHfModel } from '../model/save.js';
 import { listCheckpointTensors } from '../model/weights.js';
@@ -108,11 +108,18 @@ function writeCheckpointFiles(tmp: string, model: NativeModel, cfg: TrainConfig,
   mkdirSync(tmp, { recursive: true });
   writeTrainedFiles(tmp, model, cfg, adapter);
   const opt = model.getOptimizerState();
-  const tensors = opt.tensors.flatMap((t) => {
-    const shape = [t.m.length];
+  const tensors: TensorToWrite[] = opt.tensors.flatMap((t): TensorToWrite[] => {
+    if (t.m8 && t.v8 && t.mAbsmax && t.vAbsmax) {  // 8-bit states are saved as they are: resume is exact
+      return [
+        { name: `${t.name}.exp_avg.q8`, dtype: 'U8', shape: [t.m8.length], data: t.m8 },
+        { name: `${t.name}.exp_avg_sq.q8`, dtype: 'U8', shape: [t.v8.length], data: t.v8 },
+        { name: `${t.name}.exp_avg.absmax`, dtype: 'F32', shape: [t.mAbsmax.length], data: t.mAbsmax },
+        { name: `${t.name}.exp_avg_sq.absmax`, dtype: 'F32', shape: [t.vAbsmax.length], data: t.vAbsmax },
+      ];
+    }
     return [
-      { name: `${t.name}.exp_avg`, dtype: 'F32' as const, shape, data: t.m },
-      { name: `${t.name}.exp_avg_sq`, dtype: 'F32' as const, shape, data: t.v },
+      { name: `${t.name}.exp_avg`, dtype: 'F32', shape: [t.m.length], data: t.m },
+      { name: `${t.name}.exp_avg_sq`, dtype: 'F32', shape: [t.v.length], data: t.v },
     ];
   });
   writeSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { format: 'pt', step: String(opt.step) });
@@ -198,7 +205,15 @@ export async function loadCheckpoint(dir: string, model: NativeModel, cfg: Train
   const opt: OptimizerState = {
     step,
     tensors: model.trainableParams().map((p) => {
-      const get = (suffix: string) => (h.tensors.has(`${p.name}.${suffix}`) ? readTensorF32(file, h, `${p.name}.${suffix}`) : new Float32Array(0));
+      const has = (suffix: string) => h.tensors.has(`${p.name}.${suffix}`);
+      const get = (suffix: string) => (has(suffix) ? readTensorF32(file, h, `${p.name}.${suffix}`) : new Float32Array(0));
+      if (has('exp_avg.q8')) {
+        return {
+          name: p.name, m: new Float32Array(0), v: new Float32Array(0),
+          m8: readTensorBytes(file, h, `${p.name}.exp_avg.q8`), v8: readTensorBytes(file, h, `${p.name}.exp_avg_sq.q8`),
+          mAbsmax: get('exp_avg.absmax'), vAbsmax: get('exp_avg_sq.absmax'),
+        };
+      }
       return { name: p.name, m: get('exp_avg'), v: get('exp_avg_sq') };
     }),
   };

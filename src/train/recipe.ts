@@ -222,6 +222,8 @@ async function loop(
   const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
   const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
+  // 8-bit AdamW states (bitsandbytes' blockwise 8-bit optimizers); paging only matters on the GPU.
+  const eightBit = ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(cfg.optim);
   const adapter: AdapterConfigInfo = {
     baseModel: cfg.model_name_or_path, r: cfg.lora_rank, loraAlpha: cfg.lora_alpha, loraDropout: cfg.lora_dropout, targetModules: s.targets,
     numAttentionHeads: s.native.numHeads, numLayers: s.native.numLayers,
@@ -266,7 +268,7 @@ async function loop(
       }
       const loss = lossSum / Math.max(1, targetsInStep);
       const lr = lrAt(step, schedule);
-      const gradNorm = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm });
+      const gradNorm = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit });
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
         throw new SftError(`step ${step + 1}: the ${Number.isFinite(loss) ? 'gradient norm' : 'loss'} became ${Number.isFinite(loss) ? gradNorm : loss} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
       }

@@ -52,3 +52,19 @@ test('full fine-tuning: stopped and resumed = uninterrupted, bit for bit', async
   const second = await run({ output_dir: dir, max_steps: 8 }, { resume: 'latest' });
   assert.deepEqual(second.losses, whole.losses);
 });
+
+test('optim adamw_8bit: 8-bit states for the large tensors, converges like AdamW, resumes bit for bit', async () => {
+  const over = { max_steps: 10, optim: 'adamw_8bit', learning_rate: 2e-3 };
+  const a32 = await run({ output_dir: join(root, 'opt32'), max_steps: 10, learning_rate: 2e-3 });
+  const a8 = await run({ output_dir: join(root, 'opt8'), ...over });
+  const last = (l: number[]) => l[l.length - 1];
+  assert.ok(Math.abs(last(a8.losses) - last(a32.losses)) < 0.1 * last(a32.losses), `8-bit ${last(a8.losses)} vs 32-bit ${last(a32.losses)}`);
+  const st = a8.model!.getOptimizerState();
+  const eight = st.tensors.filter((t) => t.m8 && t.m8.length);
+  assert.ok(eight.length > 0 && eight.every((t) => t.m8!.length >= 4096 && t.m.length === 0), 'large tensors have 8-bit states');
+  assert.ok(st.tensors.some((t) => t.m.length > 0 && t.m.length < 4096), 'small tensors keep 32-bit states');
+  const dir = join(root, 'opt8-split');
+  await run({ output_dir: dir, ...over }, { stopAfter: 4 });
+  const resumed = await run({ output_dir: dir, ...over }, { resume: 'latest' });
+  assert.deepEqual(resumed.losses, a8.losses);
+});
