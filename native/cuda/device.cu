@@ -1,11 +1,13 @@
-// CUDA backend, first piece: device discovery. The addon links the static CUDA runtime, so it
-// loads on machines without a driver; there cudaGetDeviceCount reports an error and sft runs
-// on the CPU. The kernels of the CUDA backend (issue 3) will live beside this file, one
-// .cu per op family with the same names as native/cpu/.
+// CUDA backend: device discovery and the backend's error reporting. The addon links the static
+// CUDA runtime, so it loads on machines without a driver; there cudaGetDeviceCount reports an
+// error and sft runs on the CPU. The kernels live beside this file, one .cu/.cuh pair per op
+// family with the same names as native/cpu/ (ops.cuh includes them all).
 #include <cuda_runtime.h>
 
+#include <stdexcept>
 #include <string>
 
+#include "cuda/types.h"
 #include "cuda/device.h"
 
 namespace sft::cuda {
@@ -19,6 +21,12 @@ int device_count(std::string* error) {
     return 0;
   }
   return n;
+}
+
+void throw_cuda_error(cudaError_t e, const char* what, const char* file, int line) {
+  cudaGetLastError();  // clear a non-sticky error so the caller can go on (e.g. fall back)
+  throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                           ") in " + what + " at " + file + ":" + std::to_string(line));
 }
 
 }  // namespace sft::cuda

@@ -59,7 +59,8 @@ struct Acts {
 // Parameters, LoRA plumbing, gradients, AdamW and the cache bookkeeping come from ParamStore
 // (model/store.h); this class declares the Llama family's parameters and computes it.
 template <typename T>
-class LlamaModel final : public store::ParamStore<T> {
+class LlamaModel final : public store::Family<T, LlamaModel<T>> {
+  friend class store::Family<T, LlamaModel<T>>;
   using Base = store::ParamStore<T>;
   using typename Base::Mode;
   using Base::add_param;
@@ -155,42 +156,7 @@ class LlamaModel final : public store::ParamStore<T> {
   // whole), so blocks and double-quant offsets match bitsandbytes'.
   std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) override { return this->quantize_linears(linears(), double_quant); }
 
-  double forward_backward(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T_, double scale,
-                          int64_t step, int64_t* count) override {
-    this->check_ids(ids, B * T_, c_.vocab);
-    forward(ids, B, T_, train_, Mode::Train, step);
-    const auto targets = this->internal_targets(labels, B, T_, train_.nv);
-    double loss = cpu::cross_entropy<T>(train_.logits.data(), targets.data(), B * train_.T_, c_.vocab, T(scale), true, count);
-    backward(ids, train_);
-    return loss;
-  }
-
-  double forward_loss(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T_, int64_t step,
-                      bool training, int64_t* count) override {
-    this->check_ids(ids, B * T_, c_.vocab);
-    forward(ids, B, T_, eval_, training ? Mode::Train : Mode::Eval, step);
-    const auto targets = this->internal_targets(labels, B, T_, eval_.nv);
-    return cpu::cross_entropy<T>(eval_.logits.data(), targets.data(), B * eval_.T_, c_.vocab, T(1), false, count);
-  }
-
-
-
-  std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T_) override {
-    this->check_ids(ids, B * T_, c_.vocab);
-    forward(ids, B, T_, eval_, Mode::Eval, 0);
-    return this->real_rows(eval_.logits, B, T_, eval_.nv, c_.vocab);  // virtual positions dropped
-  }
-
-  std::vector<float> feed(const int32_t* ids, int64_t n) override {
-    if (n <= 0) throw std::runtime_error("feed: no tokens");
-    this->check_ids(ids, n, c_.vocab);
-    forward(ids, 1, n, gen_, Mode::Cached, 0);
-    return std::vector<float>(gen_.logits.begin(), gen_.logits.end());
-  }
-
-
  private:
-
   // Every linear layer (the ones LoRA, NF4 and merging act on).
   std::vector<Linear<T>*> linears() {
     std::vector<Linear<T>*> out;
@@ -396,7 +362,6 @@ class LlamaModel final : public store::ParamStore<T> {
     }
     this->embed_rows_backward(embed_, dx.data(), ids, B, T_ - a.nv, a.nv, H);
   }
-
 
   ModelConfig c_;
   Param<T>* embed_ = nullptr;

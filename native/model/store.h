@@ -549,4 +549,52 @@ class ParamStore : public ModelBase {
   bool checkpointing_ = false;  // set by families that implement set_gradient_checkpointing
 };
 
+// The ModelBase entry points every family implements the same way around its own forward and
+// backward (CRTP): Model must provide forward(ids, B, T, acts, mode, step), backward(ids, acts), and
+// Acts members train_, eval_, gen_ whose logits / nv / T_ fields hold the last pass's results.
+template <typename T, typename Model>
+class Family : public ParamStore<T> {
+  using Mode = typename ParamStore<T>::Mode;
+
+ public:
+  double forward_backward(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T_, double scale, int64_t step,
+                          int64_t* count) override {
+    Model& m = self();
+    this->check_ids(ids, B * T_, this->config().vocab);
+    m.forward(ids, B, T_, m.train_, Mode::Train, step);
+    const auto targets = this->internal_targets(labels, B, T_, m.train_.nv);
+    const double loss = cpu::cross_entropy<T>(m.train_.logits.data(), targets.data(), B * m.train_.T_, this->config().vocab,
+                                              T(scale), true, count);
+    m.backward(ids, m.train_);
+    return loss;
+  }
+
+  double forward_loss(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T_, int64_t step, bool training,
+                      int64_t* count) override {
+    Model& m = self();
+    this->check_ids(ids, B * T_, this->config().vocab);
+    m.forward(ids, B, T_, m.eval_, training ? Mode::Train : Mode::Eval, step);
+    const auto targets = this->internal_targets(labels, B, T_, m.eval_.nv);
+    return cpu::cross_entropy<T>(m.eval_.logits.data(), targets.data(), B * m.eval_.T_, this->config().vocab, T(1), false, count);
+  }
+
+  std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T_) override {
+    Model& m = self();
+    this->check_ids(ids, B * T_, this->config().vocab);
+    m.forward(ids, B, T_, m.eval_, Mode::Eval, 0);
+    return this->real_rows(m.eval_.logits, B, T_, m.eval_.nv, this->config().vocab);  // virtual positions dropped
+  }
+
+  std::vector<float> feed(const int32_t* ids, int64_t n) override {
+    Model& m = self();
+    if (n <= 0) throw std::runtime_error("feed: no tokens");
+    this->check_ids(ids, n, this->config().vocab);
+    m.forward(ids, 1, n, m.gen_, Mode::Cached, 0);
+    return std::vector<float>(m.gen_.logits.begin(), m.gen_.logits.end());
+  }
+
+ private:
+  Model& self() { return static_cast<Model&>(*this); }
+};
+
 }  // namespace sft::store

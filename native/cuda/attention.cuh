@@ -1,0 +1,48 @@
+// Causal grouped-query attention on the GPU, FlashAttention-2 style (cpu/attention.cpp is the
+// oracle): the forward runs an online softmax over key blocks and never forms the Tq x Tk matrix;
+// it saves each row's logsumexp instead of the CPU's probability matrix, and the backward
+// recomputes the probabilities from it.
+//
+// Layouts are the CPU's: q is B*Tq rows of stride ldq (head h at column h*hd); k, v are B*Tk rows
+// of stride ldkv (kv head g at column g*hd); query head h reads kv head h / (nh / nkv); query i is
+// at position p0 + i and sees keys 0..p0+i (Tk >= p0 + Tq: p0 > 0 is the KV-cache case). out is
+// [B*Tq, nh*hd]. T = float or bf16, computed in fp32.
+//
+// head_dim 64 and 128 run shared-memory tiled kernels; any other head_dim up to 256 runs a generic
+// kernel (one warp per row, no tiling: slow, for tiny test models). The backward is deterministic:
+// dK/dV are owned by (batch, kv head, key block) and dQ by (batch, head, query block), each summing
+// in a fixed order, with no atomics (dQ recomputes the probabilities a second time for that).
+//
+// These are the simple, correct SIMT form: fp32 FMAs, no tensor cores. The fast path (mma.sync /
+// wgmma on bf16 tiles) is the next step once this has been checked on a GPU.
+// NOT YET RUN ON A GPU: checked only by test/cuda/test_kernels.cu, which needs one.
+#pragma once
+#include <cstdint>
+
+#include "cuda/types.h"
+
+namespace sft::cuda {
+
+// lse: [B, nh, Tq] fp32 logsumexp of each row's scaled scores (saved for backward), or null.
+template <typename T>
+void attention_forward(T* out, float* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B,
+                       int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd, cudaStream_t stream = 0);
+
+// dq, dk, dv use q/k/v's layouts and are accumulated (+=). out and lse are the forward's.
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q, int64_t ldq,
+                        const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh,
+                        int nkv, int hd, cudaStream_t stream = 0);
+
+// The generic kernels for any head_dim <= 256 (what the two above use outside 64 and 128); public
+// so the test can check them on head dims the tiled kernels also cover.
+template <typename T>
+void attention_forward_generic(T* out, float* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+                               int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd,
+                               cudaStream_t stream = 0);
+template <typename T>
+void attention_backward_generic(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
+                                int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
+                                int64_t p0, int nh, int nkv, int hd, cudaStream_t stream = 0);
+
+}  // namespace sft::cuda

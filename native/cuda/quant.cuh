@@ -1,0 +1,27 @@
+// NF4 (QLoRA / bitsandbytes layout) dequantization on the GPU; cpu/quant.{h,cpp} is the oracle and
+// documents the format: blocks of 64 weights with one absmax each, element 2j in the HIGH nibble of
+// byte j, and with double quantization absmax = code[absmax_q[b]] * absmax2[b / 256] + offset,
+// code being bitsandbytes' signed dynamic map (cpu::dynamic_map_signed(), 256 floats, which the
+// caller uploads once: the kernels take it as a device pointer, as bitsandbytes' do).
+// The products use IEEE-rounded multiply/add intrinsics, so the fp32 results equal the CPU's bit
+// for bit.
+// NOT YET RUN ON A GPU: checked only by test/cuda/test_kernels.cu, which needs one.
+#pragma once
+#include <cstdint>
+
+#include "cuda/types.h"
+
+namespace sft::cuda {
+
+// absmax[b] = code[absmax_q[b]] * absmax2[b / 256] + offset, for b < blocks (decode once at load).
+void nf4_decode_absmax(float* absmax, const uint8_t* absmax_q, const float* absmax2, const float* code,
+                       float offset, int64_t blocks, cudaStream_t stream = 0);
+// out[i] = NF4[nibble i] * absmax[i / 64], i < n (T = float or bf16).
+template <typename T>
+void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t n, cudaStream_t stream = 0);
+// The same with the double-quantized scales decoded on the fly (no fp32 absmax array on the GPU).
+template <typename T>
+void nf4_dequantize_dq(T* out, const uint8_t* packed, const uint8_t* absmax_q, const float* absmax2,
+                       const float* code, float offset, int64_t n, cudaStream_t stream = 0);
+
+}  // namespace sft::cuda

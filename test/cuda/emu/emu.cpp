@@ -1,0 +1,250 @@
+// The CPU emulator's scheduler (see include/cuda_runtime.h for what it is for and what it is not).
+// One block at a time; its threads are ucontext fibers run round-robin, each until it finishes or
+// waits at a barrier. __syncthreads releases when every live thread of the block waits there; a
+// warp exchange (shuffle) releases when every live lane of the warp has published its value.
+#include <ucontext.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+#if defined(__x86_64__)
+// Saves the callee-saved registers on the current stack, stores its pointer in *save_sp, then
+// resumes the stack at load_sp. ucontext's swapcontext also saves the signal mask (a system call
+// per switch), which doubled the emulator's run time; it remains the fallback elsewhere.
+extern "C" void sft_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl sft_emu_switch
+  .type sft_emu_switch, @function
+sft_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size sft_emu_switch, .-sft_emu_switch
+)");
+#define SFT_EMU_FAST_SWITCH 1
+#endif
+
+namespace sft_emu {
+namespace {
+
+enum State { kRunnable, kBlockBarrier, kWarpPublish, kWarpRead, kDone };
+
+struct Fiber {
+  ucontext_t ctx;
+  void* sp = nullptr;
+  std::vector<char> stack;
+  uint3 tid;
+  int linear = 0;
+  State state = kDone;
+  uint64_t published = 0;
+};
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+ucontext_t scheduler;
+void* scheduler_sp = nullptr;
+std::vector<Fiber> fibers;
+Fiber* current = nullptr;
+uint3 cur_block;
+dim3 cur_block_dim, cur_grid_dim;
+std::vector<char> smem;
+const std::function<void()>* body = nullptr;
+
+void to_scheduler() {
+#ifdef SFT_EMU_FAST_SWITCH
+  sft_emu_switch(&current->sp, scheduler_sp);
+#else
+  swapcontext(&current->ctx, &scheduler);
+#endif
+}
+
+void fiber_entry() {
+  (*body)();
+  current->state = kDone;
+  to_scheduler();  // never resumed
+  std::abort();
+}
+
+void switch_to(Fiber* f) {
+#ifdef SFT_EMU_FAST_SWITCH
+  sft_emu_switch(&scheduler_sp, f->sp);
+#else
+  swapcontext(&scheduler, &f->ctx);
+#endif
+}
+
+// A fresh fiber that starts in fiber_entry on its own stack.
+void start(Fiber& f) {
+#ifdef SFT_EMU_FAST_SWITCH
+  // The stack as sft_emu_switch pops it: six registers, then fiber_entry as the return address,
+  // then a dummy return address so fiber_entry starts with the ABI's alignment (rsp = 8 mod 16).
+  auto top = reinterpret_cast<uintptr_t>(f.stack.data() + f.stack.size()) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<uintptr_t*>(top);
+  *--sp = 0;
+  *--sp = reinterpret_cast<uintptr_t>(&fiber_entry);
+  for (int i = 0; i < 6; i++) *--sp = 0;
+  f.sp = sp;
+#else
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = f.stack.data();
+  f.ctx.uc_stack.ss_size = f.stack.size();
+  f.ctx.uc_link = nullptr;
+  makecontext(&f.ctx, fiber_entry, 0);
+#endif
+}
+
+void wait(State s) {
+  current->state = s;
+  to_scheduler();
+}
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "sft CUDA emulator: %s (block %u,%u,%u)\n", what, cur_block.x, cur_block.y, cur_block.z);
+  std::abort();
+}
+
+// Releases the warp barrier lanes t0..t1 wait at, when every live lane of the warp waits there.
+bool release_warp(int t0, int t1) {
+  for (State s : {kWarpPublish, kWarpRead}) {
+    bool all = true, any = false;
+    for (int t = t0; t < t1; t++) {
+      if (fibers[size_t(t)].state == kDone) continue;
+      any = true;
+      if (fibers[size_t(t)].state != s) all = false;
+    }
+    if (any && all) {
+      for (int t = t0; t < t1; t++)
+        if (fibers[size_t(t)].state == s) fibers[size_t(t)].state = kRunnable;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Releases __syncthreads when every live thread of the block waits there.
+bool release_block(int nthreads) {
+  bool any = false;
+  for (int t = 0; t < nthreads; t++) {
+    if (fibers[size_t(t)].state == kDone) continue;
+    any = true;
+    if (fibers[size_t(t)].state != kBlockBarrier) return false;
+  }
+  if (!any) return false;
+  for (int t = 0; t < nthreads; t++)
+    if (fibers[size_t(t)].state == kBlockBarrier) fibers[size_t(t)].state = kRunnable;
+  return true;
+}
+
+}  // namespace
+
+const uint3& thread_idx() { return current->tid; }
+const uint3& block_idx() { return cur_block; }
+const dim3& block_dim() { return cur_block_dim; }
+const dim3& grid_dim() { return cur_grid_dim; }
+void* dynamic_smem() { return smem.data(); }
+
+void syncthreads() { wait(kBlockBarrier); }
+
+uint64_t exchange(uint64_t v, int src_lane) {
+  current->published = v;
+  wait(kWarpPublish);
+  const int src = (current->linear & ~31) + src_lane;
+  if (src >= int(cur_block_dim.x * cur_block_dim.y * cur_block_dim.z) || fibers[src].state == kDone)
+    fail("shuffle reads a lane that has exited");
+  const uint64_t r = fibers[src].published;
+  wait(kWarpRead);  // nobody publishes again before every lane has read
+  return r;
+}
+
+void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& fn) {
+  const int nthreads = int(block.x * block.y * block.z);
+  if (nthreads <= 0 || nthreads > 1024) fail("block size out of range");
+  if (int(fibers.size()) < nthreads) fibers.resize(size_t(nthreads));
+  smem.assign(smem_bytes + 16, char(0x7f));  // not zero: kernels must not rely on it
+  body = &fn;
+  cur_grid_dim = grid;
+  cur_block_dim = block;
+  for (unsigned bz = 0; bz < grid.z; bz++)
+    for (unsigned by = 0; by < grid.y; by++)
+      for (unsigned bx = 0; bx < grid.x; bx++) {
+        cur_block = uint3{bx, by, bz};
+        for (int t = 0; t < nthreads; t++) {
+          Fiber& f = fibers[size_t(t)];
+          if (f.stack.empty()) f.stack.resize(kStackBytes);
+          f.linear = t;
+          f.tid = uint3{unsigned(t) % block.x, (unsigned(t) / block.x) % block.y, unsigned(t) / (block.x * block.y)};
+          start(f);
+          f.state = kRunnable;
+        }
+        // One warp at a time, as far as it can go (through its shuffles) before the next warp
+        // starts: a read that misses a __syncthreads then sees another warp's data not yet
+        // written. Even blocks run warps in ascending order, odd blocks descending, so both
+        // directions of a missing barrier show up.
+        const int nwarps = (nthreads + 31) / 32;
+        const bool descending = (bx + by + bz) & 1;
+        for (;;) {
+          bool ran = false;
+          for (int wi = 0; wi < nwarps; wi++) {
+            const int w = descending ? nwarps - 1 - wi : wi;
+            const int t0 = 32 * w, t1 = t0 + 32 < nthreads ? t0 + 32 : nthreads;
+            for (;;) {
+              bool warp_ran = false;
+              for (int t = t0; t < t1; t++) {
+                if (fibers[size_t(t)].state != kRunnable) continue;
+                current = &fibers[size_t(t)];
+                switch_to(current);
+                warp_ran = ran = true;
+              }
+              if (!release_warp(t0, t1) && !warp_ran) break;
+            }
+          }
+          bool done = true;
+          for (int t = 0; t < nthreads; t++) done = done && fibers[size_t(t)].state == kDone;
+          if (done) break;
+          if (!release_block(nthreads) && !ran) fail("deadlock: threads wait at barriers that can never release");
+        }
+      }
+  current = nullptr;
+}
+
+}  // namespace sft_emu
+
+// Events: wall-clock time on the host (the emulator's "device" is the calling thread).
+struct CUevent_st {
+  std::chrono::steady_clock::time_point t;
+};
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->t = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  return cudaSuccess;
+}

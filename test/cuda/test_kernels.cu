@@ -1,0 +1,408 @@
+// The CUDA backend's checks: every kernel against the CPU backend (the oracle) on random inputs,
+// forward and backward, fp32 (norm-wise relative error < 1e-4) and bf16 (< 1e-2; the CPU runs in
+// fp32 on the same bf16-rounded inputs). Prints one line per check and exits non-zero when any
+// fails; with no usable device it prints "SKIP: no CUDA device (<error>)" and exits 0.
+//
+//   sft_cuda_tests                 the checks
+//   sft_cuda_tests --only NAME     only the checks of one op family (rmsnorm, rope, swiglu, embedding,
+//                                  cross-entropy, adamw, nf4, gemm, attention), e.g. under a sanitizer
+//   sft_cuda_tests --no-large      skip the long-sequence attention case (sanitizers are slow)
+//   sft_cuda_tests --bench         micro-benchmarks instead (bench_kernels.cu; --json FILE, --quick)
+//
+// The same source also builds against test/cuda/emu (sft_cuda_emu_tests): a CPU emulation of the
+// kernels that checks their logic on machines without a GPU. Only a real GPU run counts as
+// verification; until scripts/gpu-check.sh has passed on one, treat the CUDA backend as unverified.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iterator>
+#include <cstring>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../native/check.h"
+#include "cpu/gemm.h"
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+#include "cuda/device.h"
+#include "cuda/ops.cuh"
+#include "cuda_test_util.cuh"
+
+namespace cu = sft::cuda;
+namespace cpu = sft::cpu;
+using cu::bf16;
+
+namespace {
+
+constexpr double kTolF32 = 1e-4, kTolBF16 = 1e-2;
+
+template <typename T>
+double tol() {
+  return std::is_same<T, float>::value ? kTolF32 : kTolBF16;
+}
+template <typename T>
+std::string tname() {
+  return std::is_same<T, float>::value ? "fp32" : "bf16";
+}
+
+std::mt19937_64 rng(20261126);
+
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void check_rmsnorm() {
+  const int64_t N = 65, C = 1000;
+  const double eps = 1e-5;
+  auto x = as<T>(randf(N * C, rng)), w = as<T>(randf(C, rng, 1.0, 1.0)), dy = as<T>(randf(N * C, rng));
+  auto dx0 = as<T>(randf(N * C, rng, 0.1)), dw0 = randf(C, rng, 0.1);
+  std::vector<float> y(N * C), rstd(N), dx = dx0, dw = dw0;
+  cpu::rmsnorm_forward<float>(y.data(), rstd.data(), x.data(), w.data(), N, C, eps);
+  cpu::rmsnorm_backward<float>(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+
+  Dev<T> gx(x), gw(w), gdy(dy), gy(N * C), gdx(dx0);
+  Dev<float> grstd(N), gdw(dw0);
+  cu::rmsnorm_forward<T>(gy.p, grstd.p, gx.p, gw.p, N, C, eps);
+  cu::rmsnorm_backward<T>(gdx.p, gdw.p, gdy.p, gx.p, gw.p, grstd.p, N, C);
+  const std::string n = "cuda rmsnorm " + tname<T>();
+  expect(n + ": forward", gy.floats(), y, tol<T>());
+  expect(n + ": rstd", grstd.floats(), rstd, kTolF32);
+  expect(n + ": d input (+=)", gdx.floats(), dx, tol<T>());
+  expect(n + ": d weight (+=, fp32)", gdw.floats(), dw, tol<T>());
+}
+
+template <typename T>
+void check_rope() {
+  const int64_t B = 2, Tt = 7, p0 = 3, max_pos = 16;
+  const int heads = 3, hd = 16, half = hd / 2;
+  const int64_t ld = heads * hd + 5, rows = B * Tt;
+  std::vector<float> cs(max_pos * half), sn(max_pos * half);
+  for (int64_t p = 0; p < max_pos; p++)
+    for (int i = 0; i < half; i++) {
+      const double a = double(p) * std::pow(10000.0, -2.0 * i / hd);
+      cs[p * half + i] = float(std::cos(a));
+      sn[p * half + i] = float(std::sin(a));
+    }
+  auto x = as<T>(randf(rows * ld, rng)), dx = as<T>(randf(rows * ld, rng));
+  std::vector<float> y = x, dy = dx;
+  cpu::rope_forward<float>(y.data(), ld, rows, Tt, p0, heads, hd, cs.data(), sn.data());
+  cpu::rope_backward<float>(dy.data(), ld, rows, Tt, p0, heads, hd, cs.data(), sn.data());
+  Dev<T> gx(x), gdx(dx);
+  Dev<float> gcs(cs), gsn(sn);
+  cu::rope_forward<T>(gx.p, ld, rows, Tt, p0, heads, hd, gcs.p, gsn.p);
+  cu::rope_backward<T>(gdx.p, ld, rows, Tt, p0, heads, hd, gcs.p, gsn.p);
+  expect("cuda rope " + tname<T>() + ": forward (strided rows, p0 = 3)", gx.floats(), y, tol<T>());
+  expect("cuda rope " + tname<T>() + ": backward", gdx.floats(), dy, tol<T>());
+}
+
+template <typename T>
+void check_swiglu() {
+  const int64_t n = 10001;
+  auto g = as<T>(randf(n, rng, 2.0)), u = as<T>(randf(n, rng)), dy = as<T>(randf(n, rng));
+  auto dg0 = as<T>(randf(n, rng, 0.1)), du0 = as<T>(randf(n, rng, 0.1));
+  std::vector<float> y(n), dg = dg0, du = du0;
+  cpu::swiglu_forward<float>(y.data(), g.data(), u.data(), n);
+  cpu::swiglu_backward<float>(dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
+  Dev<T> gg(g), gu(u), gdy(dy), gy(n), gdg(dg0), gdu(du0);
+  cu::swiglu_forward<T>(gy.p, gg.p, gu.p, n);
+  cu::swiglu_backward<T>(gdg.p, gdu.p, gdy.p, gg.p, gu.p, n);
+  expect("cuda swiglu " + tname<T>() + ": forward", gy.floats(), y, tol<T>());
+  expect("cuda swiglu " + tname<T>() + ": d gate (+=)", gdg.floats(), dg, tol<T>());
+  expect("cuda swiglu " + tname<T>() + ": d up (+=)", gdu.floats(), du, tol<T>());
+}
+
+template <typename T>
+void check_embedding() {
+  const int64_t V = 50, C = 300, n = 200;
+  std::vector<int32_t> ids(n);
+  std::uniform_int_distribution<int32_t> pick(0, int32_t(V) - 1);
+  for (auto& i : ids) i = pick(rng) % 7 == 0 ? 3 : pick(rng);  // many repeats of id 3
+  auto table = as<T>(randf(V * C, rng)), dy = as<T>(randf(n * C, rng));
+  auto dt0 = randf(V * C, rng, 0.1);
+  std::vector<float> y(n * C), dt = dt0;
+  cpu::embedding_forward<float>(y.data(), ids.data(), table.data(), n, C);
+  cpu::embedding_backward<float>(dt.data(), dy.data(), ids.data(), n, C);
+  Dev<T> gtable(table), gy(n * C), gdy(dy);
+  Dev<int32_t> gids(ids);
+  Dev<float> gdt(dt0);
+  cu::embedding_forward<T>(gy.p, gids.p, gtable.p, n, C);
+  cu::embedding_backward<T>(gdt.p, gdy.p, gids.p, n, C);
+  expect("cuda embedding " + tname<T>() + ": forward", gy.floats(), y, 1e-12);
+  expect("cuda embedding " + tname<T>() + ": d table (+=, fp32, repeated ids)", gdt.floats(), dt, tol<T>());
+}
+
+template <typename T>
+void check_cross_entropy() {
+  const int64_t N = 37, V = 3001;
+  std::vector<int32_t> targets(N);
+  std::uniform_int_distribution<int32_t> pick(0, int32_t(V) - 1);
+  for (int64_t i = 0; i < N; i++) targets[i] = i % 8 == 5 ? -100 : pick(rng);
+  auto logits = as<T>(randf(N * V, rng, 3.0));
+  const float scale = 1.f / 32.f;
+  std::vector<float> grad = logits;
+  int64_t count_cpu = 0, count_gpu = -1, count_nograd = -1;
+  const double loss_cpu = cpu::cross_entropy<float>(grad.data(), targets.data(), N, V, scale, true, &count_cpu);
+  Dev<T> gl(logits), gl2(logits);
+  Dev<int32_t> gt(targets);
+  const double loss_gpu = cu::cross_entropy<T>(gl.p, gt.p, N, V, scale, true, &count_gpu);
+  const double loss_nograd = cu::cross_entropy<T>(gl2.p, gt.p, N, V, scale, false, &count_nograd);
+  const std::string n = "cuda cross-entropy " + tname<T>();
+  report(n + ": loss sum", std::fabs(loss_gpu - loss_cpu) / std::fabs(loss_cpu), tol<T>());
+  report(n + ": loss sum without grad", std::fabs(loss_nograd - loss_cpu) / std::fabs(loss_cpu), tol<T>());
+  report(n + ": counted rows (ignore -100)", count_gpu == count_cpu && count_nograd == count_cpu ? 0.0 : 1.0, 0.5);
+  expect(n + ": dlogits in place (ignored rows zero)", gl.floats(), grad, tol<T>());
+  expect(n + ": logits untouched without grad", gl2.floats(), logits, 1e-12);
+}
+
+void check_adamw() {
+  const int64_t n = 10007;
+  auto p = randf(n, rng);
+  std::vector<float> m(n, 0.f), v(n, 0.f);
+  Dev<float> gp(p), gm(m), gv(v), gg(n);
+  for (int64_t t = 1; t <= 3; t++) {
+    auto g = randf(n, rng);
+    gg.upload(g);
+    cpu::adamw_update<float>(p.data(), g.data(), m.data(), v.data(), n, 1e-3, 0.9, 0.999, 1e-8, 0.01, t, 0.5);
+    cu::adamw_update(gp.p, gg.p, gm.p, gv.p, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, t, 0.5);
+  }
+  expect("cuda adamw fp32: params after 3 steps (grad_scale 0.5, wd 0.01)", gp.floats(), p, kTolF32);
+  expect("cuda adamw fp32: first moments", gm.floats(), m, kTolF32);
+  expect("cuda adamw fp32: second moments", gv.floats(), v, kTolF32);
+
+  const std::vector<int64_t> sizes = {1000, 1, 70000, 333};
+  std::vector<Dev<float>> grads;
+  std::vector<const float*> ptrs;
+  double ss = 0;
+  for (int64_t s : sizes) {
+    auto g = randf(s, rng);
+    for (float x : g) ss += double(x) * double(x);
+    grads.emplace_back(g);
+  }
+  for (auto& d : grads) ptrs.push_back(d.p);
+  const double norm = cu::global_grad_norm(ptrs.data(), sizes.data(), int(sizes.size()));
+  const double norm2 = cu::global_grad_norm(ptrs.data(), sizes.data(), int(sizes.size()));
+  report("cuda global grad norm (4 tensors, fp64 sums)", std::fabs(norm - std::sqrt(ss)) / std::sqrt(ss), 1e-9);
+  report("cuda global grad norm: repeatable bit for bit", norm == norm2 ? 0.0 : 1.0, 0.5);
+}
+
+void check_nf4() {
+  const int64_t n = 64 * 257 + 11;  // odd: a half byte, a partial 64-block, two 256-blocks of scales
+  auto x = randf(n, rng, 0.02);
+  const cpu::Nf4Tensor t = cpu::nf4_quantize_tensor(x.data(), n, true);
+  std::vector<float> ref(n);
+  cpu::nf4_dequantize(ref.data(), t.packed.data(), t.absmax.data(), n);
+  const int64_t blocks = int64_t(t.absmax.size());
+  Dev<uint8_t> packed(t.packed), aq(t.absmax_q);
+  Dev<float> a2(t.absmax2), code(cpu::dynamic_map_signed()), absmax(blocks), out(n);
+  Dev<bf16> outb(n);
+  cu::nf4_decode_absmax(absmax.p, aq.p, a2.p, code.p, t.offset, blocks);
+  expect("cuda nf4: double-quant absmax decode (bit-exact)", absmax.floats(), t.absmax, 1e-30);
+  cu::nf4_dequantize<float>(out.p, packed.p, absmax.p, n);
+  expect("cuda nf4: dequantize fp32 (bit-exact)", out.floats(), ref, 1e-30);
+  out.zero();
+  cu::nf4_dequantize_dq<float>(out.p, packed.p, aq.p, a2.p, code.p, t.offset, n);
+  expect("cuda nf4: dequantize fp32, scales decoded on the fly (bit-exact)", out.floats(), ref, 1e-30);
+  cu::nf4_dequantize_dq<bf16>(outb.p, packed.p, aq.p, a2.p, code.p, t.offset, n);
+  expect("cuda nf4: dequantize bf16 (= rounded fp32)", outb.floats(), as<bf16>(ref), 1e-30);
+}
+
+// C = beta C + alpha opA opB^T with padded leading dimensions, all four transpose combinations.
+template <typename T, typename TC>
+void check_gemm(bool tiled) {
+  const int64_t M = 67, N = 45, K = 131;
+  const float alpha = 0.7f, beta = 0.3f;
+  for (int tt = 0; tt < 4; tt++) {
+    const bool ta = tt & 1, tb = tt & 2;
+    const int64_t lda = (ta ? M : K) + 3, ldb = (tb ? N : K) + 5, ldc = N + 2;
+    auto A = as<T>(randf((ta ? K : M) * lda, rng)), B = as<T>(randf((tb ? K : N) * ldb, rng));
+    auto C = as<TC>(randf(M * ldc, rng));
+    std::vector<float> ref = C;
+    cpu::gemm<float>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, beta, ref.data(), ldc);
+    Dev<T> gA(A), gB(B);
+    Dev<TC> gC(C);
+    if (tiled)
+      cu::gemm_tiled<T, TC>(ta, tb, M, N, K, alpha, gA.p, lda, gB.p, ldb, beta, gC.p, ldc);
+    else
+      cu::gemm<T, TC>(ta, tb, M, N, K, alpha, gA.p, lda, gB.p, ldb, beta, gC.p, ldc);
+    const std::string n = std::string("cuda ") + (tiled ? "gemm_tiled " : "gemm ") + tname<T>() + "->" + tname<TC>() +
+                          (ta ? " ta" : "") + (tb ? " tb" : "") + " 67x45x131, beta 0.3";
+    expect(n, gC.floats(), ref, tol<TC>() > tol<T>() ? tol<TC>() : tol<T>());
+  }
+}
+
+// The cuBLASLt path's row-major -> column-major mapping, evaluated on the host with a plain
+// column-major product (what cuBLAS computes) against cpu::gemm: runs without cuBLAS.
+void check_col_major_mapping() {
+  const int64_t M = 13, N = 7, K = 9;
+  for (int tt = 0; tt < 4; tt++) {
+    const bool ta = tt & 1, tb = tt & 2;
+    const int64_t lda = (ta ? M : K) + 2, ldb = (tb ? N : K) + 3, ldc = N + 1;
+    auto A = randf((ta ? K : M) * lda, rng), B = randf((tb ? K : N) * ldb, rng);
+    std::vector<float> ref(M * ldc, 0.f), out(M * ldc, 0.f);
+    cpu::gemm<float>(ta, tb, M, N, K, 1.f, A.data(), lda, B.data(), ldb, 0.f, ref.data(), ldc);
+    const cu::ColMajorGemm g = cu::col_major_gemm(ta, tb, M, N, K, lda, ldb, ldc);
+    // Stored shapes must match the ops (op(A): m x k, op(B): k x n) and fit their leading dims.
+    const bool shapes_ok = (g.trans_a ? g.a_cols : g.a_rows) == g.m && (g.trans_a ? g.a_rows : g.a_cols) == g.k &&
+                           (g.trans_b ? g.b_cols : g.b_rows) == g.k && (g.trans_b ? g.b_rows : g.b_cols) == g.n &&
+                           g.a_rows <= g.lda && g.b_rows <= g.ldb && g.m <= g.ldc;
+    const float* ca = B.data();  // cuBLAS's A is our B, its B our A
+    const float* cb = A.data();
+    for (int64_t i = 0; i < g.m; i++)
+      for (int64_t j = 0; j < g.n; j++) {
+        double acc = 0;
+        for (int64_t p = 0; p < g.k; p++) {
+          const float a = g.trans_a ? ca[p + i * g.lda] : ca[i + p * g.lda];
+          const float b = g.trans_b ? cb[j + p * g.ldb] : cb[p + j * g.ldb];
+          acc += double(a) * double(b);
+        }
+        out[i + j * g.ldc] = float(acc);
+      }
+    report(std::string("cuda gemm: cuBLASLt column-major mapping") + (ta ? " ta" : "") + (tb ? " tb" : ""),
+           shapes_ok ? rel(out, ref) : 1.0, 1e-5);
+  }
+}
+
+// Host reference of the forward's logsumexp (double).
+std::vector<float> lse_ref(const std::vector<float>& q, int64_t ldq, const std::vector<float>& kv, int64_t koff,
+                           int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
+  std::vector<float> out(B * nh * Tq);
+  const double scale = 1.0 / std::sqrt(double(hd));
+  for (int64_t b = 0; b < B; b++)
+    for (int h = 0; h < nh; h++)
+      for (int64_t i = 0; i < Tq; i++) {
+        const int kvh = h / (nh / nkv);
+        std::vector<double> s;
+        for (int64_t j = 0; j <= p0 + i; j++) {
+          double d = 0;
+          for (int c = 0; c < hd; c++)
+            d += double(q[(b * Tq + i) * ldq + h * hd + c]) * double(kv[(b * Tk + j) * ldkv + koff + kvh * hd + c]);
+          s.push_back(d * scale);
+        }
+        double mx = -INFINITY, sum = 0;
+        for (double x : s) mx = std::max(mx, x);
+        for (double x : s) sum += std::exp(x - mx);
+        out[(b * nh + h) * Tq + i] = float(mx + std::log(sum));
+      }
+  return out;
+}
+
+struct AttnCase {
+  int64_t B, Tq, Tk, p0;
+  int nh, nkv, hd;
+  bool generic;  // call the generic kernels explicitly
+};
+
+// q: [B*Tq, ldq]; k and v inside one [B*Tk, ldkv] buffer (k at column 0, v at nkv*hd), padded.
+template <typename T>
+void check_attention(const AttnCase& c, bool check_determinism = false) {
+  const int64_t ldq = int64_t(c.nh) * c.hd + 8, ldkv = 2 * int64_t(c.nkv) * c.hd + 8;
+  const int64_t voff = int64_t(c.nkv) * c.hd, ldo = int64_t(c.nh) * c.hd;
+  auto q = as<T>(randf(c.B * c.Tq * ldq, rng)), kv = as<T>(randf(c.B * c.Tk * ldkv, rng));
+  auto dout = as<T>(randf(c.B * c.Tq * ldo, rng));
+  auto dq0 = as<T>(randf(q.size(), rng, 0.1)), dkv0 = as<T>(randf(kv.size(), rng, 0.1));
+  std::vector<float> out(c.B * c.Tq * ldo), att(c.B * c.nh * c.Tq * c.Tk), dq = dq0, dkv = dkv0;
+  cpu::attention_forward<float>(out.data(), att.data(), q.data(), ldq, kv.data(), kv.data() + voff, ldkv, c.B, c.Tq,
+                                c.Tk, c.p0, c.nh, c.nkv, c.hd);
+  cpu::attention_backward<float>(dq.data(), dkv.data(), dkv.data() + voff, dout.data(), att.data(), q.data(), ldq,
+                                 kv.data(), kv.data() + voff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd);
+  const auto lse = lse_ref(q, ldq, kv, 0, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd);
+
+  Dev<T> gq(q), gkv(kv), gdout(dout), gout(out.size()), gdq(dq0), gdkv(dkv0);
+  Dev<float> glse(lse.size());
+  auto fwd = c.generic ? cu::attention_forward_generic<T> : cu::attention_forward<T>;
+  auto bwd = c.generic ? cu::attention_backward_generic<T> : cu::attention_backward<T>;
+  fwd(gout.p, glse.p, gq.p, ldq, gkv.p, gkv.p + voff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd, nullptr);
+  bwd(gdq.p, gdkv.p, gdkv.p + voff, gdout.p, gout.p, glse.p, gq.p, ldq, gkv.p, gkv.p + voff, ldkv, c.B, c.Tq, c.Tk,
+      c.p0, c.nh, c.nkv, c.hd, nullptr);
+  char name[160];
+  std::snprintf(name, sizeof name, "cuda attention %s%s hd %d B %lld Tq %lld Tk %lld p0 %lld nh %d nkv %d",
+                tname<T>().c_str(), c.generic ? " generic" : (c.hd == 64 || c.hd == 128 ? " tiled" : " (generic)"),
+                c.hd, (long long)c.B, (long long)c.Tq, (long long)c.Tk, (long long)c.p0, c.nh, c.nkv);
+  const std::string n = name;
+  expect(n + ": out", gout.floats(), out, tol<T>());
+  expect(n + ": lse", glse.floats(), lse, kTolF32);
+  expect(n + ": dq (+=)", gdq.floats(), dq, tol<T>());
+  expect(n + ": dk dv (+=)", gdkv.floats(), dkv, tol<T>());
+  if (check_determinism) {
+    Dev<T> gdq2(dq0), gdkv2(dkv0);
+    bwd(gdq2.p, gdkv2.p, gdkv2.p + voff, gdout.p, gout.p, glse.p, gq.p, ldq, gkv.p, gkv.p + voff, ldkv, c.B, c.Tq,
+        c.Tk, c.p0, c.nh, c.nkv, c.hd, nullptr);
+    const bool same = gdq2.bytes() == gdq.bytes() && gdkv2.bytes() == gdkv.bytes();
+    report(n + ": backward repeatable bit for bit", same ? 0.0 : 1.0, 0.5);
+  }
+}
+
+template <typename T>
+void check_attention_all(bool large) {
+  check_attention<T>({2, 77, 77, 0, 4, 2, 64, false}, true);   // GQA, partial tiles
+  check_attention<T>({2, 70, 70, 0, 4, 1, 128, false}, true);  // multi-query
+  check_attention<T>({2, 20, 45, 25, 4, 2, 64, false});        // KV cache: a chunk after 25 cached tokens
+  check_attention<T>({1, 1, 33, 32, 2, 2, 128, false});        // decoding one token
+  check_attention<T>({2, 40, 40, 0, 4, 2, 32, false});         // other head dims: generic kernels
+  check_attention<T>({1, 30, 37, 7, 2, 1, 80, false});
+  check_attention<T>({1, 50, 50, 0, 2, 1, 64, true});          // generic kernels on a tiled head dim
+  check_attention<T>({1, 300, 300, 0, 2, 1, 128, false});      // many tiles both ways
+  if (large) check_attention<T>({1, 1100, 1100, 0, 2, 2, 64, false});
+}
+
+}  // namespace
+
+int run_bench(int argc, char** argv);  // bench_kernels.cu
+
+int main(int argc, char** argv) {
+  std::string err;
+  const int devices = cu::device_count(&err);
+  if (devices == 0) {
+    std::printf("SKIP: no CUDA device (%s)\n", err.empty() ? "none found" : err.c_str());
+    return 0;
+  }
+  for (int i = 1; i < argc; i++)
+    if (std::strcmp(argv[i], "--bench") == 0) return run_bench(argc, argv);
+  std::string only;
+  bool large = true;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    if (!std::strcmp(argv[i], "--no-large")) large = false;
+  }
+  const char* families[] = {"rmsnorm", "rope", "swiglu", "embedding", "cross-entropy", "adamw", "nf4", "gemm", "attention"};
+  if (!only.empty() && std::none_of(std::begin(families), std::end(families), [&](const char* f) { return only == f; })) {
+    std::printf("unknown --only %s (one of: rmsnorm rope swiglu embedding cross-entropy adamw nf4 gemm attention)\n",
+                only.c_str());
+    return 2;
+  }
+  auto want = [&](const char* family) { return only.empty() || only == family; };
+  cudaDeviceProp prop;
+  SFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (std::strstr(prop.name, "emulation")) large = false;  // the CPU emulator: keep it quick
+  std::printf("device: %s (%d device(s)); GEMM via %s\n", prop.name, devices,
+              cu::gemm_uses_cublaslt() ? "cuBLASLt" : "the tiled fallback kernel");
+  try {
+    if (want("rmsnorm")) check_rmsnorm<float>(), check_rmsnorm<bf16>();
+    if (want("rope")) check_rope<float>(), check_rope<bf16>();
+    if (want("swiglu")) check_swiglu<float>(), check_swiglu<bf16>();
+    if (want("embedding")) check_embedding<float>(), check_embedding<bf16>();
+    if (want("cross-entropy")) check_cross_entropy<float>(), check_cross_entropy<bf16>();
+    if (want("adamw")) check_adamw();
+    if (want("nf4")) check_nf4();
+    if (want("gemm")) {
+      check_col_major_mapping();
+      check_gemm<float, float>(false);
+      check_gemm<bf16, bf16>(false);
+      check_gemm<bf16, float>(false);
+      if (cu::gemm_uses_cublaslt()) {
+        check_gemm<float, float>(true);
+        check_gemm<bf16, float>(true);
+      }
+    }
+    if (want("attention")) check_attention_all<float>(large), check_attention_all<bf16>(large);
+    SFT_CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (const std::exception& e) {
+    std::printf("FAIL exception: %s\n", e.what());
+    failures++;
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
