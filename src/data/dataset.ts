@@ -3,10 +3,13 @@
 // data file larger than memory trains fine. Every id is checked against the model's vocabulary here,
 // before any compute, so a mismatched tokenizer fails with FILE:LINE instead of a CUDA fault.
 //
-// Cache layout, in a fresh folder under cacheDir (removed by close()):
+// Cache layout, in a fresh folder under cacheDir (removed by close()), or with `persistKey` in
+// cacheDir/dataset-<key>/ (kept by close(), reused by the next call with the same key: a resumed run
+// does not read the data again; remove() deletes it):
 //   samples.bin  per sample: n int32 input ids, then n int32 labels (host byte order)
 //   index.bin    float64 starts[0..size]: sample i holds tokens [starts[i], starts[i+1])
-import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+//   stats.json   the pass's DatasetStats, written last: its presence marks a complete cache
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../errors.js';
 import type { Tok } from '../tokenizer/types.js';
@@ -41,9 +44,13 @@ export interface PreparedDataset {
   size: number;
   get(i: number): Sample;
   stats: DatasetStats;
-  /** Folder holding the cache files; removed by close(). */
+  /** Folder holding the cache files; removed by close() unless persistent. */
   cacheDir: string;
+  /** True when an earlier pass's persistent cache was reused (the data file was not read). */
+  reused: boolean;
   close(): void;
+  /** close() and delete the cache, persistent or not. */
+  remove(): void;
 }
 
 export interface PrepareOptions {
@@ -60,6 +67,9 @@ export interface PrepareOptions {
   onBadLine?: (message: string) => void;
   /** Called every PROGRESS_EVERY lines and once at the end with the lines read so far. */
   onProgress?: (lines: number) => void;
+  /** Keep the cache in cacheDir/dataset-<persistKey>/ and reuse it when it is already complete. The
+   *  caller's key must change whenever anything that shapes the samples does (file, tokenizer, ...). */
+  persistKey?: string;
 }
 
 const PROGRESS_EVERY = 1000;
@@ -72,6 +82,8 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new SftError(`vocabulary size must be a positive integer, got ${vocabSize}`);
 
   mkdirSync(opts.cacheDir, { recursive: true });
+  const finalDir = opts.persistKey ? join(opts.cacheDir, `dataset-${opts.persistKey}`) : undefined;
+  if (finalDir && existsSync(join(finalDir, 'stats.json'))) return openCache(finalDir, true, true);
   const dir = mkdtempSync(join(opts.cacheDir, 'dataset-'));
   const fd = openSync(join(dir, 'samples.bin'), 'w+');
   const stats: DatasetStats = { lines: 0, samples: 0, truncated: 0, skippedNoTarget: 0, badLines: 0, tokens: 0, targetTokens: 0 };
@@ -118,17 +130,37 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
     }
     index = writer.finish();
     writeFileSync(join(dir, 'index.bin'), Buffer.from(index.buffer, index.byteOffset, index.byteLength));
+    writeFileSync(join(dir, 'stats.json'), JSON.stringify(stats));
   } catch (err) {
     closeSync(fd);
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+  closeSync(fd);
+  if (!finalDir) return openCache(dir, false, false);
+  rmSync(finalDir, { recursive: true, force: true });  // an incomplete leftover of a killed pass
+  renameSync(dir, finalDir);
+  return openCache(finalDir, true, false);
+}
 
+/** A complete cache folder as a dataset. */
+function openCache(dir: string, persistent: boolean, reused: boolean): PreparedDataset {
+  const stats = JSON.parse(readFileSync(join(dir, 'stats.json'), 'utf8')) as DatasetStats;
+  const raw = readFileSync(join(dir, 'index.bin'));
+  const index = new Float64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+  if (index.length !== stats.samples + 1) throw new SftError(`${dir}: the data cache is damaged (index has ${index.length - 1} samples, stats ${stats.samples}); delete the folder`);
+  const fd = openSync(join(dir, 'samples.bin'), 'r');
   let open = true;
+  const close = () => {
+    if (!open) return;
+    open = false;
+    closeSync(fd);
+  };
   return {
     size: stats.samples,
     stats,
     cacheDir: dir,
+    reused,
     get(i: number): Sample {
       if (!open) throw new Error('dataset is closed');
       if (!(Number.isInteger(i) && i >= 0 && i < stats.samples)) throw new RangeError(`sample ${i} out of range [0, ${stats.samples})`);
@@ -138,9 +170,11 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
       return { inputIds: both.subarray(0, n), labels: both.subarray(n) };
     },
     close(): void {
-      if (!open) return;
-      open = false;
-      closeSync(fd);
+      close();
+      if (!persistent) rmSync(dir, { recursive: true, force: true });
+    },
+    remove(): void {
+      close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

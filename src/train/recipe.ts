@@ -12,8 +12,9 @@
 // Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
 // its micro-batches (counted before the first forward), so accumulation gives the same update as
 // one big batch, whatever the padding.
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import type { TrainConfig } from '../config/schema.js';
 import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
@@ -87,14 +88,20 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
   }
   const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
   const s = await setup(cfg, print, opts.skipBadLines ?? false);
+  // The tokenized data stays on disk while the run may still be resumed (interrupted, failed).
+  let done = false;
   try {
     if (opts.dryRun) {
+      done = true;
       dryRun(s, print);
       return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
     }
-    return await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir);
+    const r = await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir);
+    done = !r.interrupted;
+    return r;
   } finally {
-    s.data.close();
+    if (done) s.data.remove();
+    else s.data.close();
   }
 }
 
@@ -122,7 +129,9 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
+    persistKey: dataFingerprint(cfg, template.name, native.vocabSize, skipBadLines),
   });
+  if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
   const st = data.stats;
   print(
     `  ${st.samples} samples, ${st.tokens} tokens, ${st.targetTokens} trained (assistant) tokens` +
@@ -192,6 +201,20 @@ function promptInit(cfg: TrainConfig, model: NativeModel, tok: Tok, native: Nati
   const init = new Float32Array(n * H);
   ids.forEach((id, i) => init.set(E.subarray(id * H, (id + 1) * H), i * H));
   return init;
+}
+
+/** What shapes the tokenized samples: the data file (path, size, mtime), the tokenizer files, the
+ *  template and the limits. The persistent data cache is keyed by it. */
+function dataFingerprint(cfg: TrainConfig, template: string, vocabSize: number, skipBadLines: boolean): string {
+  const h = createHash('sha256');
+  if (!existsSync(cfg.train_file)) throw new SftError(`train_file ${cfg.train_file}: no such file — check the data path`);
+  const st = statSync(cfg.train_file);
+  h.update(JSON.stringify({ file: resolve(cfg.train_file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines }));
+  for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json']) {
+    const p = join(cfg.model_name_or_path, f);
+    if (existsSync(p)) h.update(f).update(readFileSync(p));
+  }
+  return h.digest('hex').slice(0, 16);
 }
 
 function dryRun(s: Setup, print: (l: string) => void): void {

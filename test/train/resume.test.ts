@@ -137,3 +137,16 @@ test('disk full while saving: the half-written checkpoint is removed and the mes
   assert.throws(() => saveCheckpoint(dir, model, config, adapter, state), /could not write .*checkpoint-99: no space left on the device\. The previous checkpoint \(.*checkpoint-\d+\) is intact/);
   assert.ok(!readdirSync(dir).some((d) => d.startsWith('checkpoint-99')));
 });
+
+test('a resumed run reuses the tokenized data on disk instead of reading the data file again', async () => {
+  const dir = join(root, 'reuse');
+  const { config } = configFromObject({ ...base, output_dir: dir });
+  const first = await train(config, { print: () => {}, stream: sink(), shouldStop: () => true });
+  assert.equal(first.interrupted, true);
+  assert.equal(readdirSync(join(dir, '.sft-cache')).filter((d) => d.startsWith('dataset-')).length, 1, 'kept for the resume');
+  const lines: string[] = [];
+  const second = await train(config, { print: (l) => lines.push(l), stream: sink(), resume: 'latest' });
+  assert.equal(second.steps, 12);
+  assert.ok(lines.some((l) => /reusing the tokenized data of an earlier pass/.test(l)), lines.join('\n'));
+  assert.deepEqual(readdirSync(join(dir, '.sft-cache')).filter((d) => d.startsWith('dataset-')), [], 'removed when the run completes');
+});
