@@ -49,23 +49,30 @@ export interface EvaluateOptions {
   shots: number;
   /** Called after each question with the count done and the count right so far. */
   onQuestion?: (done: number, correct: number) => void;
+  /** Questions scored together (the scorer decides whether that is one forward pass). */
+  batchSize?: number;
 }
 
 export async function evaluateSubject(scorer: NextTokenScorer, subject: Subject, o: EvaluateOptions): Promise<SubjectResult> {
   const shots = subject.shots.slice(0, o.shots);
   const predictions: QuestionResult[] = [];
   let correct = 0, shotsDropped = 0, truncated = 0, letterMismatch = 0;
-  for (const q of subject.questions) {
-    const p = buildPrompt(o, subject, shots, q);
-    const logits = await scorer.next(p.ids);
-    const letterLogits = p.letterIds.map((id) => logits[id]);
-    const pred = LETTERS[argmax(letterLogits)];
-    predictions.push({ id: q.id, pred, answer: q.answer, logits: letterLogits, shotsUsed: p.shotsUsed, truncated: p.truncated });
-    if (q.answer !== undefined && pred === q.answer) correct++;
-    if (p.shotsUsed < shots.length) shotsDropped++;
-    if (p.truncated) truncated++;
-    if (p.letterMismatch) letterMismatch++;
-    o.onQuestion?.(predictions.length, correct);
+  const bs = Math.max(1, o.batchSize ?? 1);
+  for (let start = 0; start < subject.questions.length; start += bs) {
+    const group = subject.questions.slice(start, start + bs);
+    const prompts = group.map((q) => buildPrompt(o, subject, shots, q));
+    const logitsList = await scorer.nextMany(prompts.map((p) => p.ids));
+    group.forEach((q, k) => {
+      const p = prompts[k];
+      const letterLogits = p.letterIds.map((id) => logitsList[k][id]);
+      const pred = LETTERS[argmax(letterLogits)];
+      predictions.push({ id: q.id, pred, answer: q.answer, logits: letterLogits, shotsUsed: p.shotsUsed, truncated: p.truncated });
+      if (q.answer !== undefined && pred === q.answer) correct++;
+      if (p.shotsUsed < shots.length) shotsDropped++;
+      if (p.truncated) truncated++;
+      if (p.letterMismatch) letterMismatch++;
+      o.onQuestion?.(predictions.length, correct);
+    });
   }
   const answered = subject.questions.every((q) => q.answer !== undefined);
   const n = subject.questions.length;

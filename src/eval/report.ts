@@ -52,7 +52,7 @@ export function buildReport(settings: EvalSettings, subjects: SubjectResult[], s
   if (shotsDropped) notes.push(`${shotsDropped} question(s) did not fit ${settings.maxContext} tokens with ${settings.shots} shots and were scored with fewer.`);
   if (truncated) notes.push(`${truncated} question(s) did not fit even with no shots: their prompts lost their first tokens.`);
   if (mismatch) notes.push(`${mismatch} question(s): the tokenizer spells the answer letters A-D so differently after the prompt that no single next token tells them apart; their answers are unreliable.`);
-  if (settings.batchSize > 1) notes.push(`--batch-size ${settings.batchSize}: questions were scored one at a time on the KV cache, each subject's few-shot prefix computed once (batching across questions is not implemented yet).`);
+  if (settings.batchSize > 1) notes.push(`--batch-size ${settings.batchSize}: whole prompts scored ${settings.batchSize} per forward pass (right-padded; no KV-cache prefix reuse).`);
   if (subjects.some((s) => s.accuracy === null)) notes.push(`The ${settings.split} split has no answers: no accuracy; predictions are in the submission file.`);
   return { ...settings, subjects, categories, average: average(subjects), shotsDropped, truncated, notes, seconds };
 }

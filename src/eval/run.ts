@@ -57,7 +57,7 @@ export interface RunOptions {
   maxContext: number;
   /** Start prompts with the tokenizer's BOS id. */
   bos: boolean;
-  /** 'cached' (default) or 'full' (no cache: the reference the cached path is tested against). */
+  /** Default: 'cached' for batch size 1, 'batched' above; 'full' (no cache) is the reference. */
   scoring?: ScoringMode;
   /** For the report. */
   modelDir: string;
@@ -71,10 +71,10 @@ export async function runEval(plan: EvalPlan, o: RunOptions): Promise<EvalReport
   const t0 = Date.now();
   const { subjects, template } = plan;
   const style = PROMPT_STYLES[plan.benchmark];
-  const scorer = makeScorer(o.model, o.vocabSize, o.scoring ?? 'cached');
+  const scorer = makeScorer(o.model, o.vocabSize, o.scoring ?? (plan.batchSize > 1 ? 'batched' : 'cached'));
   const progress = new SubjectProgress(o.stream);
   const hasAnswers = BENCHMARKS[plan.benchmark].hasAnswers(plan.split);
-  const promptOpts = { style, tok: o.tok, template, bos: o.bos, maxContext: o.maxContext, shots: plan.shots };
+  const promptOpts = { style, tok: o.tok, template, bos: o.bos, maxContext: o.maxContext, shots: plan.shots, batchSize: plan.batchSize };
 
   const results: SubjectResult[] = [];
   for (const [i, subject] of subjects.entries()) {

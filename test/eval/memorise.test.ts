@@ -80,6 +80,12 @@ test('a model trained to memorise a subject\'s val answers scores >= 90 % on it;
   assert.deepEqual(full.subjects[0].predictions.map((p) => p.pred), r.predictions.map((p) => p.pred));
   assert.ok(new Set(r.predictions.map((p) => p.pred)).size >= 3);
 
+  // Batched (--batch-size 5: padded batches of whole prompts, the last one partial): identical answers.
+  const batched = await runEval({ ...plan, batchSize: 5 }, run);
+  assert.deepEqual(batched.subjects[0].predictions.map((p) => p.pred), r.predictions.map((p) => p.pred));
+  for (let i = 0; i < r.predictions.length; i++)
+    for (let k = 0; k < 4; k++) assert.ok(Math.abs(batched.subjects[0].predictions[i].logits[k] - r.predictions[i].logits[k]) < 1e-3, `q${i} letter ${k}`);
+
   // The CLI on the saved adapter: same score, table printed, JSON and Markdown written.
   const out = join(root, 'report.json');
   const cli = runCli(['eval', '--ceval', CEVAL, '--model', modelDir, '--adapter', outDir, '--subjects', SUBJECT, '--shots', '0', '--template', 'qwen', '--out', out]);

@@ -37,7 +37,7 @@ const evalCommand: CommandModule<object, EvalArgs> = {
       .option('shots', { type: 'number', default: 5, describe: 'Dev examples before each question (0-5); fewer where the prompt would not fit --max-context (the report counts them)' })
       .option('split', { type: 'string', describe: 'Split to score: C-Eval val (default) or test; CMMLU test; MMLU test (default) or val' })
       .option('subjects', { type: 'string', describe: 'Comma-separated subject handles, e.g. computer_network,law (default: all)' })
-      .option('batch-size', { type: 'number', default: 1, describe: 'Accepted for scripts; questions are scored one at a time, the shared few-shot prefix computed once per subject' })
+      .option('batch-size', { type: 'number', default: 1, describe: "Prompts per forward pass; 1 (default) scores on the KV cache, computing each subject's few-shot prefix once" })
       .option('max-context', { type: 'number', describe: "Longest prompt in tokens (default: the model's max_position_embeddings)" })
       .option('template', { type: 'string', choices: TEMPLATE_NAMES, describe: 'Chat-mode prompts: shots as user/assistant turns of this template (C-Eval\'s prompt for chat models)' })
       .option('bos', { type: 'boolean', describe: "Start prompts with BOS (default: the tokenizer config's add_bos_token)" })
