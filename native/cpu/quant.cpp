@@ -1,4 +1,5 @@
 #include "cpu/quant.h"
+#include "core/nf4_codes.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,22 +9,7 @@
 
 namespace sft::cpu {
 
-const float kNF4[16] = {-1.0f,
-                        -0.6961928009986877f,
-                        -0.5250730514526367f,
-                        -0.39491748809814453f,
-                        -0.28444138169288635f,
-                        -0.18477343022823334f,
-                        -0.09105003625154495f,
-                        0.0f,
-                        0.07958029955625534f,
-                        0.16093020141124725f,
-                        0.24611230194568634f,
-                        0.33791524171829224f,
-                        0.44070982933044434f,
-                        0.5626170039176941f,
-                        0.7229568362236023f,
-                        1.0f};
+const float kNF4[16] = SFT_NF4_CODES;
 
 // create_dynamic_map(signed, max_exponent_bits=7, total_bits=8): for exponent i = 0..6, fraction
 // values (means of a linspace(0.1, 1) grid; 2^i of them signed, 2^(i+1) unsigned) scaled by 10^(i-6),

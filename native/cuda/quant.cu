@@ -1,27 +1,13 @@
 // NF4 dequantization: one thread per packed byte (two weights), grid-stride.
 #include "cuda/quant.cuh"
 #include "cuda/common.cuh"
+#include "core/nf4_codes.h"
 
 namespace sft::cuda {
 namespace {
 
-// The 16 NF4 code values (QLoRA appendix; identical to cpu::kNF4, which the test compares).
-__constant__ float kNF4Dev[16] = {-1.0f,
-                                  -0.6961928009986877f,
-                                  -0.5250730514526367f,
-                                  -0.39491748809814453f,
-                                  -0.28444138169288635f,
-                                  -0.18477343022823334f,
-                                  -0.09105003625154495f,
-                                  0.0f,
-                                  0.07958029955625534f,
-                                  0.16093020141124725f,
-                                  0.24611230194568634f,
-                                  0.33791524171829224f,
-                                  0.44070982933044434f,
-                                  0.5626170039176941f,
-                                  0.7229568362236023f,
-                                  1.0f};
+// The 16 NF4 code values, one definition with cpu::kNF4 (core/nf4_codes.h).
+__constant__ float kNF4Dev[16] = SFT_NF4_CODES;
 
 constexpr int64_t kBlock = 64, kBlock2 = 256;
 
