@@ -1,6 +1,9 @@
 // Next-token choice with the semantics of HF transformers' generate(): RepetitionPenaltyLogitsProcessor,
 // then (when sampling) TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, then a draw.
 // Scores are worked on in float64 so tiny probabilities survive the softmax.
+import { mulberry32 } from '../util/random.js';
+
+export { mulberry32 };
 
 export interface SamplingOptions {
   /** 0 means greedy (argmax, ties to the lowest id); HF calls that do_sample=False. */
@@ -13,18 +16,6 @@ export interface SamplingOptions {
   repetitionPenalty: number;
   /** Uniform [0, 1) source. */
   rng: () => number;
-}
-
-/** Seeded uniform [0, 1) generator (mulberry32): small, fast, and the same on every platform. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function sampleNext(logits: Float32Array, history: number[], opts: SamplingOptions): number {

@@ -17,6 +17,7 @@ import { readJsonlLines, parseJsonLine } from './jsonl.js';
 import { toConversation, type Conversation } from './formats.js';
 import { encodeConversation, IGNORE } from './encode.js';
 import type { ChatTemplate } from './templates.js';
+import { mulberry32 } from '../util/random.js';
 
 export interface DatasetStats {
   /** Non-blank lines read. */
@@ -291,13 +292,4 @@ function shuffledOrder(size: number, seed: number, epoch: number): Uint32Array {
     order[j] = t;
   }
   return order;
-}
-
-function mulberry32(a: number): () => number {
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -10,6 +10,7 @@ import type { Arch, NativeModelConfig } from '../native/types.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { trainByteLevelBpe, type TokenizerJson } from '../tokenizer/bpe-train.js';
 import { expectedTensors, nativeConfigFromHf } from './hfconfig.js';
+import { normalSampler } from '../util/random.js';
 
 export interface InitModelOptions {
   arch: Arch;
@@ -253,29 +254,6 @@ function randomTensors(c: NativeModelConfig, seed: number): TensorToWrite[] {
     }
     return { name, dtype: 'F32' as const, shape, data };
   });
-}
-
-/** Standard normal samples from a seeded mulberry32 stream (Box-Muller), so a seed always gives the same model. */
-function normalSampler(seed: number): () => number {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  let spare: number | undefined;
-  return () => {
-    if (spare !== undefined) {
-      const s = spare;
-      spare = undefined;
-      return s;
-    }
-    const r = Math.sqrt(-2 * Math.log(1 - uniform()));
-    const th = 2 * Math.PI * uniform();
-    spare = r * Math.sin(th);
-    return r * Math.cos(th);
-  };
 }
 
 function writeJson(file: string, value: unknown): void {

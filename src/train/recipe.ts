@@ -33,6 +33,7 @@ import { Reporters } from '../log/reporters.js';
 import { Progress } from '../log/progress.js';
 import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/summary.js';
 import { SftError } from '../errors.js';
+import { mulberry32 } from '../util/random.js';
 
 /** PEFT module names of every linear layer but lm_head ("all-linear"). */
 export const ALL_LINEAR: Record<Arch, string[]> = {
@@ -185,13 +186,7 @@ function promptInit(cfg: TrainConfig, model: NativeModel, tok: Tok, native: Nati
     if (!text.length) throw new SftError('prompt_tuning_init_text encodes to no tokens; give a non-empty text or use prompt_tuning_init "RANDOM"');
     ids = Array.from({ length: n }, (_, i) => text[i % text.length]);
   } else if (cfg.prompt_tuning_init === 'SAMPLE_VOCAB') {
-    let a = cfg.seed >>> 0;  // mulberry32: a seeded, repeatable draw
-    const rand = () => {
-      a = (a + 0x6d2b79f5) | 0;
-      let t = Math.imul(a ^ (a >>> 15), 1 | a);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
+    const rand = mulberry32(cfg.seed);
     ids = Array.from({ length: n }, () => Math.floor(rand() * native.vocabSize));
   } else {
     return undefined;

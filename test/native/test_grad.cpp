@@ -327,17 +327,21 @@ static void check_kv_cache() {
   }
 }
 
+// The Llama-family variants plus a tiny Bloom (its own checks live in test_bloom.cpp).
+static std::vector<Variant> variants_with_bloom() {
+  auto vars = variants();
+  sft::ModelConfig c;
+  c.arch = sft::Arch::Bloom;
+  c.vocab = 13, c.hidden = 8, c.intermediate = 32, c.layers = 2, c.heads = 2, c.kv_heads = 2;
+  c.norm_eps = 1e-5, c.tie_embeddings = true;
+  vars.push_back({"bloom", c, {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}});
+  return vars;
+}
+
 // Prompt tuning: gradients of the virtual-token embeddings (and of every base weight, with the
 // virtual positions in the sequence) by finite differences; cached generation equals full forwards.
 static void check_prompt_tuning() {
-  auto vars = variants();
-  {
-    sft::ModelConfig c;
-    c.arch = sft::Arch::Bloom;
-    c.vocab = 13, c.hidden = 8, c.intermediate = 32, c.layers = 2, c.heads = 2, c.kv_heads = 2;
-    c.norm_eps = 1e-5, c.tie_embeddings = true;
-    vars.push_back({"bloom", c, {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}});
-  }
+  const auto vars = variants_with_bloom();
   for (const auto& var : vars) {
     std::mt19937_64 rng(17);
     auto m = sft::make_model(var.cfg, true);
@@ -382,14 +386,7 @@ static void check_prompt_tuning() {
 // Gradient checkpointing recomputes each layer in backward: the loss and every gradient must equal
 // the run that kept all activations (same dropout masks), bit for bit.
 static void check_checkpointing() {
-  auto vars = variants();
-  {
-    sft::ModelConfig c;
-    c.arch = sft::Arch::Bloom;
-    c.vocab = 13, c.hidden = 8, c.intermediate = 32, c.layers = 2, c.heads = 2, c.kv_heads = 2;
-    c.norm_eps = 1e-5, c.tie_embeddings = true;
-    vars.push_back({"bloom", c, {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}});
-  }
+  const auto vars = variants_with_bloom();
   for (const auto& var : vars) {
     std::vector<Vec> grads[2];
     double losses[2];
