@@ -4,7 +4,7 @@
 #include <memory>
 #include <mutex>
 
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace sft::addon {
 

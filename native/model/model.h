@@ -1,7 +1,8 @@
-// What every model family implements, and how the addon and tests create one.
-// A family (model/llama.cpp, model/bloom.cpp) is one class deriving ModelBase: its parameters with
-// their checkpoint names, forward, the mirrored backward, LoRA, AdamW and the KV cache.
+// What every model implements, whatever its family and backend, and how the addon and tests
+// create one. A family (model/llama.h, model/bloom.h) is a class template over the backend deriving
+// the shared decoder skeleton (model/decoder.h); each backend's models.cpp instantiates it.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -9,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backend/plan.h"
 #include "core/dtype.h"
 
 namespace sft {
@@ -57,11 +60,34 @@ struct AdamWOptions {
   int64_t min_8bit_size = 4096;
 };
 
-// What the addon and tests use, whatever T is. Data crosses as float (or double for tests).
+// A run's memory plan request: activations for `batch` x `seq` tokens (training: what backward
+// needs), a KV cache of `kv_slots` sequences of `kv_positions`, and the optimizer's state.
+struct PlanRequest {
+  int64_t batch = 0, seq = 0;
+  bool train = false;
+  int64_t kv_slots = 0, kv_positions = 0;
+  bool optimizer = false;  // lay out the AdamW state now (training)
+  bool eight_bit = false;  // ... as 8-bit blockwise moments for tensors of >= min_8bit_size elements
+  int64_t min_8bit_size = 4096;
+};
+
+// How often each kind was (re)allocated: a training loop that stays within its plan adds nothing.
+struct MemoryStats {
+  std::array<int64_t, size_t(MemKind::Count)> allocations{};
+};
+
+// What the addon and tests use, whatever the backend. Data crosses as float (or double for tests).
 class ModelBase {
  public:
   virtual ~ModelBase() = default;
   virtual const ModelConfig& config() const = 0;
+  virtual Device device() const = 0;
+  virtual Compute compute() const = 0;
+  // Fix the memory of a run (see PlanRequest); calls that stay within it allocate nothing.
+  virtual void plan(const PlanRequest& r) = 0;
+  // Bytes per kind, with every buffer by name: what is allocated (or, for a meta model, would be).
+  virtual MemoryPlan memory_plan() const = 0;
+  virtual MemoryStats memory_stats() const = 0;
   // Checkpoint tensors the model expects (HF names and shapes).
   virtual std::vector<ParamInfo> base_params() const = 0;
   // Copy one checkpoint tensor (raw little-endian bytes of dtype) into the model.
@@ -73,14 +99,12 @@ class ModelBase {
   // Prompt tuning (PEFT PROMPT_TUNING): n trainable virtual-token embeddings [n, hidden] prepended to
   // every sequence (positions 0..n-1, never in the loss). init: n*hidden values, or null for N(0, 1)
   // from seed (nn.Embedding's default). Base weights stay frozen. Returns the new tensor.
-  virtual ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) {
-    throw std::runtime_error("prompt tuning is not implemented for this architecture yet");
-  }
+  virtual ParamInfo add_prompt_tuning(int64_t n, const float* init, uint64_t seed) = 0;
   // Gradient checkpointing: training keeps only each layer's input and recomputes the layer inside
   // backward (same results, activation memory of one layer instead of all).
-  virtual void set_gradient_checkpointing(bool on) { throw std::runtime_error("gradient checkpointing is not implemented for this architecture yet"); }
+  virtual void set_gradient_checkpointing(bool on) = 0;
   // Fold every LoRA adapter into its base weight (W += scale * B A) and drop the adapters.
-  virtual void merge_lora() { throw std::runtime_error("merging LoRA is not implemented for this architecture yet"); }
+  virtual void merge_lora() = 0;
   // QLoRA: replace every frozen linear weight (not embeddings, norms or lm_head) by NF4 with
   // double quantization, one NF4 tensor per checkpoint tensor. Returns bytes before / after.
   virtual std::pair<int64_t, int64_t> quantize_nf4(bool double_quant) = 0;
@@ -116,7 +140,16 @@ class ModelBase {
   virtual int64_t cache_length() const = 0;
 };
 
-// The family's model for cfg.arch; f64 = double precision (gradient checks).
+// Where and how a model is built. meta: sizes only, no memory is ever taken (planning a run).
+struct ModelOptions {
+  Device device = Device::Cpu;
+  Compute compute = Compute::F32;
+  bool meta = false;
+};
+
+// The family's model for cfg.arch on the backend of opts.device (backend/registry.cpp).
+std::unique_ptr<ModelBase> make_model(const ModelConfig& cfg, const ModelOptions& opts);
+// On the CPU; f64 = double precision (gradient checks).
 std::unique_ptr<ModelBase> make_model(const ModelConfig& cfg, bool f64);
 
 }  // namespace sft

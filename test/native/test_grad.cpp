@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "cpu/ops.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "check.h"
 
 using sft::cpu::attention_backward;

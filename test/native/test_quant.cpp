@@ -11,7 +11,7 @@
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 using namespace sft::cpu;
 

@@ -2,8 +2,6 @@
 
 #include <stdexcept>
 
-#include "model/bloom.h"
-#include "model/llama.h"
 
 namespace sft {
 
@@ -31,17 +29,5 @@ void ModelConfig::validate() const {
   if (arch != Arch::Bloom) need(rope_theta > 0, "rope_theta must be > 0");
 }
 
-std::unique_ptr<ModelBase> make_model(const ModelConfig& cfg, bool f64) {
-  switch (cfg.arch) {
-    case Arch::Llama:
-    case Arch::Baichuan:
-    case Arch::Baichuan2:
-    case Arch::Qwen2:
-      return make_llama_model(cfg, f64);
-    case Arch::Bloom:
-      return make_bloom_model(cfg, f64);
-  }
-  throw std::runtime_error("architecture not supported by this build");
-}
 
 }  // namespace sft

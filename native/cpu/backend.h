@@ -1,0 +1,256 @@
+// The CPU backend: the reference implementation of the backend contract (backend/backend.h).
+// "Device" memory is host memory (256-byte aligned, zero-filled); every op is the native/cpu/
+// function of the same name, so this file is the map from the contract to the CPU kernels.
+// T = float for real use, double for the finite-difference checks; G = T (no master copies).
+#pragma once
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/plan.h"
+#include "core/dtype.h"
+#include "core/random.h"
+#include "core/threads.h"
+#include "cpu/gemm.h"
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+
+namespace sft {
+
+template <typename Elem>
+class CpuBackend {
+ public:
+  using T = Elem;
+  using G = Elem;
+  using Saved = Elem;  // attention keeps its probabilities [B, nh, Tq, Tk]
+  using Nf4 = cpu::Nf4Weight;
+  static constexpr Device device = Device::Cpu;
+  static constexpr Compute compute = std::is_same<Elem, double>::value ? Compute::F64 : Compute::F32;
+
+  static bool supports(Op) { return true; }
+  static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t Tk) { return B * nh * Tq * Tk; }
+  std::string device_label() const { return "cpu"; }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  void* alloc(MemKind kind, size_t bytes) {
+    void* p = std::aligned_alloc(kPlanAlign, align_up(bytes));
+    if (!p)
+      throw OutOfMemory(kind, bytes, std::string("out of host memory allocating ") + std::to_string(bytes >> 20) + " MiB of " +
+                                         mem_kind_name(kind));
+    std::memset(p, 0, bytes);
+    return p;
+  }
+  void release(void* p) { std::free(p); }
+  void upload(void* dst, const void* src, size_t n) { if (n) std::memcpy(dst, src, n); }
+  void download(void* dst, const void* src, size_t n) { if (n) std::memcpy(dst, src, n); }
+  void copy(void* dst, const void* src, size_t n) { if (n) std::memmove(dst, src, n); }
+  void zero(void* dst, size_t n) { if (n) std::memset(dst, 0, n); }
+  void sync() {}
+  // What can still be allocated: MemAvailable of /proc/meminfo (0 = unknown).
+  static size_t free_bytes() {
+    std::ifstream f("/proc/meminfo");
+    std::string key;
+    size_t kb = 0;
+    std::string unit;
+    while (f >> key >> kb >> unit)
+      if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+  }
+
+  // ---- host values <-> device elements ------------------------------------------------------------
+  // Checkpoint bytes of dtype dt into n elements (exact widening; rounding only if E is narrower).
+  template <typename E>
+  void upload_elems(E* dst, const void* src, DType dt, int64_t n) {
+    parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) dst[i] = E(element(src, dt, i));
+    });
+  }
+  template <typename E, typename S>
+  void upload_values(E* dst, const S* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = E(src[i]);
+  }
+  template <typename E, typename D>
+  void download_values(D* dst, const E* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
+  }
+
+  // ---- linear ------------------------------------------------------------------------------------
+  void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t M, int64_t K, int64_t N, bool accumulate) {
+    cpu::linear_forward<T>(y, x, W, b, M, K, N, accumulate);
+  }
+  void linear_backward(T* dx, G* dW, G* db, const T* dy, const T* x, const T* W, int64_t M, int64_t K, int64_t N) {
+    cpu::linear_backward<T>(dx, dW, db, dy, x, W, M, K, N);
+  }
+  void add_bias(T* y, const T* b, int64_t M, int64_t N) { cpu::add_bias<T>(y, b, M, N); }
+  void bias_backward(G* db, const T* dy, int64_t M, int64_t N) {
+    cpu::linear_backward<T>(nullptr, nullptr, db, dy, nullptr, nullptr, M, 0, N);
+  }
+  // C[m, n] = beta C + alpha sum_k opA[m, k] opB[n, k] (cpu/gemm.h's conventions); C is T or G.
+  template <typename C>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const T* A, int64_t lda, const T* B,
+            int64_t ldb, double beta, C* out, int64_t ldc) {
+    static_assert(std::is_same<C, T>::value, "the CPU backend multiplies in one type");
+    cpu::gemm<T>(ta, tb, M, N, K, T(alpha), A, lda, B, ldb, T(beta), out, ldc);
+  }
+
+  // ---- NF4 (QLoRA) -------------------------------------------------------------------------------
+  // One NF4 tensor per row segment (the checkpoint tensors of a fused matrix), from host floats.
+  struct Segment {
+    int64_t row0, rows;
+  };
+  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
+                                    bool double_quant) {
+    auto q = std::make_unique<Nf4>();
+    q->rows = rows, q->cols = cols;
+    for (const auto& s : segs)
+      q->segments.push_back({s.row0, s.rows, cpu::nf4_quantize_tensor(w + s.row0 * cols, s.rows * cols, double_quant)});
+    return q;
+  }
+  static size_t nf4_bytes(const Nf4& q) { return q.bytes(); }
+  // What nf4_quantize will take for one tensor of n elements (Nf4Tensor::bytes()), without doing it.
+  static size_t nf4_bytes_for(int64_t n, bool double_quant) {
+    const size_t blocks = size_t((n + cpu::kNf4Block - 1) / cpu::kNf4Block);
+    const size_t scales = double_quant ? blocks + (blocks + cpu::kQ8Block - 1) / cpu::kQ8Block * 4 : blocks * 4;
+    return size_t((n + 1) / 2) + scales + 4;
+  }
+  // Rows [r0, r0 + n) dequantized into host floats.
+  void nf4_decode_rows(float* out, const Nf4& q, int64_t r0, int64_t n) {
+    for (int64_t r = r0; r < r0 + n; r++) q.decode_row(out + (r - r0) * q.cols, r, 0, q.cols);
+  }
+  void linear_forward_nf4(T* y, const T* x, const Nf4& W, int64_t M, int64_t K, int64_t N, bool accumulate) {
+    cpu::gemm_q4<T>(false, M, N, K, T(1), x, K, W, accumulate ? T(1) : T(0), y, N);
+  }
+  void linear_backward_nf4(T* dx, const T* dy, const Nf4& W, int64_t M, int64_t K, int64_t N) {
+    cpu::gemm_q4<T>(true, M, K, N, T(1), dy, N, W, T(1), dx, K);
+  }
+
+  // ---- norms -------------------------------------------------------------------------------------
+  void rmsnorm_forward(T* y, G* rstd, const T* x, const T* w, int64_t N, int64_t C, double eps) {
+    cpu::rmsnorm_forward<T>(y, rstd, x, w, N, C, eps);
+  }
+  void rmsnorm_backward(T* dx, G* dw, const T* dy, const T* x, const T* w, const G* rstd, int64_t N, int64_t C) {
+    cpu::rmsnorm_backward<T>(dx, dw, dy, x, w, rstd, N, C);
+  }
+  void layernorm_forward(T* y, G* mean, G* rstd, const T* x, const T* w, const T* b, int64_t N, int64_t C, double eps) {
+    cpu::layernorm_forward<T>(y, mean, rstd, x, w, b, N, C, eps);
+  }
+  void layernorm_backward(T* dx, G* dw, G* db, const T* dy, const T* x, const T* w, const G* mean, const G* rstd,
+                          int64_t N, int64_t C) {
+    cpu::layernorm_backward<T>(dx, dw, db, dy, x, w, mean, rstd, N, C);
+  }
+  void l2norm_rows_forward(T* out, const T* in, int64_t R, int64_t C, double eps) {
+    cpu::l2norm_rows_forward<T>(out, in, R, C, eps);
+  }
+  void l2norm_rows_backward(G* din, const G* dout, const T* in, int64_t R, int64_t C, double eps) {
+    cpu::l2norm_rows_backward<T>(din, dout, in, R, C, eps);
+  }
+
+  // ---- rotary embeddings, attention ----------------------------------------------------------------
+  void rope_forward(T* x, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd, const G* cos, const G* sin) {
+    cpu::rope_forward<T>(x, ld, rows, T_, p0, heads, hd, cos, sin);
+  }
+  void rope_backward(T* dx, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd, const G* cos,
+                     const G* sin) {
+    cpu::rope_backward<T>(dx, ld, rows, T_, p0, heads, hd, cos, sin);
+  }
+  void attention_forward(T* out, Saved* saved, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B,
+                         int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
+    cpu::attention_forward<T>(out, saved, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd);
+  }
+  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* /*out*/, const Saved* saved, const T* q, int64_t ldq,
+                          const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh,
+                          int nkv, int hd) {
+    cpu::attention_backward<T>(dq, dk, dv, dout, saved, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd);
+  }
+  void alibi_slopes(G* out, int n) { cpu::alibi_slopes<G>(out, n); }
+  void alibi_attention_forward(T* out, Saved* saved, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                               int64_t ldkv, int64_t kvhs, const G* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0,
+                               int nh, int hd) {
+    cpu::alibi_attention_forward<T>(out, saved, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, hd);
+  }
+  void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* /*out*/, const Saved* saved, const T* q,
+                                int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                                const G* /*slopes*/, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
+    cpu::alibi_attention_backward<T>(dq, dk, dv, dout, saved, q, ldq, qhs, k, v, ldkv, kvhs, B, Tq, Tk, p0, nh, hd);
+  }
+
+  // ---- activations, embedding, loss ----------------------------------------------------------------
+  void swiglu_forward(T* out, const T* gate, const T* up, int64_t n) { cpu::swiglu_forward<T>(out, gate, up, n); }
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n) {
+    cpu::swiglu_backward<T>(dgate, dup, dout, gate, up, n);
+  }
+  void gelu_forward(T* out, const T* x, int64_t n) { cpu::gelu_tanh_forward<T>(out, x, n); }
+  void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) { cpu::gelu_tanh_backward<T>(dx, dout, x, n); }
+  void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t n, int64_t C) {
+    cpu::embedding_forward<T>(out, ids, table, n, C);
+  }
+  void embedding_backward(G* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
+    cpu::embedding_backward<T>(dtable, dout, ids, n, C);
+  }
+  double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, int64_t* count) {
+    return cpu::cross_entropy<T>(logits, targets, N, V, T(scale), grad, count);
+  }
+
+  // ---- LoRA dropout: element i dropped when uniform01_key(key, i) < p (core/random.h) -------------
+  void dropout_forward(T* out, const T* x, int64_t rows, int64_t cols, double p, uint64_t key) {
+    const T keep = T(1.0 / (1.0 - p));
+    parallel_for(rows, 16, [&](int64_t m0, int64_t m1) {
+      for (int64_t i = m0 * cols; i < m1 * cols; i++) out[i] = rng::uniform01_key(key, uint64_t(i)) < p ? T(0) : x[i] * keep;
+    });
+  }
+  void dropout_backward_add(T* dx, const T* dxd, int64_t n, double p, uint64_t key) {
+    const T keep = T(1.0 / (1.0 - p));
+    parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++)
+        if (!(rng::uniform01_key(key, uint64_t(i)) < p)) dx[i] += dxd[i] * keep;
+    });
+  }
+
+  // ---- data movement -------------------------------------------------------------------------------
+  void copy_2d(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) std::memcpy(dst + r * ld_dst, src + r * ld_src, size_t(cols) * sizeof(T));
+  }
+  template <typename D, typename S>
+  void add_into(D* dst, const S* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+  }
+  // dst[c] += src[r * ld + c] for r = 0, 1, ... in order.
+  template <typename D, typename S>
+  void add_rows_into(D* dst, const S* src, int64_t rows, int64_t cols, int64_t ld_src) {
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) dst[c] += src[r * ld_src + c];
+  }
+  template <typename S, typename D>
+  void cast(D* dst, const S* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
+  }
+
+  // ---- optimizer ----------------------------------------------------------------------------------
+  // Sum of squares in index order, in double (the global norm's summation order is the buffer's).
+  double sum_squares(const G* g, int64_t n) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += double(g[i]) * double(g[i]);
+    return ss;
+  }
+  void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
+                    int64_t t, double grad_scale) {
+    cpu::adamw_update<G>(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale);
+  }
+  void adamw_update_8bit(G* p, const G* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax, int64_t n, double lr,
+                         double b1, double b2, double eps, double wd, int64_t t, double grad_scale) {
+    cpu::adamw_update_8bit<G>(p, g, m8, m_absmax, v8, v_absmax, n, lr, b1, b2, eps, wd, t, grad_scale);
+  }
+  // The codes that mean 0 in bitsandbytes' dynamic maps (what fresh 8-bit moments hold).
+  static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
+  static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
+};
+
+}  // namespace sft

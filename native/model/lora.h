@@ -1,0 +1,260 @@
+// Linear layers with LoRA adapters: attaching them (PEFT's names and init), their forward and the
+// mirrored backward with LoRA dropout, QLoRA's NF4 base weights, and merging adapters into W.
+//
+//   forward                                   backward (dy given)
+//   y   = x W^T + b                           dx += dy W;  dW += dy^T x;  db += sum dy  (when trainable)
+//   xd  = dropout(x)         (training)       dha = scale dy_rows B;  dB += scale dy_rows^T ha
+//   ha  = xd A^T                              dA += dha^T xd;  dx += dropout'(dha A)
+//   y_rows += scale ha B^T
+// Dropout masks are never stored: the counter-based generator (core/random.h) gives element i of
+// adapter a's mask at step s again from (seed_a, s, i), on every backend.
+#pragma once
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/params.h"
+
+namespace sft::model {
+
+template <class Bk>
+struct Lora {
+  std::string module;  // PEFT module path, e.g. model.layers.0.self_attn.q_proj
+  Param<Bk>* A;        // [r, in]
+  Param<Bk>* B;        // [rows, r]
+  int64_t row0, rows;  // output rows of the linear it adapts
+  double scale;        // alpha / r (or alpha / sqrt(r) with rsLoRA), rounded as G holds it
+  double dropout;
+  uint64_t seed;
+  int64_t rank() const { return A->shape[0]; }
+  // The key of this adapter's dropout mask at a training step.
+  uint64_t mask_key(int64_t step) const { return rng::stream_key(seed, rng::dropout_stream(step)); }
+};
+
+template <class Bk>
+struct Linear {
+  Param<Bk>* W = nullptr;  // [out, in]
+  Param<Bk>* b = nullptr;  // [out] or null
+  int64_t in = 0, out = 0;
+  std::vector<Lora<Bk>> loras;
+};
+
+// What forward saves per adapter for backward: the dropped-out input (only with dropout) and the
+// rank-r intermediate.
+template <class Bk>
+struct LoraActs {
+  typename Bk::T* xd = nullptr;
+  typename Bk::T* ha = nullptr;
+};
+
+// Backward's temporaries, shared by every adapter (sized by the largest).
+template <class Bk>
+struct LoraScratch {
+  typename Bk::T* dha = nullptr;  // [M, r]
+  typename Bk::T* dxd = nullptr;  // [M, in], adapters with dropout
+};
+
+// Lays out one linear's adapter activations for M rows ("train": with dropout inputs).
+template <class Bk>
+void lay_out_lora_acts(Carver& c, const Linear<Bk>& lin, std::vector<LoraActs<Bk>>& la, size_t& li, int64_t M, bool train,
+                       const std::string& prefix) {
+  for (const Lora<Bk>& lo : lin.loras) {
+    if (la.size() <= li) la.resize(li + 1);
+    LoraActs<Bk>& s = la[li++];
+    const std::string n = prefix + lo.module.substr(lo.module.rfind('.') + 1);
+    c.take(s.xd, train && lo.dropout > 0 ? M * lin.in : 0, n + " LoRA dropout input");
+    c.take(s.ha, M * lo.rank(), n + " LoRA A output");
+  }
+}
+
+// y[M, out] (+)= x W^T + b, plus each adapter's scale * (drop(x) A^T) B^T on its rows. la[li++]
+// receives each adapter's saved activations.
+template <class Bk>
+void linear_forward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* y, const typename Bk::T* x, int64_t M,
+                    std::vector<LoraActs<Bk>>& la, size_t& li, Mode mode, int64_t step, bool accumulate = false) {
+  using T = typename Bk::T;
+  if (lin.W->q) {
+    bk.linear_forward_nf4(y, x, *lin.W->q, M, lin.in, lin.out, accumulate);
+    if (lin.b) bk.add_bias(y, lin.b->w, M, lin.out);
+  } else {
+    bk.linear_forward(y, x, lin.W->w, lin.b ? lin.b->w : nullptr, M, lin.in, lin.out, accumulate);
+  }
+  for (const Lora<Bk>& lo : lin.loras) {
+    LoraActs<Bk>& s = la[li++];
+    const int64_t r = lo.rank();
+    const T* xin = x;
+    if (mode == Mode::Train && lo.dropout > 0) {
+      bk.dropout_forward(s.xd, x, M, lin.in, lo.dropout, lo.mask_key(step));
+      xin = s.xd;
+    }
+    bk.template gemm<T>(false, false, M, r, lin.in, 1.0, xin, lin.in, lo.A->w, lin.in, 0.0, s.ha, r);
+    bk.template gemm<T>(false, false, M, lo.rows, r, lo.scale, s.ha, r, lo.B->w, r, 1.0, y + lo.row0, lin.out);
+  }
+}
+
+// Mirror of linear_forward: dx[M, in] += dy W (+ the adapters' path); weight, bias and adapter
+// gradients where trainable.
+template <class Bk>
+void linear_backward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* dx, const typename Bk::T* dy,
+                     const typename Bk::T* x, int64_t M, std::vector<LoraActs<Bk>>& la, size_t& li, int64_t step,
+                     const LoraScratch<Bk>& ws) {
+  using T = typename Bk::T;
+  using G = typename Bk::G;
+  if (lin.W->q) {  // frozen NF4 base: only the input gradient
+    bk.linear_backward_nf4(dx, dy, *lin.W->q, M, lin.in, lin.out);
+    if (lin.b && lin.b->trainable) bk.bias_backward(lin.b->g, dy, M, lin.out);
+  } else {
+    bk.linear_backward(dx, lin.W->trainable ? lin.W->g : nullptr, lin.b && lin.b->trainable ? lin.b->g : nullptr, dy, x,
+                       lin.W->w, M, lin.in, lin.out);
+  }
+  for (const Lora<Bk>& lo : lin.loras) {
+    LoraActs<Bk>& s = la[li++];
+    const int64_t r = lo.rank(), rows = lo.rows, in = lin.in;
+    const bool dropped = lo.dropout > 0;
+    const T* xin = dropped ? s.xd : x;
+    const T* dys = dy + lo.row0;  // [M, rows] with row stride lin.out
+    // dB[rows, r] += scale * dys^T ha
+    bk.template gemm<G>(true, true, rows, r, M, lo.scale, dys, lin.out, s.ha, r, 1.0, lo.B->g, r);
+    // dha[M, r] = scale * dys B
+    bk.template gemm<T>(false, true, M, r, rows, lo.scale, dys, lin.out, lo.B->w, r, 0.0, ws.dha, r);
+    // dA[r, in] += dha^T xin
+    bk.template gemm<G>(true, true, r, in, M, 1.0, ws.dha, r, xin, in, 1.0, lo.A->g, in);
+    // dx += dha A, masked and rescaled like the forward's dropout
+    if (!dropped) {
+      bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 1.0, dx, in);
+    } else {
+      bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 0.0, ws.dxd, in);
+      bk.dropout_backward_add(dx, ws.dxd, M * in, lo.dropout, lo.mask_key(step));
+    }
+  }
+}
+
+// Parameters with adapters on top: attach (PEFT's init), quantize the frozen linears, merge.
+template <class Bk>
+class LoraStore : public ParamStore<Bk> {
+ public:
+  using T = typename Bk::T;
+  using G = typename Bk::G;
+  using ParamStore<Bk>::ParamStore;
+
+ protected:
+  // A linear layer whose weight (and bias) are checkpoint tensors of these names.
+  Linear<Bk> add_linear(const std::string& wname, int64_t in, int64_t out, const std::string& bname = "") {
+    Linear<Bk> lin;
+    lin.in = in;
+    lin.out = out;
+    lin.W = this->add_tensor(wname, {out, in});
+    if (!bname.empty()) lin.b = this->add_tensor(bname, {out}, false);
+    return lin;
+  }
+
+  static void check_lora_options(const LoraOptions& o) {
+    if (o.rank <= 0) throw std::runtime_error("lora_rank must be > 0");
+    if (o.dropout < 0 || o.dropout >= 1) throw std::runtime_error("lora_dropout must be in [0, 1)");
+  }
+
+  // Attach one adapter to rows [row0, row0 + rows) of lin, module path `mod` (PEFT naming). Its
+  // values are set by init_adapters() once the family has attached all of them.
+  void attach_lora(Linear<Bk>& lin, const std::string& mod, int64_t row0, int64_t rows, const LoraOptions& o,
+                   std::vector<ParamInfo>& added) {
+    for (const auto& existing : lin.loras)
+      if (existing.module == mod) throw std::runtime_error("LoRA already attached to " + mod);
+    const double scale = double(G(o.use_rslora ? o.alpha / std::sqrt(double(o.rank)) : o.alpha / double(o.rank)));
+    Param<Bk>* A = this->add_param(mod + ".lora_A.weight", {o.rank, lin.in});
+    Param<Bk>* Bp = this->add_param(mod + ".lora_B.weight", {rows, o.rank});
+    for (Param<Bk>* p : {A, Bp}) {
+      p->trainable = true;
+      p->adapter = true;
+      added.push_back({p->name, p->shape});
+    }
+    lin.loras.push_back({mod, A, Bp, row0, rows, scale, o.dropout, o.seed ^ rng::mix(fnv1a(A->name) + 1)});
+    pending_init_.push_back({A, o.seed, 1.0 / std::sqrt(double(lin.in))});
+  }
+
+  // PEFT's init of the adapters just attached: A ~ kaiming_uniform(a = sqrt(5)) =
+  // U(-1/sqrt(in), 1/sqrt(in)) from the counter-based generator, B = 0 (fresh memory is zeroed).
+  void init_adapters() {
+    this->materialize();
+    this->relayout_trainable();
+    if (!this->meta_) {
+      for (const auto& pi : pending_init_) {
+        Param<Bk>* A = pi.A;
+        const uint64_t stream = fnv1a(A->name);
+        std::vector<double> v(size_t(A->numel()));
+        for (size_t i = 0; i < v.size(); i++) v[i] = (2 * rng::uniform01(pi.seed, stream, i) - 1) * pi.bound;
+        // The values round to T (compute) and, with a master copy, to G: as one upload would.
+        this->bk_.upload_values(A->w, v.data(), A->numel());
+        if (A->master) this->bk_.upload_values(A->master, v.data(), A->numel());
+      }
+    }
+    pending_init_.clear();
+  }
+
+  // NF4 for each listed frozen linear weight: one NF4 tensor per checkpoint tensor of the matrix, so
+  // blocks and double-quant offsets match bitsandbytes'. Returns bytes before / after.
+  std::pair<int64_t, int64_t> quantize_linears(const std::vector<Linear<Bk>*>& lins, bool double_quant) {
+    if (!Bk::supports(Op::Nf4Linear))
+      throw std::runtime_error(std::string("QLoRA (bits 4) is not available on the ") + device_name(Bk::device) +
+                               " backend yet; use bits 16 (LoRA) there, or device cpu");
+    this->materialize();
+    int64_t before = 0, after = 0;
+    for (Linear<Bk>* lin : lins) {
+      Param<Bk>* p = lin->W;
+      if (p->q) continue;
+      if (p->trainable) throw std::runtime_error("cannot quantize trainable weight " + p->name);
+      std::vector<typename Bk::Segment> segs;
+      for (const auto& name : this->view_order_) {
+        const View<Bk>& v = this->views_.at(name);
+        if (v.p == p) segs.push_back({v.row0, v.rows});
+      }
+      before += p->numel() * int64_t(sizeof(T));
+      if (this->meta_) {  // sizes only
+        for (const auto& s : segs) after += int64_t(Bk::nf4_bytes_for(s.rows * lin->in, double_quant));
+        p->q = std::make_unique<typename Bk::Nf4>();
+      } else {
+        std::vector<float> host(size_t(p->numel()));
+        this->bk_.download_values(host.data(), p->w, p->numel());
+        p->q = this->bk_.nf4_quantize(host.data(), lin->out, lin->in, segs, double_quant);
+        after += int64_t(Bk::nf4_bytes(*p->q));
+      }
+      p->w = nullptr;  // the full-precision copy goes with the relayout below
+      this->nf4_count_++;
+    }
+    this->nf4_bytes_ += size_t(after);
+    this->relayout(this->weights_, MemKind::Weights, [&](Carver& c) { this->lay_out_weights(c); }, true);
+    this->weights_changed();
+    return {before, after};
+  }
+
+  // Fold every adapter of the listed linears into its base weight (W[row0 + i, :] += scale * B A)
+  // and drop the adapters' tensors.
+  void merge_linears(const std::vector<Linear<Bk>*>& lins) {
+    for (Linear<Bk>* lin : lins) {
+      for (const Lora<Bk>& lo : lin->loras) {
+        if (lin->W->q) throw std::runtime_error("cannot merge LoRA into NF4 weights: load the base in full precision to merge");
+        this->bk_.template gemm<T>(false, true, lo.rows, lin->in, lo.rank(), lo.scale, lo.B->w, lo.rank(), lo.A->w, lin->in,
+                                   1.0, lin->W->w + lo.row0 * lin->in, lin->in);
+        for (Param<Bk>* p : {lo.A, lo.B}) {
+          this->by_name_.erase(p->name);
+          p->trainable = false;
+          p->shape = {0};
+        }
+      }
+      lin->loras.clear();
+    }
+    this->relayout_trainable();
+    this->weights_changed();
+  }
+
+ private:
+  struct PendingInit {
+    Param<Bk>* A;
+    uint64_t seed;
+    double bound;
+  };
+  std::vector<PendingInit> pending_init_;
+};
+
+}  // namespace sft::model
