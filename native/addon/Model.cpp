@@ -11,6 +11,7 @@
 #include <string>
 #include <mutex>
 
+#include "addon/memory.h"
 #include "core/threads.h"
 
 namespace sft::addon {
@@ -61,10 +62,15 @@ class Worker : public Napi::AsyncWorker {
     std::lock_guard<std::mutex> lock(model_->mutex());
     try {
       Run();
+    } catch (const OutOfMemory& e) {
+      SetError(std::string(e.what()) + " in " + What() + " — " + oom_advice(model_->engine().memory_plan()));
     } catch (const std::bad_alloc&) {
-      SetError("out of memory in " + What() + " — lower per_device_train_batch_size or max_seq_length, or use bits 4 (QLoRA)");
+      SetError("out of memory in " + What() + " — " + oom_advice(model_->engine().memory_plan()));
     } catch (const std::exception& e) {
-      SetError(e.what());
+      std::string m = e.what();
+      // A kernel's own temporary that did not fit (stream-ordered pool): the same advice.
+      if (m.find("cudaErrorMemoryAllocation") != std::string::npos) m += " in " + What() + " — " + oom_advice(model_->engine().memory_plan());
+      SetError(m);
     }
   }
   virtual void Run() = 0;
@@ -196,7 +202,9 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
                       InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
                       InstanceMethod("truncateCache", &Model::TruncateCache),
-                      InstanceMethod("cacheLength", &Model::CacheLength)});
+                      InstanceMethod("cacheLength", &Model::CacheLength), InstanceMethod("plan", &Model::Plan),
+                      InstanceMethod("memoryPlan", &Model::MemoryPlanJs),
+                      InstanceMethod("memoryStats", &Model::MemoryStatsJs)});
 }
 
 Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -226,10 +234,20 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   c.tie_embeddings = flag("tieWordEmbeddings");
   c.qkv_bias = flag("qkvBias");
   c.norm_head = flag("normHead");
-  const bool f64 = o.Has("dtype") && o.Get("dtype").ToString().Utf8Value() == "f64";
+  ModelOptions mo;
+  const std::string dtype = o.Has("dtype") && !o.Get("dtype").IsUndefined() ? o.Get("dtype").ToString().Utf8Value() : "f32";
+  if (dtype == "f32") mo.compute = Compute::F32;
+  else if (dtype == "f64") mo.compute = Compute::F64;
+  else if (dtype == "bf16") mo.compute = Compute::BF16;
+  else throw Napi::TypeError::New(env, "model config: dtype must be f32, f64 or bf16 (got \"" + dtype + "\")");
+  const std::string device = o.Has("device") && !o.Get("device").IsUndefined() ? o.Get("device").ToString().Utf8Value() : "cpu";
+  if (device == "cpu") mo.device = Device::Cpu;
+  else if (device == "cuda") mo.device = Device::Cuda;
+  else throw Napi::TypeError::New(env, "model config: device must be cpu or cuda (got \"" + device + "\")");
+  mo.meta = flag("meta");
   if (o.Has("threads") && o.Get("threads").IsNumber()) set_num_threads(o.Get("threads").As<Napi::Number>().Int32Value());
   try {
-    engine_ = make_model(c, f64);
+    engine_ = make_model(c, mo);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -511,6 +529,51 @@ Napi::Value Model::TruncateCache(const Napi::CallbackInfo& info) {
 
 Napi::Value Model::CacheLength(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(engine_->cache_length()));
+}
+
+Napi::Value Model::Plan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "plan(request): object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto num = [&](const char* k) -> int64_t {
+    Napi::Value v = o.Get(k);
+    if (v.IsUndefined()) return 0;
+    if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0) throw Napi::TypeError::New(env, std::string("plan: \"") + k + "\" must be a number >= 0");
+    return v.As<Napi::Number>().Int64Value();
+  };
+  PlanRequest r;
+  r.batch = num("batch"), r.seq = num("seqLen"), r.kv_slots = num("kvSlots"), r.kv_positions = num("kvPositions");
+  r.train = o.Get("train").ToBoolean().Value();
+  r.optimizer = o.Get("optimizer").ToBoolean().Value();
+  r.eight_bit = o.Get("eightBit").ToBoolean().Value();
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->plan(r);
+  } catch (const OutOfMemory& e) {
+    throw Napi::Error::New(env, std::string(e.what()) + " while planning the run — " + oom_advice(engine_->memory_plan()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+Napi::Value Model::MemoryPlanJs(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Napi::Object o = plan_to_js(info.Env(), engine_->memory_plan());
+  o.Set("device", device_name(engine_->device()));
+  o.Set("dtype", compute_name(engine_->compute()));
+  return o;
+}
+
+Napi::Value Model::MemoryStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::lock_guard<std::mutex> lock(mu_);
+  const MemoryStats st = engine_->memory_stats();
+  Napi::Object a = Napi::Object::New(env);
+  for (size_t k = 0; k < size_t(MemKind::Count); k++) a.Set(mem_kind_name(MemKind(k)), double(st.allocations[k]));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("allocations", a);
+  return o;
 }
 
 }  // namespace sft::addon

@@ -39,6 +39,9 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value ResetCache(const Napi::CallbackInfo& info);
   Napi::Value TruncateCache(const Napi::CallbackInfo& info);
   Napi::Value CacheLength(const Napi::CallbackInfo& info);
+  Napi::Value Plan(const Napi::CallbackInfo& info);
+  Napi::Value MemoryPlanJs(const Napi::CallbackInfo& info);
+  Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info);
 
   std::unique_ptr<ModelBase> engine_;
   std::mutex mu_;

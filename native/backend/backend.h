@@ -20,7 +20,7 @@
 //                     [B, nh, Tq, Tk]; cuda: float logsumexp [B, nh, Tq]) — opaque to models, sized
 //                     by attention_saved_elems()
 //              Nf4    a quantized weight matrix (QLoRA), or a placeholder when unsupported
-//   memory     alloc(kind, bytes) -> device pointer (zero-filled), release(ptr), upload/download
+//   memory     alloc(kind, bytes) -> device pointer, release(ptr), upload/download
 //              (host <-> device bytes), copy (device -> device), zero, sync, free_bytes()
 //   elements   upload_elems / download_f64 / download_f32: host values converted to and from T or G
 //   ops        one member function per op family, forward and backward side by side (list below);
@@ -39,7 +39,7 @@
 //   token embedding          embedding_forward / embedding_backward
 //   cross-entropy (fused)    cross_entropy (the gradient overwrites the logits)
 //   LoRA dropout             dropout_forward / dropout_backward_add (masks from core/random.h)
-//   data movement            copy_2d, add_into, add_rows_into, cast
+//   data movement            copy_2d, add_into, add_rows_into, cast, fill_normal
 //   optimizer                sum_squares, adamw_update (+ adamw_update_copy), adamw_update_8bit
 #pragma once
 #include <cstddef>
@@ -63,6 +63,13 @@ enum class MemKind {
   KvCache,      // generation: keys and values per sequence slot
   Count
 };
+
+// What alloc() zero-fills: state that starts at zero (gradients, moments, weights not loaded yet).
+// Activations, workspace and the KV cache are written before they are read; left as they come
+// (the CUDA emulator fills them with NaN), a read of something never written shows.
+inline bool zero_filled(MemKind k) {
+  return k == MemKind::Weights || k == MemKind::Trainable || k == MemKind::Grads || k == MemKind::Optimizer;
+}
 
 inline const char* mem_kind_name(MemKind k) {
   switch (k) {

@@ -4,6 +4,7 @@
 // T = float for real use, double for the finite-difference checks; G = T (no master copies).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,7 +46,7 @@ class CpuBackend {
     if (!p)
       throw OutOfMemory(kind, bytes, std::string("out of host memory allocating ") + std::to_string(bytes >> 20) + " MiB of " +
                                          mem_kind_name(kind));
-    std::memset(p, 0, bytes);
+    if (zero_filled(kind)) std::memset(p, 0, bytes);
     return p;
   }
   void release(void* p) { std::free(p); }
@@ -231,6 +232,16 @@ class CpuBackend {
   template <typename S, typename D>
   void cast(D* dst, const S* src, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
+  }
+  // dst[i] = mean + std * z_i, z_i standard normal (Box-Muller on elements 2i, 2i + 1 of stream key).
+  template <typename E>
+  void fill_normal(E* dst, int64_t n, uint64_t key, double mean, double std_) {
+    parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; i++) {
+        const double u1 = std::max(rng::uniform01_key(key, uint64_t(2 * i)), 1e-300), u2 = rng::uniform01_key(key, uint64_t(2 * i + 1));
+        dst[i] = E(float(mean + std_ * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2)));
+      }
+    });
   }
 
   // ---- optimizer ----------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ namespace {
 
 // The constants are computed on the host in double exactly as the CPU backend does; the update
 // uses IEEE-rounded sqrt and division (__fsqrt_rn, __fdiv_rn) even under --use_fast_math so the
-// result stays within rounding of the CPU's.
-__global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64_t n, float step_size,
+// result stays within rounding of the CPU's. kCopy also stores the bf16 rounding of the new p.
+template <bool kCopy>
+__global__ void adamw_kernel(float* p, bf16* p_copy, const float* g, float* m, float* v, int64_t n, float step_size,
                              float bc2_sqrt, float decay, float b1, float b2, float eps, float gs) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float gi = g[i] * gs;
@@ -23,7 +24,9 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
     m[i] = mi;
     v[i] = vi;
     const float denom = __fdiv_rn(__fsqrt_rn(vi), bc2_sqrt) + eps;
-    p[i] = pi - __fdiv_rn(step_size * mi, denom);
+    const float pn = pi - __fdiv_rn(step_size * mi, denom);
+    p[i] = pn;
+    if (kCopy) p_copy[i] = from_f32<bf16>(pn);
   }
 }
 
@@ -54,17 +57,31 @@ __global__ void sum_partials_kernel(double* out, const double* partial, int64_t 
   if (threadIdx.x == 0) *out = s;
 }
 
+// The host-side constants, in double as the CPU backend computes them, then the one kernel.
+template <bool kCopy>
+void adamw_launch(float* p, bf16* p_copy, const float* g, float* m, float* v, int64_t n, double lr, double b1,
+                  double b2, double eps, double weight_decay, int64_t t, double grad_scale, cudaStream_t stream) {
+  const double bc1 = 1.0 - std::pow(b1, double(t));
+  const double bc2 = 1.0 - std::pow(b2, double(t));
+  SFT_LAUNCH(grid_for(n, 256), 256, 0, stream, adamw_kernel<kCopy>)(p, p_copy, g, m, v, n, float(lr / bc1),
+                                                            float(std::sqrt(bc2)), float(1.0 - lr * weight_decay),
+                                                            float(b1), float(b2), float(eps), float(grad_scale));
+}
+
 }  // namespace
 
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1, double b2,
                   double eps, double weight_decay, int64_t t, double grad_scale, cudaStream_t stream) {
   if (n <= 0) return;
-  const double bc1 = 1.0 - std::pow(b1, double(t));
-  const double bc2 = 1.0 - std::pow(b2, double(t));
-  SFT_LAUNCH(grid_for(n, 256), 256, 0, stream, adamw_kernel)(p, g, m, v, n, float(lr / bc1), float(std::sqrt(bc2)),
-                                                     float(1.0 - lr * weight_decay), float(b1), float(b2),
-                                                     float(eps), float(grad_scale));
+  adamw_launch<false>(p, nullptr, g, m, v, n, lr, b1, b2, eps, weight_decay, t, grad_scale, stream);
   SFT_CUDA_CHECK_LAUNCH("adamw_update");
+}
+
+void adamw_update_copy(float* p, bf16* p_copy, const float* g, float* m, float* v, int64_t n, double lr, double b1,
+                       double b2, double eps, double weight_decay, int64_t t, double grad_scale, cudaStream_t stream) {
+  if (n <= 0) return;
+  adamw_launch<true>(p, p_copy, g, m, v, n, lr, b1, b2, eps, weight_decay, t, grad_scale, stream);
+  SFT_CUDA_CHECK_LAUNCH("adamw_update_copy");
 }
 
 double global_grad_norm(const float* const* grads, const int64_t* sizes, int count, cudaStream_t stream) {

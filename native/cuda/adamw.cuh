@@ -13,6 +13,13 @@ namespace sft::cuda {
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, double lr, double b1, double b2,
                   double eps, double weight_decay, int64_t t, double grad_scale, cudaStream_t stream = 0);
 
+// adamw_update plus p_copy[i] = bf16(p[i]) (round to nearest even) of each updated parameter, in
+// the same pass: fp32 master weights with bf16 compute copies. p, m, v come out bit-identical to
+// adamw_update's (one kernel body for both).
+void adamw_update_copy(float* p, bf16* p_copy, const float* g, float* m, float* v, int64_t n, double lr, double b1,
+                       double b2, double eps, double weight_decay, int64_t t, double grad_scale,
+                       cudaStream_t stream = 0);
+
 // sqrt(sum of squares) over `count` device tensors (grads[i] has sizes[i] elements; both arrays on
 // the host). Two launches in all, whatever the count; the summation order is fixed (per tensor a
 // fixed number of chunks, then all partials in order), so the norm is repeatable. Waits for the

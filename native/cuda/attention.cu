@@ -1,5 +1,7 @@
 // Causal GQA attention: tiled forward (online softmax), tiled backward (dK/dV and dQ kernels that
 // recompute P from the saved logsumexp), and generic one-warp-per-row kernels for other head dims.
+// The generic kernels also take per-head column strides and optional ALiBi slopes, so the ALiBi
+// launchers (Bloom) run the same kernels as the generic GQA path.
 //
 // Tiled kernels: 256 threads as a 16 x 16 grid (tx = column lane, ty = row lane). A thread owns
 // rows ty + 16 i and columns tx + 16 j of every tile it computes, so that
@@ -408,6 +410,10 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---------------------------------------------------------------------------------------------
 // Generic kernels: one warp per row, lane owns d = lane + 32 u (hd <= 256), keys one at a time.
+// Head h's q (and dq) is at column h*qhs of its row, kv head g's k/v (and dk/dv) at g*kvhs (hd for
+// the GQA layout). With slopes (ALiBi, group 1), score(i, j) = q_i.k_j s + slopes[h] * j: the key's
+// absolute position, as the CPU's; lse is the logsumexp of these biased scores, so the backward's
+// P = exp(score - lse) needs the same bias added back.
 
 constexpr int kGenU = 8;
 constexpr int kGenWarps = 4;
@@ -435,22 +441,23 @@ __device__ __forceinline__ float dot_u(const float (&x)[kGenU], const T* src, in
 }
 
 template <typename T>
-__global__ void attn_fwd_generic(T* out, float* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
-                                 int64_t rows, int64_t Tq, int64_t Tk, int64_t p0, int nh, int group, int hd,
-                                 float scale) {
+__global__ void attn_fwd_generic(T* out, float* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                                 int64_t ldkv, int64_t kvhs, const float* slopes, int64_t rows, int64_t Tq, int64_t Tk,
+                                 int64_t p0, int nh, int group, int hd, float scale) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kGenWarps + (threadIdx.x >> 5);  // (b*nh + h)*Tq + i
   if (row >= rows) return;
   const int64_t i = row % Tq, h = (row / Tq) % nh, b = row / (Tq * nh), kvh = h / group;
+  const float slope = slopes ? slopes[h] : 0.f;
   float qv[kGenU], o[kGenU];
-  load_row_u(qv, q + (b * Tq + i) * ldq + h * hd, hd, scale);
+  load_row_u(qv, q + (b * Tq + i) * ldq + h * qhs, hd, scale);
 #pragma unroll
   for (int u = 0; u < kGenU; u++) o[u] = 0.f;
   float m = -INFINITY, l = 0.f;
   for (int64_t j = 0; j <= p0 + i; j++) {
-    const T* kj = k + (b * Tk + j) * ldkv + kvh * hd;
-    const T* vj = v + (b * Tk + j) * ldkv + kvh * hd;
-    const float s = dot_u(qv, kj, hd);
+    const T* kj = k + (b * Tk + j) * ldkv + kvh * kvhs;
+    const T* vj = v + (b * Tk + j) * ldkv + kvh * kvhs;
+    const float s = dot_u(qv, kj, hd) + slope * float(j);
     const float m_new = fmaxf(m, s);
     const float alpha = __expf(m - m_new), p = __expf(s - m_new);
     l = l * alpha + p;
@@ -473,29 +480,31 @@ __global__ void attn_fwd_generic(T* out, float* lse, const T* q, int64_t ldq, co
 
 template <typename T>
 __global__ void attn_bwd_dq_generic(T* dq, const T* dout, const float* lse, const float* Dsum, const T* q,
-                                    int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t rows, int64_t Tq,
-                                    int64_t Tk, int64_t p0, int nh, int group, int hd, float scale) {
+                                    int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                                    const float* slopes, int64_t rows, int64_t Tq, int64_t Tk, int64_t p0, int nh,
+                                    int group, int hd, float scale) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kGenWarps + (threadIdx.x >> 5);  // (b*nh + h)*Tq + i
   if (row >= rows) return;
   const int64_t i = row % Tq, h = (row / Tq) % nh, b = row / (Tq * nh), kvh = h / group;
+  const float slope = slopes ? slopes[h] : 0.f;
   float qv[kGenU], dov[kGenU], acc[kGenU];
-  load_row_u(qv, q + (b * Tq + i) * ldq + h * hd, hd, scale);
+  load_row_u(qv, q + (b * Tq + i) * ldq + h * qhs, hd, scale);
   load_row_u(dov, dout + (b * Tq + i) * int64_t(nh) * hd + h * hd, hd, 1.f);
 #pragma unroll
   for (int u = 0; u < kGenU; u++) acc[u] = 0.f;
   const float L = lse[row], Dd = Dsum[row];
   for (int64_t j = 0; j <= p0 + i; j++) {
-    const T* kj = k + (b * Tk + j) * ldkv + kvh * hd;
-    const float p = __expf(dot_u(qv, kj, hd) - L);
-    const float ds = p * (dot_u(dov, v + (b * Tk + j) * ldkv + kvh * hd, hd) - Dd);
+    const T* kj = k + (b * Tk + j) * ldkv + kvh * kvhs;
+    const float p = __expf(dot_u(qv, kj, hd) + slope * float(j) - L);
+    const float ds = p * (dot_u(dov, v + (b * Tk + j) * ldkv + kvh * kvhs, hd) - Dd);
 #pragma unroll
     for (int u = 0; u < kGenU; u++) {
       const int d = lane + 32 * u;
       if (d < hd) acc[u] += ds * to_f32(kj[d]);
     }
   }
-  T* dqr = dq + (b * Tq + i) * ldq + h * hd;
+  T* dqr = dq + (b * Tq + i) * ldq + h * qhs;
 #pragma unroll
   for (int u = 0; u < kGenU; u++) {
     const int d = lane + 32 * u;
@@ -505,24 +514,26 @@ __global__ void attn_bwd_dq_generic(T* dq, const T* dout, const float* lse, cons
 
 template <typename T>
 __global__ void attn_bwd_dkdv_generic(T* dk, T* dv, const T* dout, const float* lse, const float* Dsum, const T* q,
-                                      int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t rows, int64_t Tq,
-                                      int64_t Tk, int64_t p0, int nh, int nkv, int group, int hd, float scale) {
+                                      int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                                      const float* slopes, int64_t rows, int64_t Tq, int64_t Tk, int64_t p0, int nh,
+                                      int nkv, int group, int hd, float scale) {
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t(blockIdx.x) * kGenWarps + (threadIdx.x >> 5);  // (b*nkv + kvh)*Tk + j
   if (row >= rows) return;
   const int64_t j = row % Tk, kvh = (row / Tk) % nkv, b = row / (Tk * nkv);
   float kv[kGenU], vv[kGenU], dka[kGenU], dva[kGenU];
-  load_row_u(kv, k + (b * Tk + j) * ldkv + kvh * hd, hd, 1.f);
-  load_row_u(vv, v + (b * Tk + j) * ldkv + kvh * hd, hd, 1.f);
+  load_row_u(kv, k + (b * Tk + j) * ldkv + kvh * kvhs, hd, 1.f);
+  load_row_u(vv, v + (b * Tk + j) * ldkv + kvh * kvhs, hd, 1.f);
 #pragma unroll
   for (int u = 0; u < kGenU; u++) dka[u] = dva[u] = 0.f;
   const int64_t i_first = j - p0 > 0 ? j - p0 : 0;
   for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+    const float bias = slopes ? slopes[h] * float(j) : 0.f;
     for (int64_t i = i_first; i < Tq; i++) {
-      const T* qi = q + (b * Tq + i) * ldq + h * hd;
+      const T* qi = q + (b * Tq + i) * ldq + h * qhs;
       const T* doi = dout + (b * Tq + i) * int64_t(nh) * hd + h * hd;
       const int64_t r = (b * nh + h) * Tq + i;
-      const float p = __expf(dot_u(kv, qi, hd) * scale - lse[r]);
+      const float p = __expf(dot_u(kv, qi, hd) * scale + bias - lse[r]);
       const float ds = p * (dot_u(vv, doi, hd) - Dsum[r]);
 #pragma unroll
       for (int u = 0; u < kGenU; u++) {
@@ -534,8 +545,8 @@ __global__ void attn_bwd_dkdv_generic(T* dk, T* dv, const T* dout, const float* 
       }
     }
   }
-  T* dkr = dk + (b * Tk + j) * ldkv + kvh * hd;
-  T* dvr = dv + (b * Tk + j) * ldkv + kvh * hd;
+  T* dkr = dk + (b * Tk + j) * ldkv + kvh * kvhs;
+  T* dvr = dv + (b * Tk + j) * ldkv + kvh * kvhs;
 #pragma unroll
   for (int u = 0; u < kGenU; u++) {
     const int d = lane + 32 * u;
@@ -620,36 +631,69 @@ void with_dsum(const T* dout, const T* out, int64_t B, int64_t Tq, int nh, int h
   SFT_CUDA_CHECK(cudaFreeAsync(Dsum, stream));
 }
 
-}  // namespace
-
+// The generic kernels with head strides and optional slopes: what the generic GQA launchers
+// (qhs = kvhs = hd, no slopes) and the ALiBi ones (nkv = nh) both run.
 template <typename T>
-void attention_forward_generic(T* out, float* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
-                               int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd,
-                               cudaStream_t stream) {
+void fwd_generic(T* out, float* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv,
+                 int64_t kvhs, const float* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv,
+                 int hd, cudaStream_t stream) {
   check_shape(Tq, Tk, p0, nh, nkv, hd);
   const int64_t rows = B * nh * Tq;
   if (rows <= 0) return;
   SFT_LAUNCH(unsigned((rows + kGenWarps - 1) / kGenWarps), 32 * kGenWarps, 0, stream, attn_fwd_generic<T>)(
-      out, lse, q, ldq, k, v, ldkv, rows, Tq, Tk, p0, nh, nh / nkv, hd, 1.f / sqrtf(float(hd)));
+      out, lse, q, ldq, qhs, k, v, ldkv, kvhs, slopes, rows, Tq, Tk, p0, nh, nh / nkv, hd, 1.f / sqrtf(float(hd)));
   SFT_CUDA_CHECK_LAUNCH("attention_forward generic");
 }
 
 template <typename T>
-void attention_backward_generic(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
-                                int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
-                                int64_t p0, int nh, int nkv, int hd, cudaStream_t stream) {
+void bwd_generic(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q, int64_t ldq,
+                 int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs, const float* slopes, int64_t B,
+                 int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd, cudaStream_t stream) {
   check_shape(Tq, Tk, p0, nh, nkv, hd);
   if (B * nh * Tq <= 0) return;
   const float scale = 1.f / sqrtf(float(hd));
   with_dsum<T>(dout, out, B, Tq, nh, hd, stream, [&](const float* Dsum) {
     const int64_t kv_rows = B * nkv * Tk, q_rows = B * nh * Tq;
     SFT_LAUNCH(unsigned((kv_rows + kGenWarps - 1) / kGenWarps), 32 * kGenWarps, 0, stream, attn_bwd_dkdv_generic<T>)(
-        dk, dv, dout, lse, Dsum, q, ldq, k, v, ldkv, kv_rows, Tq, Tk, p0, nh, nkv, nh / nkv, hd, scale);
+        dk, dv, dout, lse, Dsum, q, ldq, qhs, k, v, ldkv, kvhs, slopes, kv_rows, Tq, Tk, p0, nh, nkv, nh / nkv, hd,
+        scale);
     SFT_CUDA_CHECK_LAUNCH("attention_backward dk/dv generic");
     SFT_LAUNCH(unsigned((q_rows + kGenWarps - 1) / kGenWarps), 32 * kGenWarps, 0, stream, attn_bwd_dq_generic<T>)(
-        dq, dout, lse, Dsum, q, ldq, k, v, ldkv, q_rows, Tq, Tk, p0, nh, nh / nkv, hd, scale);
+        dq, dout, lse, Dsum, q, ldq, qhs, k, v, ldkv, kvhs, slopes, q_rows, Tq, Tk, p0, nh, nh / nkv, hd, scale);
     SFT_CUDA_CHECK_LAUNCH("attention_backward dq generic");
   });
+}
+
+}  // namespace
+
+template <typename T>
+void attention_forward_generic(T* out, float* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+                               int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd,
+                               cudaStream_t stream) {
+  fwd_generic<T>(out, lse, q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd, stream);
+}
+
+template <typename T>
+void attention_backward_generic(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
+                                int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
+                                int64_t p0, int nh, int nkv, int hd, cudaStream_t stream) {
+  bwd_generic<T>(dq, dk, dv, dout, out, lse, q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd, stream);
+}
+
+template <typename T>
+void alibi_attention_forward(T* out, float* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                             int64_t ldkv, int64_t kvhs, const float* slopes, int64_t B, int64_t Tq, int64_t Tk,
+                             int64_t p0, int nh, int hd, cudaStream_t stream) {
+  fwd_generic<T>(out, lse, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd, stream);
+}
+
+template <typename T>
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
+                              int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                              const float* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd,
+                              cudaStream_t stream) {
+  bwd_generic<T>(dq, dk, dv, dout, out, lse, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd,
+                 stream);
 }
 
 template <typename T>
@@ -694,7 +738,13 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const 
                                              int64_t, int64_t, int64_t, int, int, int, cudaStream_t);                \
   template void attention_backward_generic<T>(T*, T*, T*, const T*, const T*, const float*, const T*, int64_t,       \
                                               const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int,  \
-                                              int, int, cudaStream_t);
+                                              int, int, cudaStream_t);                                               \
+  template void alibi_attention_forward<T>(T*, float*, const T*, int64_t, int64_t, const T*, const T*, int64_t,      \
+                                           int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int, int,      \
+                                           cudaStream_t);                                                            \
+  template void alibi_attention_backward<T>(T*, T*, T*, const T*, const T*, const float*, const T*, int64_t,         \
+                                            int64_t, const T*, const T*, int64_t, int64_t, const float*, int64_t,    \
+                                            int64_t, int64_t, int64_t, int, int, cudaStream_t);
 SFT_INSTANTIATE(float)
 SFT_INSTANTIATE(bf16)
 #undef SFT_INSTANTIATE

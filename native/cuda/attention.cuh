@@ -1,7 +1,7 @@
-// Causal grouped-query attention on the GPU, FlashAttention-2 style (cpu/attention.cpp is the
-// oracle): the forward runs an online softmax over key blocks and never forms the Tq x Tk matrix;
-// it saves each row's logsumexp instead of the CPU's probability matrix, and the backward
-// recomputes the probabilities from it.
+// Causal grouped-query attention (and ALiBi attention, Bloom) on the GPU, FlashAttention-2 style
+// (cpu/attention.cpp is the oracle): the forward runs an online softmax over key blocks and never
+// forms the Tq x Tk matrix; it saves each row's logsumexp instead of the CPU's probability matrix,
+// and the backward recomputes the probabilities from it.
 //
 // Layouts are the CPU's: q is B*Tq rows of stride ldq (head h at column h*hd); k, v are B*Tk rows
 // of stride ldkv (kv head g at column g*hd); query head h reads kv head h / (nh / nkv); query i is
@@ -44,5 +44,26 @@ template <typename T>
 void attention_backward_generic(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
                                 int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
                                 int64_t p0, int nh, int nkv, int hd, cudaStream_t stream = 0);
+
+// Causal attention with ALiBi (Bloom), one k/v head per query head, exactly cpu::alibi_attention_*'s
+// semantics: score(i, j) = q_i.k_j / sqrt(hd) + slopes[h] * j, where j is the key's absolute
+// position (0 = first token). Each head has its own column stride: head h's q (and dq) at column
+// h*qhs of a q row, its k, v (and dk, dv) at h*kvhs of a k/v row (Bloom's fused query_key_value rows:
+// ldq = ldkv = 3*H, qhs = kvhs = 3*hd, k = q + hd, v = q + 2*hd; a KV cache: ldkv = H, kvhs = hd).
+// slopes: nh fp32 on the device (cpu::alibi_slopes<float>). lse [B, nh, Tq] is the logsumexp of the
+// biased scaled scores, or null. Runs the generic kernels for every head_dim (1..256): the tiled
+// kernels take neither head strides nor slopes yet.
+template <typename T>
+void alibi_attention_forward(T* out, float* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                             int64_t ldkv, int64_t kvhs, const float* slopes, int64_t B, int64_t Tq, int64_t Tk,
+                             int64_t p0, int nh, int hd, cudaStream_t stream = 0);
+// dq, dk, dv (+=) in q/k/v's layouts. Unlike the CPU's (which has the saved probabilities) this
+// needs the slopes: it recomputes the probabilities from lse. Deterministic, no atomics; the
+// temporary is attention_backward's (B * nh * Tq floats).
+template <typename T>
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const float* lse, const T* q,
+                              int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                              const float* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd,
+                              cudaStream_t stream = 0);
 
 }  // namespace sft::cuda

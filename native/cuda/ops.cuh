@@ -8,7 +8,7 @@
 //    asynchronously and check only the launch; the two that return a host value
 //    (cross_entropy, global_grad_norm) wait for their stream.
 //  - T is the storage type of activations and their gradients: float or bf16. All arithmetic is
-//    fp32. Per-row statistics (rstd, logsumexp), rotary tables and parameter gradients (dw,
+//    fp32. Per-row statistics (rstd, mean, logsumexp), rotary tables and parameter gradients (dw,
 //    dtable) are always fp32 -- that is where the signatures differ from the CPU ones -- and the
 //    attention saves logsumexp [B, nh, Tq] instead of the CPU's probability matrix.
 //  - Backward launchers ADD into gradient outputs (+=), like the CPU backend; null dw = frozen.
@@ -24,7 +24,10 @@
 #include "cuda/attention.cuh"
 #include "cuda/embed.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/linear.cuh"
+#include "cuda/lora.cuh"
 #include "cuda/loss.cuh"
 #include "cuda/norm.cuh"
 #include "cuda/quant.cuh"
 #include "cuda/rope.cuh"
+#include "cuda/tensor.cuh"

@@ -172,7 +172,7 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
     size_t li = 0;
     if (all) {
       const Layer& Lw = layers_[0];  // every layer has the same adapters
-      for (const Linear<Bk>* lin : {&Lw.qkv, &Lw.dense, &Lw.fc1, &Lw.fc2}) lay_out_lora_acts(c, *lin, L.lora, li, N, train, p);
+      for (const Linear<Bk>* lin : {&Lw.qkv, &Lw.dense, &Lw.fc1, &Lw.fc2}) lay_out_lora_acts(c, *lin, L.lora, li, N, p);
     }
     L.lora.resize(li);
   }
@@ -240,7 +240,7 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
     size_t li = 0;
     bk.copy(L.x_in, x, size_t(N * H) * sizeof(T));
     norm_fwd(Lw.ln1, L.ln1, L.mean1, L.rstd1, L.x_in, N);
-    linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step);
+    linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step, this->lora_ws_);
     if (mode == Mode::Cached) {
       T* kc = this->kv_.keys(0, l);
       T* vc = this->kv_.values(0, l);
@@ -253,12 +253,12 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
                                  Q, 3 * hd, slopes_, B, T_, T_, 0, nh, int(hd));
     }
     // residual: x_mid = x_in + atty Wd^T + b  (x already holds x_in)
-    linear_forward(bk, Lw.dense, x, L.atty, N, L.lora, li, mode, step, /*accumulate=*/true);
+    linear_forward(bk, Lw.dense, x, L.atty, N, L.lora, li, mode, step, this->lora_ws_, /*accumulate=*/true);
     bk.copy(L.x_mid, x, size_t(N * H) * sizeof(T));
     norm_fwd(Lw.ln2, L.ln2, L.mean2, L.rstd2, L.x_mid, N);
-    linear_forward(bk, Lw.fc1, L.fc, L.ln2, N, L.lora, li, mode, step);
+    linear_forward(bk, Lw.fc1, L.fc, L.ln2, N, L.lora, li, mode, step, this->lora_ws_);
     bk.gelu_forward(L.h, L.fc, N * I);
-    linear_forward(bk, Lw.fc2, x, L.h, N, L.lora, li, mode, step, /*accumulate=*/true);
+    linear_forward(bk, Lw.fc2, x, L.h, N, L.lora, li, mode, step, this->lora_ws_, /*accumulate=*/true);
   }
 
   void layer_backward(int64_t l, T* dx, LayerActs& L, int64_t B, int64_t T_, int64_t step) {

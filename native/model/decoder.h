@@ -305,7 +305,7 @@ class Decoder : public OptimizerStore<Bk> {
         if (lo.dropout > 0) max_in = std::max(max_in, lin->in);
       }
     c.take(lora_ws_.dha, k.train ? N * max_r : 0, "LoRA backward (rank)");
-    c.take(lora_ws_.dxd, k.train ? N * max_in : 0, "LoRA backward (dropout input)");
+    c.take(lora_ws_.xd, k.train ? N * max_in : 0, "LoRA dropout input");
     arch().lay_out_scratch(c, k.B, k.T, k.positions, k.train);
   }
 

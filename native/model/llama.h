@@ -176,7 +176,7 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
     if (all) {
       const Layer& Lw = layers_[0];  // every layer has the same adapters
       for (const Linear<Bk>* lin : {&Lw.qkv, &Lw.o, &Lw.gate, &Lw.up, &Lw.down})
-        lay_out_lora_acts(c, *lin, L.lora, li, N, train, p);
+        lay_out_lora_acts(c, *lin, L.lora, li, N, p);
     }
     L.lora.resize(li);
   }
@@ -280,7 +280,7 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
     size_t li = 0;
     bk.copy(L.x_in, x, size_t(N * H) * sizeof(T));
     bk.rmsnorm_forward(L.ln1, L.rstd1, L.x_in, Lw.ln1->w, N, H, c_.norm_eps);
-    linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step);
+    linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step, this->lora_ws_);
     bk.rope_forward(L.qkv, Q, N, T_, p0, nh, int(hd), cos_, sin_);
     bk.rope_forward(L.qkv + qdim, Q, N, T_, p0, nkv, int(hd), cos_, sin_);
     if (mode == Mode::Cached) {
@@ -294,13 +294,13 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
                            B, T_, T_, 0, nh, nkv, int(hd));
     }
     // residual: x_mid = x_in + atty Wo^T  (x already holds x_in)
-    linear_forward(bk, Lw.o, x, L.atty, N, L.lora, li, mode, step, /*accumulate=*/true);
+    linear_forward(bk, Lw.o, x, L.atty, N, L.lora, li, mode, step, this->lora_ws_, /*accumulate=*/true);
     bk.copy(L.x_mid, x, size_t(N * H) * sizeof(T));
     bk.rmsnorm_forward(L.ln2, L.rstd2, L.x_mid, Lw.ln2->w, N, H, c_.norm_eps);
-    linear_forward(bk, Lw.gate, L.gate, L.ln2, N, L.lora, li, mode, step);
-    linear_forward(bk, Lw.up, L.up, L.ln2, N, L.lora, li, mode, step);
+    linear_forward(bk, Lw.gate, L.gate, L.ln2, N, L.lora, li, mode, step, this->lora_ws_);
+    linear_forward(bk, Lw.up, L.up, L.ln2, N, L.lora, li, mode, step, this->lora_ws_);
     bk.swiglu_forward(L.h, L.gate, L.up, N * I);
-    linear_forward(bk, Lw.down, x, L.h, N, L.lora, li, mode, step, /*accumulate=*/true);
+    linear_forward(bk, Lw.down, x, L.h, N, L.lora, li, mode, step, this->lora_ws_, /*accumulate=*/true);
   }
 
   // dx [B*T_, H]: in, the gradient of the layer's output; out, of its input.

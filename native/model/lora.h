@@ -4,10 +4,11 @@
 //   forward                                   backward (dy given)
 //   y   = x W^T + b                           dx += dy W;  dW += dy^T x;  db += sum dy  (when trainable)
 //   xd  = dropout(x)         (training)       dha = scale dy_rows B;  dB += scale dy_rows^T ha
-//   ha  = xd A^T                              dA += dha^T xd;  dx += dropout'(dha A)
+//   ha  = xd A^T                              xd again;  dA += dha^T xd;  dx += dropout'(dha A)
 //   y_rows += scale ha B^T
-// Dropout masks are never stored: the counter-based generator (core/random.h) gives element i of
-// adapter a's mask at step s again from (seed_a, s, i), on every backend.
+// Dropout masks are never stored, nor the dropped-out inputs: the counter-based generator
+// (core/random.h) gives element i of adapter a's mask at step s again from (seed_a, s, i), on every
+// backend, so backward rebuilds xd from x in scratch memory (one elementwise pass per adapter).
 #pragma once
 #include <cmath>
 #include <stdexcept>
@@ -41,31 +42,27 @@ struct Linear {
   std::vector<Lora<Bk>> loras;
 };
 
-// What forward saves per adapter for backward: the dropped-out input (only with dropout) and the
-// rank-r intermediate.
+// What forward saves per adapter for backward: the rank-r intermediate.
 template <class Bk>
 struct LoraActs {
-  typename Bk::T* xd = nullptr;
   typename Bk::T* ha = nullptr;
 };
 
-// Backward's temporaries, shared by every adapter (sized by the largest).
+// Temporaries shared by every adapter (sized by the largest).
 template <class Bk>
 struct LoraScratch {
   typename Bk::T* dha = nullptr;  // [M, r]
-  typename Bk::T* dxd = nullptr;  // [M, in], adapters with dropout
+  typename Bk::T* xd = nullptr;   // [M, in], adapters with dropout: the dropped-out input, then its gradient
 };
 
-// Lays out one linear's adapter activations for M rows ("train": with dropout inputs).
+// Lays out one linear's adapter activations for M rows.
 template <class Bk>
-void lay_out_lora_acts(Carver& c, const Linear<Bk>& lin, std::vector<LoraActs<Bk>>& la, size_t& li, int64_t M, bool train,
+void lay_out_lora_acts(Carver& c, const Linear<Bk>& lin, std::vector<LoraActs<Bk>>& la, size_t& li, int64_t M,
                        const std::string& prefix) {
   for (const Lora<Bk>& lo : lin.loras) {
     if (la.size() <= li) la.resize(li + 1);
     LoraActs<Bk>& s = la[li++];
-    const std::string n = prefix + lo.module.substr(lo.module.rfind('.') + 1);
-    c.take(s.xd, train && lo.dropout > 0 ? M * lin.in : 0, n + " LoRA dropout input");
-    c.take(s.ha, M * lo.rank(), n + " LoRA A output");
+    c.take(s.ha, M * lo.rank(), prefix + lo.module.substr(lo.module.rfind('.') + 1) + " LoRA A output");
   }
 }
 
@@ -73,7 +70,8 @@ void lay_out_lora_acts(Carver& c, const Linear<Bk>& lin, std::vector<LoraActs<Bk
 // receives each adapter's saved activations.
 template <class Bk>
 void linear_forward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* y, const typename Bk::T* x, int64_t M,
-                    std::vector<LoraActs<Bk>>& la, size_t& li, Mode mode, int64_t step, bool accumulate = false) {
+                    std::vector<LoraActs<Bk>>& la, size_t& li, Mode mode, int64_t step, const LoraScratch<Bk>& ws,
+                    bool accumulate = false) {
   using T = typename Bk::T;
   if (lin.W->q) {
     bk.linear_forward_nf4(y, x, *lin.W->q, M, lin.in, lin.out, accumulate);
@@ -86,8 +84,8 @@ void linear_forward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* y, const type
     const int64_t r = lo.rank();
     const T* xin = x;
     if (mode == Mode::Train && lo.dropout > 0) {
-      bk.dropout_forward(s.xd, x, M, lin.in, lo.dropout, lo.mask_key(step));
-      xin = s.xd;
+      bk.dropout_forward(ws.xd, x, M, lin.in, lo.dropout, lo.mask_key(step));
+      xin = ws.xd;
     }
     bk.template gemm<T>(false, false, M, r, lin.in, 1.0, xin, lin.in, lo.A->w, lin.in, 0.0, s.ha, r);
     bk.template gemm<T>(false, false, M, lo.rows, r, lo.scale, s.ha, r, lo.B->w, r, 1.0, y + lo.row0, lin.out);
@@ -113,20 +111,20 @@ void linear_backward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* dx, const ty
     LoraActs<Bk>& s = la[li++];
     const int64_t r = lo.rank(), rows = lo.rows, in = lin.in;
     const bool dropped = lo.dropout > 0;
-    const T* xin = dropped ? s.xd : x;
     const T* dys = dy + lo.row0;  // [M, rows] with row stride lin.out
     // dB[rows, r] += scale * dys^T ha
     bk.template gemm<G>(true, true, rows, r, M, lo.scale, dys, lin.out, s.ha, r, 1.0, lo.B->g, r);
     // dha[M, r] = scale * dys B
     bk.template gemm<T>(false, true, M, r, rows, lo.scale, dys, lin.out, lo.B->w, r, 0.0, ws.dha, r);
-    // dA[r, in] += dha^T xin
-    bk.template gemm<G>(true, true, r, in, M, 1.0, ws.dha, r, xin, in, 1.0, lo.A->g, in);
-    // dx += dha A, masked and rescaled like the forward's dropout
+    // dA[r, in] += dha^T xin, the forward's input rebuilt from the same mask
+    if (dropped) bk.dropout_forward(ws.xd, x, M, in, lo.dropout, lo.mask_key(step));
+    bk.template gemm<G>(true, true, r, in, M, 1.0, ws.dha, r, dropped ? ws.xd : x, in, 1.0, lo.A->g, in);
+    // dx += dha A, masked and rescaled like the forward's dropout (ws.xd is free again)
     if (!dropped) {
       bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 1.0, dx, in);
     } else {
-      bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 0.0, ws.dxd, in);
-      bk.dropout_backward_add(dx, ws.dxd, M * in, lo.dropout, lo.mask_key(step));
+      bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 0.0, ws.xd, in);
+      bk.dropout_backward_add(dx, ws.xd, M * in, lo.dropout, lo.mask_key(step));
     }
   }
 }

@@ -93,6 +93,9 @@ class ModelBase {
   // Copy one checkpoint tensor (raw little-endian bytes of dtype) into the model.
   virtual void load_tensor(const std::string& name, const void* data, DType dtype,
                            const std::vector<int64_t>& shape) = 0;
+  // Random base weights made where they live (benchmarks, tests): N(0, 1/fan_in) for matrices,
+  // norm weights 1, biases 0; the same values on every backend for one seed (up to T's rounding).
+  virtual void randomize(uint64_t seed) = 0;
   // Names listed by base_params() that were never loaded.
   virtual std::vector<std::string> missing_tensors() const = 0;
   virtual std::vector<ParamInfo> add_lora(const LoraOptions& opts) = 0;

@@ -110,6 +110,21 @@ class ParamStore : public ModelBase {
     weights_changed();
   }
 
+  void randomize(uint64_t seed) override {
+    materialize();
+    if (meta_) return;
+    for (auto& p : params_) {
+      if (p.adapter || p.q || !p.w) continue;
+      const bool matrix = p.shape.size() == 2;
+      const bool norm = !matrix && p.name.size() > 7 && p.name.compare(p.name.size() - 7, 7, ".weight") == 0;
+      const uint64_t key = rng::stream_key(seed, fnv1a(p.name));
+      bk_.fill_normal(p.w, p.numel(), key, norm ? 1.0 : 0.0, matrix ? 1.0 / std::sqrt(double(p.shape[1])) : 0.0);
+      if (p.master) bk_.cast(p.master, p.w, p.numel());
+    }
+    for (const auto& name : view_order_) loaded_.insert({name, true});
+    weights_changed();
+  }
+
   std::vector<std::string> missing_tensors() const override {
     std::vector<std::string> out;
     for (const auto& name : view_order_)
@@ -138,7 +153,7 @@ class ParamStore : public ModelBase {
     std::vector<double> out(static_cast<size_t>(n));
     if (p->q) {  // dequantized on request (tests, merging)
       std::vector<float> rows(static_cast<size_t>(n));
-      const int64_t cols = p->q->cols;
+      const int64_t cols = p->shape[1];
       const_cast<Bk&>(bk_).nf4_decode_rows(rows.data(), *p->q, off / cols, n / cols);
       std::copy(rows.begin(), rows.end(), out.begin());
       return out;

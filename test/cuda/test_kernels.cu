@@ -5,9 +5,11 @@
 //
 //   sft_cuda_tests                 the checks
 //   sft_cuda_tests --only NAME     only the checks of one op family (rmsnorm, rope, swiglu, embedding,
-//                                  cross-entropy, adamw, nf4, gemm, attention), e.g. under a sanitizer
+//                                  cross-entropy, adamw, nf4, gemm, attention, linear, tensor, dropout,
+//                                  layernorm, l2norm, gelu, alibi), e.g. under a sanitizer
 //   sft_cuda_tests --no-large      skip the long-sequence attention case (sanitizers are slow)
 //   sft_cuda_tests --bench         micro-benchmarks instead (bench_kernels.cu; --json FILE, --quick)
+//   sft_cuda_tests --step          one Llama-2-7B-shaped LoRA training step, timed (bench_step.cu)
 //
 // The same source also builds against test/cuda/emu (sft_cuda_emu_tests): a CPU emulation of the
 // kernels that checks their logic on machines without a GPU. Only a real GPU run counts as
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "../native/check.h"
+#include "core/random.h"
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
@@ -265,11 +268,14 @@ void check_col_major_mapping() {
   }
 }
 
-// Host reference of the forward's logsumexp (double).
+// Host reference of the forward's logsumexp (double). qhs / kvhs: head column strides (0: hd);
+// slopes: ALiBi's, added as slopes[h] * j (null: none).
 std::vector<float> lse_ref(const std::vector<float>& q, int64_t ldq, const std::vector<float>& kv, int64_t koff,
-                           int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
+                           int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd,
+                           int64_t qhs = 0, int64_t kvhs = 0, const float* slopes = nullptr) {
   std::vector<float> out(B * nh * Tq);
   const double scale = 1.0 / std::sqrt(double(hd));
+  const int64_t qs = qhs ? qhs : hd, ks = kvhs ? kvhs : hd;
   for (int64_t b = 0; b < B; b++)
     for (int h = 0; h < nh; h++)
       for (int64_t i = 0; i < Tq; i++) {
@@ -278,8 +284,8 @@ std::vector<float> lse_ref(const std::vector<float>& q, int64_t ldq, const std::
         for (int64_t j = 0; j <= p0 + i; j++) {
           double d = 0;
           for (int c = 0; c < hd; c++)
-            d += double(q[(b * Tq + i) * ldq + h * hd + c]) * double(kv[(b * Tk + j) * ldkv + koff + kvh * hd + c]);
-          s.push_back(d * scale);
+            d += double(q[(b * Tq + i) * ldq + h * qs + c]) * double(kv[(b * Tk + j) * ldkv + koff + kvh * ks + c]);
+          s.push_back(d * scale + (slopes ? double(slopes[h]) * double(j) : 0.0));
         }
         double mx = -INFINITY, sum = 0;
         for (double x : s) mx = std::max(mx, x);
@@ -348,29 +354,361 @@ void check_attention_all(bool large) {
   if (large) check_attention<T>({1, 1100, 1100, 0, 2, 2, 64, false});
 }
 
+// ---------------------------------------------------------------------------------------------
+// Ops the CUDA model backend needs beyond the Llama family's.
+
+// Elements whose bit patterns differ (a size mismatch counts every element).
+template <typename T>
+double bits_differ(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return double(std::max(a.size(), b.size()));
+  size_t n = 0;
+  for (size_t i = 0; i < a.size(); i++) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
+  return double(n);
+}
+
+std::vector<bf16> to_bf16(const std::vector<float>& v) {
+  std::vector<bf16> b(v.size());
+  for (size_t i = 0; i < v.size(); i++) b[i] = __float2bfloat16_rn(v[i]);
+  return b;
+}
+
+template <typename T>
+void check_linear() {
+  const int64_t M = 77, N = 300;  // 3 row chunks for the bias gradient (32, 32, 13 rows)
+  auto out0 = as<T>(randf(M * N, rng)), bias = as<T>(randf(N, rng)), dy = as<T>(randf(M * N, rng));
+  auto db0 = randf(N, rng, 0.1);
+  std::vector<float> out = out0, db = db0;
+  cpu::add_bias<float>(out.data(), bias.data(), M, N);
+  cpu::linear_backward<float>(nullptr, nullptr, db.data(), dy.data(), nullptr, nullptr, M, 1, N);
+  Dev<T> gout(out0), gbias(bias), gdy(dy);
+  Dev<float> gdb(db0);
+  cu::add_bias<T>(gout.p, gbias.p, M, N);
+  cu::bias_backward<T>(gdb.p, gdy.p, M, N);
+  expect("cuda linear " + tname<T>() + ": add_bias (+=)", gout.floats(), out, tol<T>());
+  expect("cuda linear " + tname<T>() + ": bias_backward (+=, fp32)", gdb.floats(), db, tol<T>());
+}
+
+void check_tensor() {
+  // cast: random values plus the cases rounding gets wrong (ties to even, -0, tiny and huge values).
+  const int64_t n = 1000;
+  auto x = randf(n, rng, 10.0);
+  const float special[] = {1.f + 1.f / 256, 1.f + 3.f / 256, -(1.f + 1.f / 256), -0.f, 1e-40f, 3.3e38f, 0.f};
+  for (size_t i = 0; i < std::size(special); i++) x[i] = special[i];
+  Dev<float> gx(x), gf(n), gf2(n);
+  Dev<bf16> gb(n);
+  cu::cast<float, bf16>(gb.p, gx.p, n);
+  report("cuda tensor: cast fp32 -> bf16 (round to nearest even, bit-exact)", bits_differ(gb.get(), to_bf16(x)), 0.5);
+  cu::cast<bf16, float>(gf.p, gb.p, n);
+  report("cuda tensor: cast bf16 -> fp32 (bit-exact)", bits_differ(gf.get(), as<bf16>(x)), 0.5);
+  cu::cast<float, float>(gf2.p, gx.p, n);
+  report("cuda tensor: cast fp32 -> fp32 (bit-exact)", bits_differ(gf2.get(), x), 0.5);
+
+  // copy_2d: rows of a strided matrix into another (a KV-cache write); the gaps are left alone.
+  {
+    const int64_t rows = 37, cols = 300, ld_src = 310, ld_dst = 517;
+    auto src = randf(rows * ld_src, rng), dst0 = randf(rows * ld_dst, rng);
+    std::vector<float> want = dst0;
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) want[r * ld_dst + c] = src[r * ld_src + c];
+    Dev<float> gs(src), gd(dst0);
+    Dev<bf16> gsb(src), gdb(dst0);
+    cu::copy_2d<float>(gd.p, ld_dst, gs.p, ld_src, rows, cols);
+    cu::copy_2d<bf16>(gdb.p, ld_dst, gsb.p, ld_src, rows, cols);
+    report("cuda tensor: copy_2d fp32 (strided rows, bit-exact)", bits_differ(gd.get(), want), 0.5);
+    report("cuda tensor: copy_2d bf16 (strided rows, bit-exact)", bits_differ(gdb.get(), to_bf16(want)), 0.5);
+  }
+
+  // add_into and add_rows_into: the host loops in fp32 (one rounding to bf16 where dst is bf16).
+  const int64_t m = 10007, rows = 5, cols = 3000, ld = 3301;
+  auto a = randf(m, rng), b = randf(m, rng);
+  auto blocks = randf(rows * ld, rng), acc0 = randf(cols, rng);
+  auto add_ref = [](std::vector<float> d, const std::vector<float>& s) {
+    for (size_t i = 0; i < d.size(); i++) d[i] += s[i];
+    return d;
+  };
+  auto rows_ref = [&](std::vector<float> d, const std::vector<float>& s) {
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) d[c] += s[r * ld + c];
+    return d;
+  };
+  {
+    Dev<float> gd(a), gs(b), gr(acc0), gblk(blocks);
+    cu::add_into<float, float>(gd.p, gs.p, m);
+    cu::add_rows_into<float, float>(gr.p, gblk.p, rows, cols, ld);
+    report("cuda tensor: add_into fp32 += fp32 (bit-exact)", bits_differ(gd.get(), add_ref(a, b)), 0.5);
+    report("cuda tensor: add_rows_into fp32 += fp32 (rows in order, bit-exact)",
+           bits_differ(gr.get(), rows_ref(acc0, blocks)), 0.5);
+  }
+  {
+    Dev<float> gd(a), gr(acc0);
+    Dev<bf16> gs(b), gblk(blocks);
+    cu::add_into<float, bf16>(gd.p, gs.p, m);
+    cu::add_rows_into<float, bf16>(gr.p, gblk.p, rows, cols, ld);
+    report("cuda tensor: add_into fp32 += bf16 (bit-exact)", bits_differ(gd.get(), add_ref(a, as<bf16>(b))), 0.5);
+    report("cuda tensor: add_rows_into fp32 += bf16 (bit-exact)",
+           bits_differ(gr.get(), rows_ref(acc0, as<bf16>(blocks))), 0.5);
+  }
+  {
+    Dev<bf16> gd(a), gs(b), gr(acc0), gblk(blocks);
+    cu::add_into<bf16, bf16>(gd.p, gs.p, m);
+    cu::add_rows_into<bf16, bf16>(gr.p, gblk.p, rows, cols, ld);
+    report("cuda tensor: add_into bf16 += bf16 (fp32 sum rounded, bit-exact)",
+           bits_differ(gd.get(), to_bf16(add_ref(as<bf16>(a), as<bf16>(b)))), 0.5);
+    report("cuda tensor: add_rows_into bf16 += bf16 (fp32 sum rounded once, bit-exact)",
+           bits_differ(gr.get(), to_bf16(rows_ref(as<bf16>(acc0), as<bf16>(blocks)))), 0.5);
+  }
+}
+
+// LoRA dropout against a host evaluation of core/random.h, element for element. The key is
+// model/lora.h's mask_key; it must give the mask the CPU model code has always drawn
+// (uniform01(seed, mix(step * 0x100000001b3), i), as model/store.h's dropped() wrote it).
+template <typename T>
+void check_dropout() {
+  const int64_t n = 10007;  // not a multiple of the 256-thread blocks
+  const uint64_t seed = 0x5eed1234abcdull;
+  for (double p : {0.1, 0.5}) {
+    const int64_t step = p < 0.3 ? 7 : 123456;
+    const uint64_t key = sft::rng::stream_key(seed, sft::rng::dropout_stream(step));
+    auto x = as<T>(randf(n, rng)), dxd = as<T>(randf(n, rng)), dx0 = as<T>(randf(n, rng, 0.1));
+    const float keep = float(1.0 / (1.0 - p));
+    std::vector<float> out(n), dx = dx0;
+    std::vector<char> mask(n);
+    int64_t dropped = 0, key_mismatch = 0;
+    for (int64_t i = 0; i < n; i++) {
+      mask[i] = sft::rng::uniform01_key(key, uint64_t(i)) < p;
+      key_mismatch += mask[i] != (sft::rng::uniform01(seed, sft::rng::mix(uint64_t(step) * 0x100000001b3ull), i) < p);
+      dropped += mask[i];
+      out[i] = mask[i] ? 0.f : x[i] * keep;
+      if (!mask[i]) {
+        const float prod = dxd[i] * keep;  // separately rounded, as the CPU's dx[i] += dxin[i] * keep
+        dx[i] += prod;
+      }
+    }
+    Dev<T> gx(x), gout(n), gdxd(dxd), gdx(dx0);
+    cu::dropout_forward<T>(gout.p, gx.p, n, p, key);
+    cu::dropout_backward_add<T>(gdx.p, gdxd.p, n, p, key);
+    const auto got = gout.floats();
+    int64_t mask_mismatch = 0;
+    for (int64_t i = 0; i < n; i++) mask_mismatch += (got[i] == 0.f && x[i] != 0.f) != bool(mask[i]);
+    char name[96];
+    std::snprintf(name, sizeof name, "cuda dropout %s p %.1f n %lld", tname<T>().c_str(), p, (long long)n);
+    const std::string nm = name;
+    report(nm + ": mask key = the CPU model's step stream (host)", double(key_mismatch), 0.5);
+    report(nm + ": mask = random.h's, element for element", double(mask_mismatch), 0.5);
+    report(nm + ": forward = host x * keep (bit-exact)", bits_differ(got, as<T>(out)), 0.5);
+    report(nm + ": backward dx += dxd * keep (bit-exact)", bits_differ(gdx.floats(), as<T>(dx)), 0.5);
+    // 5 standard deviations of the dropped fraction of n Bernoulli(p) draws
+    report(nm + ": fraction dropped - p", std::fabs(double(dropped) / double(n) - p), 5 * std::sqrt(p * (1 - p) / n));
+  }
+}
+
+template <typename T>
+void check_layernorm() {
+  const int64_t N = 65, C = 1000;
+  const double eps = 1e-5;
+  // A mean offset well above the spread: the variance must be the centred one.
+  auto x = as<T>(randf(N * C, rng, 1.0, 3.0)), w = as<T>(randf(C, rng, 1.0, 1.0)), b = as<T>(randf(C, rng));
+  auto dy = as<T>(randf(N * C, rng));
+  auto dx0 = as<T>(randf(N * C, rng, 0.1)), dw0 = randf(C, rng, 0.1), db0 = randf(C, rng, 0.1);
+  std::vector<float> y(N * C), mean(N), rstd(N), dx = dx0, dw = dw0, db = db0, db_only = db0;
+  cpu::layernorm_forward<float>(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, eps);
+  cpu::layernorm_backward<float>(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean.data(),
+                                 rstd.data(), N, C);
+  std::vector<float> scratch(N * C);  // the CPU op always writes dinp
+  cpu::layernorm_backward<float>(scratch.data(), nullptr, db_only.data(), dy.data(), x.data(), w.data(), mean.data(),
+                                 rstd.data(), N, C);
+  Dev<T> gx(x), gw(w), gb(b), gdy(dy), gy(N * C), gdx(dx0);
+  Dev<float> gmean(N), grstd(N), gdw(dw0), gdb(db0), gdb2(db0);
+  cu::layernorm_forward<T>(gy.p, gmean.p, grstd.p, gx.p, gw.p, gb.p, N, C, eps);
+  cu::layernorm_backward<T>(gdx.p, gdw.p, gdb.p, gdy.p, gx.p, gw.p, gmean.p, grstd.p, N, C);
+  cu::layernorm_backward<T>(nullptr, nullptr, gdb2.p, gdy.p, gx.p, gw.p, gmean.p, grstd.p, N, C);
+  const std::string n = "cuda layernorm " + tname<T>();
+  expect(n + ": forward", gy.floats(), y, tol<T>());
+  expect(n + ": mean", gmean.floats(), mean, kTolF32);
+  expect(n + ": rstd", grstd.floats(), rstd, kTolF32);
+  expect(n + ": d input (+=)", gdx.floats(), dx, tol<T>());
+  expect(n + ": d weight (+=, fp32)", gdw.floats(), dw, tol<T>());
+  expect(n + ": d bias (+=, fp32)", gdb.floats(), db, tol<T>());
+  expect(n + ": d bias alone (null dinp, dw)", gdb2.floats(), db_only, tol<T>());
+}
+
+template <typename T>
+void check_l2norm() {
+  const double eps = 1e-6;
+  const std::string n = "cuda l2norm " + tname<T>();
+  {
+    const int64_t R = 37, C = 300;
+    auto x = as<T>(randf(R * C, rng)), dy = randf(R * C, rng), dx0 = randf(R * C, rng, 0.1);
+    std::vector<float> y(R * C), dx = dx0;
+    cpu::l2norm_rows_forward<float>(y.data(), x.data(), R, C, eps);
+    cpu::l2norm_rows_backward<float>(dx.data(), dy.data(), x.data(), R, C, eps);
+    Dev<T> gx(x), gy(R * C);
+    Dev<float> gdy(dy), gdx(dx0);
+    cu::l2norm_rows_forward<T>(gy.p, gx.p, R, C, eps);
+    cu::l2norm_rows_backward<T>(gdx.p, gdy.p, gx.p, R, C, eps);
+    expect(n + ": forward", gy.floats(), y, tol<T>());
+    expect(n + ": d input (+=, fp32)", gdx.floats(), dx, tol<T>());
+  }
+  {  // one row with ||x|| <= eps: the clamped branch (checked alone, its gradient is ~1/eps)
+    const int64_t C = 300;
+    auto x = as<T>(randf(C, rng, 1e-9)), dy = randf(C, rng), dx0 = randf(C, rng, 0.1);
+    std::vector<float> y(C), dx = dx0;
+    cpu::l2norm_rows_forward<float>(y.data(), x.data(), 1, C, eps);
+    cpu::l2norm_rows_backward<float>(dx.data(), dy.data(), x.data(), 1, C, eps);
+    Dev<T> gx(x), gy(C);
+    Dev<float> gdy(dy), gdx(dx0);
+    cu::l2norm_rows_forward<T>(gy.p, gx.p, 1, C, eps);
+    cu::l2norm_rows_backward<T>(gdx.p, gdy.p, gx.p, 1, C, eps);
+    expect(n + ": forward, clamped row (||x|| <= eps)", gy.floats(), y, tol<T>());
+    expect(n + ": d input, clamped row", gdx.floats(), dx, tol<T>());
+  }
+}
+
+template <typename T>
+void check_gelu() {
+  const int64_t n = 10001;
+  auto x = as<T>(randf(n, rng, 3.0)), dy = as<T>(randf(n, rng));
+  const float tails[] = {-30.f, -12.f, -9.f, -5.f, 0.f, 5.f, 12.f, 30.f};  // saturated both ways
+  for (size_t i = 0; i < std::size(tails); i++) x[i] = tails[i];
+  auto dx0 = as<T>(randf(n, rng, 0.1));
+  std::vector<float> y(n), dx = dx0;
+  cpu::gelu_tanh_forward<float>(y.data(), x.data(), n);
+  cpu::gelu_tanh_backward<float>(dx.data(), dy.data(), x.data(), n);
+  Dev<T> gx(x), gdy(dy), gy(n), gdx(dx0);
+  cu::gelu_tanh_forward<T>(gy.p, gx.p, n);
+  cu::gelu_tanh_backward<T>(gdx.p, gdy.p, gx.p, n);
+  expect("cuda gelu " + tname<T>() + ": forward", gy.floats(), y, tol<T>());
+  expect("cuda gelu " + tname<T>() + ": d input (+=)", gdx.floats(), dx, tol<T>());
+}
+
+struct AlibiCase {
+  int64_t B, Tq, Tk, p0;
+  int nh, hd;
+  bool cache;  // k, v in a separate cache (rows of H, head stride hd); else Bloom's fused rows
+};
+
+// q always in Bloom's fused query_key_value rows (stride 3H, head h at column h*3*hd); k = q + hd and
+// v = q + 2*hd there too, or in a KV cache of stride H and head stride hd.
+template <typename T>
+void check_alibi(const AlibiCase& c, bool check_determinism = false) {
+  const int64_t H = int64_t(c.nh) * c.hd, ldq = 3 * H, qhs = 3 * int64_t(c.hd);
+  const int64_t ldkv = c.cache ? H : ldq, kvhs = c.cache ? c.hd : qhs;
+  const int64_t koff = c.cache ? 0 : c.hd, voff = c.cache ? 0 : 2 * c.hd;
+  auto qkv = as<T>(randf(c.B * c.Tq * ldq, rng));
+  auto kc = as<T>(randf(c.cache ? c.B * c.Tk * H : 0, rng)), vc = as<T>(randf(c.cache ? c.B * c.Tk * H : 0, rng));
+  auto dout = as<T>(randf(c.B * c.Tq * H, rng));
+  auto dqkv0 = as<T>(randf(qkv.size(), rng, 0.1)), dkc0 = as<T>(randf(kc.size(), rng, 0.1)),
+       dvc0 = as<T>(randf(vc.size(), rng, 0.1));
+  std::vector<float> slopes(c.nh);
+  cpu::alibi_slopes<float>(slopes.data(), c.nh);
+
+  std::vector<float> out(c.B * c.Tq * H), att(c.B * c.nh * c.Tq * c.Tk), dqkv = dqkv0, dkc = dkc0, dvc = dvc0;
+  const float* hk = c.cache ? kc.data() : qkv.data() + koff;
+  const float* hv = c.cache ? vc.data() : qkv.data() + voff;
+  float* hdk = c.cache ? dkc.data() : dqkv.data() + koff;
+  float* hdv = c.cache ? dvc.data() : dqkv.data() + voff;
+  cpu::alibi_attention_forward<float>(out.data(), att.data(), qkv.data(), ldq, qhs, hk, hv, ldkv, kvhs, slopes.data(),
+                                      c.B, c.Tq, c.Tk, c.p0, c.nh, c.hd);
+  cpu::alibi_attention_backward<float>(dqkv.data(), hdk, hdv, dout.data(), att.data(), qkv.data(), ldq, qhs, hk, hv,
+                                       ldkv, kvhs, c.B, c.Tq, c.Tk, c.p0, c.nh, c.hd);
+  const auto lse = lse_ref(qkv, ldq, c.cache ? kc : qkv, koff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nh, c.hd, qhs,
+                           kvhs, slopes.data());
+
+  Dev<T> gqkv(qkv), gkc(kc), gvc(vc), gdout(dout), gout(out.size()), gdqkv(dqkv0), gdkc(dkc0), gdvc(dvc0);
+  Dev<float> glse(lse.size()), gslopes(slopes);
+  const T* gk = c.cache ? gkc.p : gqkv.p + koff;
+  const T* gv = c.cache ? gvc.p : gqkv.p + voff;
+  auto backward = [&](Dev<T>& dq, Dev<T>& dk, Dev<T>& dv) {
+    cu::alibi_attention_backward<T>(dq.p, c.cache ? dk.p : dq.p + koff, c.cache ? dv.p : dq.p + voff, gdout.p, gout.p,
+                                    glse.p, gqkv.p, ldq, qhs, gk, gv, ldkv, kvhs, gslopes.p, c.B, c.Tq, c.Tk, c.p0,
+                                    c.nh, c.hd);
+  };
+  cu::alibi_attention_forward<T>(gout.p, glse.p, gqkv.p, ldq, qhs, gk, gv, ldkv, kvhs, gslopes.p, c.B, c.Tq, c.Tk,
+                                 c.p0, c.nh, c.hd);
+  backward(gdqkv, gdkc, gdvc);
+  char name[160];
+  std::snprintf(name, sizeof name, "cuda alibi %s %s hd %d B %lld Tq %lld Tk %lld p0 %lld nh %d", tname<T>().c_str(),
+                c.cache ? "kv-cache" : "fused qkv", c.hd, (long long)c.B, (long long)c.Tq, (long long)c.Tk,
+                (long long)c.p0, c.nh);
+  const std::string n = name;
+  expect(n + ": out", gout.floats(), out, tol<T>());
+  expect(n + ": lse", glse.floats(), lse, kTolF32);
+  if (c.cache) {
+    expect(n + ": dq (+=)", gdqkv.floats(), dqkv, tol<T>());
+    auto gkv = gdkc.floats(), wkv = dkc;
+    const auto gvv = gdvc.floats();
+    gkv.insert(gkv.end(), gvv.begin(), gvv.end());
+    wkv.insert(wkv.end(), dvc.begin(), dvc.end());
+    expect(n + ": dk dv (+=, cache rows)", gkv, wkv, tol<T>());
+  } else {
+    expect(n + ": dq dk dv (+=, fused rows)", gdqkv.floats(), dqkv, tol<T>());
+  }
+  if (check_determinism) {
+    Dev<T> gdqkv2(dqkv0), gdkc2(dkc0), gdvc2(dvc0);
+    backward(gdqkv2, gdkc2, gdvc2);
+    const bool same = gdqkv2.bytes() == gdqkv.bytes() && gdkc2.bytes() == gdkc.bytes() && gdvc2.bytes() == gdvc.bytes();
+    report(n + ": backward repeatable bit for bit", same ? 0.0 : 1.0, 0.5);
+  }
+}
+
+template <typename T>
+void check_alibi_all() {
+  // Small shapes: these run the generic kernels (one warp per row), slow under the emulator.
+  check_alibi<T>({2, 23, 23, 0, 6, 8, false}, true);  // fused rows, 6 heads (slopes past the power of 2)
+  check_alibi<T>({1, 17, 17, 0, 6, 64, false});       // fused rows, a tiled head dim (still generic)
+  check_alibi<T>({2, 7, 19, 12, 6, 8, true});         // KV cache: a 7-token chunk after 12 cached tokens
+  check_alibi<T>({1, 1, 30, 29, 6, 64, true});        // one decode step
+}
+
+// adamw_update_copy: the same update as adamw_update (bit for bit) plus the bf16 copy of each p.
+void check_adamw_copy() {
+  const int64_t n = 10007;
+  const auto p = randf(n, rng);
+  const std::vector<float> zero(n, 0.f);
+  Dev<float> ap(p), am(zero), av(zero), bp(p), bm(zero), bv(zero), gg(n);
+  Dev<bf16> pc(n);
+  for (int64_t t = 1; t <= 3; t++) {
+    gg.upload(randf(n, rng));
+    cu::adamw_update(ap.p, gg.p, am.p, av.p, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, t, 0.5);
+    cu::adamw_update_copy(bp.p, pc.p, gg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, 0.01, t, 0.5);
+  }
+  report("cuda adamw_update_copy: p, m, v = adamw_update's (elements differing)",
+         bits_differ(bp.get(), ap.get()) + bits_differ(bm.get(), am.get()) + bits_differ(bv.get(), av.get()), 0.5);
+  report("cuda adamw_update_copy: p_copy = bf16(p) (elements differing)", bits_differ(pc.get(), to_bf16(bp.get())),
+         0.5);
+}
+
 }  // namespace
 
 int run_bench(int argc, char** argv);  // bench_kernels.cu
+int run_model_checks();                 // test_models.cu: whole models against the CPU backend
+int run_step_bench(int argc, char** argv);  // bench_step.cu: one 7B-shaped LoRA step, timed
 
 int main(int argc, char** argv) {
+  sft::register_cuda_backend();
   std::string err;
   const int devices = cu::device_count(&err);
   if (devices == 0) {
     std::printf("SKIP: no CUDA device (%s)\n", err.empty() ? "none found" : err.c_str());
     return 0;
   }
-  for (int i = 1; i < argc; i++)
+  for (int i = 1; i < argc; i++) {
     if (std::strcmp(argv[i], "--bench") == 0) return run_bench(argc, argv);
+    if (std::strcmp(argv[i], "--step") == 0) return run_step_bench(argc, argv);
+  }
   std::string only;
   bool large = true;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     if (!std::strcmp(argv[i], "--no-large")) large = false;
   }
-  const char* families[] = {"rmsnorm", "rope", "swiglu", "embedding", "cross-entropy", "adamw", "nf4", "gemm", "attention"};
+  const char* families[] = {"rmsnorm", "rope",   "swiglu",    "embedding", "cross-entropy", "adamw",
+                            "nf4",     "gemm",   "attention", "linear",    "tensor",        "dropout",
+                            "layernorm", "l2norm", "gelu",    "alibi",     "models"};
   if (!only.empty() && std::none_of(std::begin(families), std::end(families), [&](const char* f) { return only == f; })) {
-    std::printf("unknown --only %s (one of: rmsnorm rope swiglu embedding cross-entropy adamw nf4 gemm attention)\n",
-                only.c_str());
+    std::printf("unknown --only %s (one of:", only.c_str());
+    for (const char* f : families) std::printf(" %s", f);
+    std::printf(")\n");
     return 2;
   }
   auto want = [&](const char* family) { return only.empty() || only == family; };
@@ -385,7 +723,7 @@ int main(int argc, char** argv) {
     if (want("swiglu")) check_swiglu<float>(), check_swiglu<bf16>();
     if (want("embedding")) check_embedding<float>(), check_embedding<bf16>();
     if (want("cross-entropy")) check_cross_entropy<float>(), check_cross_entropy<bf16>();
-    if (want("adamw")) check_adamw();
+    if (want("adamw")) check_adamw(), check_adamw_copy();
     if (want("nf4")) check_nf4();
     if (want("gemm")) {
       check_col_major_mapping();
@@ -398,11 +736,29 @@ int main(int argc, char** argv) {
       }
     }
     if (want("attention")) check_attention_all<float>(large), check_attention_all<bf16>(large);
+    if (want("linear")) check_linear<float>(), check_linear<bf16>();
+    if (want("tensor")) check_tensor();
+    if (want("dropout")) check_dropout<float>(), check_dropout<bf16>();
+    if (want("layernorm")) check_layernorm<float>(), check_layernorm<bf16>();
+    if (want("l2norm")) check_l2norm<float>(), check_l2norm<bf16>();
+    if (want("gelu")) check_gelu<float>(), check_gelu<bf16>();
+    if (want("alibi")) check_alibi_all<float>(), check_alibi_all<bf16>();
+    if (want("models")) run_model_checks();
     SFT_CUDA_CHECK(cudaDeviceSynchronize());
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     failures++;
   }
+#ifdef SFT_CUDA_EMULATE
+  // Every Dev<> buffer is gone by now and the launchers free their scratch, so anything still
+  // allocated is a leak. The emulator's exit check would also fail the run; this names it here.
+  if (sft_emu::live_device_allocations() || sft_emu::live_pinned_allocations()) {
+    std::printf("FAIL emulator: %zu device allocation(s) (%zu bytes) and %zu pinned allocation(s) still live:\n",
+                sft_emu::live_device_allocations(), sft_emu::live_device_bytes(), sft_emu::live_pinned_allocations());
+    sft_emu::report_live_allocations(stdout);
+    failures++;
+  }
+#endif
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }

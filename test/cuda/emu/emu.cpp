@@ -1,16 +1,23 @@
-// The CPU emulator's scheduler (see include/cuda_runtime.h for what it is for and what it is not).
-// One block at a time; its threads are ucontext fibers run round-robin, each until it finishes or
-// waits at a barrier. __syncthreads releases when every live thread of the block waits there; a
-// warp exchange (shuffle) releases when every live lane of the warp has published its value.
+// The CPU emulator's scheduler (see include/cuda_runtime.h for what it is for and what it is not;
+// runtime.cpp has the memory checks and the API). One block at a time; its threads are ucontext
+// fibers run round-robin, each until it finishes or waits at a barrier. __syncthreads releases when
+// every live thread of the block waits there; a warp exchange (shuffle) releases when every live lane
+// of the warp has published its value. Fiber stacks and the dynamic shared memory have a PROT_NONE
+// guard page (below the stack, after the shared memory), so a kernel's stack overflow or a write past
+// its dynamic shared memory faults and is reported (runtime.cpp's SIGSEGV handler) instead of
+// silently corrupting the emulator.
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
-#include <chrono>
+#include <cstring>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "internal.h"
 
 #if defined(__x86_64__)
 // Saves the callee-saved registers on the current stack, stores its pointer in *save_sp, then
@@ -50,7 +57,7 @@ enum State { kRunnable, kBlockBarrier, kWarpPublish, kWarpRead, kDone };
 struct Fiber {
   ucontext_t ctx;
   void* sp = nullptr;
-  std::vector<char> stack;
+  char* stack = nullptr;  // kStackBytes above kStackGuard; never freed (reused by every launch)
   uint3 tid;
   int linear = 0;
   State state = kDone;
@@ -58,6 +65,8 @@ struct Fiber {
 };
 
 constexpr size_t kStackBytes = 256 * 1024;
+// Below each stack: a frame with a large local array can step over a single guard page.
+constexpr size_t kStackGuard = 64 * 1024;
 
 ucontext_t scheduler;
 void* scheduler_sp = nullptr;
@@ -65,8 +74,45 @@ std::vector<Fiber> fibers;
 Fiber* current = nullptr;
 uint3 cur_block;
 dim3 cur_block_dim, cur_grid_dim;
-std::vector<char> smem;
 const std::function<void()>* body = nullptr;
+
+// Dynamic shared memory: the launch's bytes end on a guard page (smem_map .. smem_map + smem_cap is
+// read-write, the page after it is not); smem is where this launch's bytes start.
+char* smem_map = nullptr;
+size_t smem_cap = 0;
+char* smem = nullptr;
+size_t smem_bytes_now = 0;
+
+size_t page_size() {
+  static const size_t p = size_t(sysconf(_SC_PAGESIZE));
+  return p;
+}
+size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+[[noreturn]] void fail(const char* what);
+
+// A read-write region of `bytes` (a multiple of the page size) with `guard` PROT_NONE bytes before
+// it (guard_before) or after it; returns the start of the read-write part.
+char* map_guarded(size_t bytes, size_t guard, bool guard_before) {
+  void* m = mmap(nullptr, bytes + guard, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) fail("out of host memory for fiber stacks or shared memory");
+  char* base = static_cast<char*>(m);
+  if (mprotect(guard_before ? base : base + bytes, guard, PROT_NONE) != 0) fail("mprotect failed");
+  return guard_before ? base + guard : base;
+}
+
+void prepare_smem(size_t bytes) {
+  // 16-byte aligned like the device's; the end (rounded to 16) touches the guard page.
+  const size_t need = round_up(bytes, 16);
+  if (need > smem_cap || !smem_map) {
+    if (smem_map) munmap(smem_map, smem_cap + page_size());
+    smem_cap = round_up(need ? need : 1, page_size());
+    smem_map = map_guarded(smem_cap, page_size(), false);
+  }
+  smem = smem_map + smem_cap - need;
+  smem_bytes_now = bytes;
+  std::memset(smem, 0x7f, need);  // not zero: kernels must not rely on it
+}
 
 void to_scheduler() {
 #ifdef SFT_EMU_FAST_SWITCH
@@ -96,7 +142,7 @@ void start(Fiber& f) {
 #ifdef SFT_EMU_FAST_SWITCH
   // The stack as sft_emu_switch pops it: six registers, then fiber_entry as the return address,
   // then a dummy return address so fiber_entry starts with the ABI's alignment (rsp = 8 mod 16).
-  auto top = reinterpret_cast<uintptr_t>(f.stack.data() + f.stack.size()) & ~uintptr_t(15);
+  auto top = reinterpret_cast<uintptr_t>(f.stack + kStackBytes) & ~uintptr_t(15);
   auto* sp = reinterpret_cast<uintptr_t*>(top);
   *--sp = 0;
   *--sp = reinterpret_cast<uintptr_t>(&fiber_entry);
@@ -104,8 +150,8 @@ void start(Fiber& f) {
   f.sp = sp;
 #else
   getcontext(&f.ctx);
-  f.ctx.uc_stack.ss_sp = f.stack.data();
-  f.ctx.uc_stack.ss_size = f.stack.size();
+  f.ctx.uc_stack.ss_sp = f.stack;
+  f.ctx.uc_stack.ss_size = kStackBytes;
   f.ctx.uc_link = nullptr;
   makecontext(&f.ctx, fiber_entry, 0);
 #endif
@@ -117,8 +163,8 @@ void wait(State s) {
 }
 
 [[noreturn]] void fail(const char* what) {
-  std::fprintf(stderr, "sft CUDA emulator: %s (block %u,%u,%u)\n", what, cur_block.x, cur_block.y, cur_block.z);
-  std::abort();
+  detail::die("kernel %s: %s (block %u,%u,%u)", detail::kernel_name().c_str(), what, cur_block.x, cur_block.y,
+              cur_block.z);
 }
 
 // Releases the warp barrier lanes t0..t1 wait at, when every live lane of the warp waits there.
@@ -159,7 +205,7 @@ const uint3& thread_idx() { return current->tid; }
 const uint3& block_idx() { return cur_block; }
 const dim3& block_dim() { return cur_block_dim; }
 const dim3& grid_dim() { return cur_grid_dim; }
-void* dynamic_smem() { return smem.data(); }
+void* dynamic_smem() { return smem; }
 
 void syncthreads() { wait(kBlockBarrier); }
 
@@ -178,7 +224,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
   const int nthreads = int(block.x * block.y * block.z);
   if (nthreads <= 0 || nthreads > 1024) fail("block size out of range");
   if (int(fibers.size()) < nthreads) fibers.resize(size_t(nthreads));
-  smem.assign(smem_bytes + 16, char(0x7f));  // not zero: kernels must not rely on it
+  prepare_smem(smem_bytes);
   body = &fn;
   cur_grid_dim = grid;
   cur_block_dim = block;
@@ -188,7 +234,7 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
         cur_block = uint3{bx, by, bz};
         for (int t = 0; t < nthreads; t++) {
           Fiber& f = fibers[size_t(t)];
-          if (f.stack.empty()) f.stack.resize(kStackBytes);
+          if (!f.stack) f.stack = map_guarded(kStackBytes, kStackGuard, true);
           f.linear = t;
           f.tid = uint3{unsigned(t) % block.x, (unsigned(t) / block.x) % block.y, unsigned(t) / (block.x * block.y)};
           start(f);
@@ -225,26 +271,35 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
   current = nullptr;
 }
 
-}  // namespace sft_emu
+namespace detail {
 
-// Events: wall-clock time on the host (the emulator's "device" is the calling thread).
-struct CUevent_st {
-  std::chrono::steady_clock::time_point t;
-};
-cudaError_t cudaEventCreate(cudaEvent_t* e) {
-  *e = new CUevent_st();
-  return cudaSuccess;
+bool running_thread(uint3* block, uint3* thread) {
+  if (!current) return false;
+  *block = cur_block;
+  *thread = current->tid;
+  return true;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
-  return cudaSuccess;
+
+bool fiber_stack_overflow(uintptr_t a, uintptr_t sp) {
+  for (const Fiber& f : fibers) {
+    if (!f.stack) continue;
+    const auto lo = reinterpret_cast<uintptr_t>(f.stack);
+    if (a >= lo - kStackGuard && a < lo) return true;
+  }
+  // The running fiber's stack pointer at (or past) the bottom of its stack: whatever the address.
+  if (!current || !sp) return false;
+  const auto lo = reinterpret_cast<uintptr_t>(current->stack);
+  return sp >= lo - kStackGuard && sp < lo + 256;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
-  e->t = std::chrono::steady_clock::now();
-  return cudaSuccess;
+
+bool in_smem_guard(uintptr_t a, size_t* bytes, uintptr_t* base) {
+  if (!smem_map) return false;
+  const auto g = reinterpret_cast<uintptr_t>(smem_map + smem_cap);
+  if (a < g || a >= g + page_size()) return false;
+  *bytes = smem_bytes_now;
+  *base = reinterpret_cast<uintptr_t>(smem);
+  return true;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
-  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
-  return cudaSuccess;
-}
+
+}  // namespace detail
+}  // namespace sft_emu

@@ -1,18 +1,55 @@
-// CPU emulation of the part of the CUDA runtime the backend and its test use. Kernels compile as
+// CPU emulation of the part of the CUDA runtime the backend and its tests use. Kernels compile as
 // plain C++ (SFT_CUDA_EMULATE, see native/cuda/common.cuh) and run block after block, each block's
-// threads as fibers on one OS thread, switching at __syncthreads and warp shuffles. "Device" memory
-// is host memory. What it checks: indexing, masking, tiling, reductions and barrier placement
-// (a fiber runs until its next barrier, so a read that misses a __syncthreads sees stale data).
-// What it cannot check: timing, races between blocks, occupancy, shared-memory limits, the real
-// math intrinsics. A GPU run of the same test (sft_cuda_tests) is still required.
+// threads as fibers on the calling OS thread, switching at __syncthreads and warp shuffles. Every
+// call completes at once: streams, events and the *Async calls are synchronous (emu.cpp, runtime.cpp).
+//
+// What it checks, so that a bug shows in CI instead of on the first GPU run:
+//  - kernel logic: indexing, masking, tiling, reductions, barrier placement (a fiber runs until its
+//    next barrier, so a read that misses a __syncthreads sees stale data), shuffles of exited lanes;
+//  - device memory (runtime.cpp): every cudaMalloc/cudaMallocAsync/cudaMallocHost/cudaHostAlloc is
+//    tracked, has its own mapping between PROT_NONE guard pages, ends (rounded up to 256 bytes) on
+//    the trailing guard page, starts 256-aligned, and is filled with 0xFF (NaN as fp32 and bf16, so
+//    a buffer nobody zeroed poisons the result; SFT_EMU_POISON=00 picks another byte, so that
+//    comparing two runs also shows uninitialised reads whose NaN got lost, e.g. in fmaxf). The
+//    bytes between its size and the 256 rounding,
+//    and before its start on its first page, hold a canary verified after every launch, at free
+//    and at synchronisation. Accesses into the guard pages, into freed memory (kept PROT_NONE for a
+//    while), or past a launch's dynamic shared memory fault; the SIGSEGV handler names the address,
+//    the nearest allocation, the kernel, block and thread, then aborts;
+//  - device memory is PROT_NONE outside kernels and the emulator's own copies: host code that
+//    dereferences a device pointer faults and is reported, as it would crash on a GPU;
+//  - kernel arguments: every pointer argument is null or inside (or one past) a live device
+//    allocation; host, pinned host, freed and out-of-range pointers fail naming kernel and argument;
+//  - copies and memsets: the ranges lie inside one live allocation of the kind the copy names
+//    (cudaMemcpyDefault infers it), no overlap; bad frees (unknown, double, wrong API) fail;
+//  - a device memory limit (SFT_EMU_DEVICE_MEMORY, default 4G): past it cudaMalloc returns
+//    cudaErrorMemoryAllocation, as a full GPU does;
+//  - leaks: device or pinned allocations live at exit are listed and the process exits with 3
+//    (SFT_EMU_LEAK_CHECK=0 turns that off);
+//  - streams and events: using one after cudaStreamDestroy/cudaEventDestroy (or one never created)
+//    fails; cudaEventElapsedTime follows the GPU's rules (both recorded, timing not disabled);
+//  - launch configurations: block and grid limits, and dynamic shared memory over 48 KiB without
+//    cudaFuncSetAttribute or over the device's opt-in limit fail the launch (cudaGetLastError), as
+//    on a GPU. The emulated device has the tightest limits of the architectures the project builds
+//    for (sm_86/sm_89: 99 KiB opt-in shared memory).
+// What it cannot check: timing and performance, races between blocks or between streams (work runs
+// in issue order, so a missing cudaStreamWaitEvent goes unnoticed), occupancy, static __shared__
+// sizes, register limits, the real math intrinsics (here: libm), a kernel's pointer arguments hidden
+// inside a struct, a kernel touching pinned host memory it reached indirectly, out-of-bounds reads
+// of the few bytes of slack before the 256 rounding (they read NaN canaries, writes are caught),
+// accesses that stay inside one allocation (one sub-buffer of a scratch block running into the
+// next), and leaked streams or events. Messages name kernels from the binary's ELF symbol table,
+// so keep it unstripped. A GPU run of the same test (sft_cuda_tests) is still required.
 #pragma once
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <tuple>
+#include <type_traits>
+#include <typeinfo>
 #include <utility>
 
 #define __global__
@@ -23,6 +60,9 @@
 #define __shared__ static
 #define __constant__
 
+// The version this emulation follows (the APIs below have the signatures of CUDA 12).
+#define CUDART_VERSION 12000
+
 struct uint3 {
   unsigned x = 0, y = 0, z = 0;
 };
@@ -31,11 +71,33 @@ struct dim3 {
   dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// The values of driver_types.h, so that logs read as on a GPU.
 enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
+  cudaErrorInitializationError = 3,
+  cudaErrorCudartUnloading = 4,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidPitchValue = 12,
+  cudaErrorInvalidSymbol = 13,
+  cudaErrorInvalidHostPointer = 16,
+  cudaErrorInvalidDevicePointer = 17,
+  cudaErrorInvalidMemcpyDirection = 21,
+  cudaErrorInsufficientDriver = 35,
+  cudaErrorInvalidDeviceFunction = 98,
+  cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
+  cudaErrorNotPermitted = 800,
+  cudaErrorNotSupported = 801,
+  cudaErrorUnknown = 999,
 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -45,14 +107,70 @@ enum cudaMemcpyKind {
   cudaMemcpyDefault = 4
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaDeviceAttr {
+  cudaDevAttrMaxThreadsPerBlock = 1,
+  cudaDevAttrMaxBlockDimX = 2,
+  cudaDevAttrMaxBlockDimY = 3,
+  cudaDevAttrMaxBlockDimZ = 4,
+  cudaDevAttrMaxGridDimX = 5,
+  cudaDevAttrMaxGridDimY = 6,
+  cudaDevAttrMaxGridDimZ = 7,
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrWarpSize = 10,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrL2CacheSize = 38,
+  cudaDevAttrMaxThreadsPerMultiProcessor = 39,
+  cudaDevAttrUnifiedAddressing = 41,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+  cudaDevAttrMemoryPoolsSupported = 115,
+};
+enum cudaMemPoolAttr {
+  cudaMemPoolReuseFollowEventDependencies = 0x1,
+  cudaMemPoolReuseAllowOpportunistic = 0x2,
+  cudaMemPoolReuseAllowInternalDependencies = 0x3,
+  cudaMemPoolAttrReleaseThreshold = 0x4,
+  cudaMemPoolAttrReservedMemCurrent = 0x5,
+  cudaMemPoolAttrReservedMemHigh = 0x6,
+  cudaMemPoolAttrUsedMemCurrent = 0x7,
+  cudaMemPoolAttrUsedMemHigh = 0x8,
+};
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
+typedef struct CUmemPoolHandle_st* cudaMemPool_t;
 
+#define cudaHostAllocDefault 0x00
+#define cudaHostAllocPortable 0x01
+#define cudaHostAllocMapped 0x02
+#define cudaHostAllocWriteCombined 0x04
+#define cudaStreamDefault 0x00
+#define cudaStreamNonBlocking 0x01
+#define cudaStreamLegacy ((cudaStream_t)0x1)
+#define cudaStreamPerThread ((cudaStream_t)0x2)
+#define cudaEventDefault 0x00
+#define cudaEventBlockingSync 0x01
+#define cudaEventDisableTiming 0x02
+#define cudaEventInterprocess 0x04
+
+// The fields of the real struct that the code here reads (same names).
 struct cudaDeviceProp {
   char name[256];
   size_t totalGlobalMem;
-  int multiProcessorCount;
+  size_t sharedMemPerBlock;
+  int warpSize;
+  int maxThreadsPerBlock;
+  int maxThreadsDim[3];
+  int maxGridSize[3];
   int major, minor;
+  int multiProcessorCount;
+  int l2CacheSize;
+  int maxThreadsPerMultiProcessor;
+  size_t sharedMemPerMultiprocessor;
+  size_t sharedMemPerBlockOptin;
+  int unifiedAddressing;
+  int memoryPoolsSupported;
 };
 
 namespace sft_emu {
@@ -67,8 +185,33 @@ void syncthreads();
 // Every live lane of the calling warp publishes v, then reads lane src's value.
 uint64_t exchange(uint64_t v, int src_lane);
 
-// Runs fn(block) for every block of the grid, block threads as fibers.
+// Runs body for every block of the grid, block threads as fibers.
 void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+
+// A launch, as Launch runs it (runtime.cpp): begin_launch validates the configuration (false: the
+// launch failed with an error for cudaGetLastError, as on a GPU, and does not run) and records the
+// kernel for messages; check_kernel_pointer checks one pointer argument (1-based position) and
+// opens its allocation to the kernel; end_launch verifies the canaries of every allocation the
+// kernel could reach and closes them again.
+bool begin_launch(const void* fn, const std::type_info& type, dim3 grid, dim3 block, size_t smem);
+void check_kernel_pointer(int position, const volatile void* p);
+void end_launch();
+
+// The address of a kernel given as a function pointer (names it in messages); null otherwise.
+template <typename K>
+const void* kernel_address(K k) {
+  if constexpr (std::is_pointer_v<K> && std::is_function_v<std::remove_pointer_t<K>>)
+    return reinterpret_cast<const void*>(k);
+  else
+    return nullptr;
+}
+
+template <typename A>
+inline void check_kernel_argument(int position, const A& a) {
+  // Pointers to objects only: what a kernel dereferences. Integers, floats and std::nullptr_t pass.
+  if constexpr (std::is_pointer_v<A> && std::is_object_v<std::remove_pointer_t<A>>)
+    check_kernel_pointer(position, static_cast<const volatile void*>(a));
+}
 
 template <typename K>
 struct Launch {
@@ -77,14 +220,28 @@ struct Launch {
   K kernel;
   template <typename... A>
   void operator()(A... a) const {
+    if (!begin_launch(kernel_address(kernel), typeid(K), grid, block, smem)) return;
+    int position = 0;
+    (check_kernel_argument(++position, a), ...);
     K k = kernel;
     run_grid(grid, block, smem, [&] { k(a...); });
+    end_launch();
   }
 };
 template <typename G, typename B, typename K>
 Launch<K> launch(G grid, B block, size_t smem, K kernel) {
   return Launch<K>{dim3(grid), dim3(block), smem, kernel};
 }
+
+// Allocation bookkeeping, for tests: live device allocations and their requested bytes, live
+// pinned host allocations, and a listing of every live allocation (sequence number, size, the API
+// that made it, and where it was made) to `out`.
+size_t live_device_allocations();
+size_t live_device_bytes();
+size_t live_pinned_allocations();
+void report_live_allocations(FILE* out);
+// The emulated device's memory: SFT_EMU_DEVICE_MEMORY (bytes; suffixes K, M, G, T), default 4 GiB.
+size_t device_memory_limit();
 
 }  // namespace sft_emu
 
@@ -115,68 +272,86 @@ inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 
-// Memory: plain host memory; every call completes at once (the "stream" is the caller).
-inline cudaError_t cudaMalloc(void** p, size_t n) {
-  *p = std::malloc(n ? n : 1);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
-}
+// --- the runtime API (runtime.cpp), CUDA's signatures ---------------------------------------------
+
+// Errors: the last failure recorded (an allocation past the limit, a failed launch, a bad argument
+// that a GPU also reports); cudaGetLastError returns and clears it, cudaPeekAtLastError only returns
+// it. None is sticky: what would be sticky on a GPU (a fault in a kernel) aborts here.
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorName(cudaError_t e);
+const char* cudaGetErrorString(cudaError_t e);
+
+// Device memory and pinned host memory.
+cudaError_t cudaMalloc(void** p, size_t n);
+cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t stream);
+cudaError_t cudaFree(void* p);
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream);
+cudaError_t cudaMallocHost(void** p, size_t n);
+cudaError_t cudaHostAlloc(void** p, size_t n, unsigned int flags);
+cudaError_t cudaFreeHost(void* p);
 template <typename T>
 inline cudaError_t cudaMalloc(T** p, size_t n) {
   return cudaMalloc(reinterpret_cast<void**>(p), n);
 }
 template <typename T>
-inline cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t) {
-  return cudaMalloc(reinterpret_cast<void**>(p), n);
+inline cudaError_t cudaMallocAsync(T** p, size_t n, cudaStream_t stream) {
+  return cudaMallocAsync(reinterpret_cast<void**>(p), n, stream);
 }
-inline cudaError_t cudaFree(void* p) {
-  std::free(p);
-  return cudaSuccess;
+template <typename T>
+inline cudaError_t cudaMallocHost(T** p, size_t n, unsigned int flags = 0) {
+  return flags ? cudaHostAlloc(reinterpret_cast<void**>(p), n, flags) : cudaMallocHost(reinterpret_cast<void**>(p), n);
 }
-inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
-inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
-  if (n) std::memcpy(d, s, n);
-  return cudaSuccess;
+template <typename T>
+inline cudaError_t cudaHostAlloc(T** p, size_t n, unsigned int flags) {
+  return cudaHostAlloc(reinterpret_cast<void**>(p), n, flags);
 }
-inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t = nullptr) {
-  return cudaMemcpy(d, s, n, k);
-}
-inline cudaError_t cudaMemset(void* d, int v, size_t n) {
-  std::memset(d, v, n);
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t = nullptr) { return cudaMemset(d, v, n); }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
-inline const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
-inline const char* cudaGetErrorString(cudaError_t) { return "error in the CPU emulation"; }
-inline cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
-  return cudaSuccess;
-}
-inline cudaError_t cudaGetDevice(int* d) {
-  *d = 0;
-  return cudaSuccess;
-}
-inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
-inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
-  std::memset(p, 0, sizeof(*p));
-  std::strcpy(p->name, "CPU emulation (test/cuda/emu)");
-  p->totalGlobalMem = size_t(1) << 30;
-  p->multiProcessorCount = 1;
-  return cudaSuccess;
-}
-inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total) {
-  *free_b = *total = size_t(1) << 30;
-  return cudaSuccess;
-}
-template <typename F>
-inline cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) {
-  return cudaSuccess;
-}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
+
+// Copies and memsets.
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t stream = 0);
+cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                         cudaMemcpyKind kind);
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
+                              size_t height, cudaMemcpyKind kind, cudaStream_t stream = 0);
+cudaError_t cudaMemset(void* p, int value, size_t count);
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t stream = 0);
+
+// Memory pools: one default pool whose attributes are kept (the release threshold changes nothing).
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device);
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value);
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t min_bytes_to_keep);
+
+// Streams (work completes when issued, so they order nothing) and events.
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags = 0);
+cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream = 0);
+cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+
+// The device: one, "CPU emulation (test/cuda/emu)".
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+cudaError_t cudaDriverGetVersion(int* version);
+cudaError_t cudaRuntimeGetVersion(int* version);
+
+// Kernels: the opt-in dynamic shared memory limit per kernel, checked at launch.
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value);
+template <typename F>
+inline cudaError_t cudaFuncSetAttribute(F* func, cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(::sft_emu::kernel_address(func), attr, value);
+}

@@ -1,0 +1,313 @@
+// The CUDA backend: the backend contract (backend/backend.h) over the kernels in this folder.
+// One device (0; CUDA_VISIBLE_DEVICES picks it), one non-blocking stream per model: every op and
+// copy is queued on it in order, and only downloads (and the two ops that return host values:
+// the loss and the gradient norm) wait for it. Memory per kind is one cudaMalloc each (the plan);
+// the kernels' few temporaries come from the stream-ordered pool, whose release threshold is set
+// so that after the first step they reuse memory instead of allocating it.
+//
+// T = float or bf16 (activations and frozen weights); G = float: trainable master weights,
+// gradients, moments, statistics. Attention saves each row's logsumexp, not its probabilities.
+// NOT YET RUN ON A GPU: checked under the CPU emulator (test/cuda/emu) against the CPU backend.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/plan.h"
+#include "core/dtype.h"
+#include "cpu/ops.h"
+#include "cpu/quant.h"
+#include "cuda/ops.cuh"
+#include "cuda/types.h"
+
+namespace sft {
+
+template <typename Elem>
+class CudaBackend {
+ public:
+  using T = Elem;
+  using G = float;
+  using Saved = float;  // attention's logsumexp [B, nh, Tq]
+  struct Nf4 {};        // QLoRA on the GPU is not written yet (supports(Nf4Linear) is false)
+  struct Segment {
+    int64_t row0, rows;
+  };
+  static constexpr Device device = Device::Cuda;
+  static constexpr Compute compute = std::is_same<Elem, float>::value ? Compute::F32 : Compute::BF16;
+
+  static bool supports(Op op) { return op != Op::Nf4Linear && op != Op::AdamW8bit; }
+  static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t /*Tk*/) { return B * nh * Tq; }
+
+  CudaBackend() = default;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+  ~CudaBackend() {
+    if (stream_) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  void* alloc(MemKind kind, size_t bytes) {
+    ensure();
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, align_up(bytes));
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_b = 0, total = 0;
+      cudaMemGetInfo(&free_b, &total);
+      throw OutOfMemory(kind, bytes, "GPU out of memory allocating " + mib(bytes) + " of " + mem_kind_name(kind) + " (" +
+                                         mib(free_b) + " free of " + mib(total) + ")");
+    }
+    SFT_CUDA_CHECK(e);
+    if (zero_filled(kind)) SFT_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_));
+    return p;
+  }
+  void release(void* p) {
+    cudaStreamSynchronize(stream_);  // nothing queued may still use it
+    cudaFree(p);
+  }
+  void upload(void* dst, const void* src, size_t n) {
+    // From pageable memory the copy is staged before the call returns, so src may be reused.
+    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
+  }
+  void download(void* dst, const void* src, size_t n) {
+    if (!n) return;
+    SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+    sync();
+  }
+  void copy(void* dst, const void* src, size_t n) {
+    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void zero(void* dst, size_t n) {
+    if (n) SFT_CUDA_CHECK(cudaMemsetAsync(dst, 0, n, stream_));
+  }
+  void sync() { SFT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  size_t free_bytes() {
+    ensure();
+    size_t free_b = 0, total = 0;
+    SFT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total));
+    return free_b;
+  }
+
+  // ---- host values <-> device elements (converted on the host, in chunks) -------------------------
+  template <typename E>
+  void upload_elems(E* dst, const void* src, DType dt, int64_t n) {
+    upload_converted(dst, n, [&](int64_t i) { return element(src, dt, i); });
+  }
+  template <typename E, typename S>
+  void upload_values(E* dst, const S* src, int64_t n) {
+    upload_converted(dst, n, [&](int64_t i) { return double(src[i]); });
+  }
+  template <typename E, typename D>
+  void download_values(D* dst, const E* src, int64_t n) {
+    std::vector<E> buf(size_t(std::min<int64_t>(n, kChunk)));
+    for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const int64_t m = std::min<int64_t>(kChunk, n - i0);
+      download(buf.data(), src + i0, size_t(m) * sizeof(E));
+      for (int64_t i = 0; i < m; i++) dst[i0 + i] = D(to_double(buf[size_t(i)]));
+    }
+  }
+
+  // ---- linear ------------------------------------------------------------------------------------
+  void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t M, int64_t K, int64_t N, bool accumulate) {
+    cuda::gemm<T, T>(false, false, M, N, K, 1.0f, x, K, W, K, accumulate ? 1.0f : 0.0f, y, N, stream_);
+    if (b) cuda::add_bias<T>(y, b, M, N, stream_);
+  }
+  void linear_backward(T* dx, G* dW, G* db, const T* dy, const T* x, const T* W, int64_t M, int64_t K, int64_t N) {
+    if (dx) cuda::gemm<T, T>(false, true, M, K, N, 1.0f, dy, N, W, K, 1.0f, dx, K, stream_);
+    if (dW) cuda::gemm<T, G>(true, true, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K, stream_);
+    if (db) cuda::bias_backward<T>(db, dy, M, N, stream_);
+  }
+  void add_bias(T* y, const T* b, int64_t M, int64_t N) { cuda::add_bias<T>(y, b, M, N, stream_); }
+  void bias_backward(G* db, const T* dy, int64_t M, int64_t N) { cuda::bias_backward<T>(db, dy, M, N, stream_); }
+  template <typename C>
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const T* A, int64_t lda, const T* B,
+            int64_t ldb, double beta, C* out, int64_t ldc) {
+    cuda::gemm<T, C>(ta, tb, M, N, K, float(alpha), A, lda, B, ldb, float(beta), out, ldc, stream_);
+  }
+
+  // ---- NF4 (QLoRA): not on the GPU yet ---------------------------------------------------------------
+  [[noreturn]] static void no_nf4() { throw std::runtime_error("QLoRA (NF4 weights) is not available on the cuda backend yet"); }
+  std::unique_ptr<Nf4> nf4_quantize(const float*, int64_t, int64_t, const std::vector<Segment>&, bool) { no_nf4(); }
+  static size_t nf4_bytes(const Nf4&) { return 0; }
+  static size_t nf4_bytes_for(int64_t, bool) { no_nf4(); }
+  void nf4_decode_rows(float*, const Nf4&, int64_t, int64_t) { no_nf4(); }
+  void linear_forward_nf4(T*, const T*, const Nf4&, int64_t, int64_t, int64_t, bool) { no_nf4(); }
+  void linear_backward_nf4(T*, const T*, const Nf4&, int64_t, int64_t, int64_t) { no_nf4(); }
+
+  // ---- norms -------------------------------------------------------------------------------------
+  void rmsnorm_forward(T* y, G* rstd, const T* x, const T* w, int64_t N, int64_t C, double eps) {
+    cuda::rmsnorm_forward<T>(y, rstd, x, w, N, C, eps, stream_);
+  }
+  void rmsnorm_backward(T* dx, G* dw, const T* dy, const T* x, const T* w, const G* rstd, int64_t N, int64_t C) {
+    cuda::rmsnorm_backward<T>(dx, dw, dy, x, w, rstd, N, C, stream_);
+  }
+  void layernorm_forward(T* y, G* mean, G* rstd, const T* x, const T* w, const T* b, int64_t N, int64_t C, double eps) {
+    cuda::layernorm_forward<T>(y, mean, rstd, x, w, b, N, C, eps, stream_);
+  }
+  void layernorm_backward(T* dx, G* dw, G* db, const T* dy, const T* x, const T* w, const G* mean, const G* rstd,
+                          int64_t N, int64_t C) {
+    cuda::layernorm_backward<T>(dx, dw, db, dy, x, w, mean, rstd, N, C, stream_);
+  }
+  void l2norm_rows_forward(T* out, const T* in, int64_t R, int64_t C, double eps) {
+    cuda::l2norm_rows_forward<T>(out, in, R, C, eps, stream_);
+  }
+  void l2norm_rows_backward(G* din, const G* dout, const T* in, int64_t R, int64_t C, double eps) {
+    cuda::l2norm_rows_backward<T>(din, dout, in, R, C, eps, stream_);
+  }
+
+  // ---- rotary embeddings, attention ----------------------------------------------------------------
+  void rope_forward(T* x, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd, const G* cos, const G* sin) {
+    cuda::rope_forward<T>(x, ld, rows, T_, p0, heads, hd, cos, sin, stream_);
+  }
+  void rope_backward(T* dx, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int heads, int hd, const G* cos,
+                     const G* sin) {
+    cuda::rope_backward<T>(dx, ld, rows, T_, p0, heads, hd, cos, sin, stream_);
+  }
+  void attention_forward(T* out, Saved* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv, int64_t B,
+                         int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
+    cuda::attention_forward<T>(out, lse, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd, stream_);
+  }
+  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Saved* lse, const T* q, int64_t ldq,
+                          const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh,
+                          int nkv, int hd) {
+    cuda::attention_backward<T>(dq, dk, dv, dout, out, lse, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd, stream_);
+  }
+  // The slopes are the CPU's (fp32 powers of an fp32 base, as transformers computes them).
+  void alibi_slopes(G* out, int n) {
+    std::vector<float> s(static_cast<size_t>(n));
+    cpu::alibi_slopes<float>(s.data(), n);
+    upload(out, s.data(), s.size() * sizeof(float));
+  }
+  void alibi_attention_forward(T* out, Saved* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                               int64_t ldkv, int64_t kvhs, const G* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0,
+                               int nh, int hd) {
+    cuda::alibi_attention_forward<T>(out, lse, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, hd, stream_);
+  }
+  void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Saved* lse, const T* q, int64_t ldq,
+                                int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs, const G* slopes,
+                                int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
+    cuda::alibi_attention_backward<T>(dq, dk, dv, dout, out, lse, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh,
+                                      hd, stream_);
+  }
+
+  // ---- activations, embedding, loss ----------------------------------------------------------------
+  void swiglu_forward(T* out, const T* gate, const T* up, int64_t n) { cuda::swiglu_forward<T>(out, gate, up, n, stream_); }
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n) {
+    cuda::swiglu_backward<T>(dgate, dup, dout, gate, up, n, stream_);
+  }
+  void gelu_forward(T* out, const T* x, int64_t n) { cuda::gelu_tanh_forward<T>(out, x, n, stream_); }
+  void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) { cuda::gelu_tanh_backward<T>(dx, dout, x, n, stream_); }
+  void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t n, int64_t C) {
+    cuda::embedding_forward<T>(out, ids, table, n, C, stream_);
+  }
+  void embedding_backward(G* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
+    cuda::embedding_backward<T>(dtable, dout, ids, n, C, stream_);
+  }
+  double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, int64_t* count) {
+    return cuda::cross_entropy<T>(logits, targets, N, V, float(scale), grad, count, stream_);
+  }
+
+  // ---- LoRA dropout (masks from core/random.h, as the CPU's) ----------------------------------------
+  void dropout_forward(T* out, const T* x, int64_t rows, int64_t cols, double p, uint64_t key) {
+    cuda::dropout_forward<T>(out, x, rows * cols, p, key, stream_);
+  }
+  void dropout_backward_add(T* dx, const T* dxd, int64_t n, double p, uint64_t key) {
+    cuda::dropout_backward_add<T>(dx, dxd, n, p, key, stream_);
+  }
+
+  // ---- data movement -------------------------------------------------------------------------------
+  void copy_2d(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols) {
+    cuda::copy_2d<T>(dst, ld_dst, src, ld_src, rows, cols, stream_);
+  }
+  template <typename D, typename S>
+  void add_into(D* dst, const S* src, int64_t n) { cuda::add_into<D, S>(dst, src, n, stream_); }
+  template <typename D, typename S>
+  void add_rows_into(D* dst, const S* src, int64_t rows, int64_t cols, int64_t ld_src) {
+    cuda::add_rows_into<D, S>(dst, src, rows, cols, ld_src, stream_);
+  }
+  template <typename S, typename D>
+  void cast(D* dst, const S* src, int64_t n) { cuda::cast<S, D>(dst, src, n, stream_); }
+  template <typename E>
+  void fill_normal(E* dst, int64_t n, uint64_t key, double mean, double std_) {
+    cuda::fill_normal<E>(dst, n, key, mean, std_, stream_);
+  }
+
+  // ---- optimizer ----------------------------------------------------------------------------------
+  double sum_squares(const G* g, int64_t n) {
+    const double norm = cuda::global_grad_norm(&g, &n, 1, stream_);
+    return norm * norm;
+  }
+  void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
+                    int64_t t, double grad_scale) {
+    cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+  }
+  void adamw_update_8bit(G*, const G*, uint8_t*, float*, uint8_t*, float*, int64_t, double, double, double, double, double,
+                         int64_t, double) {
+    throw std::runtime_error("8-bit AdamW (adamw_8bit, paged_adamw_8bit) is not available on the cuda backend yet; use adamw_torch");
+  }
+  static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
+  static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
+
+  cudaStream_t stream() {
+    ensure();
+    return stream_;
+  }
+
+ private:
+  static constexpr int64_t kChunk = int64_t(1) << 22;  // host staging: 4 Mi elements at a time
+
+  static std::string mib(size_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; }
+
+  template <typename E>
+  static E from_double(double x) {
+    if constexpr (std::is_same<E, cuda::bf16>::value) return __float2bfloat16_rn(float(x));
+    else return E(x);
+  }
+  template <typename E>
+  static double to_double(E x) {
+    if constexpr (std::is_same<E, cuda::bf16>::value) return double(__bfloat162float(x));
+    else return double(x);
+  }
+
+  template <typename E, typename F>
+  void upload_converted(E* dst, int64_t n, F value) {
+    std::vector<E> buf(size_t(std::min<int64_t>(n, kChunk)));
+    for (int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const int64_t m = std::min<int64_t>(kChunk, n - i0);
+      for (int64_t i = 0; i < m; i++) buf[size_t(i)] = from_double<E>(value(i0 + i));
+      upload(dst + i0, buf.data(), size_t(m) * sizeof(E));  // staged before it returns: buf may be refilled
+    }
+  }
+
+  // The device and stream are taken on first use, so a meta model (planning only) needs no GPU.
+  void ensure() {
+    if (stream_) return;
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+      cudaGetLastError();
+      throw std::runtime_error(std::string("no usable CUDA device (") + (e != cudaSuccess ? cudaGetErrorString(e) : "none found") + ")");
+    }
+    SFT_CUDA_CHECK(cudaSetDevice(0));
+    SFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // Keep what the kernels' stream-ordered temporaries freed, instead of returning it to the driver.
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+      uint64_t keep = ~uint64_t(0);
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    cudaGetLastError();
+  }
+
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace sft
