@@ -43,28 +43,31 @@ struct Result {
 };
 std::vector<Result> results;
 
-// Mean milliseconds of f: one warm-up call, then enough calls for ~200 ms (3..50).
+// Median milliseconds of f over single timed calls: one warm-up call, then enough calls for
+// ~200 ms (3..50), each between its own pair of events (a median, not a mean: one slow call from a
+// clock change or another process does not move it).
 double time_ms(const std::function<void()>& f) {
   cudaEvent_t a, b;
   SFT_CUDA_CHECK(cudaEventCreate(&a));
   SFT_CUDA_CHECK(cudaEventCreate(&b));
+  auto once = [&] {
+    SFT_CUDA_CHECK(cudaEventRecord(a));
+    f();
+    SFT_CUDA_CHECK(cudaEventRecord(b));
+    SFT_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    SFT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return double(ms);
+  };
   f();
-  SFT_CUDA_CHECK(cudaEventRecord(a));
-  f();
-  SFT_CUDA_CHECK(cudaEventRecord(b));
-  SFT_CUDA_CHECK(cudaEventSynchronize(b));
-  float one = 0;
-  SFT_CUDA_CHECK(cudaEventElapsedTime(&one, a, b));
-  const int iters = std::max(3, std::min(50, int(200.0 / std::max(one, 0.01f))));
-  SFT_CUDA_CHECK(cudaEventRecord(a));
-  for (int i = 0; i < iters; i++) f();
-  SFT_CUDA_CHECK(cudaEventRecord(b));
-  SFT_CUDA_CHECK(cudaEventSynchronize(b));
-  float total = 0;
-  SFT_CUDA_CHECK(cudaEventElapsedTime(&total, a, b));
+  const double first = once();
+  const int iters = std::max(3, std::min(50, int(200.0 / std::max(first, 0.01))));
+  std::vector<double> t;
+  for (int i = 0; i < iters; i++) t.push_back(once());
   SFT_CUDA_CHECK(cudaEventDestroy(a));
   SFT_CUDA_CHECK(cudaEventDestroy(b));
-  return double(total) / iters;
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 void record(const std::string& name, const std::string& shape, double ms, double bytes, double flops) {

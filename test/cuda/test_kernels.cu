@@ -8,6 +8,7 @@
 //                                  cross-entropy, adamw, nf4, gemm, attention, linear, tensor, dropout,
 //                                  layernorm, l2norm, gelu, alibi), e.g. under a sanitizer
 //   sft_cuda_tests --no-large      skip the long-sequence attention case (sanitizers are slow)
+//   sft_cuda_tests --only models --arch llama   whole-model checks of one architecture
 //   sft_cuda_tests --bench         micro-benchmarks instead (bench_kernels.cu; --json FILE, --quick)
 //   sft_cuda_tests --step          one Llama-2-7B-shaped LoRA training step, timed (bench_step.cu)
 //
@@ -681,7 +682,7 @@ void check_adamw_copy() {
 }  // namespace
 
 int run_bench(int argc, char** argv);  // bench_kernels.cu
-int run_model_checks();                 // test_models.cu: whole models against the CPU backend
+int run_model_checks(const std::string& only_arch);  // test_models.cu: whole models against the CPU backend
 int run_step_bench(int argc, char** argv);  // bench_step.cu: one 7B-shaped LoRA step, timed
 
 int main(int argc, char** argv) {
@@ -696,11 +697,12 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--bench") == 0) return run_bench(argc, argv);
     if (std::strcmp(argv[i], "--step") == 0) return run_step_bench(argc, argv);
   }
-  std::string only;
+  std::string only, arch;
   bool large = true;
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     if (!std::strcmp(argv[i], "--no-large")) large = false;
+    if (!std::strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
   }
   const char* families[] = {"rmsnorm", "rope",   "swiglu",    "embedding", "cross-entropy", "adamw",
                             "nf4",     "gemm",   "attention", "linear",    "tensor",        "dropout",
@@ -743,7 +745,7 @@ int main(int argc, char** argv) {
     if (want("l2norm")) check_l2norm<float>(), check_l2norm<bf16>();
     if (want("gelu")) check_gelu<float>(), check_gelu<bf16>();
     if (want("alibi")) check_alibi_all<float>(), check_alibi_all<bf16>();
-    if (want("models")) run_model_checks();
+    if (want("models")) run_model_checks(arch);
     SFT_CUDA_CHECK(cudaDeviceSynchronize());
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());

@@ -310,10 +310,11 @@ void check_randomize(const Case& c) {
 
 }  // namespace
 
-// Runs every model check; returns the number of failures it added.
-int run_model_checks() {
+// Runs every model check (or only those of one architecture); returns the failures it added.
+int run_model_checks(const std::string& only_arch) {
   const int before = failures;
   for (const char* arch : {"llama", "qwen2", "baichuan", "baichuan2", "bloom"}) {
+    if (!only_arch.empty() && only_arch != arch) continue;
     try {
       const Case c = load_case(arch);
       for (Compute k : {Compute::F32, Compute::BF16}) check_fixture(c, k), check_training(c, k);
