@@ -308,6 +308,35 @@ void check_randomize(const Case& c) {
          rel_err(as_vec(gpu->logits(c.ids.data(), c.B, c.T)), as_vec(cpu->logits(c.ids.data(), c.B, c.T))), 1e-5);
 }
 
+// A plan beyond the device's memory: the engine's OutOfMemory names the kind that did not fit.
+// Only under the emulator, whose device has a known size (4 GiB, SFT_EMU_DEVICE_MEMORY).
+void check_out_of_memory(const Case& c) {
+#ifdef SFT_CUDA_EMULATE
+  auto gpu = build(c, fixture_weights(c), Device::Cuda, Compute::F32, 0.0);
+  sft::PlanRequest plan;
+  plan.batch = 400000, plan.seq = c.T, plan.train = true;  // ~ 11 GiB of activations
+  std::string msg;
+  sft::MemKind kind = sft::MemKind::Weights;
+  try {
+    gpu->plan(plan);
+  } catch (const sft::OutOfMemory& e) {
+    msg = e.what(), kind = e.kind;
+  }
+  const bool ok = kind == sft::MemKind::Activations && msg.find("GPU out of memory") != std::string::npos &&
+                  msg.find("activations") != std::string::npos;
+  report("cuda " + c.arch + ": a plan beyond device memory fails naming its kind (" + (msg.empty() ? "no error" : msg.substr(0, 60)) + "...)",
+         ok ? 0.0 : 1.0, 0.5);
+  // The model is still usable within memory: a normal plan and step go on.
+  plan.batch = c.B;
+  gpu->plan(plan);
+  int64_t n = 0;
+  const double loss = gpu->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0, 0, &n);
+  report("cuda " + c.arch + ": the model trains after the failed plan", std::isfinite(loss) && n == c.tokens ? 0.0 : 1.0, 0.5);
+#else
+  (void)c;
+#endif
+}
+
 }  // namespace
 
 // Runs every model check (or only those of one architecture); returns the failures it added.
@@ -321,6 +350,7 @@ int run_model_checks(const std::string& only_arch) {
       check_generation(c);
       check_full_and_prompt(c);
       check_randomize(c);
+      if (c.arch == "llama") check_out_of_memory(c);
     } catch (const std::exception& e) {
       std::printf("FAIL cuda %s: exception: %s\n", arch, e.what());
       failures++;
