@@ -6,7 +6,7 @@
 //   node --import tsx scripts/reference/write_sft_adapter.ts MODEL_DIR OUT_DIR SEED
 import { loadBase } from '../../src/model/load.js';
 import { writeLoraAdapter } from '../../src/io/peft.js';
-import { ALL_LINEAR } from '../../src/train/recipe.js';
+import { loraModulesOf } from '../../src/model/modules.js';
 
 // Deliberately not the rank/alpha of the peft-made adapter (r 4, alpha 8): scale = alpha/r = 0.5 here.
 const RANK = 8;
@@ -19,7 +19,7 @@ if (!modelDir || !outDir || !seedArg) {
 }
 
 const { model, native: cfg } = await loadBase(modelDir, { threads: 1 });
-const targets = ALL_LINEAR[cfg.arch];  // every linear layer of the family
+const targets = loraModulesOf(cfg.arch);  // every linear layer of the family
 const params = model.addLora({ targets, rank: RANK, alpha: ALPHA, dropout: 0, seed: 0 });
 
 // Both A and B random, N(0, 1/fan_in), so the adapter's contribution is of the base's order.

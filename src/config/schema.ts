@@ -50,7 +50,7 @@
 //   save_steps                  | 500            | yes (< 1 = ratio)
 //   save_total_limit            | null           | yes (null = keep all checkpoints)
 //   seed                        | 42             | yes
-//   fp16, bf16                  | false          | true -> notice: trains in fp32; both true -> error (HF rule)
+//   fp16, bf16                  | false          | cuda: bf16 compute (fp16 -> bf16 with a notice); cpu: fp32; both -> error
 //   gradient_checkpointing      | false          | yes (layers recomputed in backward)
 //   report_to                   | "none"         | none, tensorboard, wandb, all yes (metrics.jsonl always written);
 //                               |                | other integrations (mlflow, ...) -> notice, ignored
@@ -404,12 +404,12 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   save_total_limit: { check: orNull(int(1)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
   seed: { check: int(0, 2 ** 32 - 1), default: 42, implemented: 'yes', help: 'seed for LoRA init, dropout and data order' },
   fp16: {
-    check: bool(), default: false, implemented: 'no', help: 'half-precision training (not implemented yet: trains in fp32)',
-    support: () => notice('fp16=true: half-precision training is not implemented yet in this build; training in fp32'),
+    check: bool(), default: false, implemented: 'partly', help: 'half precision: bf16 on a GPU (fp16 loss scaling not implemented yet), fp32 on the CPU',
+    support: () => notice('fp16=true: fp16 with loss scaling is not implemented yet; on a GPU the run trains in bf16 instead, on the CPU in fp32'),
   },
   bf16: {
-    check: bool(), default: false, implemented: 'no', help: 'bfloat16 training (not implemented yet: trains in fp32)',
-    support: () => notice('bf16=true: bfloat16 training is not implemented yet in this build; training in fp32'),
+    check: bool(), default: false, implemented: 'partly', help: 'bfloat16 weights and activations on a GPU (fp32 master weights and optimizer); the CPU trains in fp32',
+    support: () => notice('bf16=true: bf16 compute on a GPU; on the CPU the run trains in fp32'),
   },
   gradient_checkpointing: {
     check: bool(), default: false, implemented: 'yes', help: 'keep only each layer input; recompute the layer in backward (less memory, more compute)',

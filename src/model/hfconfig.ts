@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SftError } from '../errors.js';
 import type { Arch, NativeModelConfig } from '../native/types.js';
+import { native } from '../native/binding.js';
 
 export const SUPPORTED_ARCHITECTURES =
   'LlamaForCausalLM (llama), BaiChuanForCausalLM (Baichuan-7B), BaichuanForCausalLM (Baichuan2-7B), Qwen2ForCausalLM (qwen2), BloomForCausalLM (bloom)';
@@ -179,7 +180,9 @@ function checkSupported(hf: Record<string, unknown>, c: NativeModelConfig, file:
   }
 }
 
-/** Every tensor a checkpoint of this config holds, with HF names and shapes ([out, in] for linear weights). */
+/** Every tensor a checkpoint of this config holds, with HF names and shapes ([out, in] for linear weights):
+ *  what `sft init-model` writes. The engine's baseParams() is the authority on what it loads; the
+ *  init-model tests check the two agree. */
 export function expectedTensors(c: NativeModelConfig): { name: string; shape: number[] }[] {
   if (c.arch === 'bloom') return bloomTensors(c);
   const H = c.hiddenSize;
@@ -212,11 +215,11 @@ export function expectedTensors(c: NativeModelConfig): { name: string; shape: nu
   return out;
 }
 
-/** The name under which the engine lists a checkpoint tensor. Bloom checkpoints saved from BloomModel
- *  (bigscience/bloom-560m and its siblings) omit the "transformer." prefix of BloomForCausalLM's state
- *  dict, as transformers' from_pretrained allows; every other name is already canonical. */
+/** The name under which the engine lists a checkpoint tensor (the engine's rule, model/modules.cpp):
+ *  Bloom checkpoints saved from BloomModel (bigscience/bloom-560m and its siblings) omit the
+ *  "transformer." prefix of BloomForCausalLM's state dict, as transformers' from_pretrained allows. */
 export function canonicalTensorName(c: NativeModelConfig, name: string): string {
-  return c.arch === 'bloom' && !name.startsWith('transformer.') && name !== 'lm_head.weight' ? `transformer.${name}` : name;
+  return native().tensorName(c.arch, false, name) ?? name;
 }
 
 /** BloomForCausalLM's state dict: every linear and LayerNorm with a bias; query_key_value's rows

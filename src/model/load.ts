@@ -3,10 +3,10 @@
 // tokenizer.json -> Tok, adapter_config.json + adapter_model.safetensors -> LoRA tensors.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
+import type { Arch, Device, NativeModel, NativeModelConfig, TensorSource } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { native } from '../native/binding.js';
-import { canonicalTensorName, readHfConfig } from './hfconfig.js';
+import { readHfConfig } from './hfconfig.js';
 import { listCheckpointTensors } from './weights.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { readLoraAdapter, adapterType, readPromptTuningAdapter } from '../io/peft.js';
@@ -26,7 +26,8 @@ export interface LoadedModel {
 export interface LoadOptions {
   modelDir: string;
   adapterDir?: string;
-  dtype?: 'f32' | 'f64';
+  dtype?: 'f32' | 'f64' | 'bf16';
+  device?: Device;
   threads?: number;
   /** 4: quantize the base to NF4 before applying the adapter. Default: what the adapter was trained
    *  on (bits in its sft_config.json), so a QLoRA adapter sees the same base as in training. */
@@ -39,22 +40,26 @@ export const RUN_CONFIG_FILE = 'sft_config.json';
 const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen', bloom: 'default' };
 
 /** Build the engine for a model folder and read its weights (no adapter). */
-export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; threads?: number } = {}): Promise<{
+export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' | 'bf16'; device?: Device; threads?: number } = {}): Promise<{
   model: NativeModel;
   native: NativeModelConfig;
   hf: Record<string, unknown>;
 }> {
   if (!existsSync(modelDir)) throw new SftError(`model folder ${modelDir} does not exist`);
   const { hf, native: cfg } = readHfConfig(modelDir);
-  const config: NativeModelConfig = { ...cfg, dtype: opts.dtype ?? 'f32', threads: opts.threads };
-  // Checkpoints spell some names several ways (Bloom with or without "transformer."): use the engine's.
-  const sources = listCheckpointTensors(modelDir).map((s) => ({ ...s, name: canonicalTensorName(config, s.name) }));
+  const config: NativeModelConfig = { ...cfg, dtype: opts.dtype ?? 'f32', device: opts.device ?? 'cpu', threads: opts.threads };
+  const all = listCheckpointTensors(modelDir);
+  // Before the engine exists: a config.json that does not describe these weights (100,000 layers,
+  // a vocabulary of 1e9) is refused here, not after building a model of that size.
+  checkConfigAgainstCheckpoint(modelDir, config, all);
+  // Checkpoints spell some names several ways (Bloom with or without "transformer."), and carry
+  // tensors the engine has no use for (lm_head of a tied model, rotary inv_freq): the engine says.
+  const used = all.flatMap((s) => {
+    const name = native().tensorName(config.arch, config.tieWordEmbeddings, s.name);
+    return name === null ? [] : [{ ...s, name }];
+  });
   const model = new (native().Model)(config);
   const expected = new Map(model.baseParams().map((p) => [p.name, p.shape]));
-  // Tensors that carry nothing the engine needs: lm_head.weight in a tied checkpoint, and the
-  // rotary inv_freq buffers that older Llama checkpoints saved. Anything else unexpected is an error.
-  const ignorable = (name: string) => (name === 'lm_head.weight' && config.tieWordEmbeddings) || name.endsWith('.rotary_emb.inv_freq');
-  const used = sources.filter((s) => expected.has(s.name) || !ignorable(s.name));
   for (const s of used) {
     const want = expected.get(s.name);
     if (!want) throw new SftError(`${s.file}: unexpected tensor "${s.name}" for a ${config.arch} model — is config.json from the same checkpoint?`);
@@ -73,6 +78,28 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64'; 
     throw new SftError(`${modelDir}: ${(err as Error).message}`);
   }
   return { model, native: config, hf };
+}
+
+/** The sizes config.json gives against what the checkpoint's headers hold: the layer count (the
+ *  largest layer index in the tensor names, plus one) and the embedding's [vocab, hidden]. Cheap
+ *  (names and shapes only), and it runs before anything of the config's size is built. */
+export function checkConfigAgainstCheckpoint(modelDir: string, c: NativeModelConfig, tensors: TensorSource[]): void {
+  const cfgFile = join(modelDir, 'config.json');
+  const files = [...new Set(tensors.map((t) => t.file))];
+  const where = files.length === 1 ? files[0] : `the ${files.length} checkpoint files in ${modelDir}`;
+  let layers = 0;
+  for (const t of tensors) {
+    const m = /(?:^|\.)(?:layers|h)\.(\d+)\./.exec(t.name);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  const layersKey = c.arch === 'bloom' ? 'n_layer' : 'num_hidden_layers';
+  if (layers !== c.numLayers) {
+    throw new SftError(`${cfgFile} says ${layersKey} ${c.numLayers} but ${where} holds ${layers} layers — config.json and the weights do not match`);
+  }
+  const emb = tensors.find((t) => /(?:^|\.)(?:embed_tokens|word_embeddings)\.weight$/.test(t.name));
+  if (emb && (emb.shape[0] !== c.vocabSize || emb.shape[1] !== c.hiddenSize)) {
+    throw new SftError(`${cfgFile} says vocab_size ${c.vocabSize} and hidden_size ${c.hiddenSize}, but ${emb.file} holds "${emb.name}" of shape [${emb.shape.join(', ')}] — config.json and the weights do not match`);
+  }
 }
 
 /** Attach a saved PEFT adapter: LoRA, or prompt tuning's virtual-token embeddings. */

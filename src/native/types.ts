@@ -23,8 +23,14 @@ export interface NativeModelConfig {
   qkvBias: boolean;
   /** lm_head rows are L2-normalised before use (Baichuan2 NormHead). */
   normHead: boolean;
-  /** 'f64' exists for gradient checks in tests. */
-  dtype?: 'f32' | 'f64';
+  /** Compute precision: f32; bf16 (cuda only: bf16 weights and activations, fp32 masters, gradients
+   *  and optimizer state); f64 exists for gradient checks in tests. */
+  dtype?: 'f32' | 'f64' | 'bf16';
+  /** Which backend computes (default cpu). */
+  device?: Device;
+  /** A model that only knows sizes and takes no memory: adapters attach and plan() measures, so a
+   *  run's memory can be planned before any weight is read (and without a GPU). */
+  meta?: boolean;
   /** Worker threads for the CPU backend (default: all cores). */
   threads?: number;
 }
@@ -53,6 +59,31 @@ export interface LoraOptions {
 }
 
 export interface ParamInfo { name: string; shape: number[] }
+
+export type Device = 'cpu' | 'cuda';
+
+/** The run's memory, fixed once: activations for batch x seqLen (training: what backward needs), the
+ *  optimizer state, a KV cache of kvSlots sequences of kvPositions. Training batches within it
+ *  allocate nothing; a larger training batch is an error; inference beyond it grows the plan. */
+export interface PlanRequest {
+  batch?: number;
+  seqLen?: number;
+  train?: boolean;
+  optimizer?: boolean;
+  eightBit?: boolean;
+  kvSlots?: number;
+  kvPositions?: number;
+}
+
+export type MemKind = 'weights' | 'trainable' | 'gradients' | 'optimizer' | 'activations' | 'workspace' | 'kv_cache';
+
+/** Bytes per kind, with the largest buffers by name (at most 12 per kind; count = all of them). */
+export interface MemoryPlan {
+  device: Device;
+  dtype: 'f32' | 'f64' | 'bf16';
+  total: number;
+  kinds: { kind: MemKind; bytes: number; count: number; entries: { name: string; bytes: number }[] }[];
+}
 
 export interface AdamWOptions {
   lr: number;
@@ -123,11 +154,26 @@ export interface NativeModel {
   truncateCache(n: number): void;
   /** Tokens currently in the KV cache. */
   cacheLength(): number;
+  /** Fix the run's memory (see PlanRequest). */
+  plan(request: PlanRequest): void;
+  /** What is allocated now (a meta model: what would be). */
+  memoryPlan(): MemoryPlan;
+  /** How often each kind was (re)allocated: constant while a run stays within its plan. */
+  memoryStats(): { allocations: Record<MemKind, number> };
 }
 
 export interface NativeAddon {
   Model: new (config: NativeModelConfig) => NativeModel;
-  /** "cpu" always; "cuda" listed when the addon was built with CUDA and a device is usable. */
-  backends(): { cpu: true; cudaBuilt: boolean; cudaDevices: number; cudaError?: string };
+  /** "cpu" always; whether the CUDA backend was built, how many devices it sees now, and the card
+   *  the cuda backend uses (device 0) with its free and total memory. */
+  backends(): {
+    cpu: true; cudaBuilt: boolean; cudaDevices: number; cudaError?: string;
+    cudaName?: string; cudaCapability?: string; cudaFreeBytes?: number; cudaTotalBytes?: number;
+  };
+  /** An architecture's parts by name: the PEFT module names of every linear layer but lm_head. */
+  archInfo(arch: Arch): { loraModules: string[] };
+  /** The engine's name for a checkpoint tensor (Bloom's optional "transformer." prefix added), or
+   *  null when the engine has no use for it (lm_head of a tied model, rotary inv_freq buffers). */
+  tensorName(arch: Arch, tieWordEmbeddings: boolean, name: string): string | null;
   version: string;
 }

@@ -8,6 +8,10 @@
 //   learning_rate, lr_scheduler_type, warmup_steps | warmup_ratio        learning-rate schedule
 //   weight_decay, adam_beta1, adam_beta2, adam_epsilon, max_grad_norm    AdamW + clipping
 //   logging_steps, save_steps, save_total_limit, output_dir              what is written, when
+//   device, bf16 / fp16, gradient_checkpointing                          where and how it computes
+//
+// Memory is planned once (Model.plan) before the first step: a run that starts does not run out of
+// memory later, and `--dry-run` prints that plan without loading a weight.
 //
 // Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
 // its micro-batches (counted before the first forward), so accumulation gives the same update as
@@ -16,10 +20,15 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { TrainConfig } from '../config/schema.js';
-import type { Arch, NativeModel, NativeModelConfig } from '../native/types.js';
+import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
-import { loadBase } from '../model/load.js';
-import { resolveDevice } from '../native/device.js';
+import { checkConfigAgainstCheckpoint, loadBase } from '../model/load.js';
+import { readHfConfig } from '../model/hfconfig.js';
+import { listCheckpointTensors } from '../model/weights.js';
+import { loraModulesOf } from '../model/modules.js';
+import { native as addon } from '../native/binding.js';
+import { cudaUnavailable, resolveDevice } from '../native/device.js';
+import { planSummary, planTable } from './memory.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { getTemplate } from '../data/templates.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
@@ -35,17 +44,8 @@ import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/s
 import { SftError } from '../errors.js';
 import { mulberry32 } from '../util/random.js';
 
-/** PEFT module names of every linear layer but lm_head ("all-linear"). */
-export const ALL_LINEAR: Record<Arch, string[]> = {
-  llama: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  qwen2: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  baichuan: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  baichuan2: ['W_pack', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  bloom: ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h'],
-};
-
 export interface TrainRunOptions {
-  /** Print samples with their trained spans marked and stop before training. */
+  /** Print the memory plan and samples with their trained spans marked; load no weight, train nothing. */
   dryRun?: boolean;
   /** Where human-readable lines go (default: stdout). */
   print?: (line: string) => void;
@@ -69,6 +69,9 @@ export interface TrainResult {
   outputDir: string;
   /** The checkpoint written when the run was interrupted. */
   checkpoint?: string;
+  /** The engine's allocations per memory kind right after the plan and after the last step: equal
+   *  when nothing was allocated inside the step loop. */
+  allocations?: { afterPlan: Record<string, number>; afterTraining: Record<string, number> };
 }
 
 interface Setup {
@@ -79,6 +82,7 @@ interface Setup {
   data: PreparedDataset;
   targets: string[];
   padId: number;
+  allocationsAfterPlan: Record<string, number>;
 }
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
@@ -88,15 +92,14 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     removeStaleTemporaries(cfg.output_dir);
   }
   const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
+  if (opts.dryRun) {
+    await dryRun(cfg, print, opts.skipBadLines ?? false);
+    return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
+  }
   const s = await setup(cfg, print, opts.skipBadLines ?? false);
   // The tokenized data stays on disk while the run may still be resumed (interrupted, failed).
   let done = false;
   try {
-    if (opts.dryRun) {
-      done = true;
-      dryRun(s, print);
-      return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
-    }
     const r = await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir);
     done = !r.interrupted;
     return r;
@@ -110,27 +113,64 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
 
 async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<Setup> {
   const template = getTemplate(cfg.template_name);
-  resolveDevice(cfg.device, print);
+  const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
+  const dtype = precision(cfg, device, print);
+  checkDeviceSupports(cfg, device);
   print(`Loading ${cfg.model_name_or_path} …`);
-  const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined });
+  const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
   const tok = await loadTokenizer(cfg.model_name_or_path);
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
   const padId = tok.padId ?? tok.eosId ?? 0;
+  const data = await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print);
+  const targets = prepareModel(cfg, model, native, tok, print);
+  // The whole run's memory, once: activations for the largest batch, the optimizer's state.
+  model.plan(planRequest(cfg));
+  print(`  ${planSummary(model.memoryPlan())}`);
+  return { cfg, model, native, tok, data, targets, padId, allocationsAfterPlan: model.memoryStats().allocations };
+}
 
+/** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
+function planRequest(cfg: TrainConfig) {
+  return { batch: cfg.per_device_train_batch_size, seqLen: cfg.max_seq_length, train: true, optimizer: true, eightBit: eightBitOptim(cfg) };
+}
+
+function eightBitOptim(cfg: TrainConfig): boolean {
+  return ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(cfg.optim);
+}
+
+/** The compute precision on this device: bf16 and fp16 mean bf16 on a GPU (fp16's loss scaling is
+ *  not written yet; bf16 needs none), and fp32 on the CPU. */
+function precision(cfg: TrainConfig, device: Device, print: (l: string) => void): 'f32' | 'bf16' {
+  if (device === 'cuda') {
+    if (cfg.fp16) print('  fp16=true: training in bf16 (fp16 with loss scaling is not implemented yet; this GPU computes bf16)');
+    return cfg.bf16 || cfg.fp16 ? 'bf16' : 'f32';
+  }
+  if (cfg.bf16 || cfg.fp16) print(`  ${cfg.bf16 ? 'bf16' : 'fp16'}=true: the CPU backend trains in fp32`);
+  return 'f32';
+}
+
+/** What the cuda backend does not do yet, refused before anything is loaded. */
+function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
+  if (device !== 'cuda') return;
+  if (cfg.bits === 4) throw new SftError('bits 4 (QLoRA) is not available on the cuda backend yet; use device "cpu", or bits 16 (train_mode "lora")');
+  if (eightBitOptim(cfg)) throw new SftError(`optim "${cfg.optim}" (8-bit AdamW states) is not available on the cuda backend yet; use optim "adamw_torch" (or device "cpu")`);
+}
+
+async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize: number, skipBadLines: boolean, print: (l: string) => void): Promise<PreparedDataset> {
   let badShown = 0;
-  print(`Reading ${cfg.train_file} (template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
+  print(`Reading ${cfg.train_file} (template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
     file: cfg.train_file,
     tok,
-    template,
+    template: getTemplate(cfg.template_name),
     maxSeqLength: cfg.max_seq_length,
-    vocabSize: native.vocabSize,
+    vocabSize,
     cacheDir: join(cfg.output_dir, '.sft-cache'),
     skipBadLines,
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
-    persistKey: dataFingerprint(cfg, template.name, native.vocabSize, skipBadLines),
+    persistKey: dataFingerprint(cfg, template, vocabSize, skipBadLines),
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
   const st = data.stats;
@@ -140,7 +180,12 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
       (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : '') +
       (st.badLines ? `; ${st.badLines} bad line(s) skipped (--skip-bad-lines)` : ''),
   );
+  return data;
+}
 
+/** QLoRA, checkpointing, and what trains (full / prompt tuning / LoRA). A meta model (the dry run)
+ *  goes through the same steps, so its plan is the run's. Returns the LoRA target modules. */
+function prepareModel(cfg: TrainConfig, model: NativeModel, native: NativeModelConfig, tok: Tok | undefined, print: (l: string) => void): string[] {
   if (cfg.bits === 4) {
     // QLoRA: frozen linear weights become NF4 (+ double quantization); embeddings, norms and
     // lm_head stay in full precision, as in the QLoRA paper.
@@ -152,27 +197,28 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
     print('  Gradient checkpointing: each layer is recomputed in backward (less memory, ~1/3 more compute)');
   }
   const total = model.baseParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-  let targets: string[] = [];
   if (cfg.train_mode === 'full') {
     // Every weight trains (fp32 master weights, AdamW); the output is a whole HF model folder.
     model.setBaseTrainable(true);
     print(`  Full fine-tuning: all ${total.toLocaleString('en')} parameters train (AdamW state: ${((total * 8) / 2 ** 20).toFixed(1)} MiB)`);
-  } else if (cfg.train_mode === 'prompt_tuning') {
+    return [];
+  }
+  if (cfg.train_mode === 'prompt_tuning') {
     // Only num_virtual_tokens embeddings train; they are prepended to every sample.
-    const init = promptInit(cfg, model, tok, native);
+    const init = tok ? promptInit(cfg, model, tok, native) : undefined;
     model.addPromptTuning({ numVirtualTokens: cfg.num_virtual_tokens, init, seed: cfg.seed });
     print(`  Prompt tuning: ${cfg.num_virtual_tokens} virtual tokens (${cfg.prompt_tuning_init} init), ${(cfg.num_virtual_tokens * native.hiddenSize).toLocaleString('en')} trainable parameters`);
-  } else {
-    targets = cfg.lora_target_modules === 'all' ? ALL_LINEAR[native.arch] : cfg.lora_target_modules;
-    try {
-      model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });
-    } catch (err) {
-      throw new SftError(`lora_target_modules: ${(err as Error).message}`);
-    }
-    const trainable = model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-    print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+    return [];
   }
-  return { cfg, model, native, tok, data, targets, padId };
+  const targets = cfg.lora_target_modules === 'all' ? loraModulesOf(native.arch) : cfg.lora_target_modules;
+  try {
+    model.addLora({ targets, rank: cfg.lora_rank, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, seed: cfg.seed });
+  } catch (err) {
+    throw new SftError(`lora_target_modules: ${(err as Error).message}`);
+  }
+  const trainable = model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+  print(`  LoRA r=${cfg.lora_rank} alpha=${cfg.lora_alpha} on ${targets.join(', ')}: ${trainable.toLocaleString('en')} trainable of ${total.toLocaleString('en')} parameters (${((100 * trainable) / total).toFixed(2)}%)`);
+  return targets;
 }
 
 /** PEFT's prompt-tuning initialisations: TEXT = the init text's token embeddings repeated to
@@ -212,13 +258,46 @@ function dataFingerprint(cfg: TrainConfig, template: string, vocabSize: number, 
   return h.digest('hex').slice(0, 16);
 }
 
-function dryRun(s: Setup, print: (l: string) => void): void {
-  const n = Math.min(3, s.data.size);
-  print(`\nDry run: the first ${n} samples, trained spans between ⟦ and ⟧ (loss is computed on them only):`);
-  for (let i = 0; i < n; i++) {
-    const { inputIds, labels } = s.data.get(i);
-    print(`\n--- sample ${i} (${inputIds.length} tokens) ---`);
-    print(renderMarkedSample(inputIds, labels, s.tok));
+/** The dry run: the memory plan of this run on its device, from config.json alone (a meta model:
+ *  no weight is read, no memory taken, no GPU needed), then the first samples with their trained
+ *  spans marked (the tokenizer and the data only). */
+async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<void> {
+  const template = getTemplate(cfg.template_name);
+  const why = cudaUnavailable();
+  let device: Device;
+  if (cfg.device === 'cuda' && why) {
+    device = 'cuda';
+    print(`device: cuda — planned only: ${why}`);
+  } else {
+    device = resolveDevice(cfg.device, print, cfg.threads || undefined);
+  }
+  const dtype = precision(cfg, device, print);
+  checkDeviceSupports(cfg, device);
+  const { native } = readHfConfig(cfg.model_name_or_path);
+  try {
+    checkConfigAgainstCheckpoint(cfg.model_name_or_path, native, listCheckpointTensors(cfg.model_name_or_path));
+  } catch (err) {
+    if (err instanceof SftError && /do not match/.test(err.message)) throw err;
+    print(`  (the checkpoint's headers could not be read, so config.json was not checked against them: ${(err as Error).message})`);
+  }
+  const model = new (addon().Model)({ ...native, device, dtype, meta: true });
+  prepareModel(cfg, model, native, undefined, print);
+  model.plan(planRequest(cfg));
+  print('');
+  for (const line of planTable(model.memoryPlan())) print(line);
+
+  const tok = await loadTokenizer(cfg.model_name_or_path);
+  const data = await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print);
+  try {
+    const n = Math.min(3, data.size);
+    print(`\nDry run: the first ${n} samples, trained spans between ⟦ and ⟧ (loss is computed on them only):`);
+    for (let i = 0; i < n; i++) {
+      const { inputIds, labels } = data.get(i);
+      print(`\n--- sample ${i} (${inputIds.length} tokens) ---`);
+      print(renderMarkedSample(inputIds, labels, tok));
+    }
+  } finally {
+    data.remove();
   }
 }
 
@@ -241,7 +320,7 @@ async function loop(
   const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
   // 8-bit AdamW states (bitsandbytes' blockwise 8-bit optimizers); paging only matters on the GPU.
-  const eightBit = ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(cfg.optim);
+  const eightBit = eightBitOptim(cfg);
   const adapter: AdapterConfigInfo = {
     baseModel: cfg.model_name_or_path, r: cfg.lora_rank, loraAlpha: cfg.lora_alpha, loraDropout: cfg.lora_dropout, targetModules: s.targets,
     numAttentionHeads: s.native.numHeads, numLayers: s.native.numLayers,
@@ -347,7 +426,10 @@ async function loop(
   reporters.summary(st.global_step, result);
   await reporters.close();
   printMetrics('train', result, (l) => stream.write(l));
-  return { model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint };
+  return {
+    model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint,
+    allocations: { afterPlan: s.allocationsAfterPlan, afterTraining: s.model.memoryStats().allocations },
+  };
 }
 
 /** On resume, metrics logged after the checkpoint (by the interrupted run) are dropped: they will be logged again. */

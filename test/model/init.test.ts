@@ -13,7 +13,7 @@ import { listCheckpointTensors } from '../../src/model/weights.js';
 import { readSafetensorsHeader, readTensorF32 } from '../../src/io/safetensors.js';
 import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { loadBase } from '../../src/model/load.js';
-import { ALL_LINEAR } from '../../src/train/recipe.js';
+import { loraModulesOf } from '../../src/model/modules.js';
 import type { Arch } from '../../src/native/types.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-init-'));
@@ -178,7 +178,7 @@ test('bloom: config, weights and tokenizer load back, and the engine runs it', a
   for (let t = 3; t < ids.length; t++) last = await model.feed(ids.subarray(t, t + 1));
   const want = full.subarray((ids.length - 1) * V);
   assert.ok(last.every((x, i) => Math.abs(x - want[i]) < 1e-4 * (1 + Math.abs(want[i]))), 'KV-cache logits differ from the full forward');
-  const added = model.addLora({ targets: ALL_LINEAR.bloom, rank: 2, alpha: 4, dropout: 0, seed: 1 });
+  const added = model.addLora({ targets: loraModulesOf('bloom'), rank: 2, alpha: 4, dropout: 0, seed: 1 });
   assert.equal(added.length, 2 * 4 * 2);
   assert.ok(added.some((p) => p.name === 'transformer.h.0.self_attention.query_key_value.lora_B.weight' && p.shape.join() === '96,2'));
 });

@@ -50,9 +50,26 @@ test('a tensor whose shape disagrees with config.json is named with both shapes'
 });
 
 test('an unexpected tensor is refused, not silently ignored', async () => {
-  const dir = variant('extra', (t) => t.push({ name: 'model.layers.9.mlp.up_proj.weight', shape: [2], data: new Float32Array(2) }));
-  await assert.rejects(loadBase(dir), /unexpected tensor "model\.layers\.9\.mlp\.up_proj\.weight"/);
+  const dir = variant('extra', (t) => t.push({ name: 'model.layers.1.mlp.up_proj.bias', shape: [2], data: new Float32Array(2) }));
+  await assert.rejects(loadBase(dir), /unexpected tensor "model\.layers\.1\.mlp\.up_proj\.bias"/);
 });
+
+// A config.json that does not describe its weights is refused from the checkpoint's headers,
+// before anything of its size is built: no minutes of work, no gigabytes, no std::bad_alloc.
+for (const [what, edit, message] of [
+  ['100,000 layers', { num_hidden_layers: 100000 }, /config\.json says num_hidden_layers 100000 but .*model\.safetensors holds 2 layers — config\.json and the weights do not match/],
+  ['a vocabulary of 1e9', { vocab_size: 1e9 }, /config\.json says vocab_size 1000000000 and hidden_size 32, but .*model\.safetensors holds "model\.embed_tokens\.weight" of shape \[\d+, 32\]/],
+] as const) {
+  test(`a config.json claiming ${what} fails at once, naming config.json and the weights file`, async () => {
+    const dir = join(root, `cfg-${what.replace(/\W/g, '')}`);
+    cpSync(good, dir, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, ...edit }));
+    const t0 = Date.now();
+    await assert.rejects(loadBase(dir), message);
+    assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms`);
+  });
+}
 
 test('an unsupported architecture is refused with the supported list', async () => {
   const dir = join(root, 'bloom');

@@ -3,7 +3,7 @@
 // model's logits, and greedy chat must reproduce a memorised answer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, cpSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initModel } from '../../src/model/init.js';
@@ -15,6 +15,7 @@ import { ChatSession } from '../../src/chat/session.js';
 import { readSafetensorsHeader } from '../../src/io/safetensors.js';
 import { runCli } from '../helpers/cli.js';
 import { sink } from '../helpers/sink.js';
+import { native } from '../../src/native/binding.js';
 
 const CONVERSATIONS = [
   { conversation: [{ human: '你好', assistant: '你好！我是小助手。' }] },
@@ -60,6 +61,11 @@ test('LoRA overfits a handful of conversations; adapter reloads with the same lo
   const last = r.losses.slice(-5).reduce((a, b) => a + b, 0) / 5;
   assert.ok(first > 4, `first losses ${first} should be near ln(vocab)`);
   assert.ok(last < 0.5, `loss after training ${last} (first ${first}) should be < 0.5`);
+  // The memory was planned once, before the first step: 120 steps of batches of every length up to
+  // max_seq_length, two checkpoints and the final save allocated nothing more in the engine.
+  assert.ok(lines.some((l) => /^\s*Memory plan \(cpu f32\): .*activations/.test(l)), lines.join('\n'));
+  assert.ok(r.allocations && Object.values(r.allocations.afterPlan).some((n) => n > 0));
+  assert.deepEqual(r.allocations!.afterTraining, r.allocations!.afterPlan, 'no allocation inside the step loop');
 
   // Output files: PEFT adapter, tokenizer, resolved config, metrics, summary, one kept checkpoint.
   for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'tokenizer.json', 'sft_config.json', 'metrics.jsonl', 'train_results.json']) {
@@ -117,6 +123,41 @@ test('sft train --dry-run marks the trained spans and trains nothing', () => {
   assert.match(r.stdout, /⟦你好！我是小助手。<\|im_end\|>\n⟧/);
   assert.doesNotMatch(r.stdout, /⟦[^⟧]*<\|im_start\|>user/);
   assert.ok(!existsSync(join(out, 'adapter_model.safetensors')));
+});
+
+test('sft train --dry-run prints the memory plan from config.json alone: no weight file is read', () => {
+  const bare = join(root, 'bare-model');
+  cpSync(modelDir, bare, { recursive: true });
+  rmSync(join(bare, 'model.safetensors'));  // the plan must not need the weights
+  const r = runCli(['train', '--config', writeConfig({ ...settings, model_name_or_path: bare, output_dir: join(root, 'dry-bare') }), '--dry-run', '--device', 'cpu']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^device: cpu/m);
+  assert.match(r.stdout, /Memory plan \(cpu f32\), before any weight is loaded:/);
+  for (const kind of ['weights', 'trainable', 'gradients', 'optimizer', 'activations', 'workspace']) assert.match(r.stdout, new RegExp(`^  ${kind} +\\d`, 'm'), kind);
+  assert.match(r.stdout, /^  total +[\d.]+ (KiB|MiB|GiB)/m);
+  assert.match(r.stdout, /^fits: yes/m);
+  assert.match(r.stdout, /config\.json was not checked against them/);
+  assert.match(r.stdout, /⟦你好！我是小助手。<\|im_end\|>\n⟧/);  // the samples, from the tokenizer alone
+});
+
+test('sft train --dry-run says a plan does not fit, naming the largest kind and what to lower', () => {
+  const r = runCli(['train', '--config', writeConfig({ ...settings, output_dir: join(root, 'dry-big') }), '--dry-run',
+    '--device', 'cpu', '--per_device_train_batch_size', '200000', '--max_seq_length', '4096']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^fits: NO — .* needed, .* free; largest kind activations .*: lower per_device_train_batch_size or max_seq_length, or set gradient_checkpointing true$/m);
+});
+
+test('device cuda without a GPU: the dry run still plans (for a GPU of unknown size), a real run is refused with the reason', () => {
+  if (native().backends().cudaDevices > 0) return;
+  const cfg = writeConfig({ ...settings, output_dir: join(root, 'dry-cuda'), bf16: true });
+  const dry = runCli(['train', '--config', cfg, '--dry-run', '--device', 'cuda']);
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.match(dry.stdout, /device: cuda — planned only: (this build has no CUDA backend|no usable CUDA device)/);
+  assert.match(dry.stdout, /Memory plan \(cuda bf16\)/);
+  assert.match(dry.stdout, /^fits: unknown/m);
+  const real = runCli(['train', '--config', cfg, '--device', 'cuda']);
+  assert.notEqual(real.status, 0);
+  assert.match(real.stderr, /device "cuda": .*use device "cpu" or "auto"/);
 });
 
 test('config overrides on the command line reach the run; unknown keys are refused with a suggestion', () => {

@@ -4,11 +4,13 @@ import readline from 'node:readline';
 import { randomInt } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
+import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { getTemplate } from '../../data/templates.js';
 import { ChatSession } from '../../chat/session.js';
 import { SftError } from '../../errors.js';
 
 interface ChatArgs {
+  device: DeviceFlag;
   model: string;
   adapter?: string;
   template?: string;
@@ -27,7 +29,7 @@ const chat: CommandModule<object, ChatArgs> = {
   command: 'chat',
   describe: 'Chat with a model and optional LoRA adapter (REPL on a terminal; one user turn per line when piped)',
   builder: (y: Argv<object>): Argv<ChatArgs> =>
-    y
+    withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
       .option('template', { type: 'string', describe: "Chat template name (default: the adapter's or the model's)" })
@@ -46,7 +48,7 @@ const chat: CommandModule<object, ChatArgs> = {
     checkSampling(argv);
     // Loaded on use: the engine (native addon) stays out of `sft --help` and of tests of this file's helpers.
     const { loadModel } = await import('../../model/load.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
     const template = getTemplate(argv.template ?? loaded.templateName);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);

@@ -1,12 +1,14 @@
 // `sft merge --model BASE --adapter DIR --out DIR [--dtype f32|f16|bf16]`: fold a LoRA adapter into the
 // base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder.
 import type { Argv, CommandModule } from 'yargs';
+import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../../errors.js';
 import type { SaveDtype } from '../../model/save.js';
 
 interface MergeArgs {
+  device: DeviceFlag;
   model: string;
   adapter: string;
   out: string;
@@ -19,7 +21,7 @@ const merge: CommandModule<object, MergeArgs> = {
   command: 'merge',
   describe: 'Fold a LoRA adapter into its base model and write a Hugging Face model folder',
   builder: (y: Argv<object>): Argv<MergeArgs> =>
-    y
+    withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'Base HF model folder' })
       .option('adapter', { type: 'string', demandOption: true, describe: 'PEFT LoRA adapter folder' })
       .option('out', { type: 'string', demandOption: true, describe: 'Folder to write the merged model into' })
@@ -34,7 +36,7 @@ const merge: CommandModule<object, MergeArgs> = {
     const { writeHfModel } = await import('../../model/save.js');
     // Merging uses the full-precision base, also for an adapter trained with QLoRA (as PEFT does
     // when merging onto the 16-bit model).
-    const { model } = await loadBase(argv.model);
+    const { model } = await loadBase(argv.model, { device: await deviceFromFlag(argv.device) });
     applyLoraAdapter(model, argv.adapter);
     model.mergeLora();
     const dtype = (argv.dtype?.toUpperCase() as SaveDtype | undefined) ?? sourceDtype(argv.model);

@@ -2,10 +2,12 @@
 // and optional LoRA adapter. Requests share the model through the scheduler in src/serve/scheduler.ts.
 import { basename, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
+import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { getTemplate } from '../../data/templates.js';
 import { SftError } from '../../errors.js';
 
 interface ServeArgs {
+  device: DeviceFlag;
   model: string;
   adapter?: string;
   template?: string;
@@ -22,7 +24,7 @@ const serve: CommandModule<object, ServeArgs> = {
   command: 'serve',
   describe: 'OpenAI-compatible HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health',
   builder: (y: Argv<object>): Argv<ServeArgs> =>
-    y
+    withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
       .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions (default: the adapter's or the model's)" })
@@ -38,7 +40,7 @@ const serve: CommandModule<object, ServeArgs> = {
     const { loadModel } = await import('../../model/load.js');
     const { FifoScheduler } = await import('../../serve/scheduler.js');
     const { startServer } = await import('../../serve/server.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
     const template = chosenTemplate ?? getTemplate(loaded.templateName);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
