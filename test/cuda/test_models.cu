@@ -10,7 +10,7 @@
 //     below); and no allocation after the first step (the plan holds).
 //  3. greedy KV-cache generation of 32 tokens: the same tokens as the CPU's (fp32).
 //  4. full fine-tuning (every base weight's gradient: embedding, norms, biases, NormHead's
-//     normalisation) and prompt tuning (the virtual tokens' gradient), fp32.
+//     normalisation), prompt tuning (the virtual tokens' gradient) and gradient checkpointing, fp32.
 // Prints one line per comparison (check.h). NOT A GPU RESULT under the emulator: scripts/gpu-check.sh
 // runs the same checks on a real GPU.
 #include <algorithm>
@@ -299,6 +299,20 @@ void check_full_and_prompt(const Case& c) {
   }
 }
 
+// Gradient checkpointing on the GPU (layers recomputed in backward, dropout masks regenerated)
+// gives the CPU's gradients without it.
+void check_checkpointing(const Case& c) {
+  const Weights w = scaled_weights(c, 46);
+  auto cpu = build(c, w, Device::Cpu, Compute::F32, 0.1), gpu = build(c, w, Device::Cuda, Compute::F32, 0.1);
+  gpu->set_gradient_checkpointing(true);
+  int64_t n1 = 0, n2 = 0;
+  const double l1 = cpu->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), 3, &n1);
+  const double l2 = gpu->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), 3, &n2);
+  double worst = std::fabs(l1 - l2) / std::fabs(l1);
+  for (const auto& p : cpu->trainable_params()) worst = std::max(worst, rel_err(gpu->get_grad(p.name), cpu->get_grad(p.name)));
+  report("cuda " + c.arch + " fp32 with gradient checkpointing vs cpu without: loss and LoRA gradients", worst, 1e-5);
+}
+
 // Random weights made on each backend (the benchmark's): the same model for one seed.
 void check_randomize(const Case& c) {
   auto cpu = sft::make_model(c.cfg, sft::ModelOptions{Device::Cpu, Compute::F32, false});
@@ -350,6 +364,7 @@ int run_model_checks(const std::string& only_arch) {
       check_generation(c);
       check_full_and_prompt(c);
       check_randomize(c);
+      check_checkpointing(c);
       if (c.arch == "llama") check_out_of_memory(c);
     } catch (const std::exception& e) {
       std::printf("FAIL cuda %s: exception: %s\n", arch, e.what());
