@@ -71,6 +71,17 @@ __device__ __forceinline__ float block_max(float v, float* red) {
   return warp_max(t);
 }
 
+// Rows per chunk of the deterministic column sums: a function of the row count only (never of the
+// device), so the summation order is fixed; at most 64 chunks.
+inline int64_t rows_per_chunk_for(int64_t rows) {
+  const int64_t r = (rows + 63) / 64;
+  return r > 32 ? r : 32;
+}
+
+// The second pass of the deterministic column sums (norm weights, biases): dst[c] += sum over k
+// of partial[k * C + c], chunks in order (norm.cu).
+void add_chunk_sums(float* dst, const float* partial, int64_t chunks, int64_t C, cudaStream_t stream);
+
 // Blocks for a grid-stride elementwise loop over n items with `threads` per block.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 16) {
   int64_t b = (n + threads - 1) / threads;

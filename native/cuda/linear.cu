@@ -31,13 +31,6 @@ __global__ void bias_bwd_partial(float* partial, const T* dout, int64_t M, int64
   partial[int64_t(blockIdx.y) * N + n] = s;
 }
 
-__global__ void bias_bwd_sum(float* dbias, const float* partial, int64_t chunks, int64_t N) {
-  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (n >= N) return;
-  float s = 0.f;
-  for (int64_t k = 0; k < chunks; k++) s += partial[k * N + n];
-  dbias[n] += s;
-}
 
 }  // namespace
 
@@ -53,7 +46,7 @@ template <typename T>
 void bias_backward(float* dbias, const T* dout, int64_t M, int64_t N, cudaStream_t stream) {
   if (M <= 0 || N <= 0) return;
   // The chunking depends on M only (never on the device), so the summation order is fixed.
-  const int64_t rows_per_chunk = std::max<int64_t>(32, (M + 63) / 64);  // at most 64 chunks
+  const int64_t rows_per_chunk = rows_per_chunk_for(M);
   const int64_t chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
   float* partial = nullptr;
   SFT_CUDA_CHECK(cudaMallocAsync(&partial, size_t(chunks * N) * sizeof(float), stream));
@@ -61,8 +54,7 @@ void bias_backward(float* dbias, const T* dout, int64_t M, int64_t N, cudaStream
   SFT_LAUNCH(dim3(col_blocks, unsigned(chunks)), kThreads, 0, stream, bias_bwd_partial<T>)(partial, dout, M, N,
                                                                                            rows_per_chunk);
   SFT_CUDA_CHECK_LAUNCH("bias_backward partial");
-  SFT_LAUNCH(col_blocks, kThreads, 0, stream, bias_bwd_sum)(dbias, partial, chunks, N);
-  SFT_CUDA_CHECK_LAUNCH("bias_backward sum");
+  add_chunk_sums(dbias, partial, chunks, N, stream);
   SFT_CUDA_CHECK(cudaFreeAsync(partial, stream));
 }
 

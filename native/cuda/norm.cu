@@ -60,13 +60,6 @@ __global__ void rmsnorm_bwd_dw_partial(float* partial, const T* dout, const T* i
   partial[int64_t(blockIdx.y) * C + c] = s;
 }
 
-__global__ void sum_chunks_into(float* dw, const float* partial, int64_t chunks, int64_t C) {
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float s = 0.f;
-  for (int64_t k = 0; k < chunks; k++) s += partial[k * C + c];
-  dw[c] += s;
-}
 
 // LayerNorm: two passes over the row in fp32 (the mean first, then the centred variance), which
 // keeps the variance accurate where mean^2 >> var.
@@ -187,9 +180,21 @@ __global__ void __launch_bounds__(kThreads)
 
 // The chunking of the column sums: depends on N only (never on the device), so the summation
 // order is fixed.
-int64_t rows_per_chunk_for(int64_t N) { return std::max<int64_t>(32, (N + 63) / 64); }  // at most 64 chunks
+__global__ void sum_chunks_into(float* dw, const float* partial, int64_t chunks, int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float s = 0.f;
+  for (int64_t k = 0; k < chunks; k++) s += partial[k * C + c];
+  dw[c] += s;
+}
 
 }  // namespace
+
+void add_chunk_sums(float* dst, const float* partial, int64_t chunks, int64_t C, cudaStream_t stream) {
+  if (C <= 0) return;
+  SFT_LAUNCH(unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream, sum_chunks_into)(dst, partial, chunks, C);
+  SFT_CUDA_CHECK_LAUNCH("add_chunk_sums");
+}
 
 template <typename T>
 void rmsnorm_forward(T* out, float* rstd, const T* inp, const T* w, int64_t N, int64_t C, double eps,
@@ -215,8 +220,7 @@ void rmsnorm_backward(T* dinp, float* dw, const T* dout, const T* inp, const T* 
     const dim3 grid(unsigned((C + kThreads - 1) / kThreads), unsigned(chunks));
     SFT_LAUNCH(grid, kThreads, 0, stream, rmsnorm_bwd_dw_partial<T>)(partial, dout, inp, rstd, N, C, rows_per_chunk);
     SFT_CUDA_CHECK_LAUNCH("rmsnorm_backward dw partial");
-    SFT_LAUNCH(unsigned((C + kThreads - 1) / kThreads), kThreads, 0, stream, sum_chunks_into)(dw, partial, chunks, C);
-    SFT_CUDA_CHECK_LAUNCH("rmsnorm_backward dw sum");
+    add_chunk_sums(dw, partial, chunks, C, stream);
     SFT_CUDA_CHECK(cudaFreeAsync(partial, stream));
   }
 }
@@ -249,14 +253,8 @@ void layernorm_backward(T* dinp, float* dw, float* db, const T* dout, const T* i
     SFT_LAUNCH(dim3(col_blocks, unsigned(chunks)), kThreads, 0, stream, layernorm_bwd_wb_partial<T>)(
         pw, pb, dout, inp, mean, rstd, N, C, rows_per_chunk);
     SFT_CUDA_CHECK_LAUNCH("layernorm_backward dw/db partial");
-    if (dw) {
-      SFT_LAUNCH(col_blocks, kThreads, 0, stream, sum_chunks_into)(dw, pw, chunks, C);
-      SFT_CUDA_CHECK_LAUNCH("layernorm_backward dw sum");
-    }
-    if (db) {
-      SFT_LAUNCH(col_blocks, kThreads, 0, stream, sum_chunks_into)(db, pb, chunks, C);
-      SFT_CUDA_CHECK_LAUNCH("layernorm_backward db sum");
-    }
+    if (dw) add_chunk_sums(dw, pw, chunks, C, stream);
+    if (db) add_chunk_sums(db, pb, chunks, C, stream);
     SFT_CUDA_CHECK(cudaFreeAsync(partial, stream));
   }
 }
