@@ -2,11 +2,12 @@
 // (system, user turn, assistant prefix, reply ids, the assistant turn's closing text, ...), so each new turn
 // feeds only its own tokens. Turns are tokenized one by one, as Firefly's chat script and encodePrompt do,
 // which is what makes "earlier turns + new turn" equal to the prompt of the whole conversation.
+// Messages and replies are text: only the template puts special tokens in the cache.
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { fillFormat, type ChatTemplate } from '../data/templates.js';
 import type { Conversation } from '../data/formats.js';
-import { encodePrompt } from '../data/encode.js';
+import { encodeFormat, conversationParts, type EncodeOptions } from '../data/encode.js';
 import { SftError } from '../errors.js';
 import { generate } from './generate.js';
 import type { GenerateChunk, GenerateResult } from './generate.js';
@@ -28,6 +29,8 @@ export interface ChatSessionOptions {
   stopStrings?: string[];
   /** Where the session says what it did on its own (dropping old turns). */
   onNotice?: (message: string) => void;
+  /** Special tokens typed in a message become their ids (the config's parse_special_tokens; off: text). */
+  parseSpecialTokens?: boolean;
 }
 
 type Turn = Conversation['turns'][number];
@@ -42,6 +45,7 @@ export class ChatSession {
   /** The cache no longer matches the conversation: the next turn re-feeds it all. */
   private stale = false;
   private replies = 0;
+  private systemTokens: number | undefined;
   private readonly stop: { stopIds: number[]; stopStrings: string[] };
   /** The assistant format's text after {content} (e.g. "<|im_end|>\n", "</s>") tokenized alone: the reply's
    *  ids stand for {content}, so only this closes the turn (see closingAfter for the exact form). */
@@ -73,21 +77,23 @@ export class ChatSession {
       this.stale = true;
     }
     this.turns.push({ role: 'user', content: userText });
+    // A message far beyond the context is refused before it is tokenized (megabytes take seconds).
+    const atLeast = (this.tok.minTokens?.(userText) ?? 0) + this.systemBound();
+    if (this.roomAfter(atLeast) < 1) {
+      this.turns.pop();
+      throw tooLong(`at least ${atLeast}`, this.opts.maxContext);
+    }
 
+    const userIds = this.encodeUserTurn(userText);
     let promptIds: number[] | undefined;
     if (!this.stale && this.cacheIds.length > 0) {
-      promptIds = [...this.pendingIds, ...this.encodeUserTurn(userText)];
+      promptIds = [...this.pendingIds, ...userIds];
       if (this.roomAfter(this.cacheIds.length + promptIds.length) < this.opts.maxNewTokens) promptIds = undefined;
     }
-    promptIds ??= this.refill();
+    promptIds ??= this.refill(userIds);
 
     const maxNewTokens = Math.min(this.opts.maxNewTokens, this.roomAfter(this.cacheIds.length + promptIds.length));
-    if (maxNewTokens < 1) {
-      throw new SftError(
-        `the message and the template take ${promptIds.length} tokens but the context holds ${this.opts.maxContext}: ` +
-          'send a shorter message or raise --max-context (up to the model\'s max_position_embeddings).',
-      );
-    }
+    if (maxNewTokens < 1) throw tooLong(String(promptIds.length), this.opts.maxContext);
 
     this.stale = true; // until the reply is complete
     const result = yield* generate(this.model, this.tok, promptIds, {
@@ -102,7 +108,9 @@ export class ChatSession {
       contextIds: this.cacheIds,
     });
     this.replies++;
-    this.cacheIds.push(...promptIds, ...result.ids.slice(0, result.ids.length - result.unfedIds.length));
+    // Loops, not push(...ids): a long prompt would overflow the call stack.
+    for (const id of promptIds) this.cacheIds.push(id);
+    for (const id of result.ids.slice(0, result.ids.length - result.unfedIds.length)) this.cacheIds.push(id);
     this.turns.push({ role: 'assistant', content: result.text });
     // A stop string can end inside a token, so the reply's ids hold text the reply does not; the cache is
     // then rebuilt from the text at the next turn. Otherwise the ids are the reply and the cache stays.
@@ -123,21 +131,35 @@ export class ChatSession {
     this.model.resetCache();
   }
 
+  /** The length bound of the system prompt, computed once: it is part of every refill. */
+  private systemBound(): number {
+    this.systemTokens ??= this.opts.system === undefined ? 0 : (this.tok.minTokens?.(this.opts.system) ?? 0);
+    return this.systemTokens;
+  }
+
   /** Tokens left for the reply once `used` tokens are in the cache, keeping room for the closing text. */
   private roomAfter(used: number): number {
     return this.opts.maxContext - used - this.closingIds.length;
   }
 
   /** Empties the cache and returns the whole conversation's prompt, dropping the oldest exchanges
-   *  (user turn + reply) until a full-length reply fits. */
-  private refill(): number[] {
-    let ids = encodePrompt(this.conversation, this.opts.template, this.tok);
+   *  (user turn + reply) until a full-length reply fits. Each part is tokenized on its own, so the
+   *  prompt without the oldest exchange is the same ids less that exchange's; `lastIds` is the new
+   *  user turn, already tokenized. */
+  private refill(lastIds: number[]): number[] {
+    const before = { ...this.conversation, turns: this.conversation.turns.slice(0, -1) };
+    const parts = conversationParts(before, this.opts.template, this.tok, this.encodeOptions());
+    const turns = [...parts.turns, lastIds];
+    let total = (parts.system?.length ?? 0) + turns.reduce((n, t) => n + t.length, 0);
     let dropped = 0;
-    while (this.turns.length > 1 && this.roomAfter(ids.length) < this.opts.maxNewTokens) {
+    while (this.turns.length > 1 && this.roomAfter(total) < this.opts.maxNewTokens) {
+      total -= turns[0].length + turns[1].length;
+      turns.splice(0, 2);
       this.turns.splice(0, 2);
       dropped++;
-      ids = encodePrompt(this.conversation, this.opts.template, this.tok);
     }
+    const ids = parts.system ?? [];
+    for (const turn of turns) for (const id of turn) ids.push(id);
     if (dropped > 0) {
       this.opts.onNotice?.(
         `context full (${this.opts.maxContext} tokens): dropped the ${dropped} oldest exchange(s) and re-read the rest.`,
@@ -153,15 +175,26 @@ export class ChatSession {
    *  closing's leading text into the content (Llama-2's "ok </s>" is [ok, </s>], its " </s>" alone is [▁, </s>]).
    *  When the reply's ids are not a prefix of that tokenization, the closing tokenized alone is used. */
   private closingAfter(result: GenerateResult): number[] {
-    const whole = this.tok.encode(fillFormat(this.opts.template.assistantFormat, result.text, this.tok.eosToken));
+    const whole = encodeFormat(this.opts.template.assistantFormat, result.text, this.opts.template, this.tok, this.encodeOptions());
     const isPrefix = result.ids.length <= whole.length && result.ids.every((id, i) => whole[i] === id);
     return isPrefix ? whole.slice(result.ids.length) : this.closingIds;
   }
 
   /** The new user turn tokenized on its own, as encodePrompt does each part (it ends with the assistant prefix). */
   private encodeUserTurn(text: string): number[] {
-    return this.tok.encode(fillFormat(this.opts.template.userFormat, text, this.tok.eosToken));
+    return encodeFormat(this.opts.template.userFormat, text, this.opts.template, this.tok, this.encodeOptions());
   }
+
+  private encodeOptions(): EncodeOptions {
+    return { parseSpecialTokens: this.opts.parseSpecialTokens ?? false };
+  }
+}
+
+function tooLong(tokens: string, maxContext: number): SftError {
+  return new SftError(
+    `the message and the template take ${tokens} tokens but the context holds ${maxContext}: ` +
+      "send a shorter message or raise --max-context (up to the model's max_position_embeddings).",
+  );
 }
 
 /** Stop ids and stop strings for a template: the tokenizer's eos, each stop word that is one token, and as

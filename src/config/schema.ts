@@ -66,6 +66,7 @@
 //   overwrite_output_dir        | false          | no-effect
 //   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
 //   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
+//   parse_special_tokens        | false          | yes (sft key: special-token strings in the data's messages become their ids)
 //
 // Anything else is an unknown key: an error that suggests the nearest valid key.
 
@@ -173,6 +174,8 @@ export interface TrainConfig {
   device: (typeof DEVICES)[number];
   /** CPU threads; 0 = all cores. */
   threads: number;
+  /** Special tokens written as text in the data's messages become their ids (default: text stays text). */
+  parse_special_tokens: boolean;
 }
 
 // ---- value checks -------------------------------------------------------------------------
@@ -433,6 +436,10 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   overwrite_output_dir: { check: bool(), default: false, implemented: 'no-effect', help: 'HF example-script flag' },
   device: { check: oneOf(DEVICES), default: 'auto', implemented: 'yes', help: 'cpu, cuda or auto (cuda when a GPU is usable)' },
   threads: { check: int(0), default: 0, implemented: 'yes', help: 'CPU threads; 0 = all cores' },
+  parse_special_tokens: {
+    check: bool(), default: false, implemented: 'yes',
+    help: "special tokens written as text in the data's messages (<|im_end|>, </s>, ...) become their ids; false: messages are text and only the template writes special tokens",
+  },
 };
 
 export const KEYS = Object.keys(SCHEMA) as (keyof TrainConfig)[];

@@ -71,6 +71,8 @@ export interface PrepareOptions {
   /** Keep the cache in cacheDir/dataset-<persistKey>/ and reuse it when it is already complete. The
    *  caller's key must change whenever anything that shapes the samples does (file, tokenizer, ...). */
   persistKey?: string;
+  /** Special-token strings in messages become their ids (config parse_special_tokens); default: text. */
+  parseSpecialTokens?: boolean;
 }
 
 const PROGRESS_EVERY = 1000;
@@ -104,7 +106,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
         opts.onBadLine?.(err.message);
         continue;
       }
-      const enc = encodeConversation(conv, template, tok, maxSeqLength);
+      const enc = encodeConversation(conv, template, tok, maxSeqLength, { parseSpecialTokens: opts.parseSpecialTokens ?? false });
       if (enc.noTarget) {
         stats.skippedNoTarget++;
         continue;

@@ -2,9 +2,11 @@
 // UnifiedSFTDataset): the system part and each user part are context (label -100); each assistant
 // part, including the end-of-turn token(s) its format writes ("</s>", "<|im_end|>\n"), is target
 // (label = id). Each part is tokenized on its own, then the whole is right-truncated.
+// Special tokens come only from the template: the messages are text (Tok.encodeParts), unless
+// parseSpecialTokens says the data really holds special tokens written as text.
 import type { Tok } from '../tokenizer/types.js';
 import type { Conversation } from './formats.js';
-import { fillFormat, type ChatTemplate } from './templates.js';
+import { formatParts, templateMarkers, type ChatTemplate } from './templates.js';
 
 export const IGNORE = -100;
 
@@ -21,26 +23,30 @@ export interface NoTargetSample {
   fullLength: number;
 }
 
+export interface EncodeOptions {
+  /** The config's parse_special_tokens: special tokens written in the messages become their ids
+   *  (for data that holds them as text on purpose). Off: the messages are text. */
+  parseSpecialTokens?: boolean;
+}
+
 export function encodeConversation(
   conv: Conversation,
   template: ChatTemplate,
   tok: Tok,
   maxSeqLength: number,
+  opts: EncodeOptions = {},
 ): EncodedSample | NoTargetSample {
   const inputIds: number[] = [];
   const labels: number[] = [];
-  const add = (text: string, target: boolean): void => {
-    for (const id of tok.encode(text)) {
+  const add = (ids: number[], target: boolean): void => {
+    for (const id of ids) {
       inputIds.push(id);
       labels.push(target ? id : IGNORE);
     }
   };
-  const system = systemText(conv, template);
-  if (system !== undefined) add(system, false);
-  for (const t of conv.turns) {
-    const format = t.role === 'user' ? template.userFormat : template.assistantFormat;
-    add(fillFormat(format, t.content, tok.eosToken), t.role === 'assistant');
-  }
+  const parts = conversationParts(conv, template, tok, opts);
+  if (parts.system !== undefined) add(parts.system, false);
+  conv.turns.forEach((t, i) => add(parts.turns[i], t.role === 'assistant'));
   const fullLength = inputIds.length;
   const truncated = fullLength > maxSeqLength;
   if (truncated) {
@@ -55,17 +61,28 @@ export function encodeConversation(
 /** Ids to feed before generating the next answer: system, the turns so far (answers with their
  *  end-of-turn tokens, as in training), and the last user turn, whose format ends with the
  *  assistant prefix (e.g. qwen's "<|im_start|>assistant\n"). */
-export function encodePrompt(conv: Conversation, template: ChatTemplate, tok: Tok): number[] {
+export function encodePrompt(conv: Conversation, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
   const last = conv.turns[conv.turns.length - 1];
   if (!last || last.role !== 'user') throw new Error('encodePrompt: the conversation must end with a user turn');
-  const ids: number[] = [];
-  const system = systemText(conv, template);
-  if (system !== undefined) ids.push(...tok.encode(system));
-  for (const t of conv.turns) {
-    const format = t.role === 'user' ? template.userFormat : template.assistantFormat;
-    ids.push(...tok.encode(fillFormat(format, t.content, tok.eosToken)));
-  }
+  const parts = conversationParts(conv, template, tok, opts);
+  // A loop, not push(...ids): a message of a million tokens would overflow the call stack.
+  const ids: number[] = parts.system ?? [];
+  for (const turn of parts.turns) for (const id of turn) ids.push(id);
   return ids;
+}
+
+/** The ids of each part on its own: the system part (when the template has one) and one list per turn. */
+export function conversationParts(conv: Conversation, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): { system?: number[]; turns: number[][] } {
+  const system = systemText(conv, template);
+  const turns = conv.turns.map((t) => encodeFormat(t.role === 'user' ? template.userFormat : template.assistantFormat, t.content, template, tok, opts));
+  return system === undefined ? { turns } : { system: encodeFormat(template.systemFormat!, system, template, tok, opts), turns };
+}
+
+/** One part: `format` filled with `content`, special tokens only where the template writes them. */
+export function encodeFormat(format: string, content: string, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
+  const parts = formatParts(format, content, tok.eosToken);
+  if (opts.parseSpecialTokens) return tok.encode(parts.map((p) => p.text).join(''));
+  return tok.encodeParts(parts, templateMarkers(template, tok.eosToken));
 }
 
 /** Decoded sample with trained spans in ⟦…⟧, for `sft train --dry-run`. */
@@ -87,6 +104,5 @@ export function renderMarkedSample(inputIds: ArrayLike<number>, labels: ArrayLik
 // text (even "") wins over the template's default, and no system at all when neither exists.
 function systemText(conv: Conversation, template: ChatTemplate): string | undefined {
   if (template.systemFormat === undefined) return undefined;
-  const system = conv.system ?? template.defaultSystem;
-  return system === undefined ? undefined : fillFormat(template.systemFormat, system);
+  return conv.system ?? template.defaultSystem;
 }

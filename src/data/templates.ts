@@ -1,7 +1,9 @@
 // Chat templates, string for string as Firefly registers them (yangjianxin1/Firefly:component/template.py).
 // A sample is {system part}{user}{assistant}{user}{assistant}..., each part tokenized on its own.
 // Placeholders: {content}, and {stop_token} (the tokenizer's EOS token text; only "default" uses it).
+// Only the template's own text may hold special tokens: {content} is text (formatParts marks which is which).
 import { SftError } from '../errors.js';
+import type { TextPart } from '../tokenizer/types.js';
 
 export interface ChatTemplate {
   name: string;
@@ -14,6 +16,12 @@ export interface ChatTemplate {
   defaultSystem?: string;
   /** Texts that end a generated answer, besides the tokenizer's EOS id. */
   stopWords: string[];
+  /** The tokens the template writes to lay out turns. Besides the tokenizer's special tokens (always
+   *  protected), these may come only from the template, never from a message: Baichuan's
+   *  "<reserved_102>" is a user-defined piece that sentencepiece would otherwise match in any text.
+   *  "[INST]" is not listed: Llama-2 spells it with ordinary pieces, so it cannot be told from text.
+   *  Absent: none. */
+  markers?: string[];
 }
 
 const LLAMA2_SYSTEM =
@@ -33,18 +41,21 @@ const TEMPLATES: ChatTemplate[] = [
     userFormat: 'User: {content}\nAssistant: ',
     assistantFormat: '{content} {stop_token}',
     stopWords: [],
+    markers: [],
   },
   {
     name: 'baichuan',
     userFormat: '<reserved_102>{content}<reserved_103>',
     assistantFormat: '{content}</s>',
     stopWords: ['</s>'],
+    markers: ['<reserved_102>', '<reserved_103>', '</s>'],
   },
   {
     name: 'baichuan2',
     userFormat: '<reserved_106>{content}<reserved_107>',
     assistantFormat: '{content}</s>',
     stopWords: ['</s>'],
+    markers: ['<reserved_106>', '<reserved_107>', '</s>'],
   },
   {
     name: 'qwen',
@@ -53,6 +64,7 @@ const TEMPLATES: ChatTemplate[] = [
     assistantFormat: '{content}<|im_end|>\n',
     defaultSystem: 'You are a helpful assistant.',
     stopWords: ['<|im_end|>'],
+    markers: ['<|im_start|>', '<|im_end|>'],
   },
   {
     name: 'llama2',
@@ -61,6 +73,7 @@ const TEMPLATES: ChatTemplate[] = [
     assistantFormat: '{content} </s>',
     defaultSystem: LLAMA2_SYSTEM,
     stopWords: ['</s>'],
+    markers: ['</s>'],
   },
 ];
 
@@ -74,14 +87,34 @@ export function getTemplate(name: string): ChatTemplate {
 
 /** Fills a format. Replaces by splitting, not String.replace: content may hold "$&" or "{content}". */
 export function fillFormat(format: string, content: string, stopToken?: string): string {
-  let out = '';
+  return formatParts(format, content, stopToken)
+    .map((p) => p.text)
+    .join('');
+}
+
+/** A format filled, as parts: the format's own text and the stop token are the template's; the
+ *  content is text, whatever it spells. */
+export function formatParts(format: string, content: string, stopToken?: string): TextPart[] {
+  const parts: TextPart[] = [];
   for (const piece of format.split(/(\{content\}|\{stop_token\})/)) {
-    if (piece === '{content}') out += content;
+    if (piece === '{content}') parts.push({ text: content });
     else if (piece === '{stop_token}') {
       if (stopToken === undefined)
         throw new SftError('this chat template writes the EOS token but the tokenizer names none — set eos_token in tokenizer_config.json or pick another template');
-      out += stopToken;
-    } else out += piece;
+      parts.push({ text: stopToken, fromTemplate: true });
+    } else if (piece.length > 0) parts.push({ text: piece, fromTemplate: true });
   }
-  return out;
+  return parts;
 }
+
+/** The strings messages may not turn into tokens: every built-in template's markers (text written for
+ *  one template may be trained or served with another), this template's own, and the EOS token when
+ *  its formats write it through {stop_token}. */
+export function templateMarkers(template: ChatTemplate, eosToken?: string): string[] {
+  const writesEos = [template.systemFormat, template.userFormat, template.assistantFormat].some((f) => f?.includes('{stop_token}'));
+  const markers = new Set([...BUILT_IN_MARKERS, ...(template.markers ?? [])]);
+  if (writesEos && eosToken !== undefined) markers.add(eosToken);
+  return [...markers];
+}
+
+const BUILT_IN_MARKERS = [...new Set(TEMPLATES.flatMap((t) => t.markers ?? []))];

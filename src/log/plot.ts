@@ -123,7 +123,7 @@ export function logAxis(min: number, max: number): Axis {
 
 /** Steps from 0 (or the first step logged, for a run resumed far from 0) to the last. */
 function stepAxis(steps: number[]): Axis {
-  const min = Math.min(...steps), max = Math.max(...steps);
+  const min = steps.reduce((a, b) => Math.min(a, b), Infinity), max = steps.reduce((a, b) => Math.max(a, b), -Infinity);
   const lo = min <= (max - min) ? 0 : min;
   const a = linearAxis(lo, Math.max(max, lo + 1));
   // The axis ends at the last step, not at a rounded-up tick: curves use the full width.
@@ -174,12 +174,12 @@ export function plotSvg(runs: Run[], opts: PlotOptions = {}): string {
   const mv = main.flat().map((p) => p.value);
   const panels: Panel[] = [{
     metric, top: TOP + legendHeight(runs.length), height: MAIN_H,
-    y: logScale ? logAxis(Math.min(...mv), Math.max(...mv)) : linearAxis(Math.min(...mv), Math.max(...mv)),
+    y: (logScale ? logAxis : linearAxis)(mv.reduce((a, b) => Math.min(a, b), Infinity), mv.reduce((a, b) => Math.max(a, b), -Infinity)),
     label: metric.replace(/_/g, ' ') + (logScale ? ' (log scale)' : ''),
   }];
   if (drawLr) {
     const lv = lr.flat().map((p) => p.value);
-    panels.push({ metric: 'learning_rate', top: panels[0].top + MAIN_H + GAP, height: LR_H, y: linearAxis(Math.min(0, ...lv), Math.max(...lv), 3), label: 'learning rate' });
+    panels.push({ metric: 'learning_rate', top: panels[0].top + MAIN_H + GAP, height: LR_H, y: linearAxis(lv.reduce((a, b) => Math.min(a, b), 0), lv.reduce((a, b) => Math.max(a, b), -Infinity), 3), label: 'learning rate' });
   }
   const last = panels[panels.length - 1];
   const height = last.top + last.height + BOTTOM;

@@ -3,6 +3,9 @@
 // (temperature 1, top_p 1, completions' max_tokens 16), plus vLLM's extensions top_k, repetition_penalty,
 // add_special_tokens and return_token_ids. A parameter sft does not implement is refused when it asks for
 // something other than its default, so a client never silently gets less than it asked for.
+// Chat messages are text: "<|im_end|>" in a message is those characters, so a client cannot forge a turn
+// (unless the server runs with parse_special_tokens). A completions prompt is the model's whole input,
+// which the client could as well send as token ids, so there special tokens are read, as vLLM does.
 import { randomInt } from 'node:crypto';
 import type { Tok } from '../tokenizer/types.js';
 import type { ChatTemplate } from '../data/templates.js';
@@ -22,6 +25,8 @@ export interface ModelContext {
   maxContext: number;
   /** The engine's vocab_size: token ids in a prompt must be below it. */
   vocabSize: number;
+  /** Special tokens written in chat messages become their ids (the config's parse_special_tokens). */
+  parseSpecialTokens?: boolean;
 }
 
 export interface GenerationRequest {
@@ -56,7 +61,9 @@ const DEFAULT_ONLY: Record<string, (v: unknown) => boolean> = {
 export function parseChatRequest(body: Body, ctx: ModelContext): GenerationRequest {
   checkCommon(body, ctx);
   const conv = toConversation(body.messages);
-  const promptIds = encodePrompt(conv, ctx.template, ctx.tok);
+  const texts = [conv.system ?? '', ...conv.turns.map((t) => t.content)];
+  refuseFarTooLong(texts, ctx, 'messages');
+  const promptIds = encodePrompt(conv, ctx.template, ctx.tok, { parseSpecialTokens: ctx.parseSpecialTokens ?? false });
   const { stopIds, stopStrings } = stopSet(ctx.template, ctx.tok, userStops(body));
   // max_completion_tokens replaced max_tokens in OpenAI's chat API; either is accepted.
   const key = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
@@ -191,6 +198,7 @@ function promptToIds(prompt: unknown, ctx: ModelContext, addSpecial: boolean): n
   }
   let ids: number[];
   if (typeof one === 'string') {
+    refuseFarTooLong([one], ctx, 'prompt');
     // As Hugging Face tokenizers add special tokens: the BOS token, where the tokenizer has one.
     ids = ctx.tok.encode(one);
     if (addSpecial && ctx.tok.bosId !== undefined) ids.unshift(ctx.tok.bosId);
@@ -203,6 +211,22 @@ function promptToIds(prompt: unknown, ctx: ModelContext, addSpecial: boolean): n
   }
   if (ids.length === 0) throw badParam('prompt', 'the prompt has no tokens: give some text.');
   return ids;
+}
+
+/** Texts whose tokens alone, by the tokenizer's cheap lower bound, fill the context are refused before
+ *  they are tokenized: a megabyte takes seconds to tokenize and could never fit anyway. */
+function refuseFarTooLong(texts: string[], ctx: ModelContext, param: string): void {
+  const bound = ctx.tok.minTokens;
+  if (!bound) return;
+  let atLeast = 0;
+  for (const t of texts) atLeast += bound(t);
+  if (atLeast < ctx.maxContext) return;
+  const what = param === 'messages' ? 'your messages resulted in' : 'your prompt has';
+  throw badParam(
+    param,
+    `This model's maximum context length is ${ctx.maxContext} tokens. However, ${what} at least ${atLeast} tokens. Please reduce the length of the ${param}.`,
+    'context_length_exceeded',
+  );
 }
 
 function userStops(body: Body): string[] {

@@ -18,6 +18,8 @@
 // makes each digit a user-defined symbol, so digits come out one piece each in both flavours.
 import { Tokenizer } from '@huggingface/tokenizers';
 import { SftError } from '../errors.js';
+import type { PartsEngine, Protected } from './parts.js';
+import { jsonLengthBound, jsonPartsEngine, lengthBound } from './text-engine.js';
 
 export const PieceType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
 export const ModelType = { UNIGRAM: 1, BPE: 2, WORD: 3, CHAR: 4 } as const;
@@ -373,15 +375,22 @@ function utf8CharLength(lead: number): number {
   return lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4;
 }
 
-const SPACE = 0x20;
-const SPACE_SYMBOL = [0xe2, 0x96, 0x81]; // "▁" U+2581
+const SPACE = 0x20; // written as "▁" (e2 96 81) when escapeWhitespaces is on
+
+/** Where a stretch sits in the text sentencepiece normalizes as one: `start` false when it continues
+ *  after a user-defined symbol (no dummy prefix, leading spaces kept), `end` false when one follows. */
+export interface StretchEdges {
+  start?: boolean;
+  end?: boolean;
+}
 
 /** sentencepiece's Normalize for `model`: user-defined symbols pass through untouched, other text goes
- *  through the charsmap (longest rule), optional whitespace squeezing, the dummy "▁" prefix, spaces to "▁". */
-export function normalizeForSentencePiece(model: SpModel): (text: string) => string {
+ *  through the charsmap (longest rule), optional whitespace squeezing, the dummy "▁" prefix, spaces to "▁".
+ *  `asText`: user-defined symbols normalized like any text instead (the markers a template protects). */
+export function normalizeForSentencePiece(model: SpModel, asText: ReadonlySet<string> = new Set()): (text: string, edges?: StretchEdges) => string {
   const spec = model.normalizer;
   const charsMap = spec.precompiledCharsmap.length > 0 ? new CharsMap(spec.precompiledCharsmap) : undefined;
-  const userDefined = byteTrie(model.pieces.filter((p) => p.type === PieceType.USER_DEFINED).map((p) => p.piece));
+  const userDefined = byteTrie(model.pieces.filter((p) => p.type === PieceType.USER_DEFINED && !asText.has(p.piece)).map((p) => p.piece));
   const enc = new TextEncoder();
   const dec = new TextDecoder('utf-8', { ignoreBOM: true });
 
@@ -396,17 +405,21 @@ export function normalizeForSentencePiece(model: SpModel): (text: string) => str
   };
   const isSpace = (b: Uint8Array) => b.length === 1 && b[0] === SPACE;
 
-  return (text: string): string => {
+  return (text: string, edges: StretchEdges = {}): string => {
+    const atStart = edges.start ?? true;
+    const atEnd = edges.end ?? true;
     const bytes = enc.encode(text);
     let pos = 0;
-    if (spec.removeExtraWhitespaces) {
+    if (spec.removeExtraWhitespaces && atStart) {
       for (let p = prefix(bytes, pos); pos < bytes.length && isSpace(p[1]); p = prefix(bytes, pos)) pos += p[0];
     }
-    if (pos >= bytes.length) return '';
+    // Nothing here, but a user-defined symbol follows: the stretch is not empty, so it has its prefix.
+    if (pos >= bytes.length) return !atEnd && atStart && spec.addDummyPrefix ? (spec.escapeWhitespaces ? '\u2581' : ' ') : '';
     const out: number[] = [];
-    const pushSpace = () => (spec.escapeWhitespaces ? out.push(...SPACE_SYMBOL) : out.push(SPACE));
-    if (spec.addDummyPrefix) pushSpace();
-    let prevSpace = spec.removeExtraWhitespaces;
+    const pushSpace = () => (spec.escapeWhitespaces ? out.push(0xe2, 0x96, 0x81) : out.push(SPACE));
+    if (spec.addDummyPrefix && atStart) pushSpace();
+    // After a user-defined symbol (which ends in no space) nothing is squeezed yet.
+    let prevSpace = spec.removeExtraWhitespaces && atStart;
     while (pos < bytes.length) {
       const [consumed, piece] = prefix(bytes, pos);
       let start = 0;
@@ -422,7 +435,7 @@ export function normalizeForSentencePiece(model: SpModel): (text: string) => str
       if (!spec.removeExtraWhitespaces) prevSpace = false;
     }
     let n = out.length;
-    if (spec.removeExtraWhitespaces) {
+    if (spec.removeExtraWhitespaces && atEnd) {
       const w = spec.escapeWhitespaces ? 3 : 1;
       while (n >= w && (w === 1 ? out[n - 1] === SPACE : out[n - 3] === 0xe2 && out[n - 2] === 0x96 && out[n - 1] === 0x81)) n -= w;
     }
@@ -438,6 +451,10 @@ export interface SentencePieceTokenizer {
   engine: Tokenizer;
   encode(text: string): number[];
   decode(ids: number[], skipSpecialTokens: boolean): string;
+  /** Text with special tokens off, for encodeParts (parts.ts). */
+  parts: PartsEngine;
+  /** A cheap lower bound on the tokens of a text, where the model allows one (byte fallback). */
+  minTokens?: (text: string) => number;
 }
 
 export interface SentencePieceOptions {
@@ -462,13 +479,17 @@ export function sentencePieceTokenizer(model: SpModel, flavour: SpFlavour, opts:
   if (flavour.kind === 'sentencepiece' && model.trainer.treatWhitespaceAsSuffix) {
     throw new SftError(`${file}: trainer_spec.treat_whitespace_as_suffix is set, which sft does not support; convert the tokenizer to tokenizer.json with transformers.`);
   }
-  const engine = new Tokenizer(tokenizerJson(model, flavour, opts.specialTokens), opts.engineConfig ?? {});
+  const json = tokenizerJson(model, flavour, opts.specialTokens);
+  const engineConfig = opts.engineConfig ?? {};
+  const engine = new Tokenizer(json, engineConfig);
   const decodeOpts = (skip: boolean) => ({ skip_special_tokens: skip, clean_up_tokenization_spaces: opts.cleanUpSpaces ?? false });
   if (flavour.kind === 'llama') {
     return {
       engine,
       encode: (text) => engine.encode(text, { add_special_tokens: false }).ids,
       decode: (ids, skip) => engine.decode(ids, decodeOpts(skip)),
+      parts: jsonPartsEngine(json, engine, engineConfig),
+      minTokens: jsonLengthBound(json, engine, engineConfig),
     };
   }
 
@@ -485,20 +506,23 @@ export function sentencePieceTokenizer(model: SpModel, flavour: SpFlavour, opts:
   } catch (err) {
     throw new SftError(`${file}: normalizer_spec.precompiled_charsmap is unreadable (${(err as Error).message}); convert the tokenizer to tokenizer.json with transformers.`);
   }
+  const encode = (text: string): number[] => {
+    const ids: number[] = [];
+    for (const part of escaped.length > 0 ? text.split(splitter) : [text]) {
+      const special = idBySpecial.get(part);
+      if (special !== undefined) ids.push(special);
+      else if (part.length > 0) {
+        const normalized = normalize(part);
+        if (normalized.length > 0) for (const id of engine.encode(normalized, { add_special_tokens: false }).ids) ids.push(id);
+      }
+    }
+    return ids;
+  };
+  let longest = 1;
+  for (const p of model.pieces) longest = Math.max(longest, p.piece.length);
   return {
     engine,
-    encode: (text) => {
-      const ids: number[] = [];
-      for (const part of escaped.length > 0 ? text.split(splitter) : [text]) {
-        const special = idBySpecial.get(part);
-        if (special !== undefined) ids.push(special);
-        else if (part.length > 0) {
-          const normalized = normalize(part);
-          if (normalized.length > 0) for (const id of engine.encode(normalized, { add_special_tokens: false }).ids) ids.push(id);
-        }
-      }
-      return ids;
-    },
+    encode,
     decode: (ids, skip) => {
       let out = '';
       let run: number[] = [];
@@ -516,6 +540,38 @@ export function sentencePieceTokenizer(model: SpModel, flavour: SpFlavour, opts:
       }
       flush();
       return out;
+    },
+    parts: sentencePieceParts(model, json, engine, engineConfig, specialIds, encode),
+    // Byte fallback: no character becomes a fused <unk>, so every character is in some piece.
+    minTokens: model.trainer.byteFallback ? lengthBound(longest, normalize) : undefined,
+  };
+}
+
+/** The sentencepiece flavour's run encoder: a stretch is normalized as sentencepiece would (a new
+ *  stretch after a special piece, a continuation after a user-defined marker), with the protected
+ *  user-defined markers normalized as text, then tokenized by the engine without them. */
+function sentencePieceParts(
+  model: SpModel,
+  json: Record<string, unknown>,
+  engine: Tokenizer,
+  engineConfig: Record<string, unknown>,
+  specialIds: Set<number>,
+  encodeSpecial: (text: string) => number[],
+): PartsEngine {
+  const inner = jsonPartsEngine(json, engine, engineConfig);
+  const normalizers = new Map<string, ReturnType<typeof normalizeForSentencePiece>>();
+  const normalizerFor = (protect: Protected) => {
+    let n = normalizers.get(protect.key);
+    if (!n) normalizers.set(protect.key, (n = normalizeForSentencePiece(model, new Set(protect.contents))));
+    return n;
+  };
+  const stretchEdge = (id: number | undefined) => id === undefined || specialIds.has(id);
+  return {
+    addedTokens: inner.addedTokens,
+    encodeSpecial,
+    encodeRun: (text, at, protect) => {
+      const normalized = normalizerFor(protect)(text, { start: stretchEdge(at.before), end: stretchEdge(at.after) });
+      return normalized.length === 0 ? [] : inner.encodeRun(normalized, at, protect);
     },
   };
 }

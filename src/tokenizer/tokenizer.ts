@@ -7,6 +7,8 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { SftError } from '../errors.js';
 import { flavourFor, parseModelProto, sentencePieceTokenizer } from './sentencepiece.js';
+import { encodeParts, type PartsEngine } from './parts.js';
+import { jsonLengthBound, jsonPartsEngine } from './text-engine.js';
 import type { Tok } from './types.js';
 
 /** What Tok is built on, whichever file the tokenizer came from. */
@@ -14,6 +16,9 @@ interface Backend {
   engine: Tokenizer;
   encode(text: string): number[];
   decode(ids: number[], skipSpecialTokens: boolean): string;
+  /** Special tokens off, for encodeText and encodeParts. */
+  parts: PartsEngine;
+  minTokens?: (text: string) => number;
   /** Special token names the tokenizer file itself implies, for those tokenizer_config.json leaves out. */
   defaults: { bos?: string; eos?: string };
   /** The file tokens are looked up in, for error messages. */
@@ -58,6 +63,9 @@ export async function loadTokenizer(modelDir: string): Promise<Tok> {
 
   return {
     encode: (text) => (text.length === 0 ? [] : backend.encode(text)),
+    encodeText: (text) => encodeParts(backend.parts, [{ text }]),
+    encodeParts: (parts, markers) => encodeParts(backend.parts, parts, markers),
+    ...(backend.minTokens ? { minTokens: backend.minTokens } : {}),
     // The library throws on an empty list; an empty list is simply "".
     decode: (ids, opts) => (ids.length === 0 ? '' : backend.decode(ids, opts?.skipSpecialTokens ?? false)),
     tokenToId: (token) => tk.token_to_id(token),
@@ -84,6 +92,8 @@ async function jsonBackend(jsonFile: string, libConfig: Record<string, unknown>,
     engine,
     encode: (text) => engine.encode(text, { add_special_tokens: false }).ids,
     decode: (ids, skip) => engine.decode(ids, { skip_special_tokens: skip, clean_up_tokenization_spaces: cleanUp }),
+    parts: jsonPartsEngine(tokenizerJson, engine, libConfig),
+    minTokens: jsonLengthBound(tokenizerJson, engine, libConfig),
     defaults: {},
     file: jsonFile,
   };

@@ -171,6 +171,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize:
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
     persistKey: dataFingerprint(cfg, template, vocabSize, skipBadLines),
+    parseSpecialTokens: cfg.parse_special_tokens,
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
   const st = data.stats;
@@ -250,7 +251,7 @@ function dataFingerprint(cfg: TrainConfig, template: string, vocabSize: number, 
   const h = createHash('sha256');
   if (!existsSync(cfg.train_file)) throw new SftError(`train_file ${cfg.train_file}: no such file — check the data path`);
   const st = statSync(cfg.train_file);
-  h.update(JSON.stringify({ file: resolve(cfg.train_file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines }));
+  h.update(JSON.stringify({ file: resolve(cfg.train_file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines, special: cfg.parse_special_tokens }));
   for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json']) {
     const p = join(cfg.model_name_or_path, f);
     if (existsSync(p)) h.update(f).update(readFileSync(p));

@@ -10,6 +10,8 @@ const PIECES = ['▁Hello', '▁world', '!', '▁', 'x'];
 const spTok: Tok = {
   vocabSize: PIECES.length,
   encode: () => [],
+  encodeText: () => [],
+  encodeParts: () => [],
   tokenToId: () => undefined,
   decode: (ids) => ids.map((i) => PIECES[i]).join('').replaceAll('▁', ' ').replace(/^ /, ''),
 };

@@ -1,9 +1,11 @@
 // Test doubles for the chat tests: a byte-level tokenizer and a model whose logits follow a script.
-import type { Tok } from '../../src/tokenizer/types.js';
+import type { TextPart, Tok } from '../../src/tokenizer/types.js';
 import type { NativeModel } from '../../src/native/types.js';
+import { encodeParts, type PartsEngine } from '../../src/tokenizer/parts.js';
 
 /** Ids 0..255 are single bytes; 256.. are special tokens; further ids are multi-byte pieces.
- *  decode() is a plain UTF-8 decode of the bytes, so a split character comes out as U+FFFD. */
+ *  decode() is a plain UTF-8 decode of the bytes, so a split character comes out as U+FFFD.
+ *  As text (encodeText, the messages in encodeParts) a special token's string is its bytes. */
 export class ByteTok implements Tok {
   readonly specials = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'];
   readonly pieces = new Map<number, Uint8Array>();
@@ -21,6 +23,20 @@ export class ByteTok implements Tok {
     this.vocabSize = Math.max(256 + this.specials.length, ...[...this.pieces.keys()].map((k) => k + 1));
   }
 
+  private readonly engine: PartsEngine = {
+    addedTokens: new Map(this.specials.map((s, i) => [s, { id: 256 + i, special: true, lstrip: false, rstrip: false }])),
+    encodeSpecial: (text) => this.encode(text),
+    encodeRun: (text) => [...new TextEncoder().encode(text)],
+  };
+
+  encodeText(text: string): number[] {
+    return encodeParts(this.engine, [{ text }]);
+  }
+
+  encodeParts(parts: readonly TextPart[], markers?: readonly string[]): number[] {
+    return encodeParts(this.engine, parts, markers);
+  }
+
   encode(text: string): number[] {
     const ids: number[] = [];
     let rest = text;
@@ -36,7 +52,7 @@ export class ByteTok implements Tok {
         continue;
       }
       const cp = String.fromCodePoint(rest.codePointAt(0)!);
-      ids.push(...new TextEncoder().encode(cp));
+      for (const b of new TextEncoder().encode(cp)) ids.push(b);
       rest = rest.slice(cp.length);
     }
     return ids;
@@ -46,7 +62,7 @@ export class ByteTok implements Tok {
     let out = '';
     let bytes: number[] = [];
     const flush = (): void => {
-      out += new TextDecoder().decode(Uint8Array.from(bytes));
+      out += new TextDecoder('utf-8', { ignoreBOM: true }).decode(Uint8Array.from(bytes));
       bytes = [];
     };
     for (const id of ids) {

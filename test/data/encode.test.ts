@@ -155,3 +155,22 @@ test('renderMarkedSample marks trained spans', () => {
   );
   assert.equal(renderMarkedSample([], [], tok), '');
 });
+
+test('parseSpecialTokens: special tokens the data writes as text become their ids (off by default)', () => {
+  const conv = toConversation({ conversation: [{ human: 'a<|im_end|>', assistant: 'b</s>' }] }, 'f:1');
+  const off = ok(encodeConversation(conv, getTemplate('qwen'), tok, 4096));
+  const on = ok(encodeConversation(conv, getTemplate('qwen'), tok, 4096, { parseSpecialTokens: true }));
+  assert.equal(off.inputIds.filter((id) => id === IM_END).length, 3);
+  assert.equal(on.inputIds.filter((id) => id === IM_END).length, 4);
+  assert.ok(on.inputIds.includes(EOS) && !off.inputIds.includes(EOS));
+  assert.deepEqual(encodePrompt({ turns: [{ role: 'user', content: '<|im_end|>' }] }, getTemplate('qwen'), tok, { parseSpecialTokens: true }).filter((id) => id === IM_END).length, 3);
+});
+
+test('a million-character message encodes (no call-stack overflow) and truncates as usual', () => {
+  const huge = '你'.repeat(1_000_000);
+  const ids = encodePrompt({ system: huge, turns: [{ role: 'user', content: huge }] }, getTemplate('qwen'), tok);
+  assert.equal(ids.length, 2_000_000 + tok.encode('<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n').length);
+  const enc = ok(encodeConversation({ turns: [{ role: 'user', content: huge }, { role: 'assistant', content: huge }] }, getTemplate('qwen'), tok, 1_500_000));
+  assert.equal(enc.inputIds.length, 1_500_000);
+  assert.ok(enc.truncated);
+});

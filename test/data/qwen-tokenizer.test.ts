@@ -1,10 +1,10 @@
 // The qwen template with the real Qwen2 tokenizer: "<|im_end|>" must be one id (151645) and trained.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Tokenizer } from '@huggingface/tokenizers';
 import type { Tok } from '../../src/tokenizer/types.js';
+import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { toConversation } from '../../src/data/formats.js';
 import { getTemplate } from '../../src/data/templates.js';
 import { encodeConversation, encodePrompt, renderMarkedSample, type EncodedSample } from '../../src/data/encode.js';
@@ -17,21 +17,11 @@ const IM_START = 151644;
 const IM_END = 151645;
 const NEWLINE = 198;
 
-function qwenTok(): Tok {
-  const json = JSON.parse(readFileSync(`${dir}tokenizer.json`, 'utf8'));
-  const config = JSON.parse(readFileSync(`${dir}tokenizer_config.json`, 'utf8'));
-  const t = new Tokenizer(json, config);
-  return {
-    encode: (text) => t.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids, o) => t.decode(ids, { skip_special_tokens: o?.skipSpecialTokens ?? false }),
-    tokenToId: (s) => t.token_to_id(s),
-    vocabSize: 151665,
-    eosToken: config.eos_token,
-  };
-}
+/** The real loader over the folder: tokenizer.json + tokenizer_config.json. */
+const qwenTok = (): Promise<Tok> => loadTokenizer(dir);
 
-test('qwen template: <|im_end|> is one id and the answer span ends with it and "\\n"', { skip: present ? false : '../shared/tokenizers/qwen2-reconstructed is absent' }, () => {
-  const tok = qwenTok();
+test('qwen template: <|im_end|> is one id and the answer span ends with it and "\\n"', { skip: present ? false : '../shared/tokenizers/qwen2-reconstructed is absent' }, async () => {
+  const tok = await qwenTok();
   assert.equal(tok.tokenToId('<|im_end|>'), IM_END);
   assert.deepEqual(tok.encode('<|im_end|>\n'), [IM_END, NEWLINE]);
 

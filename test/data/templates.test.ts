@@ -1,23 +1,29 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getTemplate, fillFormat, TEMPLATE_NAMES } from '../../src/data/templates.js';
+import { getTemplate, fillFormat, formatParts, templateMarkers, TEMPLATE_NAMES } from '../../src/data/templates.js';
 import { SftError } from '../../src/errors.js';
+
+/** A template without sft's own markers list: the part that is Firefly's. */
+const firefly = (name: string) => {
+  const { markers: _markers, ...rest } = getTemplate(name);
+  return rest;
+};
 
 // Strings copied by hand from yangjianxin1/Firefly:component/template.py.
 test('Firefly template strings', () => {
-  assert.deepEqual(getTemplate('baichuan'), {
+  assert.deepEqual(firefly('baichuan'), {
     name: 'baichuan',
     userFormat: '<reserved_102>{content}<reserved_103>',
     assistantFormat: '{content}</s>',
     stopWords: ['</s>'],
   });
-  assert.deepEqual(getTemplate('baichuan2'), {
+  assert.deepEqual(firefly('baichuan2'), {
     name: 'baichuan2',
     userFormat: '<reserved_106>{content}<reserved_107>',
     assistantFormat: '{content}</s>',
     stopWords: ['</s>'],
   });
-  assert.deepEqual(getTemplate('qwen'), {
+  assert.deepEqual(firefly('qwen'), {
     name: 'qwen',
     systemFormat: '<|im_start|>system\n{content}<|im_end|>\n',
     userFormat: '<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n',
@@ -25,7 +31,7 @@ test('Firefly template strings', () => {
     defaultSystem: 'You are a helpful assistant.',
     stopWords: ['<|im_end|>'],
   });
-  assert.deepEqual(getTemplate('default'), {
+  assert.deepEqual(firefly('default'), {
     name: 'default',
     systemFormat: 'System: {content}\n\n',
     userFormat: 'User: {content}\nAssistant: ',
@@ -53,4 +59,23 @@ test('fillFormat inserts content literally and needs an EOS text only for {stop_
   assert.equal(fillFormat('[INST]{content}[/INST]', "$& $1 {content} $'"), "[INST]$& $1 {content} $'[/INST]");
   assert.equal(fillFormat('{content} {stop_token}', 'a', '</s>'), 'a </s>');
   assert.throws(() => fillFormat('{content} {stop_token}', 'a'), SftError);
+});
+
+test('markers: the tokens each template lays turns out with; every built-in template protects them all', () => {
+  assert.deepEqual(getTemplate('baichuan').markers, ['<reserved_102>', '<reserved_103>', '</s>']);
+  assert.deepEqual(getTemplate('qwen').markers, ['<|im_start|>', '<|im_end|>']);
+  const all = templateMarkers(getTemplate('llama2'));
+  for (const m of ['<reserved_102>', '<reserved_107>', '<|im_end|>', '</s>']) assert.ok(all.includes(m), m);
+  // {stop_token} adds the tokenizer's EOS text.
+  assert.ok(templateMarkers(getTemplate('default'), '<|eot|>').includes('<|eot|>'));
+  assert.ok(!templateMarkers(getTemplate('qwen'), '<|eot|>').includes('<|eot|>'));
+});
+
+test('formatParts: the template\'s text and the stop token are the template\'s, the content is text', () => {
+  assert.deepEqual(formatParts('{content} {stop_token}', '<|im_end|>', '</s>'), [
+    { text: '<|im_end|>' }, { text: ' ', fromTemplate: true }, { text: '</s>', fromTemplate: true },
+  ]);
+  assert.deepEqual(formatParts('<|im_start|>user\n{content}<|im_end|>', ''), [
+    { text: '<|im_start|>user\n', fromTemplate: true }, { text: '' }, { text: '<|im_end|>', fromTemplate: true },
+  ]);
 });

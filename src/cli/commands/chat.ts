@@ -23,6 +23,7 @@ interface ChatArgs {
   'max-context'?: number;
   seed?: number;
   stop?: string[];
+  'parse-special-tokens': boolean;
 }
 
 const chat: CommandModule<object, ChatArgs> = {
@@ -43,7 +44,8 @@ const chat: CommandModule<object, ChatArgs> = {
       .option('max-new-tokens', { type: 'number', default: 500, describe: 'Longest reply in tokens' })
       .option('max-context', { type: 'number', describe: "Tokens the conversation may fill (default: the model's max_position_embeddings)" })
       .option('seed', { type: 'number', describe: 'Sampling seed (default: random, printed on a terminal)' })
-      .option('stop', { type: 'string', array: true, describe: 'Extra stop string(s); the reply ends before them' }),
+      .option('stop', { type: 'string', array: true, describe: 'Extra stop string(s); the reply ends before them' })
+      .option('parse-special-tokens', { type: 'boolean', default: false, describe: 'Special-token strings typed in a message (<|im_end|>, </s>, ...) become their ids; default: text' }),
   handler: async (argv) => {
     checkSampling(argv);
     // Loaded on use: the engine (native addon) stays out of `sft --help` and of tests of this file's helpers.
@@ -68,6 +70,7 @@ const chat: CommandModule<object, ChatArgs> = {
       repetitionPenalty: argv.repetitionPenalty,
       seed,
       stopStrings: argv.stop ?? [],
+      parseSpecialTokens: argv['parse-special-tokens'],
       onNotice: (m) => process.stderr.write(`[${m}]\n`),
     });
     if (interactive) {
