@@ -33,7 +33,7 @@ export function loadConfig(path: string, overrides: string[] = []): LoadedConfig
   try {
     parsed = parseJsonObject(text);
   } catch (err) {
-    if (err instanceof JsonSyntaxError) throw new SftError(`${path}:${err.pos.line}:${err.pos.col}: invalid JSON: ${err.message}`);
+    if (err instanceof JsonSyntaxError) throw new SftError(`${path}:${err.pos.line}:${err.pos.col}: ${err.invalidJson ? 'invalid JSON: ' : ''}${err.message}`);
     throw err;
   }
   const values: Record<string, unknown> = {};

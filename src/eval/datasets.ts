@@ -8,7 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../errors.js';
 import { nearest } from '../config/suggest.js';
-import { parseCsv, type CsvRow } from './csv.js';
+import { JsonSyntaxError, clip, parseJsonObject, showJson } from '../config/json.js';
+import { decodeCsv, parseCsv, type CsvRow } from './csv.js';
 import { CEVAL_SUBJECTS, CMMLU_SUBJECTS, MMLU_SUBJECTS } from './subjects.js';
 
 export type BenchmarkName = 'ceval' | 'cmmlu' | 'mmlu';
@@ -99,27 +100,47 @@ function subjectTable(benchmark: BenchmarkName, dir: string): SubjectMeta[] {
 function cevalMapping(dir: string): Record<string, readonly [string, string, string]> {
   const file = join(dir, 'subject_mapping.json');
   if (!existsSync(file)) return CEVAL_SUBJECTS;
-  let parsed: unknown;
+  const restore = 'restore it from the C-Eval repository or delete it to use the built-in mapping';
+  const text = readText(file, 'JSON file');
+  if (!text.replace(/^\ufeff/, '').trimStart().startsWith('{')) {
+    throw new SftError(`${file}: expected an object {subject: [English name, Chinese name, category]} — ${restore}`);
+  }
+  let parsed: Record<string, unknown>;
   try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
+    parsed = parseJsonObject(text).value;
   } catch (err) {
-    throw new SftError(`${file}: not valid JSON (${(err as Error).message}) — restore it from the C-Eval repository or delete it to use the built-in mapping`);
+    if (!(err instanceof JsonSyntaxError)) throw err;
+    throw new SftError(`${file}:${err.pos.line}:${err.pos.col}: ${err.invalidJson ? 'not valid JSON: ' : ''}${err.message} — ${restore}`);
   }
   const out: Record<string, readonly [string, string, string]> = {};
-  for (const [id, v] of Object.entries(parsed as Record<string, unknown>)) {
+  for (const [id, v] of Object.entries(parsed)) {
     if (!Array.isArray(v) || v.length < 3 || !v.every((x) => typeof x === 'string')) {
-      throw new SftError(`${file}: "${id}" should be [English name, Chinese name, category], got ${JSON.stringify(v)}`);
+      throw new SftError(`${file}: ${showJson(id)} should be [English name, Chinese name, category], got ${showJson(v)}`);
     }
-    out[id] = [v[0], v[1], v[2]];
+    Object.defineProperty(out, id, { value: [v[0], v[1], v[2]], enumerable: true, writable: true, configurable: true });
   }
+  // Every later step assumes at least one subject (and --subjects suggests from them).
+  if (Object.keys(out).length === 0) throw new SftError(`${file}: lists no subjects — ${restore}`);
   return out;
+}
+
+/** A dataset file's text, strictly UTF-8 as the benchmarks publish it; a folder or an unreadable file named as such. */
+function readText(file: string, what: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new SftError(code === 'EISDIR' ? `${file}: is a folder, not a ${what}` : `${file}: cannot read (${code ?? (err as Error).message})`);
+  }
+  return decodeCsv(bytes, file);
 }
 
 function pick(all: SubjectMeta[], id: string, title: string): SubjectMeta {
   const m = all.find((s) => s.id === id);
   if (m) return m;
   const guess = nearest(id, all.map((s) => s.id));
-  throw new SftError(`--subjects: "${id}" is not one of the ${title} subjects${guess ? ` — did you mean "${guess}"?` : ''} (subjects are file-name handles such as "${all[0].id}")`);
+  throw new SftError(`--subjects: ${showJson(id)} is not one of the ${title} subjects${guess ? ` — did you mean "${guess}"?` : ''} (subjects are file-name handles such as ${showJson(all[0].id)})`);
 }
 
 function fileOf(benchmark: BenchmarkName, dir: string, split: string, subject: string): string {
@@ -135,7 +156,7 @@ function readQuestions(benchmark: BenchmarkName, file: string, withAnswers: bool
   if (!existsSync(file)) {
     throw new SftError(`${file} not found — is the folder the ${BENCHMARKS[benchmark].title} data folder as published (dev/ and the split folders inside)? --subjects runs a part of it`);
   }
-  const rows = parseCsv(readFileSync(file, 'utf8'), file);
+  const rows = parseCsv(readText(file, 'CSV file'), file);
   return benchmark === 'mmlu' ? fromPlainRows(rows, file, withAnswers) : fromHeaderRows(benchmark, rows, file, withAnswers);
 }
 
@@ -145,7 +166,7 @@ function fromHeaderRows(benchmark: BenchmarkName, rows: CsvRow[], file: string, 
   const header = rows[0].fields.map((h) => h.trim().toLowerCase());
   const col = (name: string, needed: boolean): number => {
     const i = header.indexOf(name);
-    if (i < 0 && needed) throw new SftError(`${file}:1: no "${name}" column in the header (${rows[0].fields.join(',')})`);
+    if (i < 0 && needed) throw new SftError(`${file}:1: no "${name}" column in the header (${clip(rows[0].fields.join(','), 200)})`);
     return i;
   };
   const idCol = benchmark === 'cmmlu' ? 0 : col('id', true);
@@ -171,6 +192,6 @@ function fromPlainRows(rows: CsvRow[], file: string, withAnswers: boolean): Ques
 function makeQuestion(id: string, question: string, options: [string, string, string, string], answer: string | undefined, where: string, withAnswers: boolean): Question {
   if (!withAnswers) return { id, question, options };
   const a = (answer ?? '').trim();
-  if (!(LETTERS as readonly string[]).includes(a)) throw new SftError(`${where}: answer "${answer ?? ''}" is not one of A, B, C, D`);
+  if (!(LETTERS as readonly string[]).includes(a)) throw new SftError(`${where}: answer ${showJson(answer ?? '')} is not one of A, B, C, D`);
   return { id, question, options, answer: a as Letter };
 }

@@ -4,7 +4,9 @@
 // the engine reads tensor bytes itself from the absolute offsets.
 import fs from 'node:fs';
 import { SftError } from '../errors.js';
+import { JsonSyntaxError, clip, parseJsonObject, showJson } from '../config/json.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from './float16.js';
+import { describeBadByte, strictUtf8 } from './utf8.js';
 
 /** Bytes per element of every dtype the format defines. */
 export const DTYPE_SIZES = {
@@ -54,7 +56,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     }
     const headerBuf = Buffer.alloc(headerLen);
     readFully(file, fd, headerBuf, 8);
-    const parsed = parseHeaderJson(file, headerBuf.toString('utf8'));
+    const parsed = parseHeaderJson(file, decodeHeader(file, headerBuf));
     const { tensors, metadata } = validateHeader(file, parsed, fileSize - dataStart);
     return { headerLen, dataStart, tensors, metadata };
   } finally {
@@ -62,17 +64,27 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
+// The format says UTF-8; decoding loosely would turn a damaged name into one with U+FFFD in it.
+function decodeHeader(file: string, bytes: Buffer): string {
+  const decoded = strictUtf8(bytes);
+  if ('text' in decoded) return decoded.text;
+  throw new SftError(`${file}: the safetensors header is not valid UTF-8 (${describeBadByte(bytes, decoded.badByte, 'header byte')}); the file is corrupt.`);
+}
+
+// The strict parser, not JSON.parse: it refuses a name listed twice (JSON.parse keeps the last, losing
+// the first) and numbers beyond the float range, and it bounds nesting.
 function parseHeaderJson(file: string, text: string): Record<string, unknown> {
-  let parsed: unknown;
+  if (!text.trimStart().startsWith('{')) throw new SftError(`${file}: the safetensors header must be a JSON object; the file is corrupt or not safetensors.`);
   try {
-    parsed = JSON.parse(text);
+    return parseJsonObject(text).value;
   } catch (err) {
-    throw new SftError(`${file}: the safetensors header is not valid JSON (${(err as Error).message}); the file is corrupt.`);
+    if (!(err instanceof JsonSyntaxError)) throw err;
+    const where = err.pos.line === 1 ? `at character ${err.pos.col}` : `line ${err.pos.line}, column ${err.pos.col}`;
+    const duplicate = /^duplicate key (".*")$/.exec(err.message);
+    if (duplicate) throw new SftError(`${file}: tensor ${duplicate[1]} is listed twice in the header (${where}); the file is corrupt.`);
+    if (!err.invalidJson) throw new SftError(`${file}: safetensors header ${where}: ${err.message}; the file is corrupt.`);
+    throw new SftError(`${file}: the safetensors header is not valid JSON (${where}: ${err.message}); the file is corrupt.`);
   }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new SftError(`${file}: the safetensors header must be a JSON object.`);
-  }
-  return parsed as Record<string, unknown>;
 }
 
 function validateHeader(file: string, header: Record<string, unknown>, dataLen: number): Pick<SafetensorsHeader, 'tensors' | 'metadata'> {
@@ -84,8 +96,9 @@ function validateHeader(file: string, header: Record<string, unknown>, dataLen: 
         throw new SftError(`${file}: __metadata__ must be an object of strings.`);
       }
       for (const [k, v] of Object.entries(value)) {
-        if (typeof v !== 'string') throw new SftError(`${file}: __metadata__.${k} must be a string.`);
-        metadata[k] = v;
+        if (typeof v !== 'string') throw new SftError(`${file}: __metadata__.${clip(k, 60)} must be a string.`);
+        // defineProperty: a key named "__proto__" must stay a key, not replace the prototype.
+        Object.defineProperty(metadata, k, { value: v, enumerable: true, writable: true, configurable: true });
       }
       continue;
     }
@@ -97,7 +110,7 @@ function validateHeader(file: string, header: Record<string, unknown>, dataLen: 
   for (const [name, t] of byBegin) {
     if (t.begin !== cursor) {
       const what = t.begin > cursor ? `leaves a gap at byte ${cursor}` : `overlaps the previous tensor (which ends at byte ${cursor})`;
-      throw new SftError(`${file}: tensor "${name}" starts at data byte ${t.begin} and ${what}; the file is corrupt.`);
+      throw new SftError(`${file}: tensor ${showJson(name, 100)} starts at data byte ${t.begin} and ${what}; the file is corrupt.`);
     }
     cursor = t.end;
   }
@@ -108,22 +121,24 @@ function validateHeader(file: string, header: Record<string, unknown>, dataLen: 
 }
 
 function validateEntry(file: string, name: string, value: unknown): TensorInfo {
-  const where = `${file}: tensor "${name}"`;
-  if (value === null || typeof value !== 'object') throw new SftError(`${where} must be an object with dtype, shape and data_offsets.`);
+  const where = `${file}: tensor ${showJson(name, 100)}`;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new SftError(`${where} must be an object with dtype, shape and data_offsets.`);
   const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
-  if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZES)) {
-    throw new SftError(`${where} has unknown dtype ${JSON.stringify(dtype)}; known: ${Object.keys(DTYPE_SIZES).join(' ')}.`);
+  // Object.hasOwn: "toString" and "constructor" are in every object, not dtypes.
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_SIZES, dtype)) {
+    throw new SftError(`${where} has unknown dtype ${showJson(dtype, 40)}; known: ${Object.keys(DTYPE_SIZES).join(' ')}.`);
   }
   if (!Array.isArray(shape) || !shape.every(isCount)) {
-    throw new SftError(`${where} has shape ${JSON.stringify(shape)}; expected an array of non-negative integers.`);
+    throw new SftError(`${where} has shape ${showJson(shape)}; expected an array of non-negative integers.`);
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[1] < offsets[0]) {
-    throw new SftError(`${where} has data_offsets ${JSON.stringify(offsets)}; expected [begin, end] with begin <= end.`);
+    throw new SftError(`${where} has data_offsets ${showJson(offsets)}; expected [begin, end] with begin <= end.`);
   }
   const info: TensorInfo = { dtype: dtype as SafetensorsDtype, shape: shape as number[], begin: offsets[0], end: offsets[1] };
   const bytes = numel(info.shape) * DTYPE_SIZES[info.dtype];
   if (bytes !== info.end - info.begin) {
-    throw new SftError(`${where}: ${info.dtype}${JSON.stringify(info.shape)} needs ${bytes} bytes but data_offsets span ${info.end - info.begin}; the file is corrupt.`);
+    const needs = Number.isSafeInteger(bytes) ? `${bytes} bytes` : 'more bytes than any file holds';
+    throw new SftError(`${where}: ${info.dtype}${showJson(info.shape)} needs ${needs} but data_offsets span ${info.end - info.begin}; the file is corrupt.`);
   }
   return info;
 }
@@ -243,11 +258,19 @@ function readFully(file: string, fd: number, buf: Uint8Array, position: number):
 }
 
 function openForRead(file: string): number {
+  let fd: number;
   try {
-    return fs.openSync(file, 'r');
+    fd = fs.openSync(file, 'r');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new SftError(`${file}: file not found.`);
     throw new SftError(`${file}: cannot open (${code ?? (err as Error).message}).`);
   }
+  // A folder opens fine on Linux; only reading it fails, with a bare EISDIR.
+  if (!fs.fstatSync(fd).isFile()) {
+    const isDir = fs.fstatSync(fd).isDirectory();
+    fs.closeSync(fd);
+    throw new SftError(`${file}: ${isDir ? 'is a folder' : 'is not a regular file'}, not a safetensors file.`);
+  }
+  return fd;
 }

@@ -5,8 +5,10 @@
 // descriptions; it never imports or calls anything, and refuses every other pickle.
 import fs from 'node:fs';
 import { SftError } from '../errors.js';
+import { clip } from '../config/json.js';
 import { DTYPE_SIZES, numel, type SafetensorsDtype } from './safetensors.js';
-import { entryDataOffset, readZipDirectory, readZipEntry, type ZipArchive } from './zip.js';
+import { entryDataOffset, readZipDirectory, readZipEntry, type ZipArchive, type ZipEntry } from './zip.js';
+import { strictUtf8 } from './utf8.js';
 
 /** One state-dict tensor: dtype in safetensors' spelling, offset from the start of the .bin file. */
 export interface BinTensor {
@@ -40,12 +42,18 @@ export function readTorchBin(file: string): BinTensor[] {
   // A 7B state dict pickles to ~50 KB; anything near this bound is not a list of tensors.
   if (pklEntry.size > MAX_PICKLE_BYTES) throw new SftError(`${file}: ${prefix}/data.pkl is ${pklEntry.size} bytes, too large for a state dict's tensor list; not a plain checkpoint.`);
   const byteorder = zip.byName.get(`${prefix}/byteorder`);
-  if (byteorder && readZipEntry(zip, byteorder).toString('latin1').trim() !== 'little') {
-    throw new SftError(`${file}: saved on a big-endian machine; sft reads little-endian checkpoints. Re-save it on a little-endian machine.`);
-  }
+  if (byteorder) checkByteOrder(zip, byteorder, `${prefix}/byteorder`);
   const where = `${file} (${prefix}/data.pkl)`;
   const stateDict = unpickle(readZipEntry(zip, pklEntry), where);
   return locateTensors(zip, prefix, stateDict, where);
+}
+
+// torch writes "little" or "big"; the size is checked first, so a damaged entry claiming gigabytes is not read.
+function checkByteOrder(zip: ZipArchive, entry: ZipEntry, name: string): void {
+  if (entry.size > 16) throw new SftError(`${zip.file}: ${name} is ${entry.size} bytes; it should hold the word "little" (or "big"). The file is corrupt.`);
+  const word = readZipEntry(zip, entry).toString('latin1').trim();
+  if (word === 'big') throw new SftError(`${zip.file}: saved on a big-endian machine; sft reads little-endian checkpoints. Re-save it on a little-endian machine.`);
+  if (word !== 'little') throw new SftError(`${zip.file}: ${name} says ${JSON.stringify(word)}, not "little" or "big"; the file is corrupt.`);
 }
 
 function refuseNonZip(file: string): void {
@@ -60,6 +68,7 @@ function refuseNonZip(file: string): void {
     }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EISDIR') throw new SftError(`${file}: is a folder, not a PyTorch checkpoint.`);
     throw new SftError(code === 'ENOENT' ? `${file}: file not found.` : `${file}: cannot open (${code ?? (err as Error).message}).`);
   }
   if (n >= 4 && head.readUInt32LE(0) === 0x04034b50) return;
@@ -132,6 +141,11 @@ function unpickle(data: Buffer, where: string): Value {
     const d = top();
     return d instanceof Map ? d : fail(`SETITEM on a ${describe(d)} at byte ${p}`);
   };
+  // A pickler writes each key of a dict once; a second one would silently replace the first tensor.
+  const setItem = (d: Map<unknown, unknown>, k: Value, v: Value): void => {
+    if (d.has(k)) fail(`the pickle sets the dict key ${typeof k === 'string' ? JSON.stringify(clip(k, 100)) : describe(k)} twice; a pickler never writes that`);
+    d.set(k, v);
+  };
   const listOnTop = (): Value[] => {
     const l = top();
     return Array.isArray(l) ? l : fail(`APPEND on a ${describe(l)} at byte ${p}`);
@@ -161,10 +175,12 @@ function unpickle(data: Buffer, where: string): Value {
       case 0x87: { const c = pop(); const b = pop(); stack.push([pop(), b, c]); break; } // TUPLE3
       case 0x7d: stack.push(new Map()); break; // EMPTY_DICT
       case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x58: { // BINUNICODE
+      case 0x58: { // BINUNICODE: UTF-8, as Python decodes it (strictly: a damaged name must not read as another)
         const len = data.readUInt32LE(need(4));
         const s = need(len);
-        stack.push(data.toString('utf8', s, s + len));
+        const decoded = strictUtf8(data.subarray(s, s + len));
+        if (!('text' in decoded)) fail(`a pickled string at byte ${s} is not valid UTF-8`);
+        stack.push((decoded as { text: string }).text);
         break;
       }
       case 0x4a: stack.push(data.readInt32LE(need(4))); break; // BININT
@@ -193,16 +209,17 @@ function unpickle(data: Buffer, where: string): Value {
         if (!(top() instanceof Map) || !(state instanceof Map)) refuse(where, `sets the state of a ${describe(top())}`);
         break;
       }
-      case 0x73: { const v = pop(); const k = pop(); dictOnTop().set(k, v); break; } // SETITEM
+      case 0x73: { const v = pop(); const k = pop(); setItem(dictOnTop(), k, v); break; } // SETITEM
       case 0x75: { // SETITEMS
         const items = popMark();
         if (items.length % 2) fail(`SETITEMS with an odd number of items at byte ${p}`);
         const d = dictOnTop();
-        for (let i = 0; i < items.length; i += 2) d.set(items[i], items[i + 1]);
+        for (let i = 0; i < items.length; i += 2) setItem(d, items[i], items[i + 1]);
         break;
       }
       case 0x61: { const v = pop(); listOnTop().push(v); break; } // APPEND
-      case 0x65: { const items = popMark(); listOnTop().push(...items); break; } // APPENDS
+      // APPENDS, item by item: push(...items) overflows the call stack past ~100,000 items.
+      case 0x65: { const items = popMark(); const list = listOnTop(); for (const v of items) list.push(v); break; }
       case 0x71: memo.set(data[need(1)], top()); break; // BINPUT
       case 0x72: memo.set(data.readUInt32LE(need(4)), top()); break; // LONG_BINPUT
       case 0x68: case 0x6a: { // BINGET, LONG_BINGET

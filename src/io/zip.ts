@@ -4,6 +4,8 @@
 // (needed past 4 GB or 65,535 entries) are honoured.
 import fs from 'node:fs';
 import { SftError } from '../errors.js';
+import { clip } from '../config/json.js';
+import { strictUtf8 } from './utf8.js';
 
 export interface ZipEntry {
   name: string;
@@ -66,7 +68,7 @@ export function readZipDirectory(file: string): ZipArchive {
     }
     const cd = readAt(file, fd, cdOffset, cdSize);
     const entries = parseCentralDirectory(file, cd, count);
-    return { file, fileSize, entries, byName: new Map(entries.map((e) => [e.name, e])) };
+    return { file, fileSize, entries, byName: indexByName(file, entries) };
   });
 }
 
@@ -77,6 +79,16 @@ function findEndRecord(tail: Buffer): number {
     if (tail.readUInt32LE(i) === SIG_END && i + END_LEN + tail.readUInt16LE(i + 20) === tail.length) return i;
   }
   return -1;
+}
+
+// Two entries of one name are ambiguous (readers differ on which one wins): one of them would be lost.
+function indexByName(file: string, entries: ZipEntry[]): Map<string, ZipEntry> {
+  const byName = new Map<string, ZipEntry>();
+  for (const e of entries) {
+    if (byName.has(e.name)) throw new SftError(`${file}: zip entry ${JSON.stringify(clip(e.name, 100))} appears twice in the central directory; the file is corrupt.`);
+    byName.set(e.name, e);
+  }
+  return byName;
 }
 
 function parseCentralDirectory(file: string, cd: Buffer, count: number): ZipEntry[] {
@@ -96,8 +108,7 @@ function parseCentralDirectory(file: string, cd: Buffer, count: number): ZipEntr
     let localHeaderOffset = cd.readUInt32LE(p + 42);
     const end = p + 46 + nameLen + extraLen + commentLen;
     if (end > cd.length) throw new SftError(`${file}: zip central directory entry ${i} runs past the directory; the file is corrupt.`);
-    // Bit 11: UTF-8 name; otherwise CP437, which agrees with UTF-8 on the ASCII names torch writes.
-    const name = cd.toString(flags & 0x800 ? 'utf8' : 'latin1', p + 46, p + 46 + nameLen);
+    const name = entryName(file, cd.subarray(p + 46, p + 46 + nameLen), flags, i);
 
     // A ZIP64 extra field (id 1) holds, in this order, only the fields whose 32-bit slot is saturated.
     let extra = p + 46 + nameLen;
@@ -105,10 +116,16 @@ function parseCentralDirectory(file: string, cd: Buffer, count: number): ZipEntr
     while (extra + 4 <= extraEnd) {
       const id = cd.readUInt16LE(extra);
       const len = cd.readUInt16LE(extra + 2);
+      // A field must fit in the extra area its entry declares: past it lie other entries, or the end of
+      // the directory. Another kind of field cut short is ignored, as other readers do; a ZIP64 one holds sizes.
+      if (extra + 4 + len > extraEnd) {
+        if (id === 1) throw new SftError(`${file}: zip entry ${JSON.stringify(clip(name, 100))} has a ZIP64 field that runs past its entry; the file is corrupt.`);
+        break;
+      }
       if (id === 1) {
         let q = extra + 4;
         const next = (what: string): number => {
-          if (q + 8 > extra + 4 + len) throw new SftError(`${file}: zip entry "${name}" has a short ZIP64 field (no ${what}); the file is corrupt.`);
+          if (q + 8 > extra + 4 + len) throw new SftError(`${file}: zip entry ${JSON.stringify(clip(name, 100))} has a short ZIP64 field (no ${what}); the file is corrupt.`);
           const v = u64(file, cd, q, what);
           q += 8;
           return v;
@@ -125,24 +142,33 @@ function parseCentralDirectory(file: string, cd: Buffer, count: number): ZipEntr
   return entries;
 }
 
+// Bit 11 of the flags: a UTF-8 name, which must then be UTF-8 (decoded loosely, two damaged names could
+// read alike). Without it CP437, which agrees with UTF-8 on the ASCII names torch writes.
+function entryName(file: string, bytes: Buffer, flags: number, i: number): string {
+  if (!(flags & 0x800)) return bytes.toString('latin1');
+  const decoded = strictUtf8(bytes);
+  if ('text' in decoded) return decoded.text;
+  throw new SftError(`${file}: zip central directory entry ${i} has a name flagged UTF-8 that is not valid UTF-8 (${JSON.stringify(bytes.toString('latin1', 0, 100))}); the file is corrupt.`);
+}
+
 /** The absolute file offset of a stored entry's bytes. Refuses compressed or encrypted entries. */
 export function entryDataOffset(zip: ZipArchive, entry: ZipEntry): number {
   if (entry.method !== 0) {
     throw new SftError(
-      `${zip.file}: zip entry "${entry.name}" is compressed (method ${entry.method}); sft reads checkpoints whose entries are ` +
+      `${zip.file}: zip entry ${JSON.stringify(clip(entry.name, 100))} is compressed (method ${entry.method}); sft reads checkpoints whose entries are ` +
       `stored uncompressed, as torch.save writes them. Re-save the file with torch.save (or unzip and re-zip with "zip -0").`,
     );
   }
-  if (entry.flags & 1) throw new SftError(`${zip.file}: zip entry "${entry.name}" is encrypted; sft cannot read it.`);
+  if (entry.flags & 1) throw new SftError(`${zip.file}: zip entry ${JSON.stringify(clip(entry.name, 100))} is encrypted; sft cannot read it.`);
   return withFile(zip.file, (fd) => {
     const h = readAt(zip.file, fd, entry.localHeaderOffset, 30);
     if (h.readUInt32LE(0) !== SIG_LOCAL) {
-      throw new SftError(`${zip.file}: zip entry "${entry.name}" has no local header at byte ${entry.localHeaderOffset}; the file is corrupt.`);
+      throw new SftError(`${zip.file}: zip entry ${JSON.stringify(clip(entry.name, 100))} has no local header at byte ${entry.localHeaderOffset}; the file is corrupt.`);
     }
     // The local extra field can differ from the central one: torch pads it so data starts 64-byte aligned.
     const start = entry.localHeaderOffset + 30 + h.readUInt16LE(26) + h.readUInt16LE(28);
     if (start + entry.size > zip.fileSize) {
-      throw new SftError(`${zip.file}: zip entry "${entry.name}" ends at byte ${start + entry.size}, past the end of the file (${zip.fileSize} bytes); the file is truncated — download it again.`);
+      throw new SftError(`${zip.file}: zip entry ${JSON.stringify(clip(entry.name, 100))} ends at byte ${start + entry.size}, past the end of the file (${zip.fileSize} bytes); the file is truncated — download it again.`);
     }
     return start;
   });
@@ -180,7 +206,10 @@ function withFile<T>(file: string, use: (fd: number, size: number) => T): T {
     throw new SftError(code === 'ENOENT' ? `${file}: file not found.` : `${file}: cannot open (${code ?? (err as Error).message}).`);
   }
   try {
-    return use(fd, fs.fstatSync(fd).size);
+    const stat = fs.fstatSync(fd);
+    // A folder opens fine on Linux; only reading it fails, with a bare EISDIR.
+    if (!stat.isFile()) throw new SftError(`${file}: ${stat.isDirectory() ? 'is a folder' : 'is not a regular file'}, not a zip archive.`);
+    return use(fd, stat.size);
   } finally {
     fs.closeSync(fd);
   }

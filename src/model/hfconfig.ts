@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { SftError } from '../errors.js';
+import { JsonSyntaxError, parseJsonObject, showJson } from '../config/json.js';
 import type { Arch, NativeModelConfig } from '../native/types.js';
 import { native } from '../native/binding.js';
 
@@ -12,14 +13,26 @@ export const SUPPORTED_ARCHITECTURES =
 export function readHfConfig(modelDir: string): { hf: Record<string, unknown>; native: NativeModelConfig } {
   const file = path.join(modelDir, 'config.json');
   if (!fs.existsSync(file)) throw new SftError(`${file} not found: a model folder needs the config.json of a Hugging Face checkpoint.`);
-  let hf: unknown;
+  const hf = parseConfigJson(file);
+  return { hf, native: nativeConfigFromHf(hf, file) };
+}
+
+// The strict parser, not JSON.parse: errors with line and column, a key given twice refused (JSON.parse
+// keeps the last without a word), 1e400 refused rather than read as Infinity, nesting bounded.
+function parseConfigJson(file: string): Record<string, unknown> {
+  let text: string;
   try {
-    hf = JSON.parse(fs.readFileSync(file, 'utf8'));
+    text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new SftError(`${file}: not valid JSON (${(err as Error).message}).`);
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new SftError(code === 'EISDIR' ? `${file}: is a folder, not a JSON file.` : `${file}: cannot read (${code ?? (err as Error).message}).`);
   }
-  if (hf === null || typeof hf !== 'object' || Array.isArray(hf)) throw new SftError(`${file}: expected a JSON object.`);
-  return { hf: hf as Record<string, unknown>, native: nativeConfigFromHf(hf as Record<string, unknown>, file) };
+  try {
+    return parseJsonObject(text).value;
+  } catch (err) {
+    if (!(err instanceof JsonSyntaxError)) throw err;
+    throw new SftError(`${file}:${err.pos.line}:${err.pos.col}: ${err.invalidJson ? 'not valid JSON: ' : ''}${err.message}`);
+  }
 }
 
 /** `file` only names the source in error messages. */
@@ -29,18 +42,18 @@ export function nativeConfigFromHf(hf: Record<string, unknown>, file = 'config.j
   const int = (key: string, fallback?: number): number => {
     const v = hf[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
-      throw new SftError(`${file}: "${key}" must be a positive integer (got ${JSON.stringify(hf[key])}).`);
+      throw new SftError(`${file}: "${key}" must be a positive integer (got ${showJson(hf[key])}).`);
     }
     return v;
   };
   const num = (key: string, fallback: number): number => {
     const v = hf[key] ?? fallback;
-    if (typeof v !== 'number' || !(v > 0)) throw new SftError(`${file}: "${key}" must be a positive number (got ${JSON.stringify(hf[key])}).`);
+    if (!isPositive(v)) throw new SftError(`${file}: "${key}" must be a positive number (got ${showJson(hf[key])}).`);
     return v;
   };
   const bool = (key: string, fallback: boolean): boolean => {
     const v = hf[key] ?? fallback;
-    if (typeof v !== 'boolean') throw new SftError(`${file}: "${key}" must be true or false (got ${JSON.stringify(hf[key])}).`);
+    if (typeof v !== 'boolean') throw new SftError(`${file}: "${key}" must be true or false (got ${showJson(hf[key])}).`);
     return v;
   };
 
@@ -75,19 +88,19 @@ function bloomConfig(hf: Record<string, unknown>, file: string): NativeModelConf
     if (present.length === 0) throw new SftError(`${file}: "${keys.join('" or "')}" is missing.`);
     for (const k of present) {
       const v = hf[k];
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new SftError(`${file}: "${k}" must be a positive integer (got ${JSON.stringify(v)}).`);
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new SftError(`${file}: "${k}" must be a positive integer (got ${showJson(v)}).`);
     }
     if (present.some((k) => hf[k] !== hf[present[0]])) {
-      throw new SftError(`${file}: ${present.map((k) => `"${k}" ${JSON.stringify(hf[k])}`).join(' and ')} disagree; keep one of them.`);
+      throw new SftError(`${file}: ${present.map((k) => `"${k}" ${showJson(hf[k])}`).join(' and ')} disagree; keep one of them.`);
     }
     return hf[present[0]] as number;
   };
   const hiddenSize = int(['n_embed', 'hidden_size']);
   const numHeads = int(['n_head', 'num_attention_heads']);
   const eps = hf.layer_norm_epsilon ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps > 0)) throw new SftError(`${file}: "layer_norm_epsilon" must be a positive number (got ${JSON.stringify(eps)}).`);
+  if (!isPositive(eps)) throw new SftError(`${file}: "layer_norm_epsilon" must be a positive number (got ${showJson(eps)}).`);
   const tied = hf.tie_word_embeddings ?? true;
-  if (typeof tied !== 'boolean') throw new SftError(`${file}: "tie_word_embeddings" must be true or false (got ${JSON.stringify(tied)}).`);
+  if (typeof tied !== 'boolean') throw new SftError(`${file}: "tie_word_embeddings" must be true or false (got ${showJson(tied)}).`);
   if (hiddenSize % numHeads !== 0) throw new SftError(`${file}: hidden size ${hiddenSize} is not a multiple of the head count ${numHeads}.`);
   if (hf.apply_residual_connection_post_layernorm === true) {
     throw new SftError(`${file}: apply_residual_connection_post_layernorm true (the residual taken after the layer norm) is not supported; published Bloom checkpoints use false.`);
@@ -95,7 +108,7 @@ function bloomConfig(hf: Record<string, unknown>, file: string): NativeModelConf
   const tp = hf.pretraining_tp ?? 1;
   if (tp !== 1 && hf.slow_but_exact === true) {
     // With slow_but_exact false (the default), transformers ignores pretraining_tp entirely.
-    throw new SftError(`${file}: pretraining_tp ${JSON.stringify(tp)} with slow_but_exact true (a sliced, differently rounded dense layer) is not supported; set slow_but_exact to false.`);
+    throw new SftError(`${file}: pretraining_tp ${showJson(tp)} with slow_but_exact true (a sliced, differently rounded dense layer) is not supported; set slow_but_exact to false.`);
   }
   return {
     arch: 'bloom',
@@ -122,13 +135,18 @@ function ropeTheta(hf: Record<string, unknown>, file: string): number {
     if (typeof params !== 'object') throw new SftError(`${file}: "rope_parameters" must be an object.`);
     const p = params as Record<string, unknown>;
     if (p.rope_type !== undefined && p.rope_type !== 'default') {
-      throw new SftError(`${file}: rope_parameters.rope_type ${JSON.stringify(p.rope_type)} is not supported yet; only plain RoPE ("default").`);
+      throw new SftError(`${file}: rope_parameters.rope_type ${showJson(p.rope_type)} is not supported yet; only plain RoPE ("default").`);
     }
     theta ??= p.rope_theta;
   }
   theta ??= 10000;
-  if (typeof theta !== 'number' || !(theta > 0)) throw new SftError(`${file}: "rope_theta" must be a positive number (got ${JSON.stringify(theta)}).`);
+  if (!isPositive(theta)) throw new SftError(`${file}: "rope_theta" must be a positive number (got ${showJson(theta)}).`);
   return theta;
+}
+
+// Finite too: an Infinity from a config built in memory would reach the engine as a rotary base or an eps.
+function isPositive(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0;
 }
 
 function detectArch(hf: Record<string, unknown>, file: string): Arch {
@@ -154,7 +172,7 @@ function detectArch(hf: Record<string, unknown>, file: string): Arch {
     // Both Baichuan releases say "baichuan"; Baichuan2 has the 125,696-token vocabulary and z_loss_weight.
     if (modelType === 'baichuan') return hf.vocab_size === 125696 || 'z_loss_weight' in hf ? 'baichuan2' : 'baichuan';
   }
-  const what = archs.length ? `architectures ${JSON.stringify(archs)}` : `model_type ${JSON.stringify(modelType ?? null)}`;
+  const what = archs.length ? `architectures ${showJson(archs, 200)}` : `model_type ${showJson(modelType ?? null)}`;
   throw new SftError(`${file}: unsupported ${what}. Supported: ${SUPPORTED_ARCHITECTURES}.`);
 }
 
@@ -167,13 +185,13 @@ function checkSupported(hf: Record<string, unknown>, c: NativeModelConfig, file:
   const headDim = c.hiddenSize / c.numHeads;
   if (headDim % 2 !== 0) throw new SftError(`${file}: head dimension ${headDim} is odd; RoPE needs an even one.`);
   if (hf.head_dim !== undefined && hf.head_dim !== null && hf.head_dim !== headDim) {
-    throw new SftError(`${file}: head_dim ${JSON.stringify(hf.head_dim)} differs from hidden_size/num_attention_heads (${headDim}); not supported.`);
+    throw new SftError(`${file}: head_dim ${showJson(hf.head_dim)} differs from hidden_size/num_attention_heads (${headDim}); not supported.`);
   }
   if (hf.hidden_act !== undefined && hf.hidden_act !== 'silu') {
-    throw new SftError(`${file}: hidden_act ${JSON.stringify(hf.hidden_act)} is not supported; the Llama family uses "silu".`);
+    throw new SftError(`${file}: hidden_act ${showJson(hf.hidden_act)} is not supported; the Llama family uses "silu".`);
   }
   if (hf.rope_scaling !== undefined && hf.rope_scaling !== null) {
-    throw new SftError(`${file}: rope_scaling ${JSON.stringify(hf.rope_scaling)} is not supported yet; remove it only if you know the model was trained without it.`);
+    throw new SftError(`${file}: rope_scaling ${showJson(hf.rope_scaling)} is not supported yet; remove it only if you know the model was trained without it.`);
   }
   if (c.arch === 'llama' && (hf.attention_bias === true || hf.mlp_bias === true)) {
     throw new SftError(`${file}: attention_bias/mlp_bias true is not supported for llama.`);

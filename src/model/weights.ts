@@ -1,10 +1,12 @@
 // Finds where each checkpoint tensor lives, in the first of these a model folder holds:
 // model.safetensors, model.safetensors.index.json (+ shards), pytorch_model.bin, or
 // pytorch_model.bin.index.json (+ shards). Only headers (and, for .bin, the pickled tensor list)
-// are read; the engine reads the bytes from the returned offsets.
+// are read; the engine reads the bytes from the returned offsets. An index is data from the download,
+// so the shards it names must be files in the model folder: never a path out of it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { SftError } from '../errors.js';
+import { JsonSyntaxError, clip, parseJsonObject, showJson } from '../config/json.js';
 import type { TensorSource } from '../native/types.js';
 import { readSafetensorsHeader, type SafetensorsDtype } from '../io/safetensors.js';
 import { readTorchBin } from '../io/torch-bin.js';
@@ -35,6 +37,7 @@ const LAYOUTS: { single: string; index: string; read: FileReader }[] = [
 
 export function listCheckpointTensors(modelDir: string): TensorSource[] {
   if (!fs.existsSync(modelDir)) throw new SftError(`model folder ${modelDir} not found.`);
+  if (!fs.statSync(modelDir).isDirectory()) throw new SftError(`model folder ${modelDir} is a file, not a folder; give the folder that holds config.json and the weights.`);
   for (const { single, index, read } of LAYOUTS) {
     const file = path.join(modelDir, single);
     if (fs.existsSync(file)) return weightsOnly(read(file));
@@ -50,23 +53,18 @@ export function listCheckpointTensors(modelDir: string): TensorSource[] {
 }
 
 function shardedTensors(modelDir: string, indexFile: string, read: FileReader): Found[] {
-  let index: unknown;
-  try {
-    index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
-  } catch (err) {
-    throw new SftError(`${indexFile}: not valid JSON (${(err as Error).message}).`);
-  }
-  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
-  if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
-    throw new SftError(`${indexFile}: missing the "weight_map" object ({tensor name: shard file}).`);
-  }
+  const weightMap = readWeightMap(indexFile);
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    if (typeof shard !== 'string') throw new SftError(`${indexFile}: weight_map["${name}"] must be a file name.`);
-    byShard.set(shard, [...(byShard.get(shard) ?? []), name]);
+    if (typeof shard !== 'string') throw new SftError(`${indexFile}: weight_map[${showJson(name)}] must be a file name (got ${showJson(shard)}).`);
+    const names = byShard.get(shard);
+    if (names) names.push(name); // not a copy per entry: indexes of 100,000 tensors exist
+    else byShard.set(shard, [name]);
   }
+  const roots = allowedRoots(modelDir);
+  for (const [shard, names] of byShard) checkShard(indexFile, modelDir, shard, names, roots);
   const missing = [...byShard.keys()].filter((s) => !fs.existsSync(path.join(modelDir, s)));
-  if (missing.length) throw new SftError(`${indexFile} lists shards that are not in ${modelDir}: ${missing.join(', ')}. Download them too.`);
+  if (missing.length) throw new SftError(`${indexFile} lists shards that are not in ${modelDir}: ${listSome(missing)}. Download them too.`);
 
   const out: Found[] = [];
   for (const [shard, names] of byShard) {
@@ -74,12 +72,74 @@ function shardedTensors(modelDir: string, indexFile: string, read: FileReader): 
     const held = new Set(found.map((t) => t.name));
     const absent = names.filter((n) => !held.has(n));
     if (absent.length) {
-      throw new SftError(`${indexFile} maps ${absent.slice(0, 5).join(', ')}${absent.length > 5 ? ` and ${absent.length - 5} more` : ''} to ${shard}, which does not hold them; the index and shards do not match.`);
+      throw new SftError(`${indexFile} maps ${listSome(absent)} to ${clip(shard)}, which does not hold them; the index and shards do not match.`);
     }
     const wanted = new Set(names);
-    out.push(...found.filter((t) => wanted.has(t.name)));
+    for (const t of found) if (wanted.has(t.name)) out.push(t);
   }
   return out;
+}
+
+function readWeightMap(indexFile: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(indexFile, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new SftError(`${indexFile}: cannot read the index (${code === 'EISDIR' ? 'it is a folder' : code ?? (err as Error).message}).`);
+  }
+  let index: Record<string, unknown>;
+  try {
+    index = parseJsonObject(text).value;
+  } catch (err) {
+    if (!(err instanceof JsonSyntaxError)) throw err;
+    throw new SftError(`${indexFile}:${err.pos.line}:${err.pos.col}: ${err.invalidJson ? 'not valid JSON: ' : ''}${err.message}`);
+  }
+  const weightMap = index.weight_map;
+  if (weightMap === null || typeof weightMap !== 'object' || Array.isArray(weightMap)) {
+    throw new SftError(`${indexFile}: missing the "weight_map" object ({tensor name: shard file}).`);
+  }
+  return weightMap as Record<string, unknown>;
+}
+
+/** Where shards may lie: the model folder, and for a Hugging Face cache snapshot
+ *  (<cache>/models--org--name/snapshots/<rev>/, whose files are symlinks to ../../blobs/<hash>)
+ *  that repository's blobs/ folder. */
+function allowedRoots(modelDir: string): string[] {
+  const real = fs.realpathSync(modelDir);
+  const snapshots = path.dirname(real);
+  const repo = path.dirname(snapshots);
+  const roots = [real];
+  if (path.basename(snapshots) === 'snapshots' && /^(models|datasets|spaces)--/.test(path.basename(repo))) roots.push(path.join(repo, 'blobs'));
+  return roots;
+}
+
+const inside = (file: string, root: string) => file === root || file.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+
+/** A shard an index names must be a plain file name, of a file (or a symlink to one) within `roots`. */
+function checkShard(indexFile: string, modelDir: string, shard: string, names: string[], roots: string[]): void {
+  const entry = `weight_map[${showJson(names[0], 100)}]${names.length > 1 ? ` (and ${names.length - 1} more)` : ''} is ${showJson(shard, 100)}`;
+  const refuse = (why: string): never => {
+    throw new SftError(`${indexFile}: ${entry}, ${why}; an index may name only shard files in the model folder ${modelDir}.`);
+  };
+  if (shard === '' || shard === '.' || shard === '..' || shard.includes('\0')) refuse('which is not a file name in the model folder');
+  if (path.isAbsolute(shard) || path.win32.isAbsolute(shard)) refuse('which is not a file name in the model folder (it is an absolute path)');
+  if (shard.includes('/') || shard.includes('\\')) refuse('which is not a file name in the model folder (it has a directory part)');
+  const file = path.join(modelDir, shard);
+  let real: string;
+  try {
+    real = fs.realpathSync(file);
+  } catch {
+    return; // not there (or a dangling link): reported with the other missing shards
+  }
+  if (!roots.some((root) => inside(real, root))) refuse(`a symlink to ${clip(real, 200)}, outside the model folder`);
+  const stat = fs.statSync(real);
+  if (!stat.isFile()) refuse(stat.isDirectory() ? 'which is a folder, not a file' : 'which is not a regular file');
+}
+
+/** The first few of `names`, each cut short, and how many more. */
+function listSome(names: string[], n = 5): string {
+  return names.slice(0, n).map((x) => clip(x)).join(', ') + (names.length > n ? ` and ${names.length - n} more` : '');
 }
 
 // Integer and bool tensors are buffers (position ids, masks), not weights: skipped. I8 is the

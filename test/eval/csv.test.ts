@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCsv } from '../../src/eval/csv.js';
+import { decodeCsv, parseCsv } from '../../src/eval/csv.js';
 import { SftError } from '../../src/errors.js';
 
 const fields = (text: string) => parseCsv(text, 'x.csv').map((r) => r.fields);
@@ -33,4 +33,11 @@ test('quotes inside an unquoted field and text after a closing quote stay as wri
 
 test('an unclosed quote is an error naming the file and the line the field starts on', () => {
   assert.throws(() => parseCsv('a,b\n1,"open\nmore\n', 'data/x.csv'), (e: unknown) => e instanceof SftError && /data\/x\.csv:2: a quoted field is never closed/.test(e.message));
+});
+
+test('bytes that are not UTF-8 are an error naming the file and line, not text with replacement characters', () => {
+  const bytes = Buffer.concat([Buffer.from('id,question\n0,"多行\n问题"\n1,ab'), Buffer.from([0xe4, 0xb8]), Buffer.from('c\n')]);
+  assert.throws(() => decodeCsv(bytes, 'data/x.csv'), (e: unknown) => e instanceof SftError && /^data\/x\.csv:4: not valid UTF-8 \(byte 0xe4 at byte offset 34\); save the file as UTF-8/.test(e.message));
+  assert.throws(() => decodeCsv(Buffer.from([0xff, 0x41]), 'y.csv'), (e: unknown) => e instanceof SftError && /^y\.csv:1: not valid UTF-8 \(byte 0xff at byte offset 0\)/.test(e.message));
+  assert.equal(decodeCsv(Buffer.from('\ufeffa,b\n'), 'z.csv'), '\ufeffa,b\n');
 });

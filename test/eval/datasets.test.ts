@@ -1,7 +1,7 @@
 // Reading the datasets' folders: what a wrong folder, subject or row tells the user.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/native/binding.js';
@@ -59,4 +59,45 @@ test('sft eval checks the data and options before loading the model', () => {
   assert.match(shots.stderr, /--shots 6: subject global_facts has 5 dev examples/);
   const two = runCli(['eval', '--ceval', 'a', '--cmmlu', 'b', '--model', 'm']);
   assert.match(two.stderr, /name one dataset folder: --ceval DIR, --cmmlu DIR or --mmlu DIR \(got --ceval and --cmmlu\)/);
+});
+
+/** loadSubjects' SftError, which must name a file under `dir` (or --subjects) first and stay readable. */
+function refusal(fn: () => unknown, starts: string): string {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof SftError, `expected an SftError, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message?.slice(0, 200)}`);
+    assert.ok(e.message.startsWith(starts), `starts with ${starts}: ${e.message.slice(0, 200)}`);
+    assert.ok(e.message.length < 600, `a ${e.message.length}-character message`);
+    return e.message.slice(starts.length);
+  }
+  assert.fail('no error');
+}
+
+test('a subject_mapping.json that is not an object of subjects is an SftError, not a TypeError', () => {
+  const dir = cevalDir('id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n');
+  const mapping = join(dir, 'subject_mapping.json');
+  for (const text of ['null', '5', '[["Law", "法学", "Humanities"]]', '"law"']) {
+    writeFileSync(mapping, text);
+    assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val' }), mapping), /^: expected an object \{subject: \[English name, Chinese name, category\]\}/);
+  }
+  writeFileSync(mapping, '{}');
+  assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val', only: ['law'] }), mapping), /^: lists no subjects/);
+  writeFileSync(mapping, '{"law": ["Law", "法学", "Humanities"],\n "law": ["Art", "艺术", "Humanities"]}');
+  assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val' }), mapping), /^:2:2: not valid JSON: duplicate key "law"/);
+});
+
+test('a CSV that is not UTF-8, or a folder where a CSV should be: SftErrors naming the file', () => {
+  const dir = cevalDir('id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n');
+  const val = join(dir, 'val', 'law_val.csv');
+  writeFileSync(val, Buffer.concat([Buffer.from('id,question,A,B,C,D,answer\n0,q'), Buffer.from([0xff]), Buffer.from(',a,b,c,d,A\n')]));
+  assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val', only: ['law'] }), val), /^:2: not valid UTF-8 \(byte 0xff at byte offset 30\)/);
+  rmSync(val);
+  mkdirSync(val);
+  assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val', only: ['law'] }), val), /^: is a folder, not a CSV file/);
+});
+
+test('a huge header field is cut in the message', () => {
+  const dir = cevalDir(`${'x'.repeat(100_000)},question,A,B,C,D,answer\n0,q,a,b,c,d,A\n`);
+  assert.match(refusal(() => loadSubjects({ benchmark: 'ceval', dir, split: 'val', only: ['law'] }), join(dir, 'val', 'law_val.csv')), /^:1: no "id" column in the header \(xxxx.*\.\.\.\)/);
 });

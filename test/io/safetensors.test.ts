@@ -118,3 +118,57 @@ test('corrupt files give SftErrors naming the file and tensor', () => {
   assert.throws(() => readSafetensorsHeader(short), /shorter than the 8-byte header length/);
   assert.throws(() => readSafetensorsHeader(path.join(tmp, 'missing.safetensors')), /missing\.safetensors: file not found/);
 });
+
+/** An SftError naming `f` whose message matches `re` and stays short enough to read. */
+function refused(f: string, re: RegExp): void {
+  assert.throws(() => readSafetensorsHeader(f), (err: unknown) => {
+    assert.ok(err instanceof SftError, `expected an SftError for ${re}, got ${(err as Error)?.constructor?.name}: ${(err as Error)?.message?.slice(0, 200)}`);
+    assert.match(err.message, re);
+    assert.ok(err.message.startsWith(f), `message names the file first: ${err.message.slice(0, 200)}`);
+    assert.ok(err.message.length < 600, `a ${err.message.length}-character message`);
+    return true;
+  });
+}
+
+test('a tensor name that is not UTF-8 is refused, not read with a replacement character', () => {
+  const header = Buffer.concat([Buffer.from('{"w'), Buffer.from([0xff]), Buffer.from('":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}')]);
+  const f = file();
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  fs.writeFileSync(f, Buffer.concat([len, header, Buffer.alloc(4)]));
+  refused(f, /header is not valid UTF-8 \(byte 0xff at header byte 3\)/);
+});
+
+test('a tensor named twice is refused, even when both entries cover the same bytes', () => {
+  const entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
+  refused(rawFile(`{"a":${entry},"a":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}`, [0, 0, 0, 0]), /tensor "a" is listed twice in the header/);
+  refused(rawFile(`{"a":${entry},"a":${entry}}`, [0, 0, 0, 0]), /tensor "a" is listed twice/);
+});
+
+test('deep nesting and huge values in the header give a short SftError, not a stack overflow', () => {
+  refused(rawFile(`{"t":{"dtype":"F32","shape":${'['.repeat(50_000)}${']'.repeat(50_000)},"data_offsets":[0,4]}}`, [0, 0, 0, 0]), /the safetensors header is not valid JSON \(at character \d+: nested more than 100 levels deep;.*\); the file is corrupt/);
+  refused(rawFile(`{"t":{"dtype":"F32","shape":[${Array(100_000).fill(2).join(',')}],"data_offsets":[0,4]}}`, [0, 0, 0, 0]), /tensor "t": F32\[2,2,2,.*\.\.\. needs more bytes than any file holds but data_offsets span 4/);
+  refused(rawFile(`{"t":{"dtype":"${'F'.repeat(100_000)}","shape":[1],"data_offsets":[0,4]}}`, [0, 0, 0, 0]), /tensor "t" has unknown dtype "FFFF.*\.\.\."; known: BOOL/);
+});
+
+test('dtypes named like Object properties are unknown dtypes', () => {
+  for (const dtype of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+    refused(rawFile(`{"t":{"dtype":"${dtype}","shape":[1],"data_offsets":[0,4]}}`, [0, 0, 0, 0]), new RegExp(`tensor "t" has unknown dtype "${dtype}"`));
+  }
+});
+
+test('numbers past the float range are shown as typed, not as null', () => {
+  refused(rawFile('{"t":{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}}', [0, 0, 0, 0]), /: safetensors header at character 51: "data_offsets": 1e400 is not a finite number \(it is beyond the range of a 64-bit float/);
+});
+
+test('__metadata__ keys named like Object properties are kept', () => {
+  const f = rawFile('{"__metadata__":{"__proto__":"x","constructor":"y"}}', []);
+  const h = readSafetensorsHeader(f);
+  assert.deepEqual(Object.entries(h.metadata), [['__proto__', 'x'], ['constructor', 'y']]);
+});
+
+test('a folder where a safetensors file should be is named as such', () => {
+  const d = path.join(tmp, 'folder.safetensors');
+  fs.mkdirSync(d);
+  refused(d, /folder\.safetensors: is a folder, not a safetensors file/);
+});

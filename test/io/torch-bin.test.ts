@@ -291,3 +291,96 @@ function localDataStart(file: string, headerOffset: number): number {
   const h = readBytes(file, headerOffset, 30);
   return headerOffset + 30 + h.readUInt16LE(26) + h.readUInt16LE(28);
 }
+
+// ---- Damage found by test/fuzz/files.test.ts, one case each -----------------------------------------------
+
+/** readTorchBin refuses `file` with an SftError naming it and matching `re`, in a readable length. */
+function refusedBin(file: string, re: RegExp): void {
+  assert.throws(() => readTorchBin(file), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === 'SftError', `expected an SftError for ${re}, got ${(err as Error)?.constructor?.name}: ${(err as Error)?.message?.slice(0, 200)}`);
+    assert.match(err.message, re);
+    assert.ok(err.message.startsWith(file), `message names the file first: ${err.message.slice(0, 200)}`);
+    assert.ok(err.message.length < 800, `a ${err.message.length}-character message`);
+    return true;
+  });
+}
+
+/** A one-tensor state dict {name: F32 [1]} whose key is pickled from `nameBytes` (raw UTF-8 or not). */
+function oneTensorPickle(nameBytes: Buffer, twice = false): Buffer {
+  const key = Buffer.concat([Buffer.from('X'), Buffer.from([nameBytes.length, 0, 0, 0]), nameBytes]);
+  const tensor = Buffer.concat([REBUILD, MARK, persid('FloatStorage', '0', int1(1)), int1(0), int1(1), TUPLE1_(), int1(1), TUPLE1_(), NEWFALSE, OD_EMPTY, TUPLE, REDUCE]);
+  return Buffer.concat([proto2, EMPTY_DICT, MARK, key, tensor, ...(twice ? [key, tensor] : []), SETITEMS, STOP]);
+}
+
+test('a pickled batch of 200,000 items is an SftError, not a stack overflow', () => {
+  // {'a': [None] * 200000} built with one APPENDS, as pickle batches long lists.
+  const file = path.join(tmp, 'appends.bin');
+  const pkl = Buffer.concat([proto2, EMPTY_DICT, uni('a'), EMPTY_LIST, MARK, Buffer.alloc(200_000, NONE[0]), APPENDS, SETITEM, STOP]);
+  writeStoredZip(file, [{ name: 'x/data.pkl', data: pkl }]);
+  refusedBin(file, /"a" is a tuple\/list, not a tensor/);
+});
+
+test('a state-dict key set twice is refused: one of the two tensors would be lost', () => {
+  const file = path.join(tmp, 'dup-key.bin');
+  writeStoredZip(file, [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from('w'), true) }, { name: 'x/data/0', data: Buffer.alloc(4) }]);
+  refusedBin(file, /sets the dict key "w" twice; a pickler never writes that/);
+});
+
+test('a pickled name that is not UTF-8 is refused, not read with a replacement character', () => {
+  const file = path.join(tmp, 'bad-name.bin');
+  writeStoredZip(file, [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from([0x77, 0xc0, 0xaf])) }, { name: 'x/data/0', data: Buffer.alloc(4) }]);
+  refusedBin(file, /x\/data\.pkl\): a pickled string at byte \d+ is not valid UTF-8/);
+});
+
+test('a byteorder entry other than "little" or "big" is corrupt, and a huge one is not read', () => {
+  const file = path.join(tmp, 'byteorder.bin');
+  const entries = (byteorder: ZipInput): ZipInput[] => [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from('w')) }, { ...byteorder, name: 'x/byteorder' }, { name: 'x/data/0', data: Buffer.alloc(4) }];
+  writeStoredZip(file, entries({ name: '', data: Buffer.from('middle') }));
+  refusedBin(file, /x\/byteorder says "middle", not "little" or "big"; the file is corrupt/);
+  writeStoredZip(file, entries({ name: '', data: Buffer.from('big\n') }));
+  refusedBin(file, /saved on a big-endian machine/);
+  // 64 MiB of nothing (a hole in a sparse file): refused from its size, without reading it.
+  writeStoredZip(file, entries({ name: '', hole: 64 * 2 ** 20 }));
+  const before = process.memoryUsage().rss;
+  refusedBin(file, /x\/byteorder is 67108864 bytes; it should hold the word "little"/);
+  assert.ok(process.memoryUsage().rss - before < 32 * 2 ** 20, 'the entry was read');
+});
+
+test('zip entries named twice, or with a UTF-8 flag on bytes that are not UTF-8, are refused', () => {
+  const file = path.join(tmp, 'dup-entry.bin');
+  writeStoredZip(file, [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from('w')) }, { name: 'x/data/0', data: Buffer.alloc(4) }, { name: 'x/data/0', data: Buffer.alloc(4, 1) }]);
+  refusedBin(file, /zip entry "x\/data\/0" appears twice in the central directory/);
+  const bad = path.join(tmp, 'bad-entry-name.bin');
+  writeStoredZip(bad, [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from('w')) }, { name: 'x/data/0', data: Buffer.alloc(4) }]);
+  // Rename "x/data/0" in the central directory to "x/data/\xff" (same length) with the UTF-8 flag still set.
+  const bytes = fs.readFileSync(bad);
+  const at = bytes.lastIndexOf(Buffer.from('x/data/0'));
+  bytes[at + 7] = 0xff;
+  fs.writeFileSync(bad, bytes);
+  refusedBin(bad, /zip central directory entry 1 has a name flagged UTF-8 that is not valid UTF-8/);
+});
+
+test('a folder where a .bin should be is named as such', () => {
+  const d = path.join(tmp, 'folder.bin');
+  fs.mkdirSync(d);
+  refusedBin(d, /folder\.bin: is a folder, not a PyTorch checkpoint/);
+  assert.throws(() => readZipDirectory(d), /folder\.bin: is a folder, not a zip archive/);
+});
+
+test('a ZIP64 field longer than the extra area of its entry is an SftError, not a read past the directory', () => {
+  const file = path.join(tmp, 'zip64-extra.bin');
+  writeStoredZip(file, [{ name: 'x/data.pkl', data: oneTensorPickle(Buffer.from('w')) }], { zip64: true });
+  // The entry's extra area cut to 12 bytes (the field still says 24), and the directory with it, so
+  // the compressed size the field promises would lie past the end of the directory.
+  const bytes = fs.readFileSync(file);
+  const central = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
+  bytes.writeUInt16LE(12, central + 30);
+  const end64 = bytes.indexOf(Buffer.from([0x50, 0x4b, 0x06, 0x06]));
+  bytes.writeBigUInt64LE(bytes.readBigUInt64LE(end64 + 40) - 16n, end64 + 40);
+  fs.writeFileSync(file, bytes);
+  assert.throws(() => readZipDirectory(file), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === 'SftError', `got ${(err as Error).constructor.name}: ${(err as Error).message}`);
+    assert.match(err.message, /zip64-extra\.bin: zip entry "x\/data\.pkl" has a ZIP64 field that runs past its entry; the file is corrupt/);
+    return true;
+  });
+});

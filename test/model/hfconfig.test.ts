@@ -68,7 +68,7 @@ test('readHfConfig reads config.json from a folder', () => {
   try {
     assert.throws(() => readHfConfig(dir), /config\.json not found/);
     fs.writeFileSync(path.join(dir, 'config.json'), '{"model_type": "llama",');
-    assert.throws(() => readHfConfig(dir), /config\.json: not valid JSON/);
+    assert.throws(() => readHfConfig(dir), /config\.json:1:24: not valid JSON: expected a key in double quotes, found the end of the file/);
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], ...sizes, extra: 1 }));
     const { hf, native } = readHfConfig(dir);
     assert.equal(hf.extra, 1);
@@ -173,4 +173,49 @@ test('expectedTensors: bloom (transformer. prefix, biases everywhere, tied head)
   assert.equal(canonicalTensorName(c, 'transformer.ln_f.bias'), 'transformer.ln_f.bias');
   assert.equal(canonicalTensorName(c, 'lm_head.weight'), 'lm_head.weight');
   assert.equal(canonicalTensorName(tiny('llama'), 'norm.weight'), 'norm.weight');
+});
+
+/** readHfConfig on a folder whose config.json holds `text`: the SftError it throws (which must name the file first). */
+function hfError(text: string | null): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-hf-'));
+  const file = path.join(dir, 'config.json');
+  try {
+    if (text === null) fs.mkdirSync(file);
+    else fs.writeFileSync(file, text);
+    let caught: unknown;
+    try {
+      readHfConfig(dir);
+    } catch (err) {
+      caught = err;
+    }
+    assert.ok(caught instanceof Error && caught.name === 'SftError', `expected an SftError, got ${caught === undefined ? 'a config' : `${(caught as Error).constructor.name}: ${(caught as Error).message.slice(0, 200)}`}`);
+    assert.ok(caught.message.startsWith(file), caught.message.slice(0, 200));
+    assert.ok(caught.message.length < 600, `a ${caught.message.length}-character message`);
+    return caught.message.slice(file.length);
+  } finally {
+    fs.rmSync(dir, { recursive: true });
+  }
+}
+
+const llamaText = (extra: string) => `{\n  "architectures": ["LlamaForCausalLM"],\n  "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16, "num_hidden_layers": 1, "vocab_size": 10,\n  ${extra}\n}`;
+
+test('numbers that are not finite are refused where they are typed, not read as Infinity or shown as null', () => {
+  assert.match(hfError(llamaText('"rope_theta": 1e400')), /^:4:17: "rope_theta": 1e400 is not a finite number/);
+  assert.match(hfError(llamaText('"rms_norm_eps": -Infinity')), /^:4:19: "rms_norm_eps": -Infinity is not a finite number/);
+  // Objects built in memory (not from a file) are checked too.
+  const sizes8 = { hidden_size: 8, num_attention_heads: 2, intermediate_size: 16, num_hidden_layers: 1, vocab_size: 10 };
+  assert.throws(() => nativeConfigFromHf({ model_type: 'llama', ...sizes8, rope_theta: Infinity }), /"rope_theta" must be a positive number \(got Infinity\)/);
+  assert.throws(() => nativeConfigFromHf({ model_type: 'llama', ...sizes8, rms_norm_eps: Infinity }), /"rms_norm_eps" must be a positive number \(got Infinity\)/);
+  assert.throws(() => nativeConfigFromHf({ model_type: 'bloom', n_embed: 8, n_head: 2, n_layer: 1, vocab_size: 10, layer_norm_epsilon: Infinity }), /"layer_norm_epsilon" must be a positive number \(got Infinity\)/);
+});
+
+test('deep nesting, huge values and duplicate keys: short SftErrors with a position', () => {
+  assert.match(hfError(llamaText(`"rope_scaling": ${'['.repeat(20_000)}${']'.repeat(20_000)}`)), /^:4:\d+: not valid JSON: nested more than 100 levels deep/);
+  assert.match(hfError(llamaText(`"rope_scaling": ${'{"a":'.repeat(90)}1${'}'.repeat(90)}`)), /^: rope_scaling \{"a":\{"a":.*\.\.\. is not supported yet/);
+  assert.match(hfError(llamaText(`"hidden_act": "${'g'.repeat(100_000)}"`)), /^: hidden_act "ggg.*\.\.\." is not supported/);
+  assert.match(hfError(llamaText('"hidden_size": 16')), /^:4:3: not valid JSON: duplicate key "hidden_size"/);
+});
+
+test('a config.json that is a folder is named as such', () => {
+  assert.equal(hfError(null), ': is a folder, not a JSON file.');
 });

@@ -164,3 +164,106 @@ test('empty or missing folders name what is missing', () => {
   assert.throws(() => listCheckpointTensors(folder('empty')), /no weights found; expected model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin, pytorch_model\.bin\.index\.json/);
   assert.throws(() => listCheckpointTensors(path.join(tmp, 'nope')), /model folder .*nope not found/);
 });
+
+// ---- Shard indexes that point out of the folder, and folders that are not what they seem ---------------------
+
+/** A folder with two one-tensor safetensors shards (x in s1, y in s2) and `map` as its index. */
+function indexedFolder(name: string, map: Record<string, string>): { dir: string; index: string } {
+  const dir = folder(name);
+  writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), [{ name: 'y', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  const index = path.join(dir, 'model.safetensors.index.json');
+  fs.writeFileSync(index, JSON.stringify({ weight_map: map }, null, 2));
+  return { dir, index };
+}
+
+function refusedListing(dir: string, re: RegExp, starts: string): void {
+  assert.throws(() => listCheckpointTensors(dir), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === 'SftError', `expected an SftError for ${re}, got ${(err as Error)?.constructor?.name}: ${(err as Error)?.message?.slice(0, 300)}`);
+    assert.match(err.message, re);
+    assert.ok(err.message.startsWith(starts), `message starts with ${starts}: ${err.message.slice(0, 300)}`);
+    assert.ok(err.message.length < 800, `a ${err.message.length}-character message`);
+    return true;
+  });
+}
+
+test('an index entry that leaves the folder is refused, naming the index and the entry', () => {
+  // A real file outside the folder, so that reading it would succeed if it were not refused.
+  writeSafetensors(path.join(tmp, 'outside.safetensors'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  const cases: [string, RegExp][] = [
+    ['../outside.safetensors', /weight_map\["x"\] is "\.\.\/outside\.safetensors", which is not a file name in the model folder \(it has a directory part\)/],
+    [path.join(tmp, 'outside.safetensors'), /weight_map\["x"\] is ".*outside\.safetensors", which is not a file name in the model folder \(it is an absolute path\)/],
+    ['sub/model-00001-of-00002.safetensors', /weight_map\["x"\] is "sub\/model-00001-of-00002\.safetensors", which is not a file name in the model folder \(it has a directory part\)/],
+    ['./model-00001-of-00002.safetensors', /\(it has a directory part\)/],
+    ['sub\\model.safetensors', /\(it has a directory part\)/],
+    ['..', /weight_map\["x"\] is "\.\.", which is not a file name/],
+    ['', /weight_map\["x"\] is "", which is not a file name/],
+  ];
+  let k = 0;
+  for (const [shard, re] of cases) {
+    const { dir, index } = indexedFolder(`escape-${k++}`, { x: shard, y: 'model-00002-of-00002.safetensors' });
+    fs.mkdirSync(path.join(dir, 'sub'));
+    writeSafetensors(path.join(dir, 'sub', 'model-00001-of-00002.safetensors'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+    refusedListing(dir, re, `${index}: `);
+  }
+});
+
+test('a shard that is a symlink out of the folder is refused; one inside it, or into the HF cache blobs, is read', () => {
+  const { dir, index } = indexedFolder('links', { x: 'link-out.safetensors', y: 'model-00002-of-00002.safetensors' });
+  fs.symlinkSync('../outside.safetensors', path.join(dir, 'link-out.safetensors'));
+  writeSafetensors(path.join(tmp, 'outside.safetensors'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  refusedListing(dir, /weight_map\["x"\] is "link-out\.safetensors", a symlink to .*outside\.safetensors, outside the model folder/, `${index}: `);
+  fs.symlinkSync('model-00001-of-00002.safetensors', path.join(dir, 'link-in.safetensors'));
+  fs.writeFileSync(index, JSON.stringify({ weight_map: { x: 'link-in.safetensors', y: 'model-00002-of-00002.safetensors' } }));
+  assert.deepEqual(listCheckpointTensors(dir).map((s) => [s.name, path.basename(s.file)]), [['x', 'link-in.safetensors'], ['y', 'model-00002-of-00002.safetensors']]);
+
+  // huggingface_hub's cache: snapshots/<rev>/<file> are symlinks to ../../blobs/<hash> of the same repository.
+  const repo = path.join(tmp, 'hub', 'models--org--tiny');
+  const snap = path.join(repo, 'snapshots', 'abc123');
+  fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+  fs.mkdirSync(snap, { recursive: true });
+  writeSafetensors(path.join(repo, 'blobs', 'aaaa'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  fs.symlinkSync('../../blobs/aaaa', path.join(snap, 'model-00001-of-00001.safetensors'));
+  fs.writeFileSync(path.join(snap, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { x: 'model-00001-of-00001.safetensors' } }));
+  assert.deepEqual(listCheckpointTensors(snap).map((s) => s.name), ['x']);
+  // ... but not into another repository's blobs.
+  fs.mkdirSync(path.join(tmp, 'hub', 'models--other--repo', 'blobs'), { recursive: true });
+  writeSafetensors(path.join(tmp, 'hub', 'models--other--repo', 'blobs', 'bbbb'), [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]);
+  fs.rmSync(path.join(snap, 'model-00001-of-00001.safetensors'));
+  fs.symlinkSync('../../../models--other--repo/blobs/bbbb', path.join(snap, 'model-00001-of-00001.safetensors'));
+  refusedListing(snap, /outside the model folder/, path.join(snap, 'model.safetensors.index.json'));
+});
+
+test('shards that are folders, folders that are files, a model.safetensors that is a folder: SftErrors', () => {
+  const { dir, index } = indexedFolder('dir-shard', { x: 'shard.safetensors', y: 'model-00002-of-00002.safetensors' });
+  fs.mkdirSync(path.join(dir, 'shard.safetensors'));
+  refusedListing(dir, /weight_map\["x"\] is "shard\.safetensors", which is a folder, not a file/, `${index}: `);
+  const plain = path.join(tmp, 'a-file');
+  fs.writeFileSync(plain, 'x');
+  refusedListing(plain, /model folder .*a-file is a file, not a folder/, 'model folder');
+  const single = folder('single-dir');
+  fs.mkdirSync(path.join(single, 'model.safetensors'));
+  refusedListing(single, /model\.safetensors: is a folder, not a safetensors file/, path.join(single, 'model.safetensors'));
+});
+
+test('a tensor mapped twice in the index is refused with the position of the second', () => {
+  const { dir, index } = indexedFolder('dup-map', {});
+  fs.writeFileSync(index, '{"weight_map": {\n  "x": "model-00001-of-00002.safetensors",\n  "x": "model-00002-of-00002.safetensors"\n}}');
+  refusedListing(dir, /model\.safetensors\.index\.json:3:3: not valid JSON: duplicate key "x"/, `${index}:3:3: `);
+});
+
+test('long shard names are cut in messages', () => {
+  const { dir, index } = indexedFolder('long', { x: 'q'.repeat(5000) + '.safetensors', y: 'model-00002-of-00002.safetensors' });
+  refusedListing(dir, /lists shards that are not in .*: qqqq.*\.\.\./, index);
+});
+
+test('an index of 100,000 tensors in one shard is listed in a few seconds', () => {
+  const dir = folder('many');
+  const names = Array.from({ length: 100_000 }, (_, i) => `t${i}`);
+  writeSafetensors(path.join(dir, 'model-00001-of-00001.safetensors'), names.map((name) => ({ name, dtype: 'F32' as const, shape: [0], data: new Float32Array(0) })));
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: Object.fromEntries(names.map((n) => [n, 'model-00001-of-00001.safetensors'])) }));
+  const t0 = performance.now();
+  assert.equal(listCheckpointTensors(dir).length, 100_000);
+  const ms = performance.now() - t0;
+  assert.ok(ms < 5000, `${ms.toFixed(0)} ms`);
+});
