@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <map>
 #include <new>
 #include <string>
@@ -91,9 +92,12 @@ struct Source {
   std::vector<int64_t> shape;
 };
 
+// `partial`: more calls follow (the caller loads in parts, to answer Ctrl-C between them), so the
+// check that every tensor is there waits for the last one.
 class LoadWeightsWorker : public Worker {
  public:
-  LoadWeightsWorker(Model* m, Napi::Env env, std::vector<Source> s) : Worker(m, env), sources_(std::move(s)) {}
+  LoadWeightsWorker(Model* m, Napi::Env env, std::vector<Source> s, bool partial)
+      : Worker(m, env), sources_(std::move(s)), partial_(partial) {}
   void Run() override {
     std::map<std::string, int> fds;
     std::vector<uint8_t> buf;
@@ -120,6 +124,7 @@ class LoadWeightsWorker : public Worker {
       throw;
     }
     for (auto& [f, fd] : fds) if (fd > 0) ::close(fd);
+    if (partial_) return;
     auto missing = model_->engine().missing_tensors();
     if (!missing.empty()) {
       std::string msg = "checkpoint is missing " + std::to_string(missing.size()) + " tensor(s): ";
@@ -131,6 +136,7 @@ class LoadWeightsWorker : public Worker {
 
  private:
   std::vector<Source> sources_;
+  bool partial_;
 };
 
 class ForwardBackwardWorker : public Worker {
@@ -155,15 +161,26 @@ class ForwardBackwardWorker : public Worker {
   double loss_ = 0;
 };
 
+// The step and the check of what it wrote, in one worker: { gradNorm, weightsFinite }. A
+// non-finite norm means no update was made (adamw_step skips it), so the weights are as before.
 class AdamWWorker : public Worker {
  public:
   AdamWWorker(Model* m, Napi::Env env, AdamWOptions o) : Worker(m, env), opts_(o) {}
-  void Run() override { norm_ = model_->engine().adamw_step(opts_); }
-  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, norm_); }
+  void Run() override {
+    norm_ = model_->engine().adamw_step(opts_);
+    finite_ = !std::isfinite(norm_) || model_->engine().trainable_finite();
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("gradNorm", norm_);
+    o.Set("weightsFinite", finite_);
+    return o;
+  }
 
  private:
   AdamWOptions opts_;
   double norm_ = 0;
+  bool finite_ = true;
 };
 
 class LogitsWorker : public Worker {
@@ -245,8 +262,8 @@ Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   else if (device == "cuda") mo.device = Device::Cuda;
   else throw Napi::TypeError::New(env, "model config: device must be cpu or cuda (got \"" + device + "\")");
   mo.meta = flag("meta");
-  if (o.Has("threads") && o.Get("threads").IsNumber()) set_num_threads(o.Get("threads").As<Napi::Number>().Int32Value());
   try {
+    if (o.Has("threads") && o.Get("threads").IsNumber()) set_num_threads(o.Get("threads").As<Napi::Number>().Int32Value());
     engine_ = make_model(c, mo);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
@@ -266,7 +283,8 @@ Napi::Value Model::LoadWeights(const Napi::CallbackInfo& info) {
                        s.Get("dtype").ToString().Utf8Value(), s.Get("offset").As<Napi::Number>().Int64Value(),
                        to_shape(s.Get("shape").As<Napi::Array>())});
   }
-  auto* w = new LoadWeightsWorker(this, env, std::move(sources));
+  const bool partial = info[1].IsObject() && info[1].As<Napi::Object>().Get("partial").ToBoolean().Value();
+  auto* w = new LoadWeightsWorker(this, env, std::move(sources), partial);
   auto p = w->Promise();
   w->Queue();
   return p;

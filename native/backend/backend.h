@@ -40,7 +40,8 @@
 //   cross-entropy (fused)    cross_entropy (the gradient overwrites the logits)
 //   LoRA dropout             dropout_forward / dropout_backward_add (masks from core/random.h)
 //   data movement            copy_2d, add_into, add_rows_into, cast, fill_normal
-//   optimizer                sum_squares, adamw_update (+ adamw_update_copy), adamw_update_8bit
+//   optimizer                sum_squares (of one tensor or a list), adamw_update (+ adamw_update_copy),
+//                            adamw_update_8bit
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -4,6 +4,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -19,10 +22,21 @@ class Pool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
+  // A system that refuses a thread (address space, a pids limit) makes std::thread throw
+  // std::system_error; escaping into Node-API it would abort the process. The threads started
+  // are stopped again (the caller alone runs every job until the next resize) and the failure
+  // becomes an error that says what to change.
   void resize(int n) {
     stop();
     quit_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    try {
+      for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    } catch (const std::system_error& e) {
+      const size_t started = workers_.size() + 1;
+      stop();
+      throw std::runtime_error("could not start " + std::to_string(n) + " CPU threads (" + std::to_string(started) +
+                               " started: " + e.what() + "); set threads lower (0 = one per core)");
+    }
   }
 
   void run(int chunks, const std::function<void(int)>& job) {

@@ -6,7 +6,8 @@
 
 namespace sft {
 
-// Set the number of worker threads (including the caller). 0 = all hardware threads.
+// Set the number of worker threads (including the caller). 0 = all hardware threads. Throws
+// std::runtime_error when the system refuses the threads (the pool is then the caller alone).
 void set_num_threads(int n);
 int num_threads();
 

@@ -251,6 +251,12 @@ class CpuBackend {
     for (int64_t i = 0; i < n; i++) ss += double(g[i]) * double(g[i]);
     return ss;
   }
+  // The same over `count` tensors (the trainable weights after a step: one call, one pass).
+  double sum_squares(const G* const* xs, const int64_t* ns, int count) {
+    double ss = 0;
+    for (int t = 0; t < count; t++) ss += sum_squares(xs[t], ns[t]);
+    return ss;
+  }
   void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
                     int64_t t, double grad_scale) {
     cpu::adamw_update<G>(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale);

@@ -245,6 +245,15 @@ class CudaBackend {
     const double norm = cuda::global_grad_norm(&g, &n, 1, stream_);
     return norm * norm;
   }
+  // The same over `count` tensors, in calls of at most 65535 (global_grad_norm's grid limit).
+  double sum_squares(const G* const* xs, const int64_t* ns, int count) {
+    double ss = 0;
+    for (int t0 = 0; t0 < count; t0 += 65535) {
+      const double norm = cuda::global_grad_norm(xs + t0, ns + t0, std::min(count - t0, 65535), stream_);
+      ss += norm * norm;
+    }
+    return ss;
+  }
   void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
                     int64_t t, double grad_scale) {
     cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);

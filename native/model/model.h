@@ -133,6 +133,9 @@ class ModelBase {
   virtual void set_moments(int64_t step, const std::string& name, const Moments& m) = 0;
   // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
   virtual double adamw_step(const AdamWOptions& opts) = 0;
+  // Whether every value the optimizer updates (fp32 masters where compute is bf16) is finite: a
+  // finite gradient can still make them NaN (adam_epsilon 0 over a zero gradient is 0/0).
+  virtual bool trainable_finite() const = 0;
   // Logits [B*T, vocab] for every position (no cache).
   virtual std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T) = 0;
   // KV cache, batch 1: append n tokens, return the logits of the last one.

@@ -90,6 +90,17 @@ class OptimizerStore : public LoraStore<Bk> {
     return norm;
   }
 
+  // One sum of squares (in double) over the trainable tensors: it is non-finite exactly when a
+  // value is (the squares of fp32 values stay below 1.2e77), and it costs one read of them.
+  bool trainable_finite() const override {
+    std::vector<const G*> xs;
+    std::vector<int64_t> ns;
+    for (auto& p : const_cast<OptimizerStore*>(this)->params_)
+      if (p.trainable && p.values()) xs.push_back(p.values()), ns.push_back(p.numel());
+    if (xs.empty()) return true;
+    return std::isfinite(const_cast<Bk&>(this->bk_).sum_squares(xs.data(), ns.data(), int(xs.size())));
+  }
+
  protected:
   // The optimizer block for the current trainable set and format (a relayout keeps the moments of
   // tensors whose format stays). Fresh 8-bit codes are the maps' code of 0, scales 0.

@@ -10,10 +10,11 @@ import evalCommand from './commands/eval.js';
 import serve from './commands/serve.js';
 import merge from './commands/merge.js';
 import plot from './commands/plot.js';
+import verify from './commands/verify.js';
 import { SftError } from '../errors.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, merge, plot, initModel];
+const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, merge, plot, verify, initModel];
 
 export async function main(argv: string[]): Promise<void> {
   let cli = yargs(argv.length ? argv : hideBin(process.argv))

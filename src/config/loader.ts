@@ -101,6 +101,12 @@ export function parseOverrides(tokens: readonly string[]): Partial<TrainConfig> 
       if (inline === undefined && !takesValue(tokens[i + 1])) throw new SftError(`command line: --${name} needs a value (${check.allowed})`);
       const word = inline ?? tokens[++i];
       raw = check.nullable && /^(null|none)$/i.test(word) ? null : check.text === 'number' ? toNumber(word) : word;
+      // 1e400, Infinity and NaN parse to numbers JSON cannot show (checked() would print "null"):
+      // say what was typed.
+      const nonFinite = typeof raw === 'number' ? !Number.isFinite(raw) : check.text === 'number' && /^\s*[-+]?nan\s*$/i.test(word);
+      if (nonFinite) {
+        throw new SftError(`command line: --${name} ${word}: not a finite number; expected ${check.allowed}`);
+      }
     }
     out[name] = checked(check, raw, `command line: --${name}`);
   }

@@ -63,12 +63,13 @@
 //   deepspeed                   | null           | no-effect
 //   local_rank                  | -1             | no-effect
 //   logging_dir                 | null           | yes (TensorBoard event files go there)
-//   overwrite_output_dir        | false          | no-effect
+//   overwrite_output_dir        | false          | yes: an earlier run in output_dir is moved aside to <output_dir>.replaced-<time>
 //   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
 //   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
 //   parse_special_tokens        | false          | yes (sft key: special-token strings in the data's messages become their ids)
 //
 // Anything else is an unknown key: an error that suggests the nearest valid key.
+// Every number has a range (each check's `allowed` text; configs/README.md's table gives the same).
 
 export const TRAIN_MODES = ['full', 'lora', 'qlora', 'prompt_tuning'] as const;
 export type TrainMode = (typeof TRAIN_MODES)[number];
@@ -203,18 +204,28 @@ const str = (nonEmpty = false): Check<string> => ({
   accept: (v) => (typeof v === 'string' && (!nonEmpty || v.trim() !== '') ? v : BAD),
 });
 
-const int = (min: number, max = Number.MAX_SAFE_INTEGER): Check<number> => ({
-  allowed: max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`,
+// Every number has an upper bound, generous enough that no real run meets it (Firefly and
+// LLaMA-Factory configs stay far below), so that a typo such as 1e30 or 100000 stops here, naming
+// the key, instead of exhausting memory, overflowing a step count or aborting in the engine.
+const MAX_TOKENS = 2 ** 20;  // max_seq_length, max_prompt_length: 1M-token contexts fit
+const MAX_STEPS = 1e8;       // max_steps, warmup and the logging/saving intervals
+const MAX_WORKERS = 4096;    // threads and worker counts: more than any machine's cores
+
+/** 1e6 and above as 1e6, 1e8 ... when a power of ten: the bound reads at a glance. */
+const show = (n: number): string => (n >= 1e6 && Number.isInteger(Math.log10(n)) ? `1e${Math.log10(n)}` : String(n));
+
+const int = (min: number, max: number): Check<number> => ({
+  allowed: `an integer from ${show(min)} to ${show(max)}`,
   text: 'number',
   accept: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : BAD),
 });
 
-/** A number in [min, max], or (min, ...) / (..., max) where open. */
-const num = (min: number, max = Infinity, open: { min?: boolean; max?: boolean } = {}): Check<number> => {
-  const lo = open.min ? `> ${min}` : `>= ${min}`;
-  const hi = open.max ? `< ${max}` : `<= ${max}`;
+/** A number in [min, max], or (min, ...] / [..., max) where open. */
+const num = (min: number, max: number, open: { min?: boolean; max?: boolean } = {}): Check<number> => {
+  const lo = open.min ? `> ${show(min)}` : `>= ${show(min)}`;
+  const hi = open.max ? `< ${show(max)}` : `<= ${show(max)}`;
   return {
-    allowed: max === Infinity ? `a number ${lo}` : `a number ${lo} and ${hi}`,
+    allowed: `a number ${lo} and ${hi}`,
     text: 'number',
     accept: (v) =>
       typeof v === 'number' && Number.isFinite(v) && (open.min ? v > min : v >= min) && (open.max ? v < max : v <= max) ? v : BAD,
@@ -237,11 +248,12 @@ function oneOf<T extends string | number>(values: readonly T[], allowed?: string
   };
 }
 
-/** HF's logging_steps/save_steps/eval_steps: an integer count, or a ratio of the total steps. */
-const interval = (): Check<number> => ({
-  allowed: 'an integer >= 1, or a ratio in (0, 1) of the total steps',
+/** HF's logging_steps/save_steps/eval_steps (min 1) and warmup_steps (min 0): an integer count, or
+ *  a ratio of the total steps. */
+const interval = (min = 1): Check<number> => ({
+  allowed: `an integer from ${min} to ${show(MAX_STEPS)}, or a ratio in (0, 1) of the total steps`,
   text: 'number',
-  accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= 1 : v > 0 && v < 1) ? v : BAD),
+  accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= min && v <= MAX_STEPS : v > 0 && v < 1) ? v : BAD),
 });
 
 function orNull<T>(c: Check<T>): Check<T | null> {
@@ -270,7 +282,7 @@ const reportTo: Check<string[]> = {
   text: 'list',
   words: REPORTERS,
   accept: (v) => {
-    if (v === null) return [];
+    if (v === null || (Array.isArray(v) && v.length === 0)) return [];  // [] is how a resolved config writes "none"
     const list = names(v);
     if (!list || list.length === 0 || !list.every((r) => (REPORTERS as readonly string[]).includes(r))) return BAD;
     if (list.includes('none')) return list.length === 1 ? [] : BAD;
@@ -279,9 +291,9 @@ const reportTo: Check<string[]> = {
 };
 
 const maxSteps: Check<number> = {
-  allowed: '-1 (train num_train_epochs) or an integer >= 1',
+  allowed: `-1 (train num_train_epochs) or an integer from 1 to ${show(MAX_STEPS)}`,
   text: 'number',
-  accept: (v) => (typeof v === 'number' && Number.isInteger(v) && (v === -1 || v >= 1) ? v : BAD),
+  accept: (v) => (typeof v === 'number' && Number.isInteger(v) && (v === -1 || (v >= 1 && v <= MAX_STEPS)) ? v : BAD),
 };
 
 const deepspeed: Check<string | Record<string, unknown> | null> = {
@@ -315,7 +327,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   output_dir: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'folder for the adapter, checkpoints and metrics.jsonl' },
   model_name_or_path: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'base model folder (config.json, weights, tokenizer)' },
   train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'Firefly-format jsonl training data' },
-  max_seq_length: { check: int(1), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
+  max_seq_length: { check: int(2, MAX_TOKENS), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
   template_name: { check: str(), default: '', implemented: 'yes', help: 'Firefly chat template (qwen, baichuan, baichuan2, llama2, default, ...)' },
   eval_file: {
     check: str(), default: '', implemented: 'no', help: 'evaluation data (not used yet)',
@@ -339,12 +351,12 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) =>
       v === 8 ? notice(`bits=8 is not implemented yet in this build; the base model is not quantised and training runs in 32-bit`) : undefined,
   },
-  lora_rank: { check: int(1), default: 64, implemented: 'yes', help: 'LoRA rank r' },
-  lora_alpha: { check: num(0, Infinity, { min: true }), default: 16, implemented: 'yes', help: 'LoRA scale numerator: scale = lora_alpha / lora_rank' },
+  lora_rank: { check: int(1, 65536), default: 64, implemented: 'yes', help: 'LoRA rank r' },
+  lora_alpha: { check: num(0, 1e6, { min: true }), default: 16, implemented: 'yes', help: 'LoRA scale numerator: scale = lora_alpha / lora_rank' },
   lora_dropout: { check: num(0, 1, { max: true }), default: 0.05, implemented: 'yes', help: 'dropout on the LoRA input' },
   lora_target_modules: { check: targetModules, default: 'all', implemented: 'yes', help: '"all" linear layers but lm_head, or a list of module names' },
   num_virtual_tokens: {
-    check: int(1), default: 20, implemented: 'yes', help: 'prompt tuning: number of virtual tokens',
+    check: int(1, 65536), default: 20, implemented: 'yes', help: 'prompt tuning: number of virtual tokens',
     support: (v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice(`num_virtual_tokens=${v} only applies to train_mode "prompt_tuning"; ignored`)),
   },
   prompt_tuning_init: {
@@ -356,23 +368,23 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (_v, c) => (c.train_mode === 'prompt_tuning' ? undefined : notice('prompt_tuning_init_text only applies to train_mode "prompt_tuning"; ignored')),
   },
   max_prompt_length: {
-    check: int(1), default: 512, implemented: 'no', help: 'DPO: prompt length limit',
+    check: int(1, MAX_TOKENS), default: 512, implemented: 'no', help: 'DPO: prompt length limit',
     support: (v, c) => (c.task_type === 'dpo' ? undefined : notice(`max_prompt_length=${v} only applies to task_type "dpo"; ignored`)),
   },
   beta: {
-    check: num(0, Infinity, { min: true }), default: 0.1, implemented: 'no', help: 'DPO: beta of the DPO loss',
+    check: num(0, 1000, { min: true }), default: 0.1, implemented: 'no', help: 'DPO: beta of the DPO loss',
     support: (v, c) => (c.task_type === 'dpo' ? undefined : notice(`beta=${v} only applies to task_type "dpo"; ignored`)),
   },
-  num_train_epochs: { check: num(0, Infinity, { min: true }), default: 3, implemented: 'yes', help: 'epochs (may be fractional); max_steps > 0 overrides' },
+  num_train_epochs: { check: num(0, 1e6, { min: true }), default: 3, implemented: 'yes', help: 'epochs (may be fractional); max_steps > 0 overrides' },
   max_steps: { check: maxSteps, default: -1, implemented: 'yes', help: 'optimizer steps; -1 = from num_train_epochs' },
-  per_device_train_batch_size: { check: int(1), default: 8, implemented: 'yes', help: 'examples per forward/backward pass' },
-  gradient_accumulation_steps: { check: int(1), default: 1, implemented: 'yes', help: 'passes per optimizer step' },
-  learning_rate: { check: num(0), default: 5e-5, implemented: 'yes', help: 'peak learning rate' },
-  weight_decay: { check: num(0), default: 0, implemented: 'yes', help: 'AdamW decoupled weight decay' },
+  per_device_train_batch_size: { check: int(1, 65536), default: 8, implemented: 'yes', help: 'examples per forward/backward pass' },
+  gradient_accumulation_steps: { check: int(1, 1e6), default: 1, implemented: 'yes', help: 'passes per optimizer step' },
+  learning_rate: { check: num(0, 10), default: 5e-5, implemented: 'yes', help: 'peak learning rate' },
+  weight_decay: { check: num(0, 10), default: 0, implemented: 'yes', help: 'AdamW decoupled weight decay' },
   adam_beta1: { check: num(0, 1, { max: true }), default: 0.9, implemented: 'yes', help: 'AdamW beta1' },
   adam_beta2: { check: num(0, 1, { max: true }), default: 0.999, implemented: 'yes', help: 'AdamW beta2' },
-  adam_epsilon: { check: num(0), default: 1e-8, implemented: 'yes', help: 'AdamW epsilon' },
-  max_grad_norm: { check: num(0), default: 1.0, implemented: 'yes', help: 'clip the global gradient norm; 0 = no clipping' },
+  adam_epsilon: { check: num(0, 1), default: 1e-8, implemented: 'yes', help: 'AdamW epsilon' },
+  max_grad_norm: { check: num(0, 1e9), default: 1.0, implemented: 'yes', help: 'clip the global gradient norm; 0 = no clipping' },
   optim: {
     check: oneOf(OPTIMIZERS, 'an HF optimizer name such as "adamw_torch"'), default: 'adamw_torch', implemented: 'partly',
     help: 'adamw_torch / adamw_hf / adamw; adamw_8bit / paged_adamw_8bit: 8-bit blockwise states; paged variants page only on the GPU',
@@ -390,7 +402,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => (IMPLEMENTED_LR_SCHEDULERS.includes(v) ? undefined : notYet(`lr_scheduler_type="${v}"`, `use one of ${IMPLEMENTED_LR_SCHEDULERS.join(', ')}`)),
   },
   warmup_steps: {
-    check: { ...num(0), allowed: 'an integer >= 0, or a ratio in (0, 1) of the total steps', accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= 0 : v > 0 && v < 1) ? v : BAD) },
+    check: interval(0),
     default: 0, implemented: 'yes', help: 'linear warmup steps (< 1: ratio of total steps); overrides warmup_ratio',
   },
   warmup_ratio: {
@@ -404,7 +416,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => (v === 'best' ? notYet('save_strategy="best"', 'it needs evaluation; use "steps" or "epoch"') : undefined),
   },
   save_steps: { check: interval(), default: 500, implemented: 'yes', help: 'checkpoint every N steps (< 1: ratio of total steps)' },
-  save_total_limit: { check: orNull(int(1)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
+  save_total_limit: { check: orNull(int(1, 1e6)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
   seed: { check: int(0, 2 ** 32 - 1), default: 42, implemented: 'yes', help: 'seed for LoRA init, dropout and data order' },
   fp16: {
     check: bool(), default: false, implemented: 'partly', help: 'half precision: bf16 on a GPU (fp16 loss scaling not implemented yet), fp32 on the CPU',
@@ -426,16 +438,19 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   },
   disable_tqdm: { check: bool(), default: false, implemented: 'yes', help: 'plain log lines instead of the progress bar' },
   use_unsloth: { check: bool(), default: false, implemented: 'no-effect', help: 'Unsloth speed-ups (a PyTorch library)' },
-  tokenize_num_workers: { check: int(1), default: 10, implemented: 'no-effect', help: 'Firefly pretraining tokenizer processes' },
-  dataloader_num_workers: { check: int(0), default: 0, implemented: 'no-effect', help: 'PyTorch DataLoader workers' },
+  tokenize_num_workers: { check: int(1, MAX_WORKERS), default: 10, implemented: 'no-effect', help: 'Firefly pretraining tokenizer processes' },
+  dataloader_num_workers: { check: int(0, MAX_WORKERS), default: 0, implemented: 'no-effect', help: 'PyTorch DataLoader workers' },
   remove_unused_columns: { check: bool(), default: true, implemented: 'no-effect', help: 'HF Trainer dataset plumbing' },
   ddp_find_unused_parameters: { check: orNull(bool()), default: null, implemented: 'no-effect', help: 'PyTorch DDP plumbing' },
   deepspeed: { check: deepspeed, default: null, implemented: 'no-effect', help: 'DeepSpeed config' },
-  local_rank: { check: int(-1), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
+  local_rank: { check: int(-1, 65535), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
   logging_dir: { check: orNull(str()), default: null, implemented: 'yes', help: 'TensorBoard folder (default <output_dir>/runs/<date>_<host>, as HF)' },
-  overwrite_output_dir: { check: bool(), default: false, implemented: 'no-effect', help: 'HF example-script flag' },
+  overwrite_output_dir: {
+    check: bool(), default: false, implemented: 'yes',
+    help: 'start over in an output_dir that holds an earlier run: the earlier run is first moved aside to <output_dir>.replaced-<time> (never mixed with the new one, never deleted)',
+  },
   device: { check: oneOf(DEVICES), default: 'auto', implemented: 'yes', help: 'cpu, cuda or auto (cuda when a GPU is usable)' },
-  threads: { check: int(0), default: 0, implemented: 'yes', help: 'CPU threads; 0 = all cores' },
+  threads: { check: int(0, MAX_WORKERS), default: 0, implemented: 'yes', help: 'CPU threads; 0 = all cores' },
   parse_special_tokens: {
     check: bool(), default: false, implemented: 'yes',
     help: "special tokens written as text in the data's messages (<|im_end|>, </s>, ...) become their ids; false: messages are text and only the template writes special tokens",

@@ -9,8 +9,8 @@
 //   samples.bin  per sample: n int32 input ids, then n int32 labels (host byte order)
 //   index.bin    float64 starts[0..size]: sample i holds tokens [starts[i], starts[i+1])
 //   stats.json   the pass's DatasetStats, written last: its presence marks a complete cache
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { SftError } from '../errors.js';
 import type { Tok } from '../tokenizer/types.js';
 import { readJsonlLines, parseJsonLine } from './jsonl.js';
@@ -18,6 +18,7 @@ import { toConversation, type Conversation } from './formats.js';
 import { encodeConversation, IGNORE } from './encode.js';
 import type { ChatTemplate } from './templates.js';
 import { mulberry32 } from '../util/random.js';
+import { poller, Stopped, stopRequested } from '../util/interrupt.js';
 
 export interface DatasetStats {
   /** Non-blank lines read. */
@@ -73,6 +74,10 @@ export interface PrepareOptions {
   persistKey?: string;
   /** Special-token strings in messages become their ids (config parse_special_tokens); default: text. */
   parseSpecialTokens?: boolean;
+  /** Polled about every 100 ms (the pass yields to the event loop then, so a signal handler runs):
+   *  true stops the pass with Stopped, and the partial cache is removed. Default: a Ctrl-C or
+   *  SIGTERM recorded by the train command (util/interrupt.ts). */
+  shouldStop?: () => boolean;
 }
 
 const PROGRESS_EVERY = 1000;
@@ -84,16 +89,22 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
     throw new SftError(`max_seq_length must be an integer of at least 2, got ${maxSeqLength}`);
   if (!Number.isInteger(vocabSize) || vocabSize < 1) throw new SftError(`vocabulary size must be a positive integer, got ${vocabSize}`);
 
-  mkdirSync(opts.cacheDir, { recursive: true });
+  const shouldStop = opts.shouldStop ?? (() => stopRequested() !== undefined);
+  if (shouldStop()) throw new Stopped(`about to read ${file}`);
+  // The first folder this call creates (output_dir itself, on a first run): a failed or stopped
+  // pass removes it again when it is left empty.
+  const created = mkdirSync(opts.cacheDir, { recursive: true });
   const finalDir = opts.persistKey ? join(opts.cacheDir, `dataset-${opts.persistKey}`) : undefined;
   if (finalDir && existsSync(join(finalDir, 'stats.json'))) return openCache(finalDir, true, true);
   const dir = mkdtempSync(join(opts.cacheDir, 'dataset-'));
   const fd = openSync(join(dir, 'samples.bin'), 'w+');
   const stats: DatasetStats = { lines: 0, samples: 0, truncated: 0, skippedNoTarget: 0, badLines: 0, tokens: 0, targetTokens: 0 };
+  const stopNow = poller(shouldStop);
   let index: Float64Array;
   try {
     const writer = new SampleWriter(fd);
     for await (const rec of readJsonlLines(file)) {
+      if (await stopNow()) throw new Stopped(`reading ${file} (${stats.lines.toLocaleString('en')} lines read; the partial data cache was removed)`);
       stats.lines++;
       if (opts.onProgress && stats.lines % PROGRESS_EVERY === 0) opts.onProgress(stats.lines);
       const where = `${file}:${rec.line}`;
@@ -137,6 +148,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   } catch (err) {
     closeSync(fd);
     rmSync(dir, { recursive: true, force: true });
+    if (created) removeEmptyFolders(opts.cacheDir, created);
     throw err;
   }
   closeSync(fd);
@@ -144,6 +156,18 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   rmSync(finalDir, { recursive: true, force: true });  // an incomplete leftover of a killed pass
   renameSync(dir, finalDir);
   return openCache(finalDir, true, false);
+}
+
+/** rmdir `dir` and its parents up to and including `top` while they are empty (never a file). */
+function removeEmptyFolders(dir: string, top: string): void {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    try {
+      rmdirSync(d);
+    } catch {
+      return;  // not empty, or gone
+    }
+    if (d === resolve(top) || dirname(d) === d) return;
+  }
 }
 
 /** A complete cache folder as a dataset. */

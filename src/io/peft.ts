@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SftError } from '../errors.js';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from './safetensors.js';
+import { writeFileNamed } from './atomic.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -53,7 +54,7 @@ export function writeLoraAdapter(dir: string, adapter: { tensors: AdapterTensor[
     inference_mode: true,
   };
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, ADAPTER_CONFIG), JSON.stringify(config, null, 2) + '\n');
+  writeFileNamed(path.join(dir, ADAPTER_CONFIG), JSON.stringify(config, null, 2) + '\n');
   writeSafetensors(
     path.join(dir, ADAPTER_WEIGHTS),
     adapter.tensors.map((t) => ({ name: PREFIX + t.name, dtype: 'F32' as const, shape: t.shape, data: t.data })),
@@ -80,13 +81,8 @@ export function readLoraAdapter(dir: string): { config: LoraAdapterConfig; tenso
 }
 
 function parseConfig(file: string): LoraAdapterConfig {
-  let raw: Record<string, unknown>;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new SftError(`${file}: not valid JSON (${(err as Error).message}).`);
-  }
-  if (raw?.peft_type !== 'LORA') {
+  const raw = readJsonObject(file);
+  if (raw.peft_type !== 'LORA') {
     throw new SftError(`${file}: peft_type is ${JSON.stringify(raw?.peft_type)}; only LORA adapters are read here.`);
   }
   const num = (key: string, ok: (v: number) => boolean): number => {
@@ -162,7 +158,7 @@ export function writePromptTuningAdapter(dir: string, adapter: { embeddings: Flo
     throw new SftError(`prompt embeddings hold ${adapter.embeddings.length} values, expected ${c.numVirtualTokens} x ${c.tokenDim}`);
   }
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, ADAPTER_CONFIG), JSON.stringify(config, null, 2) + '\n');
+  writeFileNamed(path.join(dir, ADAPTER_CONFIG), JSON.stringify(config, null, 2) + '\n');
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), [{ name: PROMPT_EMBEDDINGS, dtype: 'F32', shape: [c.numVirtualTokens, c.tokenDim], data: adapter.embeddings }], { format: 'pt' });
 }
 
@@ -170,18 +166,26 @@ export function writePromptTuningAdapter(dir: string, adapter: { embeddings: Flo
 export function adapterType(dir: string): string {
   const file = path.join(dir, ADAPTER_CONFIG);
   if (!fs.existsSync(file)) throw new SftError(`adapter folder ${dir} has no ${ADAPTER_CONFIG}`);
+  return String(readJsonObject(file).peft_type);
+}
+
+/** An adapter_config.json as an object; anything else is an error naming the file. */
+function readJsonObject(file: string): Record<string, unknown> {
+  let raw: unknown;
   try {
-    return String((JSON.parse(fs.readFileSync(file, 'utf8')) as { peft_type?: unknown }).peft_type);
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (err) {
     throw new SftError(`${file}: not valid JSON (${(err as Error).message}).`);
   }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new SftError(`${file}: expected a JSON object.`);
+  return raw as Record<string, unknown>;
 }
 
 export function readPromptTuningAdapter(dir: string): { config: PromptTuningAdapterConfig; embeddings: Float32Array } {
   const configFile = path.join(dir, ADAPTER_CONFIG);
   const weightsFile = path.join(dir, ADAPTER_WEIGHTS);
   for (const f of [configFile, weightsFile]) if (!fs.existsSync(f)) throw new SftError(`prompt-tuning adapter folder ${dir} lacks ${path.basename(f)}.`);
-  const raw = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  const raw = readJsonObject(configFile);
   if (raw.peft_type !== 'PROMPT_TUNING') throw new SftError(`${configFile}: peft_type is ${JSON.stringify(raw.peft_type)}, expected "PROMPT_TUNING".`);
   const n = raw.num_virtual_tokens, d = raw.token_dim;
   if (!Number.isSafeInteger(n) || (n as number) <= 0) throw new SftError(`${configFile}: "num_virtual_tokens" is ${JSON.stringify(n)}; expected a positive integer.`);

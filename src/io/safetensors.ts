@@ -7,6 +7,7 @@ import { SftError } from '../errors.js';
 import { JsonSyntaxError, clip, parseJsonObject, showJson } from '../config/json.js';
 import { bf16ArrayToF32, f16ArrayToF32 } from './float16.js';
 import { describeBadByte, strictUtf8 } from './utf8.js';
+import { withPath, writeAll } from './atomic.js';
 
 /** Bytes per element of every dtype the format defines. */
 export const DTYPE_SIZES = {
@@ -181,13 +182,17 @@ export function writeSafetensors(file: string, tensors: TensorToWrite[], metadat
   const headerBuf = Buffer.from(json, 'utf8');
   const lenBuf = Buffer.alloc(8);
   lenBuf.writeBigUInt64LE(BigInt(headerBuf.length));
-  const fd = fs.openSync(file, 'w');
   try {
-    fs.writeSync(fd, lenBuf);
-    fs.writeSync(fd, headerBuf);
-    for (const c of chunks) writeAll(fd, c);
-  } finally {
-    fs.closeSync(fd);
+    const fd = fs.openSync(file, 'w');
+    try {
+      writeAll(fd, lenBuf);
+      writeAll(fd, headerBuf);
+      for (const c of chunks) writeAll(fd, c);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    throw withPath(file, err);  // write(2) errors name no file; the caller's message will
   }
 }
 
@@ -205,11 +210,6 @@ function tensorBytes(file: string, t: TensorToWrite): Uint8Array {
   }
   // Typed arrays are stored in the platform's byte order, little-endian on every platform Node supports.
   return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.byteLength) done += fs.writeSync(fd, bytes, done, bytes.byteLength - done);
 }
 
 /** Reads one tensor's raw bytes (any dtype). */

@@ -1,7 +1,8 @@
 // <output_dir>/metrics.jsonl: one JSON object per logging step, written through at once so a
 // crashed or interrupted run keeps every line logged before it stopped. It is sft's own record
 // and is written whatever report_to says.
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, writeSync } from 'node:fs';
+import { SftError } from '../errors.js';
 import { join } from 'node:path';
 
 export interface MetricsRecord {
@@ -26,7 +27,14 @@ export class MetricsWriter {
   constructor(outputDir: string, fileName = 'metrics.jsonl', append = false) {
     mkdirSync(outputDir, { recursive: true });
     this.path = join(outputDir, fileName);
-    this.fd = openSync(this.path, append ? 'a' : 'w');
+    // O_NOFOLLOW: a link planted at metrics.jsonl is refused, not followed to a file elsewhere.
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | (append ? constants.O_APPEND : constants.O_TRUNC);
+    try {
+      this.fd = openSync(this.path, flags, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new SftError(`${this.path} is a symbolic link: sft does not write through links in output_dir; remove it and run again`);
+      throw err;
+    }
   }
 
   /**

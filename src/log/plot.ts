@@ -2,7 +2,8 @@
 // the end of training (<output_dir>/loss.svg), or several side by side (`sft plot RUN_DIR...`).
 // Layout: the chosen metric in the top panel, the learning rate in a panel below on the same step
 // axis, one colour per run, a legend naming each run with its last value.
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../io/atomic.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { SftError } from '../errors.js';
 
@@ -52,7 +53,7 @@ export function writeLossPlot(outputDir: string): string | undefined {
   const run = readRun(outputDir);
   if (!series(run, 'loss', false).length) return undefined;
   const out = join(outputDir, 'loss.svg');
-  writeFileSync(out, plotSvg([run], { metric: 'loss' }));
+  writeFileAtomic(out, plotSvg([run], { metric: 'loss' }));
   return out;
 }
 

@@ -17,6 +17,35 @@ export function readHfConfig(modelDir: string): { hf: Record<string, unknown>; n
   return { hf, native: nativeConfigFromHf(hf, file) };
 }
 
+/** The context a model was trained with, as its config.json spells it (per family), or undefined. */
+export function trainedContext(hf: Record<string, unknown>): { key: string; length: number } | undefined {
+  for (const key of ['max_position_embeddings', 'model_max_length', 'seq_length', 'n_positions']) {
+    const v = hf[key];
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return { key, length: v };
+  }
+  return undefined;
+}
+
+/**
+ * A notice when max_seq_length exceeds the context the model was trained with. Every architecture
+ * this build runs has rotary (llama, baichuan, qwen2) or ALiBi (bloom) positions, which run past
+ * it, so it is a notice, not an error; one with learned absolute positions (GPT-2's wpe) would need
+ * an error. Undefined when config.json is within limits, or unreadable (loading reports that).
+ */
+export function contextNotice(modelDir: string, maxSeqLength: number): string | undefined {
+  let hf: Record<string, unknown>;
+  try {
+    hf = readHfConfig(modelDir).hf;
+  } catch {
+    return undefined;
+  }
+  const ctx = trainedContext(hf);
+  if (!ctx || maxSeqLength <= ctx.length) return undefined;
+  return `max_seq_length ${maxSeqLength} is above ${ctx.key} ${ctx.length} in ${path.join(modelDir, 'config.json')}: ` +
+    `the model's positions run past it, but it was not trained on longer sequences; samples longer than ${ctx.length} tokens ` +
+    `train beyond its context (lower max_seq_length to ${ctx.length} unless extending the context is the point)`;
+}
+
 // The strict parser, not JSON.parse: errors with line and column, a key given twice refused (JSON.parse
 // keeps the last without a word), 1e400 refused rather than read as Infinity, nesting bounded.
 function parseConfigJson(file: string): Record<string, unknown> {

@@ -11,6 +11,7 @@ import { listCheckpointTensors } from './weights.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { readLoraAdapter, adapterType, readPromptTuningAdapter } from '../io/peft.js';
 import { SftError } from '../errors.js';
+import { Stopped, stopRequested } from '../util/interrupt.js';
 
 export interface LoadedModel {
   model: NativeModel;
@@ -40,7 +41,7 @@ export const RUN_CONFIG_FILE = 'sft_config.json';
 const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen', bloom: 'default' };
 
 /** Build the engine for a model folder and read its weights (no adapter). */
-export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' | 'bf16'; device?: Device; threads?: number } = {}): Promise<{
+export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' | 'bf16'; device?: Device; threads?: number; shouldStop?: () => boolean } = {}): Promise<{
   model: NativeModel;
   native: NativeModelConfig;
   hf: Record<string, unknown>;
@@ -72,12 +73,35 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' |
   if (missing.length) {
     throw new SftError(`${modelDir}: the checkpoint is missing ${missing.length} tensor(s): ${missing.slice(0, 6).join(', ')}${missing.length > 6 ? ', …' : ''}`);
   }
-  try {
-    await model.loadWeights(used);
-  } catch (err) {
-    throw new SftError(`${modelDir}: ${(err as Error).message}`);
+  // In parts of about 64M values (128-256 MiB): between two, a Ctrl-C recorded by the train command
+  // stops the load (a 7B model takes a minute or more to read from a cold disk).
+  const shouldStop = opts.shouldStop ?? (() => stopRequested() !== undefined);
+  const parts = partsOf(used, 64 * 2 ** 20);
+  for (let i = 0; i < parts.length; i++) {
+    if (shouldStop()) throw new Stopped(`loading the weights of ${modelDir}`);
+    try {
+      await model.loadWeights(parts[i], { partial: i < parts.length - 1 });
+    } catch (err) {
+      throw new SftError(`${modelDir}: ${(err as Error).message}`);
+    }
   }
   return { model, native: config, hf };
+}
+
+/** Consecutive runs of tensors of about `elements` values each (a larger tensor is a run alone). */
+function partsOf(sources: TensorSource[], elements: number): TensorSource[][] {
+  const parts: TensorSource[][] = [[]];
+  let size = 0;
+  for (const s of sources) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (size > 0 && size + n > elements) {
+      parts.push([]);
+      size = 0;
+    }
+    parts[parts.length - 1].push(s);
+    size += n;
+  }
+  return parts;
 }
 
 /** The sizes config.json gives against what the checkpoint's headers hold: the layer count (the

@@ -2,11 +2,12 @@
 // config.json (from the source model, torch_dtype updated), model.safetensors or shards with
 // model.safetensors.index.json, and the tokenizer/generation files. Used by `sft merge` and by
 // full fine-tuning's outputs.
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NativeModel } from '../native/types.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { f32ArrayToBf16, f32ArrayToF16 } from '../io/float16.js';
+import { writeFileNamed } from '../io/atomic.js';
 import { SftError } from '../errors.js';
 
 export type SaveDtype = 'F32' | 'F16' | 'BF16';
@@ -20,15 +21,28 @@ export interface SaveOptions {
   dtype: SaveDtype;
   /** Largest shard in bytes (transformers' default max_shard_size is 5 GB). */
   maxShardBytes?: number;
+  /** Sees each tensor before it is written (full fine-tuning refuses non-finite weights). */
+  check?: (name: string, data: Float32Array) => Float32Array;
 }
 
+/** Weight files of a model or adapter folder: what a new write into the folder replaces, so that
+ *  no shard of an earlier model is left for the loader to read. */
+export const WEIGHT_FILE = /^(?:(?:model|pytorch_model)(?:-\d+-of-\d+)?\.(?:safetensors|bin)|(?:model\.safetensors|pytorch_model\.bin)\.index\.json|adapter_model\.(?:safetensors|bin)|adapter_config\.json)$/;
+
+/** Bytes the weights of `model` take on disk in `dtype` (for the message when the disk is full). */
+export function hfModelBytes(model: NativeModel, dtype: SaveDtype): number {
+  return model.baseParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0) * (dtype === 'F32' ? 4 : 2);
+}
+
+/** Writes the folder's files into `dir` directly: callers write into a staging folder
+ *  (src/io/atomic.ts) so that a failed write changes nothing. */
 export function writeHfModel(dir: string, model: NativeModel, opts: SaveOptions): { files: string[]; bytes: number } {
   mkdirSync(dir, { recursive: true });
   const cfgFile = join(opts.sourceDir, 'config.json');
   if (!existsSync(cfgFile)) throw new SftError(`${cfgFile} not found: cannot write a model folder without the source config`);
   const config = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
   config.torch_dtype = TORCH_DTYPE[opts.dtype];
-  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  writeFileNamed(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   for (const f of SIDE_FILES) if (existsSync(join(opts.sourceDir, f))) copyFileSync(join(opts.sourceDir, f), join(dir, f));
 
   const elem = opts.dtype === 'F32' ? 4 : 2;
@@ -48,14 +62,14 @@ export function writeHfModel(dir: string, model: NativeModel, opts: SaveOptions)
   const weightMap: Record<string, string> = {};
   shards.forEach((group, i) => {
     const tensors: TensorToWrite[] = group.map((p) => {
-      const data = model.getTensor(p.name);
+      const data = opts.check ? opts.check(p.name, model.getTensor(p.name)) : model.getTensor(p.name);
       return { name: p.name, shape: p.shape, dtype: opts.dtype, data: opts.dtype === 'F32' ? data : opts.dtype === 'F16' ? f32ArrayToF16(data) : f32ArrayToBf16(data) };
     });
     writeSafetensors(join(dir, files[i]), tensors, { format: 'pt' });
     for (const p of group) weightMap[p.name] = files[i];
   });
   if (files.length > 1) {
-    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
+    writeFileNamed(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n');
   }
   return { files, bytes: total };
 }

@@ -107,8 +107,9 @@ export interface OptimizerState {
 export interface NativeModel {
   /** Base tensors the engine expects, with HF names and shapes. */
   baseParams(): ParamInfo[];
-  /** Read the listed tensors from disk (async worker). Missing names -> rejected promise naming them. */
-  loadWeights(sources: TensorSource[]): Promise<void>;
+  /** Read the listed tensors from disk (async worker). Missing names -> rejected promise naming them;
+   *  `partial`: more calls follow, the check for missing tensors waits for the last one. */
+  loadWeights(sources: TensorSource[], opts?: { partial?: boolean }): Promise<void>;
   /** Attach LoRA adapters; base weights become frozen. Returns the new trainable tensors. */
   addLora(opts: LoraOptions): ParamInfo[];
   /** QLoRA: store every frozen linear weight (not embeddings, norms, lm_head) as NF4 with double
@@ -142,8 +143,9 @@ export interface NativeModel {
   getOptimizerState(): OptimizerState;
   /** Restore what getOptimizerState returned (after addLora): the next step continues bit for bit. */
   setOptimizerState(state: OptimizerState): void;
-  /** Clip by global norm and apply one AdamW step to every trainable tensor; resolves with the pre-clip grad norm. */
-  adamwStep(opts: AdamWOptions): Promise<number>;
+  /** Clip by global norm and apply one AdamW step to every trainable tensor; resolves with the pre-clip grad norm
+   *  (non-finite: no update was made) and whether every trainable value is finite after the step. */
+  adamwStep(opts: AdamWOptions): Promise<{ gradNorm: number; weightsFinite: boolean }>;
   /** Logits for every position: Float32Array of batch*seqLen*vocab. No cache involved. */
   logits(ids: Int32Array, batch: number, seqLen: number): Promise<Float32Array>;
   /** KV-cache generation, batch 1: append tokens to the cache and return the logits of the last one. */

@@ -1,23 +1,26 @@
-// Checkpoints: everything a run needs to continue bit for bit, written atomically.
+// Checkpoints: everything a run needs to continue bit for bit, written atomically and provable.
 //
 //   checkpoint-N/
 //     adapter_config.json, adapter_model.safetensors   the LoRA adapter (PEFT format)
 //     optimizer.safetensors                             AdamW moments: <name>.exp_avg, <name>.exp_avg_sq
 //     trainer_state.json                                step, data position, loss history, log accumulators
 //     sft_config.json, tokenizer files                  the run's resolved config; the tokenizer
+//     sft_manifest.json                                 size + SHA-256 of each file above (written last)
 //
 // A checkpoint is written into checkpoint-N.tmp-<pid>, every file fsynced, then renamed into place, so a
 // kill -9 at any moment leaves either the previous checkpoint or the complete new one. Leftover .tmp
-// folders of dead runs are removed at the next start.
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// folders of dead runs are removed at the next start. The final outputs go through a staging folder
+// the same way (src/io/atomic.ts). Reading a checkpoint back, with every check, is src/train/resume.ts.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NativeModel, OptimizerState } from '../native/types.js';
+import type { NativeModel } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
-import { writeLoraAdapter, readLoraAdapter, writePromptTuningAdapter, readPromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
-import { readSafetensorsHeader, readTensorBytes, readTensorF32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { writeLoraAdapter, writePromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
+import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { fsyncPath, removeStagingLeftovers, writeError, writeFileNamed, writeFolderFiles } from '../io/atomic.js';
 import { RUN_CONFIG_FILE } from '../model/load.js';
-import { writeHfModel } from '../model/save.js';
-import { listCheckpointTensors } from '../model/weights.js';
+import { WEIGHT_FILE, hfModelBytes, writeHfModel } from '../model/save.js';
+import { writeManifest } from './manifest.js';
 import { SftError } from '../errors.js';
 
 export const TRAINER_STATE = 'trainer_state.json';
@@ -50,12 +53,13 @@ export interface AdapterConfigInfo {
 }
 
 /** What a run produces (the final output_dir and every checkpoint hold it): the LoRA adapter, or with
- *  train_mode "full" a whole HF model folder; plus tokenizer files and the resolved config. */
+ *  train_mode "full" a whole HF model folder; plus tokenizer files and the resolved config. Written
+ *  into `dir` directly (a staging or temporary folder). Non-finite weights are never written. */
 export function writeTrainedFiles(dir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo): void {
   if (cfg.train_mode === 'full') {
-    writeHfModel(dir, model, { sourceDir: cfg.model_name_or_path, dtype: 'F32' });
+    writeHfModel(dir, model, { sourceDir: cfg.model_name_or_path, dtype: 'F32', check: requireFinite });
   } else if (cfg.train_mode === 'prompt_tuning') {
-    const embeddings = model.getTensor(PROMPT_EMBEDDINGS);
+    const embeddings = requireFinite(PROMPT_EMBEDDINGS, model.getTensor(PROMPT_EMBEDDINGS));
     writePromptTuningAdapter(dir, {
       embeddings,
       config: {
@@ -65,11 +69,41 @@ export function writeTrainedFiles(dir: string, model: NativeModel, cfg: TrainCon
     });
     copyTokenizerFiles(cfg.model_name_or_path, dir);
   } else {
-    const tensors = model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: model.getTensor(p.name) }));
+    const tensors = model.trainableParams().map((p) => ({ name: p.name, shape: p.shape, data: requireFinite(p.name, model.getTensor(p.name)) }));
     writeLoraAdapter(dir, { tensors, config: adapter });
     copyTokenizerFiles(cfg.model_name_or_path, dir);
   }
-  writeFileSync(join(dir, RUN_CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
+  writeFileNamed(join(dir, RUN_CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
+}
+
+/** The saved result is checked, not only each update: a NaN or infinity never reaches a file. */
+function requireFinite(name: string, data: Float32Array): Float32Array {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      throw new SftError(`the trained tensor ${name} holds ${data[i]} at element ${i}: training diverged, and the result was not saved. Lower learning_rate (or raise adam_epsilon) and train again; checkpoints written before are as they were.`);
+    }
+  }
+  return data;
+}
+
+/** Bytes the trained files take (for the message when the disk is full). */
+function trainedBytes(model: NativeModel, cfg: TrainConfig): number {
+  if (cfg.train_mode === 'full') return hfModelBytes(model, 'F32');
+  return model.trainableParams().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0) * 4 + (1 << 20);
+}
+
+/** The final output: the trained files written into output_dir as one unit (staged, then renamed
+ *  into place), with their manifest; an earlier output's weight files that this one does not write
+ *  again are removed, so the loader cannot pick them up. */
+export function saveFinalOutput(outputDir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo): void {
+  writeFolderFiles(
+    outputDir,
+    (staging) => {
+      writeTrainedFiles(staging, model, cfg, adapter);
+      writeManifest(staging);
+    },
+    { bytesNeeded: trainedBytes(model, cfg), replaces: (name) => WEIGHT_FILE.test(name) },
+  );
 }
 
 function copyTokenizerFiles(from: string, to: string): void {
@@ -85,10 +119,11 @@ export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: Train
     writeCheckpointFiles(tmp, model, cfg, adapter, state);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOSPC' ? 'no space left on the device' : code === 'EDQUOT' ? 'disk quota exceeded' : (err as Error).message;
+    const path = (err as { path?: unknown }).path;
+    const file = typeof path === 'string' && path.startsWith(tmp) ? join(dir, path.slice(tmp.length + 1)) : dir;
+    const why = writeError(file, err, trainedBytes(model, cfg) * 3).message;
     const prev = listCheckpoints(outputDir);
-    throw new SftError(`could not write ${dir}: ${why}. ${prev.length ? `The previous checkpoint (${prev[prev.length - 1].dir}) is intact; free space and resume with --resume latest.` : 'No checkpoint was written yet.'}`);
+    throw new SftError(`${why} The checkpoint ${dir} was not written. ${prev.length ? `The previous checkpoint (${prev[prev.length - 1].dir}) is intact; free space and resume with --resume latest.` : 'No checkpoint was written yet.'}`);
   }
   if (existsSync(dir)) {
     // Replacing a checkpoint of the same step (a resumed run saving again): keep the old one until
@@ -123,7 +158,8 @@ function writeCheckpointFiles(tmp: string, model: NativeModel, cfg: TrainConfig,
     ];
   });
   writeSafetensors(join(tmp, OPTIMIZER_FILE), tensors, { format: 'pt', step: String(opt.step) });
-  writeFileSync(join(tmp, TRAINER_STATE), JSON.stringify(state) + '\n');
+  writeFileNamed(join(tmp, TRAINER_STATE), JSON.stringify(state) + '\n');
+  writeManifest(tmp);
   for (const f of readdirSync(tmp)) fsyncPath(join(tmp, f));
   fsyncPath(tmp);
 }
@@ -150,83 +186,25 @@ export function rotateCheckpoints(outputDir: string, limit: number | null): void
 export function removeStaleTemporaries(outputDir: string): void {
   if (!existsSync(outputDir)) return;
   for (const d of readdirSync(outputDir)) if (/^checkpoint-\d+\.(tmp|old)-\d+$/.test(d)) rmSync(join(outputDir, d), { recursive: true, force: true });
+  removeStagingLeftovers(outputDir);
 }
 
 /** `latest`, `checkpoint-N` (in output_dir) or a folder path -> the checkpoint folder. */
 export function resolveCheckpoint(outputDir: string, which: string): string {
   if (which === 'latest' || which === '') {
-    const cps = listCheckpoints(outputDir);
-    if (!cps.length) throw new SftError(`--resume latest: ${outputDir} holds no complete checkpoint-N folder to resume from`);
+    // The newest checkpoint-N folder, complete or not: a damaged newest checkpoint is reported (and
+    // the previous good one offered) rather than silently passed over for an older one.
+    const cps = existsSync(outputDir)
+      ? readdirSync(outputDir).map((d) => /^checkpoint-(\d+)$/.exec(d)).filter((m): m is RegExpExecArray => m !== null).map((m) => ({ dir: join(outputDir, m[0]), step: Number(m[1]) })).sort((a, b) => a.step - b.step)
+      : [];
+    if (!cps.length) throw new SftError(`--resume latest: ${outputDir} holds no checkpoint-N folder to resume from`);
     return cps[cps.length - 1].dir;
   }
   const dir = existsSync(which) ? which : join(outputDir, which);
-  if (!existsSync(join(dir, TRAINER_STATE))) {
+  if (!existsSync(dir)) {
     const have = listCheckpoints(outputDir).map((c) => `checkpoint-${c.step}`);
-    throw new SftError(`--resume ${which}: ${dir} is not a complete checkpoint (no ${TRAINER_STATE})${have.length ? `; available: ${have.join(', ')}` : ''}`);
+    throw new SftError(`--resume ${which}: no checkpoint ${dir}${have.length ? `; available: ${have.join(', ')}` : ''}`);
   }
-  return dir;
+  return dir;  // what it holds is checked next (src/train/resume.ts)
 }
 
-/** Keys whose change would make a resumed run a different run. */
-const MUST_MATCH: (keyof TrainConfig)[] = [
-  'model_name_or_path', 'train_file', 'template_name', 'max_seq_length', 'per_device_train_batch_size', 'gradient_accumulation_steps',
-  'seed', 'train_mode', 'bits', 'lora_rank', 'lora_alpha', 'lora_dropout', 'lora_target_modules', 'num_virtual_tokens',
-];
-
-export interface ResumePoint {
-  state: TrainerState;
-  dir: string;
-}
-
-/** Load a checkpoint into a model set up for training (fresh adapters attached, or base trainable). */
-export async function loadCheckpoint(dir: string, model: NativeModel, cfg: TrainConfig): Promise<ResumePoint> {
-  const savedCfg = JSON.parse(readFileSync(join(dir, RUN_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
-  const changed = MUST_MATCH.filter((k) => JSON.stringify(savedCfg[k]) !== JSON.stringify(cfg[k]));
-  if (changed.length) {
-    throw new SftError(`--resume ${dir}: the checkpoint was trained with different ${changed.map((k) => `${k} (${JSON.stringify(savedCfg[k])} -> ${JSON.stringify(cfg[k])})`).join(', ')}; resume with the same settings or start a new output_dir`);
-  }
-  if (cfg.train_mode === 'full') {
-    await model.loadWeights(listCheckpointTensors(dir));
-  } else if (cfg.train_mode === 'prompt_tuning') {
-    model.setTensor(PROMPT_EMBEDDINGS, readPromptTuningAdapter(dir).embeddings);
-  } else {
-    const { tensors } = readLoraAdapter(dir);
-    const want = new Set(model.trainableParams().map((p) => p.name));
-    for (const t of tensors) {
-      if (!want.delete(t.name)) throw new SftError(`${dir}: adapter tensor "${t.name}" is not part of this run's adapters`);
-      model.setTensor(t.name, t.data);
-    }
-    if (want.size) throw new SftError(`${dir}: the checkpoint lacks ${want.size} adapter tensor(s), e.g. ${[...want][0]}`);
-  }
-  const file = join(dir, OPTIMIZER_FILE);
-  const h = readSafetensorsHeader(file);
-  const step = Number(h.metadata?.step ?? NaN);
-  if (!Number.isInteger(step)) throw new SftError(`${file}: no optimizer step in its metadata`);
-  const opt: OptimizerState = {
-    step,
-    tensors: model.trainableParams().map((p) => {
-      const has = (suffix: string) => h.tensors.has(`${p.name}.${suffix}`);
-      const get = (suffix: string) => (has(suffix) ? readTensorF32(file, h, `${p.name}.${suffix}`) : new Float32Array(0));
-      if (has('exp_avg.q8')) {
-        return {
-          name: p.name, m: new Float32Array(0), v: new Float32Array(0),
-          m8: readTensorBytes(file, h, `${p.name}.exp_avg.q8`), v8: readTensorBytes(file, h, `${p.name}.exp_avg_sq.q8`),
-          mAbsmax: get('exp_avg.absmax'), vAbsmax: get('exp_avg_sq.absmax'),
-        };
-      }
-      return { name: p.name, m: get('exp_avg'), v: get('exp_avg_sq') };
-    }),
-  };
-  model.setOptimizerState(opt);
-  const state = JSON.parse(readFileSync(join(dir, TRAINER_STATE), 'utf8')) as TrainerState;
-  return { state, dir };
-}
-
-function fsyncPath(p: string): void {
-  const fd = openSync(p, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}

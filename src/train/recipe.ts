@@ -16,7 +16,7 @@
 // Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
 // its micro-batches (counted before the first forward), so accumulation gives the same update as
 // one big batch, whatever the padding.
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { TrainConfig } from '../config/schema.js';
@@ -35,14 +35,19 @@ import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Ba
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
 import {
-  saveCheckpoint, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, loadCheckpoint, writeTrainedFiles,
+  saveCheckpoint, saveFinalOutput, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint,
   type TrainerState, type AdapterConfigInfo,
 } from './checkpoint.js';
+import { applyCheckpoint, checkCheckpoint, resumeFailure } from './resume.js';
+import { prepareOutputDir } from './output-dir.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { Reporters } from '../log/reporters.js';
 import { Progress } from '../log/progress.js';
 import { trainSummary, flosFor, printMetrics, type TrainMetrics } from '../log/summary.js';
 import { SftError } from '../errors.js';
 import { mulberry32 } from '../util/random.js';
+import { poller } from '../util/interrupt.js';
+import { nonFiniteUpdate } from './diverged.js';
 
 export interface TrainRunOptions {
   /** Print the memory plan and samples with their trained spans marked; load no weight, train nothing. */
@@ -88,10 +93,19 @@ interface Setup {
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
   const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
   if (!opts.dryRun) {
-    if (opts.resume === undefined) guardOutputDir(cfg);
+    prepareOutputDir(cfg, opts.resume !== undefined, print);
     removeStaleTemporaries(cfg.output_dir);
   }
   const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
+  if (resumeDir) {
+    // Everything that can be checked without the model, before minutes go into loading it.
+    try {
+      const c = checkCheckpoint(resumeDir, cfg);
+      if (c.verified === 'missing') print(`  ${resumeDir} has no checksums (written by an earlier sft): its files were checked against each other and the config only`);
+    } catch (err) {
+      throw resumeFailure(resumeDir, err, cfg);
+    }
+  }
   if (opts.dryRun) {
     await dryRun(cfg, print, opts.skipBadLines ?? false);
     return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
@@ -331,7 +345,16 @@ async function loop(
   let st: TrainerState = { global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps };
   mkdirSync(cfg.output_dir, { recursive: true });
   if (resumeDir) {
-    st = (await loadCheckpoint(resumeDir, model, cfg)).state;
+    // Checked in full against this model first; only a checkpoint that passed is applied.
+    const shapes = (ps: { name: string; shape: number[] }[]) => ps.map((p) => ({ name: p.name, shape: p.shape }));
+    const run = { trainable: shapes(model.trainableParams()), base: shapes(model.baseParams()), totalSteps };
+    let checked;
+    try {
+      checked = checkCheckpoint(resumeDir, cfg, run, { hashes: false });
+    } catch (err) {
+      throw resumeFailure(resumeDir, err, cfg, run);
+    }
+    st = await applyCheckpoint(checked, model);
     st.total_steps = totalSteps;
     keepMetricsUpTo(cfg.output_dir, st.global_step);
     print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
@@ -342,6 +365,7 @@ async function loop(
   const reporters = await Reporters.open(cfg, cfg.output_dir, print, { append: resumeDir !== undefined });
   const progress = new Progress({ stream, bar: !cfg.disable_tqdm, logEvery });
   const micro = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);
+  const ahead = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);  // the same ones, counted first
   let sinceLogTokens = 0, sinceLogMs = Date.now();
   const t0 = Date.now();
   const stepsAtStart = st.global_step;
@@ -350,26 +374,42 @@ async function loop(
   try {
     while (st.global_step < totalSteps) {
       const step = st.global_step;
-      // One optimizer step: `accum` micro-batches, loss averaged over all their target tokens.
-      const group: Batch[] = [];
-      for (let i = 0; i < accum; i++) group.push(micro.next());
-      const shifted = group.map((b) => shiftLabels(b.labels, b.indices.length, b.seqLen));
-      const targetsInStep = shifted.reduce((n, l) => n + countTargets(l), 0);
+      // One optimizer step: `accum` micro-batches, loss averaged over all their target tokens. Two
+      // passes over the same micro-batches hold one at a time in memory, whatever `accum` is: the
+      // first counts the step's target tokens (labels only), the second runs forward/backward with
+      // the loss scaled by 1 / that count. Both poll for a stop (at most every 250 ms, so a short
+      // step is asked only at its end); a stop mid-step drops the partial step, leaving `st` as
+      // the last complete step left it, and that is what the checkpoint below saves.
+      const stopNow = poller(shouldStop, 250);
+      let targetsInStep = 0;
+      for (let i = 0; i < accum; i++) {
+        if ((interrupted = await stopNow())) break;
+        const b = ahead.next();
+        targetsInStep += countTargets(shiftLabels(b.labels, b.indices.length, b.seqLen));
+      }
+      if (interrupted) break;
       model.zeroGrad();
-      let lossSum = 0;
-      for (let i = 0; i < group.length; i++) {
-        const b = group[i];
-        const r = await model.forwardBackward(b.ids, shifted[i], b.indices.length, b.seqLen, 1 / Math.max(1, targetsInStep), step * accum + i);
+      let lossSum = 0, tokensInStep = 0;
+      for (let i = 0; i < accum; i++) {
+        if ((interrupted = await stopNow())) break;
+        const b = micro.next();
+        const r = await model.forwardBackward(b.ids, shiftLabels(b.labels, b.indices.length, b.seqLen), b.indices.length, b.seqLen, 1 / Math.max(1, targetsInStep), step * accum + i);
         lossSum += r.lossSum;
-        st.tokens_seen += b.ids.length;
-        sinceLogTokens += b.ids.length;
+        tokensInStep += b.ids.length;
       }
+      if (interrupted) break;
+      st.tokens_seen += tokensInStep;
+      sinceLogTokens += tokensInStep;
       const loss = lossSum / Math.max(1, targetsInStep);
+      // A non-finite loss stops before the update; AdamW skips a non-finite gradient norm itself;
+      // and what an update writes is checked after it (a finite gradient can still give NaN).
+      const notUpdated = (what: string, v: number) =>
+        new SftError(`step ${step + 1}: the ${what} became ${v} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
+      if (!Number.isFinite(loss)) throw notUpdated('loss', loss);
       const lr = lrAt(step, schedule);
-      const gradNorm = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit });
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        throw new SftError(`step ${step + 1}: the ${Number.isFinite(loss) ? 'gradient norm' : 'loss'} became ${Number.isFinite(loss) ? gradNorm : loss} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
-      }
+      const { gradNorm, weightsFinite } = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit });
+      if (!Number.isFinite(gradNorm)) throw notUpdated('gradient norm', gradNorm);
+      if (!weightsFinite) throw nonFiniteUpdate(cfg, step + 1, step);
       st.global_step++;
       st.micro_batches += accum;
       st.losses.push(loss);
@@ -410,7 +450,7 @@ async function loop(
     rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
     print(`Interrupted after step ${st.global_step}: checkpoint saved to ${checkpoint}`);
   } else {
-    writeTrainedFiles(cfg.output_dir, model, cfg, adapter);
+    saveFinalOutput(cfg.output_dir, model, cfg, adapter);
   }
   const stepsRun = st.global_step - stepsAtStart;
   const nonEmbedding = s.model.baseParams().filter((p) => !/embed_tokens|lm_head/.test(p.name)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
@@ -423,7 +463,7 @@ async function loop(
     epoch: round((st.global_step * accum) / perEpoch, 4),
     tokens: st.tokens_seen,
   });
-  if (!interrupted) writeFileSync(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
+  if (!interrupted) writeFileAtomic(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
   reporters.summary(st.global_step, result);
   await reporters.close();
   printMetrics('train', result, (l) => stream.write(l));
@@ -433,7 +473,8 @@ async function loop(
   };
 }
 
-/** On resume, metrics logged after the checkpoint (by the interrupted run) are dropped: they will be logged again. */
+/** On resume, metrics logged after the checkpoint (by the interrupted run) are dropped: they will be
+ *  logged again. Rewritten atomically: a crash here never leaves a truncated metrics.jsonl. */
 function keepMetricsUpTo(outputDir: string, step: number): void {
   const f = join(outputDir, 'metrics.jsonl');
   if (!existsSync(f)) return;
@@ -445,7 +486,7 @@ function keepMetricsUpTo(outputDir: string, step: number): void {
       return false;
     }
   });
-  writeFileSync(f, kept.map((l) => l + '\n').join(''));
+  writeFileAtomic(f, kept.map((l) => l + '\n').join(''));
 }
 
 /** Endless micro-batches: epoch after epoch, each shuffled by (seed, epoch), starting after `consumed`
@@ -479,17 +520,6 @@ function countTargets(targets: Int32Array): number {
   let n = 0;
   for (const t of targets) if (t >= 0) n++;
   return n;
-}
-
-// ---- output_dir ------------------------------------------------------------------------------
-
-/** Another run's checkpoints in output_dir are not overwritten unless asked. */
-function guardOutputDir(cfg: TrainConfig): void {
-  if (!existsSync(cfg.output_dir) || cfg.overwrite_output_dir) return;
-  const cps = readdirSync(cfg.output_dir).filter((d) => /^checkpoint-\d+$/.test(d) || d === 'adapter_model.safetensors' || d === 'model.safetensors' || d === 'model.safetensors.index.json');
-  if (cps.length) {
-    throw new SftError(`output_dir ${cfg.output_dir} already holds a previous run (${cps.slice(0, 3).join(', ')}); choose another output_dir or pass --overwrite_output_dir to replace it`);
-  }
 }
 
 function round(x: number, places: number): number {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/loader.js';
-import { KEYS } from '../../src/config/schema.js';
+import { KEYS, SCHEMA } from '../../src/config/schema.js';
 
 const DIR = join(import.meta.dirname, '../../configs');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
@@ -70,4 +70,18 @@ test('configs/README.md names every config and every key', () => {
   const readme = readFileSync(join(DIR, 'README.md'), 'utf8');
   for (const f of files) assert.ok(readme.includes(f), `README does not mention ${f}`);
   for (const k of KEYS) assert.ok(readme.includes(`\`${k}\``), `README does not document \`${k}\``);
+});
+
+test("configs/README.md's key table gives the schema's bounds: every number in a key's allowed text", () => {
+  const readme = readFileSync(join(DIR, 'README.md'), 'utf8');
+  const numbers = (s: string) => s.match(/-?\d+(?:\.\d+)?(?:e[-+]?\d+)?/g) ?? [];
+  for (const k of KEYS) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${k}\` |`));
+    assert.ok(row, `README has no table row for \`${k}\``);
+    const allowed = row.split(' | ')[2];
+    const shown = new Set(numbers(allowed));
+    for (const n of numbers(SCHEMA[k].check.allowed)) {
+      assert.ok(shown.has(n), `README's allowed column for \`${k}\` ("${allowed}") lacks ${n} (schema: ${SCHEMA[k].check.allowed})`);
+    }
+  }
 });

@@ -91,20 +91,70 @@ test('a wrong type names the key, the value, where it is and what is allowed', (
   const p = file('{"output_dir": "o", "model_name_or_path": "m", "train_file": "t", "max_seq_length": 8,\n "learning_rate": "fast"}');
   throwsSft(() => loadConfig(p), `${p}:2:19: learning_rate = "fast" is not allowed; expected a number >= 0`);
   throwsSft(() => load({ fp16: 'true' }), 'fp16 = "true" is not allowed; expected true or false');
-  throwsSft(() => load({ lora_rank: 8.5 }), 'lora_rank = 8.5 is not allowed; expected an integer >= 1');
+  throwsSft(() => load({ lora_rank: 8.5 }), 'lora_rank = 8.5 is not allowed; expected an integer from 1 to 65536');
   throwsSft(() => load({ output_dir: null }), 'output_dir = null is not allowed');
   throwsSft(() => load({ lora_target_modules: [1, 2] }), 'lora_target_modules = [1,2] is not allowed');
 });
 
 test('values out of range are refused', () => {
   throwsSft(() => load({ lora_dropout: 1.5 }), 'lora_dropout = 1.5', 'a number >= 0 and < 1');
-  throwsSft(() => load({ per_device_train_batch_size: 0 }), 'per_device_train_batch_size = 0', 'an integer >= 1');
+  throwsSft(() => load({ per_device_train_batch_size: 0 }), 'per_device_train_batch_size = 0', 'an integer from 1 to 65536');
   throwsSft(() => load({ logging_steps: 2.5 }), 'logging_steps = 2.5', 'a ratio in (0, 1)');
   throwsSft(() => load({ max_steps: 0 }), 'max_steps = 0', '-1 (train num_train_epochs)');
   throwsSft(() => load({ bits: 5 }), 'bits = 5', 'one of 4, 8, 16, 32');
   throwsSft(() => load({ warmup_ratio: 1.5 }), 'warmup_ratio = 1.5');
   throwsSft(() => load({ max_seq_length: 0 }), 'max_seq_length = 0');
   throwsSft(() => load({ adam_beta2: 1 }), 'adam_beta2 = 1');
+});
+
+test('every number has a bound: absurd values are refused, naming the key and the range', () => {
+  const absurd: [string, unknown, string][] = [
+    ['max_seq_length', 1e9, 'an integer from 2 to 1048576'],
+    ['per_device_train_batch_size', 1e6, 'an integer from 1 to 65536'],
+    ['gradient_accumulation_steps', 1e9, 'an integer from 1 to 1e6'],
+    ['lora_rank', 1e6, 'an integer from 1 to 65536'],
+    ['lora_alpha', 1e30, 'a number > 0 and <= 1e6'],
+    ['num_virtual_tokens', 1e6, 'an integer from 1 to 65536'],
+    ['num_train_epochs', 1e30, 'a number > 0 and <= 1e6'],
+    ['max_steps', 1e12, '-1 (train num_train_epochs) or an integer from 1 to 1e8'],
+    ['learning_rate', 1e30, 'a number >= 0 and <= 10'],
+    ['weight_decay', 1e3, 'a number >= 0 and <= 10'],
+    ['adam_epsilon', 2, 'a number >= 0 and <= 1'],
+    ['max_grad_norm', 1e30, 'a number >= 0 and <= 1e9'],
+    ['warmup_steps', 1e12, 'an integer from 0 to 1e8, or a ratio in (0, 1) of the total steps'],
+    ['logging_steps', 1e12, 'an integer from 1 to 1e8, or a ratio in (0, 1) of the total steps'],
+    ['save_steps', 1e12, 'an integer from 1 to 1e8'],
+    ['eval_steps', 1e12, 'an integer from 1 to 1e8'],
+    ['save_total_limit', 1e9, 'an integer from 1 to 1e6, or null'],
+    ['threads', 100000, 'an integer from 0 to 4096'],
+    ['tokenize_num_workers', 1e6, 'an integer from 1 to 4096'],
+    ['dataloader_num_workers', 1e6, 'an integer from 0 to 4096'],
+    ['local_rank', 1e9, 'an integer from -1 to 65535'],
+    ['max_prompt_length', 1e9, 'an integer from 1 to 1048576'],
+    ['beta', 1e30, 'a number > 0 and <= 1000'],
+  ];
+  for (const [key, value, allowed] of absurd) {
+    throwsSft(() => load({ [key]: value }), `x.json: ${key} = ${JSON.stringify(value)} is not allowed; expected ${allowed}`);
+  }
+});
+
+test('the bounds refuse no real run: values seen in Firefly and LLaMA-Factory configs, and beyond', () => {
+  const { config } = load({
+    max_seq_length: 131072, per_device_train_batch_size: 512, gradient_accumulation_steps: 4096, lora_rank: 2048, lora_alpha: 4096,
+    num_virtual_tokens: 1000, num_train_epochs: 1000, max_steps: 10_000_000, learning_rate: 10, weight_decay: 1, adam_epsilon: 1e-3,
+    max_grad_norm: 1e9, warmup_steps: 100_000, logging_steps: 1_000_000, save_steps: 1_000_000, save_total_limit: 10_000, threads: 512,
+    dataloader_num_workers: 64, local_rank: 7, max_prompt_length: 65536, beta: 10,
+  });
+  assert.equal(config.learning_rate, 10);
+  assert.equal(config.max_seq_length, 131072);
+});
+
+test('--learning_rate 1e400 / Infinity / NaN: says what was typed', () => {
+  for (const word of ['1e400', 'Infinity', '-Infinity', 'NaN', '-1e999']) {
+    throwsSft(() => parseOverrides(['--learning_rate', word]), `command line: --learning_rate ${word}: not a finite number; expected a number >= 0 and <= 10`);
+    throwsSft(() => parseOverrides([`--learning_rate=${word}`]), `--learning_rate ${word}: not a finite number`);
+  }
+  throwsSft(() => parseOverrides(['--max_steps', '1e400']), '--max_steps 1e400: not a finite number');
 });
 
 test('ratios are accepted where HF accepts them', () => {
@@ -188,7 +238,7 @@ test('overrides: HfArgumentParser forms', () => {
 test('overrides: bad input is an SftError with a suggestion', () => {
   throwsSft(() => parseOverrides(['--learning_rat', '1e-4']), 'unknown option "--learning_rat" — did you mean "--learning_rate"?');
   throwsSft(() => parseOverrides(['--fp16', 'maybe']), '--fp16 = "maybe" is not allowed; expected true or false');
-  throwsSft(() => parseOverrides(['--lora_rank=abc']), '--lora_rank = "abc" is not allowed; expected an integer >= 1');
+  throwsSft(() => parseOverrides(['--lora_rank=abc']), '--lora_rank = "abc" is not allowed; expected an integer from 1 to 65536');
   throwsSft(() => parseOverrides(['--lora_rank']), '--lora_rank needs a value');
   throwsSft(() => parseOverrides(['--lora_rank', '--seed', '1']), '--lora_rank needs a value');
   throwsSft(() => parseOverrides(['learning_rate', '1']), 'unexpected argument "learning_rate"');

@@ -190,6 +190,18 @@ void check_adamw() {
   const double norm2 = cu::global_grad_norm(ptrs.data(), sizes.data(), int(sizes.size()));
   report("cuda global grad norm (4 tensors, fp64 sums)", std::fabs(norm - std::sqrt(ss)) / std::sqrt(ss), 1e-9);
   report("cuda global grad norm: repeatable bit for bit", norm == norm2 ? 0.0 : 1.0, 0.5);
+  // What the finite check after AdamW relies on: one NaN or Inf anywhere makes the norm non-finite,
+  // and the largest fp32 values do not (their squares fit a double).
+  bool all_seen = true;
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> x = randf(sizes[2], rng);
+    x[sizes[2] - 1] = bad;
+    grads[2].upload(x);
+    all_seen = all_seen && !std::isfinite(cu::global_grad_norm(ptrs.data(), sizes.data(), int(sizes.size())));
+  }
+  grads[2].upload(std::vector<float>(size_t(sizes[2]), 3.4e38f));
+  const bool large_finite = std::isfinite(cu::global_grad_norm(ptrs.data(), sizes.data(), int(sizes.size())));
+  report("cuda global grad norm: non-finite with one NaN/Inf, finite with values of 3.4e38", all_seen && large_finite ? 0.0 : 1.0, 0.5);
 }
 
 void check_nf4() {

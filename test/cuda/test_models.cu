@@ -238,6 +238,16 @@ void check_training(const Case& c, Compute k) {
   double worst_w = 0;
   for (const auto& p : cpu->trainable_params()) worst_w = std::max(worst_w, rel_err(gpu->get_tensor(p.name), cpu->get_tensor(p.name)));
   report(n + "trained adapter after 3 AdamW steps", worst_w, f32 ? 1e-5 : kBf16Loss);
+  // The check after each step (trainable_finite): true now; one NaN in a trained tensor (its fp32
+  // master where compute is bf16) makes it false on both backends.
+  const bool finite_before = cpu->trainable_finite() && gpu->trainable_finite();
+  const std::string probe = cpu->trainable_params().back().name;
+  for (ModelBase* m : {cpu.get(), gpu.get()}) {
+    std::vector<double> v = m->get_tensor(probe);
+    v[v.size() / 2] = std::nan("");
+    m->set_tensor(probe, v.data(), int64_t(v.size()));
+  }
+  report(n + "trainable_finite: true after the steps, false with one NaN", finite_before && !cpu->trainable_finite() && !gpu->trainable_finite() ? 0.0 : 1.0, 0.5);
   const sft::MemoryStats end = gpu->memory_stats();
   report(n + "no allocation after the first step (plan holds)", end.allocations == after_first.allocations ? 0.0 : 1.0, 0.5);
 }

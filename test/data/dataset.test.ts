@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync, openSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +9,7 @@ import { runInNewContext } from 'node:vm';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../../src/data/dataset.js';
 import { getTemplate } from '../../src/data/templates.js';
 import { SftError } from '../../src/errors.js';
+import { Stopped } from '../../src/util/interrupt.js';
 import { fakeTok, spans, R102, R103, EOS, ch } from '../fixtures/data/fake-tok.js';
 
 const tok = fakeTok();
@@ -88,7 +89,25 @@ test('an id outside the model vocabulary names file, line and id before anything
       e instanceof SftError &&
       e.message === `${f}:2: token id 20113 is outside the model's vocabulary (size 300) — the tokenizer does not match the model`,
   );
-  assert.deepEqual(readdirSync(cache), [], 'a failed pass leaves no cache behind');
+  assert.ok(!existsSync(cache), 'a failed pass leaves no cache behind, nor the folder it made for it');
+});
+
+test('a stop asked for while reading ends the pass with Stopped and removes the partial cache', async () => {
+  const f = join(tmp, 'stop.jsonl');
+  writeFileSync(f, '{"conversation":[{"human":"hi","assistant":"yo"}]}\n'.repeat(100_000));
+  const cache = join(tmp, 'cache-stop', 'nested');
+  let stop = false;
+  setTimeout(() => (stop = true), 50);  // the timer runs because the pass yields (about every 100 ms)
+  await assert.rejects(
+    prepare(f, { cacheDir: cache, shouldStop: () => stop }),
+    (e: unknown) => e instanceof Stopped && e.exitCode === 130 && /^SIGINT: stopped while reading .*stop\.jsonl \([\d,]+ lines read; the partial data cache was removed\)/.test(e.message),
+  );
+  assert.ok(!existsSync(join(tmp, 'cache-stop')), 'the folders the pass made are gone');
+  // Asked before the pass begins: nothing is made; a cache folder that was there stays.
+  const kept = join(tmp, 'cache-kept');
+  mkdirSync(kept);
+  await assert.rejects(prepare(f, { cacheDir: kept, shouldStop: () => true }), /stopped while about to read/);
+  assert.deepEqual(readdirSync(kept), []);
 });
 
 test('no usable sample is an error, not an empty dataset', async () => {

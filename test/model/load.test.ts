@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initModel } from '../../src/model/init.js';
 import { loadBase, loadModel } from '../../src/model/load.js';
+import { Stopped } from '../../src/util/interrupt.js';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../../src/io/safetensors.js';
 import { writeLoraAdapter } from '../../src/io/peft.js';
 import { f32ArrayToF16, f32ArrayToBf16, f16ArrayToF32, bf16ArrayToF32 } from '../../src/io/float16.js';
@@ -129,4 +130,10 @@ test('F16 and BF16 checkpoints, and a sharded index, load to the values they sto
   writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
   const got = await (await loadBase(dir)).model.logits(ids, 1, ids.length);
   assert.deepEqual(got, ref);
+});
+
+test('a stop asked for while the weights load ends the load with Stopped (asked before each part of ~64M values)', async () => {
+  await assert.rejects(loadBase(good, { shouldStop: () => true }), (e: unknown) => e instanceof Stopped && /^SIGINT: stopped while loading the weights of /.test(e.message));
+  const { model } = await loadBase(good, { shouldStop: () => false });
+  assert.ok(model.baseParams().length > 0, 'loads whole when not stopped');
 });

@@ -62,7 +62,8 @@ test('a config value of the wrong type or range names the key', () => {
 
 test('a loss that becomes NaN/Inf stops the run and names the step', () => {
   const f = data('ok2.jsonl', [good, good]);
-  const r = train(f, ['--learning_rate', '1e30', '--max_steps', '20', '--max_grad_norm', '0']);
+  // The largest learning rate and weight decay allowed: 1 - lr * wd = -99 grows the weights 99x a step.
+  const r = train(f, ['--learning_rate', '10', '--weight_decay', '10', '--max_steps', '20', '--max_grad_norm', '0']);
   assert.equal(r.status, 1, r.stdout);
   assert.match(r.stderr, /step \d+: the (loss|gradient norm) became (NaN|Infinity|-Infinity) — the weights were not updated/);
 });

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initModel } from '../../src/model/init.js';
@@ -62,18 +62,21 @@ for (const bits of [16, 4]) {
 test('resume refuses a checkpoint trained with other settings, naming them', async () => {
   const dir = join(root, 'split-16');
   await assert.rejects(run({ output_dir: dir, lora_rank: 8 }, { resume: 'checkpoint-7' }), /different lora_rank \(4 -> 8\)/);
-  await assert.rejects(run({ output_dir: dir }, { resume: 'checkpoint-99' }), /not a complete checkpoint.*available: checkpoint-/);
+  await assert.rejects(run({ output_dir: dir }, { resume: 'checkpoint-99' }), /--resume checkpoint-99: no checkpoint .*checkpoint-99; available: checkpoint-/);
 });
 
 test('a new run refuses an output_dir holding another run, unless overwrite_output_dir', async () => {
   await assert.rejects(run({ output_dir: join(root, 'whole-16') }), /already holds a previous run.*--overwrite_output_dir/);
 });
 
-test('half-written checkpoints are ignored and cleaned; the newest complete one is resumed', async () => {
+test('half-written checkpoints are ignored and cleaned; a damaged newest one is reported with the good one offered', async () => {
   const dir = join(root, 'split-4');
   mkdirSync(join(dir, 'checkpoint-11.tmp-99999'), { recursive: true });
   writeFileSync(join(dir, 'checkpoint-11.tmp-99999', 'adapter_model.safetensors'), 'half');
-  mkdirSync(join(dir, 'checkpoint-10'));  // no trainer_state.json: incomplete
+  mkdirSync(join(dir, 'checkpoint-10'));  // not a folder sft writes (checkpoints are renamed into place whole): damage
+  await assert.rejects(run({ output_dir: dir, bits: 4, max_steps: 13 }, { resume: 'latest' }),
+    /cannot resume from .*checkpoint-10: .*checkpoint-10\/\S+ is missing.*Nothing was changed\. The newest earlier checkpoint that passes every check is .*checkpoint-\d+: resume from it with --resume checkpoint-\d+/);
+  rmSync(join(dir, 'checkpoint-10'), { recursive: true });
   const r = await run({ output_dir: dir, bits: 4, max_steps: 13 }, { resume: 'latest' });
   assert.equal(r.steps, 13);
   assert.ok(!readdirSync(dir).some((d) => d.includes('.tmp-')));
@@ -134,7 +137,7 @@ test('disk full while saving: the half-written checkpoint is removed and the mes
   const { config } = configFromObject({ ...base, output_dir: dir });
   const adapter = { baseModel: '', r: 4, loraAlpha: 8, loraDropout: 0, targetModules: ['q_proj'], numAttentionHeads: 4, numLayers: 2 };
   const state = { global_step: 99, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: 99 };
-  assert.throws(() => saveCheckpoint(dir, model, config, adapter, state), /could not write .*checkpoint-99: no space left on the device\. The previous checkpoint \(.*checkpoint-\d+\) is intact/);
+  assert.throws(() => saveCheckpoint(dir, model, config, adapter, state), /could not write .*checkpoint-99: no space left on the device; this output needs [\d.]+ MiB, [\d.]+ [MG]iB free on that filesystem\. The checkpoint .*checkpoint-99 was not written\. The previous checkpoint \(.*checkpoint-\d+\) is intact/);
   assert.ok(!readdirSync(dir).some((d) => d.startsWith('checkpoint-99')));
 });
 

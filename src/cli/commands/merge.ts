@@ -2,7 +2,7 @@
 // base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder.
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../../errors.js';
 import type { SaveDtype } from '../../model/save.js';
@@ -29,18 +29,31 @@ const merge: CommandModule<object, MergeArgs> = {
       .option('max-shard-size', { type: 'string', default: '5GB', describe: 'Largest safetensors shard (e.g. 2GB, 500MB)' })
       .option('force', { type: 'boolean', default: false, describe: 'Write into a non-empty --out' }),
   handler: async (argv) => {
+    for (const [flag, dir] of [['--model', argv.model], ['--adapter', argv.adapter]] as const) {
+      if (existsSync(argv.out) && existsSync(dir) && realpathSync(argv.out) === realpathSync(dir)) {
+        throw new SftError(`--out ${argv.out} is the ${flag} folder: merging would write over it; choose another --out`);
+      }
+    }
     if (existsSync(argv.out) && readdirSync(argv.out).length && !argv.force) {
-      throw new SftError(`--out ${argv.out} is not empty; choose another folder or pass --force`);
+      throw new SftError(`--out ${argv.out} is not empty; choose another folder or pass --force (it replaces the model files there)`);
     }
     const { loadBase, applyLoraAdapter } = await import('../../model/load.js');
-    const { writeHfModel } = await import('../../model/save.js');
+    const { writeHfModel, hfModelBytes, WEIGHT_FILE } = await import('../../model/save.js');
+    const { writeFolderFiles } = await import('../../io/atomic.js');
     // Merging uses the full-precision base, also for an adapter trained with QLoRA (as PEFT does
     // when merging onto the 16-bit model).
     const { model } = await loadBase(argv.model, { device: await deviceFromFlag(argv.device) });
     applyLoraAdapter(model, argv.adapter);
     model.mergeLora();
     const dtype = (argv.dtype?.toUpperCase() as SaveDtype | undefined) ?? sourceDtype(argv.model);
-    const r = writeHfModel(argv.out, model, { sourceDir: argv.model, dtype, maxShardBytes: parseSize(argv['max-shard-size'] ?? '5GB') });
+    const maxShardBytes = parseSize(argv['max-shard-size'] ?? '5GB');
+    // Staged, then renamed into --out; an earlier model's shards that this one does not write again
+    // are removed, so the loader cannot mix the two.
+    let r = { files: [] as string[], bytes: 0 };
+    writeFolderFiles(argv.out, (staging) => (r = writeHfModel(staging, model, { sourceDir: argv.model, dtype, maxShardBytes })), {
+      bytesNeeded: hfModelBytes(model, dtype),
+      replaces: (name) => WEIGHT_FILE.test(name),
+    });
     process.stdout.write(`Merged ${argv.adapter} into ${argv.model}: ${argv.out} (${r.files.length} file(s), ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${dtype})\n`);
   },
 };

@@ -2,6 +2,8 @@
 // JSON config; any config key can be overridden on the command line, as HF's argument parser allows.
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../config/loader.js';
+import { contextNotice } from '../../model/hfconfig.js';
+import { clearStopRequest, requestStop, signalExitCode } from '../../util/interrupt.js';
 
 interface TrainArgs {
   config: string;
@@ -27,16 +29,19 @@ const train: CommandModule<object, TrainArgs> = {
   handler: async (argv) => {
     const overrides = argv._.slice(1).map(String);
     const { config, notices } = loadConfig(argv.config, overrides);
-    for (const n of notices) process.stderr.write(`note: ${n}\n`);
+    const context = contextNotice(config.model_name_or_path, config.max_seq_length);
+    for (const n of context ? [...notices, context] : notices) process.stderr.write(`note: ${n}\n`);
     const { train: run } = await import('../../train/recipe.js');
-    // First Ctrl-C (or SIGTERM): finish the current step, write a checkpoint, exit 130 (143).
+    // First Ctrl-C (or SIGTERM): stop within a second and exit 130 (143). While training, the
+    // step under way is dropped and the last complete one saved as a checkpoint; while loading or
+    // reading the data (util/interrupt.ts: those phases poll requestStop's flag), nothing is kept.
     // A second one exits at once; checkpoints are written atomically, so nothing is corrupted.
     let stopSignal: NodeJS.Signals | undefined;
     const onSignal = (sig: NodeJS.Signals) => {
-      const code = sig === 'SIGTERM' ? 143 : 130;
-      if (stopSignal) process.exit(code);
+      if (stopSignal) process.exit(signalExitCode(sig));
       stopSignal = sig;
-      process.stderr.write(`\n${sig}: finishing the current step and saving a checkpoint (${sig === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit now)\n`);
+      requestStop(sig);
+      process.stderr.write(`\n${sig}: stopping; once training has begun, the last complete step is saved as a checkpoint (${sig === 'SIGINT' ? 'Ctrl-C' : 'signal'} again to quit now)\n`);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
@@ -46,11 +51,12 @@ const train: CommandModule<object, TrainArgs> = {
       if (r.interrupted) {
         const again = ['sft train', '--config', argv.config, ...overrides, '--resume', 'latest'].join(' ');
         process.stderr.write(`Resume with: ${again}\n`);
-        process.exitCode = stopSignal === 'SIGTERM' ? 143 : 130;
+        process.exitCode = signalExitCode(stopSignal ?? 'SIGINT');
       }
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      clearStopRequest();
     }
   },
 };
