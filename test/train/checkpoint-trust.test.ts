@@ -85,7 +85,7 @@ const TS = 'trainer_state.json';
 test('trainer_state.json [] (and other shapes) is refused by name before anything changes', async () => {
   await refused(damaged(forged((ck) => writeFileSync(join(ck, TS), '[]'))), /checkpoint-9\/trainer_state\.json:1:1: .*expected a JSON object/);
   await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, global_step: 100000 })))), /trainer_state\.json: "global_step" is 100000; expected 9, the step in the folder's name/);
-  await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, global_step: -5 })))), /"global_step" is -5; expected an integer >= 1/);
+  await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, global_step: -5 })))), /"global_step" is -5; expected an integer >= 0/);
   await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, micro_batches: 'abc' })))), /"micro_batches" is "abc"; expected an integer >= 0/);
   await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, micro_batches: 17 })))), /"micro_batches" is 17; expected 18 \(global_step 9 x gradient_accumulation_steps 2\)/);
   await refused(damaged(forged((ck) => editJson(join(ck, TS), (v) => ({ ...v, losses: undefined })))), /"losses" is missing; expected a list of 9 finite numbers/);
