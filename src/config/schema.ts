@@ -100,6 +100,10 @@ const OTHER_OPTIMIZERS = [
   'galore_adamw_8bit_layerwise', 'galore_adafactor_layerwise', 'lomo', 'adalomo', 'grokadamw',
   'schedule_free_radam', 'schedule_free_adamw', 'schedule_free_sgd', 'apollo_adamw', 'apollo_adamw_layerwise',
 ] as const;
+/** Optimizers whose AdamW states the engine keeps in 8-bit blocks (bitsandbytes' layout). */
+export function isEightBitOptim(optim: string): boolean {
+  return ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(optim);
+}
 export const OPTIMIZERS = [...ADAMW, ...ADAMW_PAGED, ...ADAMW_LOW_BIT, ...OTHER_OPTIMIZERS] as const;
 export type Optimizer = (typeof OPTIMIZERS)[number];
 

@@ -19,7 +19,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import type { TrainConfig } from '../config/schema.js';
+import { isEightBitOptim, type TrainConfig } from '../config/schema.js';
 import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { checkConfigAgainstCheckpoint, loadBase } from '../model/load.js';
@@ -100,7 +100,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
   if (resumeDir) {
     // Everything that can be checked without the model, before minutes go into loading it.
     try {
-      const c = checkCheckpoint(resumeDir, cfg);
+      const c = checkCheckpoint(resumeDir, cfg, undefined, { moments: false });
       if (c.verified === 'missing') print(`  ${resumeDir} has no checksums (written by an earlier sft): its files were checked against each other and the config only`);
     } catch (err) {
       throw resumeFailure(resumeDir, err, cfg);
@@ -149,7 +149,7 @@ function planRequest(cfg: TrainConfig) {
 }
 
 function eightBitOptim(cfg: TrainConfig): boolean {
-  return ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(cfg.optim);
+  return isEightBitOptim(cfg.optim);
 }
 
 /** The compute precision on this device: bf16 and fp16 mean bf16 on a GPU (fp16's loss scaling is

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { NativeModel, OptimizerState } from '../native/types.js';
-import type { TrainConfig } from '../config/schema.js';
+import { isEightBitOptim, type TrainConfig } from '../config/schema.js';
 import { configFromObject } from '../config/loader.js';
 import { JsonSyntaxError, clip, parseJsonObject, showJson } from '../config/json.js';
 import { ADAPTER_CONFIG, PROMPT_EMBEDDINGS, adapterType, readLoraAdapter, readPromptTuningAdapter } from '../io/peft.js';
@@ -44,7 +44,6 @@ export interface CheckedCheckpoint {
   optimizer: OptimizerState;
 }
 
-const eightBitOptim = (optim: string): boolean => ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(optim);
 /** Values per absmax in bitsandbytes' blockwise 8-bit states (the engine's block). */
 const Q8_BLOCK = 256;
 
@@ -53,7 +52,7 @@ const Q8_BLOCK = 256;
  * the checkpoint's); without it (`sft verify`), the checkpoint's own config. `run`: the resuming
  * model's trainable tensors and steps; without it, what the checkpoint's files say of each other.
  */
-export function checkCheckpoint(dir: string, cfg?: TrainConfig, run?: RunShape, opts: { hashes?: boolean } = {}): CheckedCheckpoint {
+export function checkCheckpoint(dir: string, cfg?: TrainConfig, run?: RunShape, opts: { hashes?: boolean; moments?: boolean } = {}): CheckedCheckpoint {
   if (!existsSync(dir)) throw new SftError(`${dir}: no such checkpoint folder`);
   const verified = opts.hashes === false ? 'skipped' : verifyManifest(dir);
   const saved = readSavedConfig(join(dir, RUN_CONFIG_FILE));
@@ -71,7 +70,7 @@ export function checkCheckpoint(dir: string, cfg?: TrainConfig, run?: RunShape, 
     totalSteps: run?.totalSteps,
   });
   const { tensors, trainable } = readTrained(dir, runCfg, run);
-  const optimizer = readOptimizer(join(dir, OPTIMIZER_FILE), trainable, state.global_step, eightBitOptim(runCfg.optim), runCfg.optim);
+  const optimizer = readOptimizer(join(dir, OPTIMIZER_FILE), trainable, state.global_step, isEightBitOptim(runCfg.optim), runCfg.optim, opts.moments !== false);
   return { dir, state, verified, tensors, optimizer };
 }
 
@@ -199,7 +198,7 @@ function matchTensors(file: string, have: { name: string; shape: number[] }[], w
 
 /** optimizer.safetensors: the step bias correction continues from, and the moments of every
  *  trainable tensor (none missing, none extra, the run's kind, finite; second moments >= 0). */
-function readOptimizer(file: string, trainable: RunShape['trainable'], step: number, eightBit: boolean, optim: string): OptimizerState {
+function readOptimizer(file: string, trainable: RunShape['trainable'], step: number, eightBit: boolean, optim: string, readMoments: boolean): OptimizerState {
   if (!existsSync(file)) throw new SftError(`${file} is missing: the checkpoint is incomplete`);
   const h = readSafetensorsHeader(file);
   const saved = h.metadata?.step;
@@ -212,6 +211,9 @@ function readOptimizer(file: string, trainable: RunShape['trainable'], step: num
     if (!info) throw new SftError(`${file}: no tensor ${name}: the moments of ${name.replace(/\.exp_avg.*$/, '')} are missing (they would restart from zero)`);
     if (info.dtype !== dtype || numel(info.shape) !== n) throw new SftError(`${file}: ${name} is ${info.dtype}[${clip(info.shape.join(', '))}], expected ${dtype}[${n}]`);
     used.add(name);
+    // Without readMoments only the header is checked (names, kinds, sizes): the early pass of a
+    // resume, which must not read a full fine-tuning run's moments twice.
+    if (!readMoments) return { t: dtype === 'U8' ? new Uint8Array(0) : new Float32Array(0) };
     return { t: dtype === 'U8' ? readTensorBytes(file, h, name) : readTensorF32(file, h, name) };
   };
   const tensors = trainable.map((p) => {

@@ -8,10 +8,10 @@
 // allocates more than its input or grows the child's memory without bound.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/native/binding.js';
+import { watchRunner } from './watchdog.js';
 
 const SEED = 20261204;
 const PER_CASE_MS = 5000;
@@ -29,39 +29,10 @@ interface Run {
   stderr: string;
 }
 
-// The spawn-and-watch loop of test/fuzz/watchdog.ts, for files-runner.ts and its memory line.
 function runFiles(kind: string, seed: number, count: number, perCaseMs = PER_CASE_MS): Promise<Run> {
   const runner = join(packageRoot, 'test', 'fuzz', 'files-runner.ts');
   // A bounded heap: a reader that builds something huge kills the child (a failure), not the machine.
-  const child = spawn(process.execPath, ['--max-old-space-size=1024', '--import', 'tsx', runner, kind, String(seed), String(count)], { cwd: packageRoot });
-  const run: Run = { counts: {}, failures: [], exitCode: null, stderr: '' };
-  let current = -1;
-  let since = Date.now();
-  let partial = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (partial + chunk).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) {
-      if (line.startsWith('> ')) [current, since] = [Number(line.slice(2)), Date.now()];
-      else if (line.startsWith('! ')) run.failures.push(JSON.parse(line.slice(2)));
-      else if (line.startsWith('# ')) run.memory = JSON.parse(line.slice(2));
-      else if (line.startsWith('= ')) run.counts = JSON.parse(line.slice(2));
-    }
-  });
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (run.stderr += s));
-  const timer = setInterval(() => {
-    if (Date.now() - since > (current < 0 ? STARTUP_MS : perCaseMs)) {
-      run.hung = current;
-      child.kill('SIGKILL');
-    }
-  }, 50);
-  return new Promise((resolve) => {
-    child.on('close', (code) => {
-      clearInterval(timer);
-      run.exitCode = code;
-      resolve(run);
-    });
-  });
+  return watchRunner(runner, [kind, String(seed), String(count)], { perCaseMs, startupMs: STARTUP_MS, nodeFlags: ['--max-old-space-size=1024'] }) as Promise<Run>;
 }
 
 function assertClean(r: Run, count: number, kind: string): void {

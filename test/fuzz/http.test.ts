@@ -13,6 +13,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MODEL_ID, rawRequest, startFake, type RawResponse } from '../serve/fake-server.js';
+import { rng, type Rand } from './corrupt.js';
 
 const SEED = 20261202;
 const COUNT = 3000;
@@ -23,23 +24,6 @@ const KEY = 'fuzz-key';
 const CONTEXT = 256;
 /** RSS may grow this much over the run (allocator caches, JIT); a leak of bodies or requests is far more. */
 const RSS_GROWTH_LIMIT = 128 * 1024 * 1024;
-
-// ---- a seeded generator, as test/fuzz/corrupt.ts has one ------------------------------------------------
-
-type Rand = ReturnType<typeof rng>;
-
-/** mulberry32: the same cases on every machine, and any case can be made alone from its number. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number): number => Math.floor(next() * n);
-  return { next, int, chance: (p: number): boolean => next() < p, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)] };
-}
 
 // ---- what a case is -------------------------------------------------------------------------------------
 

@@ -6,9 +6,9 @@
 // killed, naming the case, when one runs past its time limit; its memory is measured and bounded.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/native/binding.js';
+import { watchRunner } from './watchdog.js';
 
 const SEED = 20261203;
 const COUNT = 3000;
@@ -26,36 +26,8 @@ interface Run {
 }
 
 function runPrompts(seed: number, count: number): Promise<Run> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(packageRoot, 'test', 'fuzz', 'prompts-runner.ts'), String(seed), String(count)], { cwd: packageRoot });
-  const run: Run = { counts: {}, failures: [], exitCode: null, stderr: '' };
-  let current = -1;
-  let since = Date.now();
-  let partial = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    const lines = (partial + chunk).split('\n');
-    partial = lines.pop()!;
-    for (const line of lines) {
-      if (line.startsWith('> ')) [current, since] = [Number(line.slice(2)), Date.now()];
-      else if (line.startsWith('! ')) run.failures.push(JSON.parse(line.slice(2)));
-      else if (line.startsWith('# ')) run.memory = JSON.parse(line.slice(2));
-      else if (line.startsWith('= ')) run.counts = JSON.parse(line.slice(2));
-    }
-  });
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (run.stderr += s));
   // Loading the tokenizers (and building the tiny ones) comes before case 0.
-  const timer = setInterval(() => {
-    if (Date.now() - since > (current < 0 ? 60_000 : PER_CASE_MS)) {
-      run.hung = current;
-      child.kill('SIGKILL');
-    }
-  }, 50);
-  return new Promise((resolve) => {
-    child.on('close', (code) => {
-      clearInterval(timer);
-      run.exitCode = code;
-      resolve(run);
-    });
-  });
+  return watchRunner(join(packageRoot, 'test', 'fuzz', 'prompts-runner.ts'), [String(seed), String(count)], { perCaseMs: PER_CASE_MS, startupMs: 60_000 }) as Promise<Run>;
 }
 
 test(`${COUNT} mutated prompts through data, serve and chat encoding: a result or a proper error each`, async (t) => {

@@ -13,13 +13,29 @@ export interface FuzzResult {
   hung?: number;
   exitCode: number | null;
   stderr: string;
+  /** The runner's "# {json}" line (memory figures), when it writes one. */
+  memory?: unknown;
 }
 
 /** Time for tsx to start the child before its first case. */
 const STARTUP_MS = 20_000;
 
 export function runFuzz(kind: string, seed: number, count: number, perCaseMs = 5000): Promise<FuzzResult> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(packageRoot, 'test', 'fuzz', 'runner.ts'), kind, String(seed), String(count)], { cwd: packageRoot });
+  return watchRunner(join(packageRoot, 'test', 'fuzz', 'runner.ts'), [kind, String(seed), String(count)], { perCaseMs });
+}
+
+export interface WatchOptions {
+  perCaseMs: number;
+  /** Time allowed before case 0 (tsx start, loading tokenizers). */
+  startupMs?: number;
+  /** Flags for node itself, e.g. a bounded heap. */
+  nodeFlags?: string[];
+}
+
+/** Any runner that speaks the protocol ("> N", "! {json}", "# {json}" memory, "= {json}" counts),
+ *  run as a child that is killed when one case outlives perCaseMs. */
+export function watchRunner(runner: string, args: string[], opts: WatchOptions): Promise<FuzzResult> {
+  const child = spawn(process.execPath, [...(opts.nodeFlags ?? []), '--import', 'tsx', runner, ...args], { cwd: packageRoot });
   const result: FuzzResult = { counts: {}, failures: [], exitCode: null, stderr: '' };
   let current = -1;
   let since = Date.now();
@@ -28,16 +44,15 @@ export function runFuzz(kind: string, seed: number, count: number, perCaseMs = 5
     const lines = (partial + chunk).split('\n');
     partial = lines.pop()!;
     for (const line of lines) {
-      if (line.startsWith('> ')) {
-        current = Number(line.slice(2));
-        since = Date.now();
-      } else if (line.startsWith('! ')) result.failures.push(JSON.parse(line.slice(2)) as Failure);
+      if (line.startsWith('> ')) [current, since] = [Number(line.slice(2)), Date.now()];
+      else if (line.startsWith('! ')) result.failures.push(JSON.parse(line.slice(2)) as Failure);
+      else if (line.startsWith('# ')) result.memory = JSON.parse(line.slice(2));
       else if (line.startsWith('= ')) result.counts = JSON.parse(line.slice(2)) as Record<string, number>;
     }
   });
   child.stderr.setEncoding('utf8').on('data', (s: string) => (result.stderr += s));
   const timer = setInterval(() => {
-    if (Date.now() - since > (current < 0 ? STARTUP_MS : perCaseMs)) {
+    if (Date.now() - since > (current < 0 ? opts.startupMs ?? STARTUP_MS : opts.perCaseMs)) {
       result.hung = current;
       child.kill('SIGKILL');
     }
