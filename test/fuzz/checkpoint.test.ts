@@ -22,6 +22,7 @@ import { SftError } from '../../src/errors.js';
 import { rng, type Rand } from './corrupt.js';
 import { RAW_VALUES, deepJson, mutateBytes, withRawValue } from './files-mutate.js';
 import { sink } from '../helpers/sink.js';
+import { countText, fuzzCount } from './scale.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sft-fuzz-ckpt-'));
 const modelDir = join(root, 'model');
@@ -123,14 +124,18 @@ async function fuzz(s: Subject, cases: number, seed: number): Promise<Record<str
   return outcomes;
 }
 
-test('2,400 damaged LoRA checkpoints and 1,000 full fine-tuning ones: a result or an SftError naming the file each', async () => {
+const LORA_CASES = fuzzCount(2400);
+const FULL_CASES = fuzzCount(1000);
+
+test(`${countText(LORA_CASES)} damaged LoRA checkpoints and ${countText(FULL_CASES)} full fine-tuning ones: a result or an SftError naming the file each`, async () => {
   const lora = await subject('lora', {});
   const full = await subject('full', { train_mode: 'full' });
-  const a = await fuzz(lora, 2400, 1);
-  const b = await fuzz(full, 1000, 2);
+  const a = await fuzz(lora, LORA_CASES, 1);
+  const b = await fuzz(full, FULL_CASES, 2);
   if (process.env.FUZZ_CASE !== undefined) return;
   for (const o of [a, b]) {
-    assert.ok((o['refused'] ?? 0) > 100 && (o['refused (forged)'] ?? 0) > 100, JSON.stringify(o));
+    const n = Object.values(o).reduce((a, b) => a + b, 0);
+    assert.ok((o['refused'] ?? 0) > n / 25 && (o['refused (forged)'] ?? 0) > n / 25, JSON.stringify(o));
   }
   // The subjects are intact again after the cases.
   checkCheckpoint(lora.ck, lora.cfg, lora.run);

@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../../src/native/binding.js';
 import { watchRunner } from './watchdog.js';
+import { fuzzCount } from './scale.js';
 
 const SEED = 20261204;
 const PER_CASE_MS = 5000;
@@ -46,7 +47,7 @@ function assertClean(r: Run, count: number, kind: string): void {
   assert.ok((r.counts.ok ?? 0) > count / 50 && (r.counts.error ?? 0) > count / 4, JSON.stringify(r.counts));
 }
 
-const KINDS: [string, number][] = [['safetensors', 3000], ['torch-bin', 3000], ['hf-config', 2000], ['shard-index', 2000], ['ceval-csv', 2000]];
+const KINDS: [string, number][] = ([['safetensors', 3000], ['torch-bin', 3000], ['hf-config', 2000], ['shard-index', 2000], ['ceval-csv', 2000]] as [string, number][]).map(([k, n]) => [k, fuzzCount(n)]);
 
 const REAL_CEVAL = existsSync(join(packageRoot, '..', 'shared', 'ceval', 'val'));
 

@@ -6,8 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runFuzz, type FuzzResult } from './watchdog.js';
+import { countText, fuzzCount } from './scale.js';
 
 const SEED = 20261126;
+const LINES = fuzzCount(5000);
+const FILES = fuzzCount(200);
 
 function assertClean(r: FuzzResult, count: number): void {
   assert.equal(r.hung, undefined, `case ${r.hung} ran past its time limit`);
@@ -16,16 +19,16 @@ function assertClean(r: FuzzResult, count: number): void {
   assert.equal(Object.values(r.counts).reduce((a, b) => a + b, 0), count);
 }
 
-test('5,000 corrupted lines: a result or FILE:LINE SftError each, none hangs', async () => {
-  const r = await runFuzz('jsonl-lines', SEED, 5000);
-  assertClean(r, 5000);
+test(`${countText(LINES)} corrupted lines: a result or FILE:LINE SftError each, none hangs`, async () => {
+  const r = await runFuzz('jsonl-lines', SEED, LINES);
+  assertClean(r, LINES);
   // The corruption reaches every outcome: usable samples, samples truncated to nothing, line errors.
-  for (const outcome of ['ok', 'no-target', 'line-error']) assert.ok((r.counts[outcome] ?? 0) > 200, `${outcome}: ${JSON.stringify(r.counts)}`);
+  for (const outcome of ['ok', 'no-target', 'line-error']) assert.ok((r.counts[outcome] ?? 0) > LINES / 25, `${outcome}: ${JSON.stringify(r.counts)}`);
 });
 
-test('200 files of good and corrupted lines: prepareDataset blames only corrupted lines, skipBadLines keeps every good one', async () => {
-  const r = await runFuzz('jsonl-files', SEED, 200);
-  assertClean(r, 200);
+test(`${FILES} files of good and corrupted lines: prepareDataset blames only corrupted lines, skipBadLines keeps every good one`, async () => {
+  const r = await runFuzz('jsonl-files', SEED, FILES);
+  assertClean(r, FILES);
   const seen = Object.keys(r.counts).join(' ');
   for (const outcome of ['strict-ok', 'strict-line-error', 'skip-some']) assert.match(seen, new RegExp(outcome), JSON.stringify(r.counts));
 });
