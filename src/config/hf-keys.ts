@@ -6,10 +6,11 @@
 // (label_smoothing_factor), and otherwise named once in the "no effect" notice when its value is
 // not a default.
 //
-// Source: transformers' src/transformers/training_args.py, the TrainingArguments fields of 4.29,
-// 4.50, 4.57 and 5.18 (the deprecated and removed ones included: evaluation_strategy, sharded_ddp,
-// xpu_backend, ...); Firefly's component/argument.py history. A key whose default changed between
-// versions lists every default: none of them is news.
+// Source: transformers' src/transformers/training_args.py, the TrainingArguments fields of about
+// 4.29 and 4.50 and of 4.57 and 5.18, the deprecated and removed ones included (evaluation_strategy,
+// sharded_ddp, xpu_backend, ...; test/fixtures/reference/training_args_fields.json); Firefly's
+// component/argument.py history. A key whose default changed between versions lists every
+// default: none of them is news.
 import { BAD, bool, int, isKey, num, orNull, str, type Check, type TextForm } from './schema.js';
 
 /** Why a key does nothing here: the text of the notice. */

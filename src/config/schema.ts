@@ -247,7 +247,7 @@ export const bool = (): Check<boolean> => ({
   accept: (v) => (typeof v === 'boolean' ? v : BAD),
 });
 
-export function oneOf<T extends string | number>(values: readonly T[], allowed?: string): Check<T> {
+function oneOf<T extends string | number>(values: readonly T[], allowed?: string): Check<T> {
   const numeric = typeof values[0] === 'number';
   return {
     allowed: allowed ?? `one of ${values.map((x) => (numeric ? String(x) : `"${x}"`)).join(', ')}`,
