@@ -7,7 +7,19 @@ import { SftError } from '../errors.js';
 import { JsonSyntaxError, parseJsonObject } from './json.js';
 import { BAD, KEYS, REQUIRED, SCHEMA, isKey, resolveBetweenKeys, sameValue } from './schema.js';
 import type { Check, TrainConfig } from './schema.js';
+import { OTHER_KEYS, OTHER_KEY_NAMES, isOtherKey, whyText, type Why } from './hf-keys.js';
 import { didYouMean } from './suggest.js';
+
+/** Every key a config may hold: the schema's, then the HF/Firefly keys sft does not keep. */
+const ALL_KEYS: readonly string[] = [...KEYS, ...OTHER_KEY_NAMES];
+const known = (k: string) => isKey(k) || isOtherKey(k);
+const unknownKey = (where: string, key: string, prefix = '', what = 'key') =>
+  `${where}unknown ${what} "${prefix}${key}"${didYouMean(key, ALL_KEYS, prefix) || '; configs/README.md lists the accepted keys'}`;
+
+/** All unknown keys in one error: a user with three typos fixes them in one go. */
+function throwUnknown(lines: string[]): void {
+  if (lines.length) throw new SftError(lines.join('\n'));
+}
 
 export interface LoadedConfig {
   config: TrainConfig;
@@ -37,23 +49,25 @@ export function loadConfig(path: string, overrides: string[] = []): LoadedConfig
     throw err;
   }
   const values: Record<string, unknown> = {};
+  const unknown: string[] = [];
   for (const [key, raw] of Object.entries(parsed.value)) {
     const at = parsed.where.get(key)!;
-    if (!isKey(key)) {
-      throw new SftError(`${path}:${at.key.line}:${at.key.col}: unknown key "${key}"${didYouMean(key, KEYS) || '; configs/README.md lists the accepted keys'}`);
-    }
-    values[key] = checked(checkOf(key), raw, `${path}:${at.value.line}:${at.value.col}: ${key}`);
+    if (!known(key)) unknown.push(unknownKey(`${path}:${at.key.line}:${at.key.col}: `, key));
+    else values[key] = checked(checkOf(key), raw, `${path}:${at.value.line}:${at.value.col}: ${key}`);
   }
+  throwUnknown(unknown);
   return complete({ ...values, ...parseOverrides(overrides) }, path);
 }
 
 /** The same checks as loadConfig, for a config held in memory (tests, other commands). */
 export function configFromObject(obj: Record<string, unknown>, overrides: string[] = [], source = 'config'): LoadedConfig {
   const values: Record<string, unknown> = {};
+  const unknown: string[] = [];
   for (const [key, raw] of Object.entries(obj)) {
-    if (!isKey(key)) throw new SftError(`${source}: unknown key "${key}"${didYouMean(key, KEYS) || '; configs/README.md lists the accepted keys'}`);
-    values[key] = checked(checkOf(key), raw, `${source}: ${key}`);
+    if (!known(key)) unknown.push(unknownKey(`${source}: `, key));
+    else values[key] = checked(checkOf(key), raw, `${source}: ${key}`);
   }
+  throwUnknown(unknown);
   return complete({ ...values, ...parseOverrides(overrides) }, source);
 }
 
@@ -64,8 +78,9 @@ export function configFromObject(obj: Record<string, unknown>, overrides: string
  * and/or commas (`--report_to wandb tensorboard`, `--lora_target_modules q_proj,v_proj`);
  * a later token wins over an earlier one. Values are checked like the file's.
  */
-export function parseOverrides(tokens: readonly string[]): Partial<TrainConfig> {
+export function parseOverrides(tokens: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
+  const unknown: string[] = [];
   for (let i = 0; i < tokens.length; i++) {
     const token = tokens[i];
     if (!token.startsWith('--') || token === '--') {
@@ -78,13 +93,16 @@ export function parseOverrides(tokens: readonly string[]): Partial<TrainConfig> 
 
     // HF adds --no_<key> for bools whose default is true.
     const negated = name.startsWith('no_') ? name.slice(3) : '';
-    if (!isKey(name) && isKey(negated) && SCHEMA[negated].check.text === 'bool' && SCHEMA[negated].default === true) {
+    if (!known(name) && known(negated) && checkOf(negated).text === 'bool' && defaultOf(negated) === true) {
       if (inline !== undefined) throw new SftError(`command line: --no_${negated} takes no value`);
       out[negated] = false;
       continue;
     }
-    if (!isKey(name)) {
-      throw new SftError(`command line: unknown option "--${name}"${didYouMean(name, KEYS, '--') || '; configs/README.md lists the accepted keys'}`);
+    if (!known(name)) {
+      unknown.push(unknownKey('command line: ', name, '--', 'option'));
+      // Skip its value words, so that they are not read as options of their own.
+      if (inline === undefined) while (takesValue(tokens[i + 1])) i++;
+      continue;
     }
     const check = checkOf(name);
     let raw: unknown;
@@ -110,10 +128,12 @@ export function parseOverrides(tokens: readonly string[]): Partial<TrainConfig> 
     }
     out[name] = checked(check, raw, `command line: --${name}`);
   }
-  return out as Partial<TrainConfig>;
+  throwUnknown(unknown);
+  return out;
 }
 
-const checkOf = (k: keyof TrainConfig) => SCHEMA[k].check as Check<unknown>;
+const checkOf = (k: string): Check<unknown> => (isKey(k) ? SCHEMA[k].check : OTHER_KEYS[k].check) as Check<unknown>;
+const defaultOf = (k: string): unknown => (isKey(k) ? SCHEMA[k].default : OTHER_KEYS[k].defaults[0]);
 
 // HfArgumentParser's string_to_bool; anything else stays a string and fails the check.
 function toBool(word: string): boolean | string {
@@ -137,7 +157,28 @@ function checked<T>(check: Check<T>, raw: unknown, where: string): T {
 }
 
 // Required keys, defaults, rules between keys, and what this build does not do.
-function complete(values: Record<string, unknown>, source: string): LoadedConfig {
+function complete(all: Record<string, unknown>, source: string): LoadedConfig {
+  // The HF/Firefly keys sft does not keep: applied to schema keys, refused, or noted below.
+  const values: Record<string, unknown> = {};
+  const others: [string, unknown][] = [];
+  for (const [k, v] of Object.entries(all)) {
+    if (isKey(k)) values[k] = v;
+    else others.push([k, v]);
+  }
+  const errors: string[] = [];
+  const ignored = new Map<Why, string[]>();
+  for (const [k, v] of others) {
+    const spec = OTHER_KEYS[k];
+    if (spec.apply) {
+      const err = spec.apply(v, values);
+      if (err) errors.push(err);
+      continue;
+    }
+    if (spec.defaults.some((d) => sameValue(v, d))) continue;
+    if (spec.refuse) errors.push(`${k}=${JSON.stringify(v)}: ${spec.refuse}`);
+    else ignored.set(spec.why, [...(ignored.get(spec.why) ?? []), `${k}=${JSON.stringify(v)}`]);
+  }
+
   const missing = KEYS.filter((k) => SCHEMA[k].default === REQUIRED && values[k] === undefined);
   if (missing.length > 0) {
     const list = missing.map((k) => `"${k}" (${SCHEMA[k].help})`).join(', ');
@@ -151,14 +192,13 @@ function complete(values: Record<string, unknown>, source: string): LoadedConfig
   }
   const config = cfg as unknown as TrainConfig;
 
-  const errors = resolveBetweenKeys(config, given);
+  errors.push(...resolveBetweenKeys(config, given));
   const notices: string[] = [];
-  const ignored: string[] = [];
   for (const k of KEYS) {
     const spec = SCHEMA[k];
     if (sameValue(config[k], spec.default)) continue;
     if (spec.implemented === 'no-effect') {
-      ignored.push(`${k}=${JSON.stringify(config[k])}`);
+      ignored.set('plumbing', [...(ignored.get('plumbing') ?? []), `${k}=${JSON.stringify(config[k])}`]);
       continue;
     }
     const finding = (spec.support as ((v: unknown, c: TrainConfig) => { notice: string } | { error: string } | undefined) | undefined)?.(config[k], config);
@@ -166,6 +206,10 @@ function complete(values: Record<string, unknown>, source: string): LoadedConfig
     else if (finding) notices.push(finding.notice);
   }
   if (errors.length > 0) throw new SftError(errors.map((e) => `${source}: ${e}`).join('\n'));
-  if (ignored.length > 0) notices.push(`${ignored.join(', ')}: ${ignored.length > 1 ? 'have' : 'has'} no effect in sft (PyTorch/HF plumbing); ignored`);
+  // One notice names every key that does nothing here, grouped by why.
+  if (ignored.size > 0) {
+    const groups = [...ignored].map(([why, list]) => `${list.join(', ')}: ${list.length > 1 ? 'have' : 'has'} no effect in sft (${whyText(why)})`);
+    notices.push(`${groups.join('; ')}; ignored`);
+  }
   return { config, notices };
 }

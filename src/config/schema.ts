@@ -20,8 +20,8 @@
 //   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
 //   eval_steps                  | null           | set -> notice, as eval_file
 //   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
-//   train_mode                  | "lora"         | lora, qlora (= lora on an NF4 base), full, prompt_tuning yes
-//                               |                | (Firefly's default is qlora; sft's is lora, the mode it runs)
+//   train_mode                  | "qlora"        | lora, qlora (= lora on an NF4 base), full, prompt_tuning yes
+//                               |                | (qlora is Firefly's default: a config without train_mode trains QLoRA there)
 //   bits                        | 16 (4 if qlora)| 16, 32 yes (32-bit on the CPU); 4 yes (NF4 + double quant);
 //                               |                | 8 -> notice: not quantised, trains in 32-bit;
 //                               |                | qlora with bits 16/32 written out -> error (contradiction)
@@ -63,12 +63,16 @@
 //   deepspeed                   | null           | no-effect
 //   local_rank                  | -1             | no-effect
 //   logging_dir                 | null           | yes (TensorBoard event files go there)
+//   run_name                    | null           | yes (the wandb run's name; default: output_dir's folder name)
 //   overwrite_output_dir        | false          | yes: an earlier run in output_dir is moved aside to <output_dir>.replaced-<time>
 //   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
 //   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
 //   parse_special_tokens        | false          | yes (sft key: special-token strings in the data's messages become their ids)
 //
-// Anything else is an unknown key: an error that suggests the nearest valid key.
+// Every other key of HF TrainingArguments (4.x and 5.x), of the Model/DataArguments that HF-style
+// scripts carry (cache_dir, ...) and of older Firefly versions is in hf-keys.ts: accepted, applied
+// where sft can (use_cpu), otherwise named in the "no effect" notice or refused when it would change
+// the result. Anything else is an unknown key: one error lists them all, each with the nearest valid key.
 // Every number has a range (each check's `allowed` text; configs/README.md's table gives the same).
 
 export const TRAIN_MODES = ['full', 'lora', 'qlora', 'prompt_tuning'] as const;
@@ -175,6 +179,7 @@ export interface TrainConfig {
   deepspeed: string | Record<string, unknown> | null;
   local_rank: number;
   logging_dir: string | null;
+  run_name: string | null;
   overwrite_output_dir: boolean;
   device: (typeof DEVICES)[number];
   /** CPU threads; 0 = all cores. */
@@ -202,7 +207,7 @@ export interface Check<T> {
   nullable?: boolean;
 }
 
-const str = (nonEmpty = false): Check<string> => ({
+export const str = (nonEmpty = false): Check<string> => ({
   allowed: nonEmpty ? 'a non-empty string' : 'a string',
   text: 'string',
   accept: (v) => (typeof v === 'string' && (!nonEmpty || v.trim() !== '') ? v : BAD),
@@ -218,14 +223,14 @@ const MAX_WORKERS = 4096;    // threads and worker counts: more than any machine
 /** 1e6 and above as 1e6, 1e8 ... when a power of ten: the bound reads at a glance. */
 const show = (n: number): string => (n >= 1e6 && Number.isInteger(Math.log10(n)) ? `1e${Math.log10(n)}` : String(n));
 
-const int = (min: number, max: number): Check<number> => ({
+export const int = (min: number, max: number): Check<number> => ({
   allowed: `an integer from ${show(min)} to ${show(max)}`,
   text: 'number',
   accept: (v) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max ? v : BAD),
 });
 
 /** A number in [min, max], or (min, ...] / [..., max) where open. */
-const num = (min: number, max: number, open: { min?: boolean; max?: boolean } = {}): Check<number> => {
+export const num = (min: number, max: number, open: { min?: boolean; max?: boolean } = {}): Check<number> => {
   const lo = open.min ? `> ${show(min)}` : `>= ${show(min)}`;
   const hi = open.max ? `< ${show(max)}` : `<= ${show(max)}`;
   return {
@@ -236,7 +241,7 @@ const num = (min: number, max: number, open: { min?: boolean; max?: boolean } = 
   };
 };
 
-const bool = (): Check<boolean> => ({
+export const bool = (): Check<boolean> => ({
   allowed: 'true or false',
   text: 'bool',
   accept: (v) => (typeof v === 'boolean' ? v : BAD),
@@ -260,7 +265,7 @@ const interval = (min = 1): Check<number> => ({
   accept: (v) => (typeof v === 'number' && (Number.isInteger(v) ? v >= min && v <= MAX_STEPS : v > 0 && v < 1) ? v : BAD),
 });
 
-function orNull<T>(c: Check<T>): Check<T | null> {
+export function orNull<T>(c: Check<T>): Check<T | null> {
   return { ...c, allowed: `${c.allowed}, or null`, nullable: true, accept: (v) => (v === null ? null : c.accept(v)) };
 }
 
@@ -346,7 +351,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     support: (v) => notYet(`task_type="${v}"`, 'use task_type "sft"'),
   },
   train_mode: {
-    check: oneOf(TRAIN_MODES), default: 'lora', implemented: 'partly', help: 'lora, qlora (LoRA on an NF4 base), full (every weight; writes a whole model), prompt_tuning (virtual tokens)',
+    check: oneOf(TRAIN_MODES), default: 'qlora', implemented: 'partly', help: 'qlora (LoRA on an NF4 base; Firefly\'s default), lora, full (every weight; writes a whole model), prompt_tuning (virtual tokens)',
     // qlora is lora over a 4-bit base (bits defaults to 4 for it).
     support: () => undefined,
   },
@@ -449,6 +454,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   deepspeed: { check: deepspeed, default: null, implemented: 'no-effect', help: 'DeepSpeed config' },
   local_rank: { check: int(-1, 65535), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
   logging_dir: { check: orNull(str()), default: null, implemented: 'yes', help: 'TensorBoard folder (default <output_dir>/runs/<date>_<host>, as HF)' },
+  run_name: { check: orNull(str()), default: null, implemented: 'yes', help: "the wandb run's name (default: the name of output_dir's folder, as HF)" },
   overwrite_output_dir: {
     check: bool(), default: false, implemented: 'yes',
     help: 'start over in an output_dir that holds an earlier run: the earlier run is first moved aside to <output_dir>.replaced-<time> (never mixed with the new one, never deleted)',
@@ -480,7 +486,9 @@ export function resolveBetweenKeys(cfg: TrainConfig, given: ReadonlySet<string>)
   if (cfg.train_mode === 'qlora') {
     if (!given.has('bits')) cfg.bits = 4;
     else if (cfg.bits === 16 || cfg.bits === 32) {
-      errors.push(`train_mode "qlora" quantises the base model to 4 bits, but bits=${cfg.bits}; set bits to 4 or use train_mode "lora"`);
+      // A config that sets bits but not train_mode most likely wants plain LoRA: say where qlora came from.
+      const mode = given.has('train_mode') ? 'train_mode "qlora"' : 'train_mode is not set, so it is "qlora" (Firefly\'s default), which';
+      errors.push(`${mode} quantises the base model to 4 bits, but bits=${cfg.bits}; set bits to 4, or set train_mode "lora" for LoRA on a ${cfg.bits}-bit base`);
     }
   }
   if (cfg.train_mode === 'full' && cfg.bits === 4) {

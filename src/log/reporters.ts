@@ -13,7 +13,7 @@ import { TensorBoardWriter, defaultLoggingDir } from './tensorboard.js';
 import { WandbLogger, type WandbOptions } from './wandb.js';
 import { writeLossPlot } from './plot.js';
 
-export type ReportersConfig = Pick<TrainConfig, 'report_to' | 'logging_dir'> & { run_name?: string | null };
+export type ReportersConfig = Pick<TrainConfig, 'report_to' | 'logging_dir'> & Partial<Pick<TrainConfig, 'run_name'>>;
 
 export interface ReportersOptions {
   /** A resumed run: append to metrics.jsonl instead of starting it afresh (TensorBoard gets a new

@@ -29,6 +29,7 @@ import { loraModulesOf } from '../model/modules.js';
 import { native as addon } from '../native/binding.js';
 import { cudaUnavailable, resolveDevice } from '../native/device.js';
 import { planSummary, planTable } from './memory.js';
+import { runLine } from './run-line.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { getTemplate } from '../data/templates.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
@@ -130,6 +131,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   const dtype = precision(cfg, device, print);
   checkDeviceSupports(cfg, device);
+  print(runLine(cfg, template.name, device, dtype));
   print(`Loading ${cfg.model_name_or_path} …`);
   const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
   const tok = await loadTokenizer(cfg.model_name_or_path);
@@ -166,7 +168,10 @@ function precision(cfg: TrainConfig, device: Device, print: (l: string) => void)
 /** What the cuda backend does not do yet, refused before anything is loaded. */
 function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
   if (device !== 'cuda') return;
-  if (cfg.bits === 4) throw new SftError('bits 4 (QLoRA) is not available on the cuda backend yet; use device "cpu", or bits 16 (train_mode "lora")');
+  if (cfg.bits === 4) {
+    const mode = cfg.train_mode === 'qlora' ? 'train_mode "qlora" (Firefly\'s default when train_mode is not set) quantises the base to 4 bits, which' : 'bits 4 (an NF4 base)';
+    throw new SftError(`${mode} is not available on the cuda backend yet; use device "cpu", or train_mode "lora" with bits 16 for LoRA on a 16-bit base`);
+  }
   if (eightBitOptim(cfg)) throw new SftError(`optim "${cfg.optim}" (8-bit AdamW states) is not available on the cuda backend yet; use optim "adamw_torch" (or device "cpu")`);
 }
 
@@ -288,6 +293,7 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
   }
   const dtype = precision(cfg, device, print);
   checkDeviceSupports(cfg, device);
+  print(runLine(cfg, template.name, device, dtype));
   const { native } = readHfConfig(cfg.model_name_or_path);
   try {
     checkConfigAgainstCheckpoint(cfg.model_name_or_path, native, listCheckpointTensors(cfg.model_name_or_path));

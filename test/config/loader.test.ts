@@ -36,9 +36,9 @@ test('a minimal config gets Firefly/HF defaults and no notices', () => {
   const { config, notices } = load({});
   assert.deepEqual(notices, []);
   assert.equal(config.output_dir, 'out');
-  assert.equal(config.train_mode, 'lora');
+  assert.equal(config.train_mode, 'qlora');  // Firefly's default (component/argument.py)
   assert.equal(config.task_type, 'sft');
-  assert.equal(config.bits, 16);
+  assert.equal(config.bits, 4);  // Firefly loads a qlora base in 4 bits
   assert.equal(config.lora_rank, 64);
   assert.equal(config.lora_alpha, 16);
   assert.equal(config.lora_dropout, 0.05);
@@ -305,5 +305,5 @@ test('implemented choices load silently', () => {
   for (const optim of ['adamw_torch', 'adamw_torch_fused', 'adamw_hf', 'adamw']) assert.deepEqual(load({ optim }).notices, []);
   for (const s of ['constant', 'constant_with_warmup', 'linear', 'cosine']) assert.deepEqual(load({ lr_scheduler_type: s }).notices, []);
   for (const s of ['no', 'steps', 'epoch']) assert.deepEqual(load({ save_strategy: s }).notices, []);
-  assert.deepEqual(load({ device: 'cpu', threads: 4, disable_tqdm: true, bits: 32 }).notices, []);
+  assert.deepEqual(load({ device: 'cpu', threads: 4, disable_tqdm: true, train_mode: 'lora', bits: 32 }).notices, []);
 });

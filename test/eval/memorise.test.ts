@@ -49,6 +49,7 @@ test('a model trained to memorise a subject\'s val answers scores >= 90 % on it;
     model_name_or_path: modelDir,
     train_file: dataFile,
     template_name: 'qwen',
+    train_mode: 'lora',
     max_seq_length: 160,
     per_device_train_batch_size: 8,
     gradient_accumulation_steps: 1,

@@ -30,7 +30,7 @@ initModel({ arch: 'qwen2', outDir: modelDir, hidden: 32, layers: 1, heads: 4, kv
 const dataFile = join(root, 'data.jsonl');
 writeFileSync(dataFile, Array.from({ length: 6 }, (_, i) => JSON.stringify({ conversation: [{ human: `q ${i}?`, assistant: `a ${i}.` }] })).join('\n') + '\n');
 const base = {
-  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 24, per_device_train_batch_size: 2,
+  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 24, per_device_train_batch_size: 2,
   gradient_accumulation_steps: 2, max_steps: 8, learning_rate: 1e-3, lora_rank: 2, lora_alpha: 4, save_steps: 100, seed: 2, disable_tqdm: true,
 };
 

@@ -23,7 +23,7 @@ function train(file: string, extra: string[] = [], cfg: Record<string, unknown> 
   const config = join(root, `cfg-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(config, JSON.stringify({
     output_dir: join(root, `out-${Math.random().toString(36).slice(2)}`), model_name_or_path: modelDir, train_file: file,
-    template_name: 'default', max_seq_length: 64, per_device_train_batch_size: 2, max_steps: 2, save_strategy: 'no', disable_tqdm: true, ...cfg,
+    template_name: 'default', train_mode: 'lora', max_seq_length: 64, per_device_train_batch_size: 2, max_steps: 2, save_strategy: 'no', disable_tqdm: true, ...cfg,
   }));
   return runCli(['train', '--config', config, ...extra]);
 }

@@ -23,7 +23,7 @@ const dataFile = join(root, 'data.jsonl');
 writeFileSync(dataFile, Array.from({ length: 8 }, (_, i) => JSON.stringify({ conversation: [{ human: `q ${i}?`, assistant: `a ${i * 3}.` }] })).join('\n') + '\n');
 
 const base = {
-  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 32,
+  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 32,
   per_device_train_batch_size: 2, gradient_accumulation_steps: 2, max_steps: 12, learning_rate: 1e-3,
   lora_rank: 4, lora_alpha: 8, logging_steps: 1, save_steps: 4, seed: 5, disable_tqdm: true,
 };

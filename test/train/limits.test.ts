@@ -29,7 +29,7 @@ function config(over: Record<string, unknown>): { file: string; out: string } {
   const out = join(root, `out-${configs}`);
   const file = join(root, `cfg-${configs++}.json`);
   writeFileSync(file, JSON.stringify({
-    output_dir: out, model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 64,
+    output_dir: out, model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 64,
     per_device_train_batch_size: 2, max_steps: 2, save_strategy: 'no', disable_tqdm: true, logging_steps: 1, ...over,
   }));
   return { file, out };
@@ -129,7 +129,7 @@ test('a non-finite update after a checkpoint names that checkpoint as the last g
   // A config that got past the bounds (an in-process caller): warmup from 0 makes step 1 a no-op
   // (saved as checkpoint-1); at step 2 the fp32 step size lr / (1 - beta1^2) overflows to Infinity.
   const { config: cfg } = configFromObject({
-    output_dir: join(root, 'diverged'), model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 64,
+    output_dir: join(root, 'diverged'), model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 64,
     per_device_train_batch_size: 2, max_steps: 3, lr_scheduler_type: 'constant_with_warmup', warmup_steps: 2, save_steps: 1, disable_tqdm: true,
   });
   cfg.learning_rate = 1e39;

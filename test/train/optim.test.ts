@@ -26,7 +26,7 @@ writeFileSync(dataFile, rows.map(([h, a]) => JSON.stringify({ conversation: [{ h
 let runs = 0;
 async function run(over: Record<string, unknown>) {
   const { config } = configFromObject({
-    output_dir: join(root, `out-${runs++}`), model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 64,
+    output_dir: join(root, `out-${runs++}`), model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 64,
     per_device_train_batch_size: 4, gradient_accumulation_steps: 1, max_steps: 4, learning_rate: 1e-2, lr_scheduler_type: 'constant',
     lora_rank: 4, lora_alpha: 8, lora_dropout: 0, logging_steps: 1, save_strategy: 'no', disable_tqdm: true, seed: 11, weight_decay: 0.1, ...over,
   });

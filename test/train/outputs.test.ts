@@ -22,7 +22,7 @@ initModel({ arch: 'llama', outDir: modelDir, hidden: 32, layers: 2, heads: 4, kv
 const dataFile = join(root, 'data.jsonl');
 writeFileSync(dataFile, Array.from({ length: 8 }, (_, i) => JSON.stringify({ conversation: [{ human: `q ${i}?`, assistant: `a ${i * 3}.` }] })).join('\n') + '\n');
 const base = {
-  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 32, per_device_train_batch_size: 2,
+  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 32, per_device_train_batch_size: 2,
   max_steps: 6, learning_rate: 1e-3, lora_rank: 4, lora_alpha: 8, logging_steps: 1, save_steps: 2, seed: 5, disable_tqdm: true,
 };
 async function run(over: Record<string, unknown>, opts: { resume?: string; stopAfter?: number; print?: (l: string) => void } = {}) {

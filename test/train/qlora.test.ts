@@ -21,7 +21,7 @@ writeFileSync(dataFile, rows.map(([h, a]) => JSON.stringify({ conversation: [{ h
 async function run(bits: number) {
   const lines: string[] = [];
   const { config } = configFromObject({
-    output_dir: join(root, `out-${bits}`), model_name_or_path: modelDir, train_file: dataFile, template_name: 'qwen', max_seq_length: 64,
+    output_dir: join(root, `out-${bits}`), model_name_or_path: modelDir, train_file: dataFile, template_name: 'qwen', train_mode: 'lora', max_seq_length: 64,
     per_device_train_batch_size: 4, max_steps: 150, learning_rate: 3e-3, lr_scheduler_type: 'constant_with_warmup', warmup_steps: 5,
     lora_rank: 8, lora_alpha: 16, lora_dropout: 0, logging_steps: 10, save_strategy: 'no', disable_tqdm: true, seed: 3, bits,
   });

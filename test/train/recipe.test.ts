@@ -36,6 +36,7 @@ const settings = {
   model_name_or_path: modelDir,
   train_file: dataFile,
   template_name: 'qwen',
+  train_mode: 'lora',
   max_seq_length: 96,
   per_device_train_batch_size: 2,
   gradient_accumulation_steps: 2,

@@ -23,7 +23,7 @@ const rows = Array.from({ length: 10 }, (_, i) => [`question ${i}?`, `answer num
 writeFileSync(dataFile, rows.map(([h, a]) => JSON.stringify({ conversation: [{ human: h, assistant: a }] })).join('\n') + '\n');
 
 const base = {
-  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', max_seq_length: 48,
+  model_name_or_path: modelDir, train_file: dataFile, template_name: 'default', train_mode: 'lora', max_seq_length: 48,
   per_device_train_batch_size: 3, gradient_accumulation_steps: 2, max_steps: 12, learning_rate: 2e-3,
   lr_scheduler_type: 'cosine', warmup_steps: 2, lora_rank: 4, lora_alpha: 8, lora_dropout: 0.1,
   logging_steps: 2, save_steps: 4, save_total_limit: 2, seed: 21, disable_tqdm: true,

@@ -2,6 +2,7 @@
 // JSON config; any config key can be overridden on the command line, as HF's argument parser allows.
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../config/loader.js';
+import { keysHelp } from '../../config/key-help.js';
 import { contextNotice } from '../../model/hfconfig.js';
 import { clearStopRequest, requestStop, signalExitCode } from '../../util/interrupt.js';
 
@@ -25,7 +26,8 @@ const train: CommandModule<object, TrainArgs> = {
       // Config overrides are not yargs options: hand them to the config loader untouched.
       .parserConfiguration({ 'unknown-options-as-args': true, 'parse-positional-numbers': false })
       .example('$0 train --config configs/tiny-demo.json', 'the CPU demo (about a minute)')
-      .example('$0 train --config configs/qwen2-7b.json --learning_rate 1e-4 --output_dir out/x', 'override keys') as unknown as Argv<TrainArgs>,
+      .example('$0 train --config configs/qwen2-7b.json --learning_rate 1e-4 --output_dir out/x', 'override keys')
+      .epilogue(keysHelp(Math.min(100, process.stdout.columns || 100))) as unknown as Argv<TrainArgs>,
   handler: async (argv) => {
     const overrides = argv._.slice(1).map(String);
     const { config, notices } = loadConfig(argv.config, overrides);
