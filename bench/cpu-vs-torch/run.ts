@@ -1,0 +1,156 @@
+// sft against PyTorch + peft on the same cores: the same random Llama-shaped models (HF folders), the
+// same token batches, LoRA r 16 on every linear layer, fp32, the same thread count, each measurement
+// in a process of its own, the two engines interleaved (order alternating) and medians reported.
+// Appends a table (tokens/s, ratio, peak RSS, CPU, load average) to docs/BENCHMARKS.md.
+//
+//   npm run bench:cpu-vs-torch
+//   BENCH_REPEATS=5 BENCH_ONLY=decode BENCH_NO_APPEND=1 npm run bench:cpu-vs-torch
+//
+// The PyTorch side needs a Python with torch, transformers and peft: SFT_BENCH_PYTHON, else
+// bench/cpu-vs-torch/.venv, which is created offline from the machine's pip index when missing.
+// Without one, the sft column is measured alone and the note says why.
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { initModel } from '../../src/model/init.js';
+import { packageRoot } from '../../src/native/binding.js';
+import { MODELS, WORKLOADS, tokenIds, workloadName, type Workload } from './workloads.js';
+import type { Job, Result } from './sft-worker.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const THREADS = Number(process.env.BENCH_THREADS ?? cpus().length);
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
+
+/** Steps (or sequences, or generations) measured after the warm-up, per workload and model size. */
+function counts(w: Workload): { warmup: number; units: number } {
+  if (w.kind === 'train') return w.model === '91M' ? { warmup: 1, units: 4 } : { warmup: 2, units: 8 };
+  if (w.kind === 'score') return { warmup: 2, units: 10 };
+  return { warmup: 1, units: 2 };
+}
+
+function findPython(): { python?: string; why?: string } {
+  const ok = (py: string) => spawnSync(py, ['-c', 'import torch, transformers, peft, numpy'], { stdio: 'ignore' }).status === 0;
+  const given = process.env.SFT_BENCH_PYTHON;
+  if (given) return ok(given) ? { python: given } : { why: `SFT_BENCH_PYTHON=${given} cannot import torch, transformers, peft and numpy` };
+  const venv = join(here, '.venv');
+  const py = join(venv, 'bin', 'python');
+  if (existsSync(py) && ok(py)) return { python: py };
+  console.log(`creating ${venv} (torch, transformers, peft from the pip index) ...`);
+  const make = spawnSync('python3', ['-m', 'venv', venv], { stdio: 'inherit' });
+  if (make.status !== 0) return { why: 'python3 -m venv failed (is python3-venv installed?)' };
+  const pip = spawnSync(join(venv, 'bin', 'pip'), ['install', '--quiet', 'torch', 'transformers', 'peft', 'safetensors', 'numpy'], { stdio: 'inherit', timeout: 20 * 60_000 });
+  if (pip.status !== 0 || !ok(py)) return { why: 'pip could not install torch, transformers and peft (no local wheel index or network)' };
+  return { python: py };
+}
+
+function cpuName(): string {
+  let name = cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1].split(/\s+/) ?? [];
+    const has = ['avx2', 'fma', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16'].filter((f) => flags.includes(f));
+    name += ` (${has.join(', ') || 'no AVX2'})`;
+  } catch { /* not Linux */ }
+  return name;
+}
+
+function measure(engine: 'sft' | 'torch', job: Job, python?: string): Result {
+  const p = engine === 'sft'
+    ? spawnSync(process.execPath, ['--import', 'tsx', join(here, 'sft-worker.ts'), JSON.stringify(job)], { encoding: 'utf8', cwd: packageRoot })
+    : spawnSync(python!, [join(here, 'torch-worker.py'), JSON.stringify(job)], {
+      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(job.threads), MKL_NUM_THREADS: String(job.threads), TRANSFORMERS_VERBOSITY: 'error' },
+    });
+  if (p.status !== 0) throw new Error(`${engine} on ${workloadName(job.workload)} failed:\n${p.stderr.slice(-3000)}`);
+  return JSON.parse(p.stdout.trim().split('\n').pop()!) as Result;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function main(): Promise<void> {
+  const { python, why } = findPython();
+  if (!python) console.log(`PyTorch peer skipped: ${why}`);
+  const root = mkdtempSync(join(tmpdir(), 'sft-vs-torch-'));
+  const workloads = WORKLOADS.filter((w) => !ONLY || ONLY.test(workloadName(w)));
+  const models = new Map<string, { dir: string; vocab: number; params: number }>();
+  for (const m of MODELS.filter((m) => workloads.some((w) => w.model === m.id))) {
+    const r = initModel({ arch: 'llama', outDir: join(root, m.id), hidden: m.hidden, layers: m.layers, heads: m.heads, kvHeads: m.kvHeads, intermediate: m.intermediate, vocab: m.vocab, seed: 0, maxPosition: 2048, force: true });
+    models.set(m.id, { dir: r.dir, vocab: r.vocabSize, params: r.parameters });
+  }
+  const jobs = workloads.map((w, i) => {
+    const m = models.get(w.model)!;
+    const idsFile = join(root, `ids-${i}.bin`);
+    writeFileSync(idsFile, tokenIds(w, m.vocab));
+    return { modelDir: m.dir, workload: w, idsFile, threads: THREADS, ...counts(w) } satisfies Job;
+  });
+
+  const load0 = loadavg()[0];
+  const results = jobs.map(() => ({ sft: [] as Result[], torch: [] as Result[] }));
+  for (let rep = 0; rep < REPEATS; rep++) {
+    jobs.forEach((job, i) => {
+      // Alternate which engine goes first, so neither always runs on a warmer (or hotter) machine.
+      const order: ('sft' | 'torch')[] = python ? (rep % 2 === 0 ? ['sft', 'torch'] : ['torch', 'sft']) : ['sft'];
+      for (const engine of order) {
+        const r = measure(engine, job, python);
+        results[i][engine].push(r);
+        console.log(`  rep ${rep + 1}/${REPEATS} ${engine.padEnd(5)} ${workloadName(job.workload)}: ${r.tokensPerSecond.toFixed(0)} tok/s, ${r.rssMiB.toFixed(0)} MiB`);
+      }
+    });
+  }
+  const load1 = loadavg()[0];
+
+  const rows = jobs.map((job, i) => {
+    const s = results[i].sft, t = results[i].torch;
+    const st = median(s.map((r) => r.tokensPerSecond));
+    const tt = t.length ? median(t.map((r) => r.tokensPerSecond)) : NaN;
+    const check = agreement(job.workload, s[0], t[0]);
+    const fmt = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '—');
+    const rss = (rs: Result[]) => (rs.length ? `${Math.round(median(rs.map((r) => r.rssMiB)))} MiB` : '—');
+    return `| ${workloadName(job.workload)} | ${fmt(st)} | ${fmt(tt)} | ${Number.isFinite(tt) ? (st / tt).toFixed(2) : '—'} | ${rss(s)} | ${rss(t)} | ${check} |`;
+  });
+  const table = [
+    '| workload | sft tok/s | PyTorch+peft tok/s | sft / PyTorch | sft peak RSS | PyTorch peak RSS | same computation |',
+    '|---|---|---|---|---|---|---|',
+    ...rows,
+  ];
+  console.log(table.join('\n'));
+  if (process.env.BENCH_NO_APPEND) return;
+
+  let commit = '';
+  try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: packageRoot, encoding: 'utf8' }).trim(); } catch { /* not a checkout */ }
+  let versions = '';
+  if (python) versions = execFileSync(python, ['-c', 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'], { encoding: 'utf8' }).trim();
+  const modelsText = [...models].map(([id, m]) => { const s = MODELS.find((x) => x.id === id)!; return `${id}: ${(m.params / 1e6).toFixed(1)} M parameters, hidden ${s.hidden}, ${s.layers} layers, ${s.heads} heads (${s.kvHeads} KV), MLP ${s.intermediate}, vocab ${m.vocab}`; }).join('; ');
+  const section = [
+    '',
+    `### sft vs PyTorch + peft on the CPU — ${new Date().toISOString().slice(0, 10)}${commit ? ` (commit ${commit})` : ''}`,
+    '',
+    `Machine: ${cpuName()}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; ${THREADS} threads for each engine; load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end. Node ${process.version}${versions ? `; ${versions} (sdpa attention)` : `; PyTorch peer skipped: ${why}`}.`,
+    `Command: \`npm run bench:cpu-vs-torch\` (BENCH_REPEATS=${REPEATS}${ONLY ? `, BENCH_ONLY=${process.env.BENCH_ONLY}` : ''}). Medians of ${REPEATS} interleaved runs, each in its own process. Models: ${modelsText}; random weights, random token ids (every position a target). Training: LoRA r 16, alpha 32, dropout 0.05 on every linear layer but lm_head, fp32, AdamW, clipping 1.0; tokens/s = positions per second of forward + backward + update. Decode: prefill and greedy tokens at batch 1 (transformers' generate with its KV cache). "Same computation": the first training loss of both engines on the same weights and ids, or whether the greedy tokens are equal.`,
+    '',
+    ...table,
+    '',
+  ].join('\n');
+  appendFileSync(join(packageRoot, 'docs', 'BENCHMARKS.md'), section);
+  console.log('appended to docs/BENCHMARKS.md');
+}
+
+/** Evidence that both engines computed the same thing: first losses, or greedy tokens. */
+function agreement(w: Workload, s: Result, t?: Result): string {
+  if (!t) return '—';
+  if (w.kind === 'train' && s.firstLoss !== undefined && t.firstLoss != null) return `loss ${s.firstLoss.toFixed(5)} vs ${t.firstLoss.toFixed(5)}`;
+  if (w.kind === 'decode' && s.greedy && t.greedy) {
+    const k = s.greedy.findIndex((x, i) => x !== t.greedy![i]);
+    return k < 0 ? `${s.greedy.length} greedy tokens equal` : `greedy tokens equal up to ${k}`;
+  }
+  return 'same ids';
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
