@@ -164,3 +164,12 @@ test('loss.svg: a run without evaluation draws no eval line', () => {
   const svg = plotSvg([readRun(join(root, 'without'))]);
   assert.ok(!svg.includes('class="eval"'));
 });
+
+test('eval_strategy and save_strategy "epoch": evaluated and saved at each epoch end (not at save_steps)', async () => {
+  // 8 samples in batches of 2: an epoch is 4 steps; 10 steps end epochs at 4 and 8, then the run.
+  const dir = join(root, 'epoch');
+  await run({ output_dir: dir, max_steps: 10, eval_strategy: 'epoch', evaluation_strategy: null, eval_steps: null, save_strategy: 'epoch', save_steps: 3 });
+  assert.deepEqual(evalRecords(dir).map((e) => e.step), [4, 8, 10]);
+  assert.ok(existsSync(join(dir, 'checkpoint-4')) && existsSync(join(dir, 'checkpoint-8')));
+  assert.ok(!existsSync(join(dir, 'checkpoint-3')) && !existsSync(join(dir, 'checkpoint-6')));
+});
