@@ -92,6 +92,8 @@ test('eval_loss is logged at every eval_steps and after the last step, equal to 
   assert.equal((svg.match(/<polyline class="eval"/g) ?? []).length, 1);
   assert.match(svg, /eval loss \(dashed\) [\d.]+ at step 8/);
   assert.ok(r.printed.some((l) => /^Evaluation: .*eval\.jsonl every 3 steps and after the last \(5 samples/.test(l)), r.printed.join('\n'));
+  // per_device_eval_batch_size 3 > the training batch 2: passes stay within the run's memory plan.
+  assert.deepEqual(r.allocations!.afterTraining, r.allocations!.afterPlan, 'no allocation for evaluation');
 });
 
 test('a run with evaluation trains exactly as the same run without it', async () => {
