@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { SftError } from '../errors.js';
 
-export const PLOT_METRICS = ['loss', 'learning_rate', 'grad_norm'] as const;
+export const PLOT_METRICS = ['loss', 'eval_loss', 'learning_rate', 'grad_norm'] as const;
 export type PlotMetric = (typeof PLOT_METRICS)[number];
 
 export interface Run {

@@ -175,3 +175,8 @@ test('eval_strategy and save_strategy "epoch": evaluated and saved at each epoch
   assert.ok(existsSync(join(dir, 'checkpoint-4')) && existsSync(join(dir, 'checkpoint-8')));
   assert.ok(!existsSync(join(dir, 'checkpoint-3')) && !existsSync(join(dir, 'checkpoint-6')));
 });
+
+test('sft plot --metric eval_loss draws the evaluations alone', () => {
+  const svg = plotSvg([readRun(join(root, 'steps'))], { metric: 'eval_loss' });
+  assert.match(svg, /last eval loss [\d.]+ at step 8/);
+});
