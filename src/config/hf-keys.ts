@@ -200,16 +200,9 @@ export const OTHER_KEYS: Readonly<Record<string, OtherKey>> = {
   min_seq_length: k(int(1, 2 ** 20) as Check<unknown>, [1024], 'pretrain'),
   window_step_size: k(int(1, 2 ** 20) as Check<unknown>, [1024], 'pretrain'),
 
-  // Evaluation during training (issue 12, item 6, implemented on its own branch): accepted here.
-  do_eval: k(B, [false], 'eval'),
-  eval_strategy: k(S, ['no'], 'eval'),
-  evaluation_strategy: k(S_, ['no', null], 'eval'),
-  per_device_eval_batch_size: k(int(1, 65536) as Check<unknown>, [8], 'eval'),
+  // Evaluation keys the schema does not hold (eval_file, eval_strategy and the rest are in schema.ts).
   eval_accumulation_steps: k(I_, [null], 'eval'),
   eval_delay: k(N, [0], 'eval'),
-  load_best_model_at_end: k(B, [false], 'eval'),
-  metric_for_best_model: k(S_, [null], 'eval'),
-  greater_is_better: k(B_, [null], 'eval'),
 };
 
 /** Keys of OTHER_KEYS that the schema does not hold (the schema wins where both name a key). */

@@ -17,8 +17,16 @@
 //   train_file                  | (required)     | yes
 //   max_seq_length              | (required)     | yes (required by Firefly too)
 //   template_name               | ""             | yes (the template registry checks the name)
-//   eval_file                   | ""             | set -> notice: evaluation is not implemented yet, ignored
-//   eval_steps                  | null           | set -> notice, as eval_file
+//   eval_file                   | ""             | yes: evaluated with the training's template and max_seq_length
+//   eval_strategy               | "no"           | no, steps, epoch yes (HF 5 name); needs eval_file
+//   evaluation_strategy         | null           | yes: HF 4.x name of eval_strategy (both given and different -> error)
+//   eval_steps                  | null           | yes (< 1 = ratio; null = logging_steps, as HF)
+//   do_eval                     | false          | yes: true with eval_strategy "no" evaluates once at the end (as
+//                               |                | HF's example scripts do); set true by any other eval_strategy
+//   per_device_eval_batch_size  | 8              | yes (forward passes hold at most per_device_train_batch_size rows)
+//   load_best_model_at_end      | false          | yes: the final output is the best checkpoint's (HF's rules on strategies)
+//   metric_for_best_model       | null           | loss / eval_loss yes (the metric sft's evaluation computes); others error
+//   greater_is_better           | null           | yes (null: false for a metric ending in "loss", as HF)
 //   task_type                   | "sft"          | sft yes; pretrain, dpo -> error "not implemented yet"
 //   train_mode                  | "qlora"        | lora, qlora (= lora on an NF4 base), full, prompt_tuning yes
 //                               |                | (qlora is Firefly's default: a config without train_mode trains QLoRA there)
@@ -46,7 +54,7 @@
 //   warmup_steps, warmup_ratio  | 0, 0           | yes (warmup_steps < 1 is a ratio, as in HF 5)
 //   logging_steps               | 500            | yes (< 1 = ratio of total steps, as in HF)
 //   logging_first_step          | false          | yes
-//   save_strategy               | "steps"        | no, steps, epoch yes; best -> error (needs evaluation)
+//   save_strategy               | "steps"        | no, steps, epoch, best yes (best: when the eval metric improves)
 //   save_steps                  | 500            | yes (< 1 = ratio)
 //   save_total_limit            | null           | yes (null = keep all checkpoints)
 //   seed                        | 42             | yes
@@ -118,6 +126,9 @@ export const REPORTERS = [
 ] as const;
 
 export const SAVE_STRATEGIES = ['no', 'steps', 'epoch', 'best'] as const;
+export const EVAL_STRATEGIES = ['no', 'steps', 'epoch'] as const;
+/** The metrics sft's evaluation returns (with or without HF's "eval_" prefix). */
+export const EVAL_METRICS = ['loss', 'eval_loss'] as const;
 export const PROMPT_TUNING_INITS = ['TEXT', 'SAMPLE_VOCAB', 'RANDOM'] as const;
 export const DEVICES = ['cpu', 'cuda', 'auto'] as const;
 
@@ -128,7 +139,18 @@ export interface TrainConfig {
   max_seq_length: number;
   template_name: string;
   eval_file: string;
+  /** >= 1: every N steps; in (0, 1): ratio of total steps; null: logging_steps. See resolveEvalPlan(). */
   eval_steps: number | null;
+  /** Resolved: evaluation_strategy, when only it is given, is copied here. */
+  eval_strategy: (typeof EVAL_STRATEGIES)[number];
+  evaluation_strategy: (typeof EVAL_STRATEGIES)[number] | null;
+  do_eval: boolean;
+  per_device_eval_batch_size: number;
+  load_best_model_at_end: boolean;
+  /** Resolved as HF: "loss" when load_best_model_at_end or save_strategy "best" and unset. */
+  metric_for_best_model: string | null;
+  /** Resolved as HF: false for a metric ending in "loss", else true. */
+  greater_is_better: boolean | null;
   task_type: TaskType;
   train_mode: TrainMode;
   bits: 4 | 8 | 16 | 32;
@@ -338,13 +360,36 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'Firefly-format jsonl training data' },
   max_seq_length: { check: int(2, MAX_TOKENS), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
   template_name: { check: str(), default: '', implemented: 'yes', help: 'Firefly chat template (qwen, baichuan, baichuan2, llama2, default, ...)' },
+  // Evaluation during training (src/train/evaluation.ts). The rules between these keys are HF's
+  // TrainingArguments.__post_init__ ones, checked in resolveEvalKeys().
   eval_file: {
-    check: str(), default: '', implemented: 'no', help: 'evaluation data (not used yet)',
-    support: (v) => notice(`eval_file="${v}": evaluation during training is not implemented yet in this build; the file is ignored`),
+    check: str(), default: '', implemented: 'yes', help: 'evaluation data (same formats as train_file); eval_loss = mean token cross-entropy over its trained tokens',
+    support: (v, c) => (evaluates(c) ? undefined : notice(`eval_file="${v}" is not evaluated: eval_strategy is "no" and do_eval is false; set eval_strategy "steps" or "epoch" (or do_eval true for one evaluation at the end)`)),
   },
   eval_steps: {
-    check: orNull(interval()), default: null, implemented: 'no', help: 'evaluate every N steps (not used yet)',
-    support: (v) => notice(`eval_steps=${v}: evaluation during training is not implemented yet in this build; ignored`),
+    check: orNull(interval()), default: null, implemented: 'yes', help: 'eval_strategy "steps": evaluate every N steps (< 1: ratio of total steps; null: logging_steps)',
+    support: (v, c) => (c.eval_strategy === 'steps' ? undefined : notice(`eval_steps=${v} only applies to eval_strategy "steps" (it is "${c.eval_strategy}"); ignored`)),
+  },
+  eval_strategy: {
+    check: oneOf(EVAL_STRATEGIES), default: 'no', implemented: 'yes', help: 'when to evaluate eval_file: no, steps (every eval_steps) or epoch (at each epoch end)',
+  },
+  evaluation_strategy: {
+    check: orNull(oneOf(EVAL_STRATEGIES)), default: null, implemented: 'yes', help: 'the HF 4.x name of eval_strategy',
+  },
+  do_eval: {
+    check: bool(), default: false, implemented: 'yes', help: 'with eval_strategy "no": evaluate eval_file once after training (as HF example scripts do); true whenever eval_strategy is not "no"',
+  },
+  per_device_eval_batch_size: {
+    check: int(1, 65536), default: 8, implemented: 'yes', help: 'eval samples per batch (forward passes hold at most per_device_train_batch_size of them, within the run\'s memory plan)',
+  },
+  load_best_model_at_end: {
+    check: bool(), default: false, implemented: 'yes', help: 'the final output is the best checkpoint by metric_for_best_model (its checkpoint is never rotated away)',
+  },
+  metric_for_best_model: {
+    check: orNull(str(true)), default: null, implemented: 'yes', help: 'metric that picks the best checkpoint: loss (= eval_loss), the one sft computes',
+  },
+  greater_is_better: {
+    check: orNull(bool()), default: null, implemented: 'yes', help: 'whether a higher metric is better; null: false for a metric ending in "loss"',
   },
   task_type: {
     check: oneOf(TASK_TYPES), default: 'sft', implemented: 'partly', help: 'sft (pretrain and dpo not implemented yet)',
@@ -421,8 +466,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   logging_steps: { check: interval(), default: 500, implemented: 'yes', help: 'log every N optimizer steps (< 1: ratio of total steps)' },
   logging_first_step: { check: bool(), default: false, implemented: 'yes', help: 'also log after the first step' },
   save_strategy: {
-    check: oneOf(SAVE_STRATEGIES), default: 'steps', implemented: 'partly', help: 'no, steps or epoch',
-    support: (v) => (v === 'best' ? notYet('save_strategy="best"', 'it needs evaluation; use "steps" or "epoch"') : undefined),
+    check: oneOf(SAVE_STRATEGIES), default: 'steps', implemented: 'yes', help: 'no, steps (every save_steps), epoch (each epoch end) or best (each evaluation that improves metric_for_best_model)',
   },
   save_steps: { check: interval(), default: 500, implemented: 'yes', help: 'checkpoint every N steps (< 1: ratio of total steps)' },
   save_total_limit: { check: orNull(int(1, 1e6)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
@@ -497,6 +541,49 @@ export function resolveBetweenKeys(cfg: TrainConfig, given: ReadonlySet<string>)
   if (cfg.fp16 && cfg.bf16) errors.push('fp16 and bf16 are both true; at most one of them can be true');
   if (cfg.train_mode === 'prompt_tuning' && cfg.prompt_tuning_init === 'TEXT' && cfg.prompt_tuning_init_text.trim() === '') {
     errors.push('prompt_tuning_init "TEXT" needs prompt_tuning_init_text');
+  }
+  errors.push(...resolveEvalKeys(cfg, given));
+  return errors;
+}
+
+/** Whether the run evaluates eval_file at all (during training, or once at the end). */
+export function evaluates(cfg: Pick<TrainConfig, 'eval_strategy' | 'do_eval'>): boolean {
+  return cfg.eval_strategy !== 'no' || cfg.do_eval;
+}
+
+/** HF's rules between the evaluation keys (TrainingArguments.__post_init__), in place. */
+function resolveEvalKeys(cfg: TrainConfig, given: ReadonlySet<string>): string[] {
+  const errors: string[] = [];
+  if (cfg.evaluation_strategy !== null) {
+    if (!given.has('eval_strategy')) cfg.eval_strategy = cfg.evaluation_strategy;
+    else if (cfg.eval_strategy !== cfg.evaluation_strategy) {
+      errors.push(`evaluation_strategy "${cfg.evaluation_strategy}" and eval_strategy "${cfg.eval_strategy}" disagree (evaluation_strategy is HF 4.x's name for eval_strategy); keep one of them`);
+    }
+  }
+  if (cfg.eval_strategy !== 'no') cfg.do_eval = true;
+  if (cfg.metric_for_best_model === null && (cfg.load_best_model_at_end || cfg.save_strategy === 'best')) cfg.metric_for_best_model = 'loss';
+  if (cfg.greater_is_better === null && cfg.metric_for_best_model !== null) cfg.greater_is_better = !cfg.metric_for_best_model.endsWith('loss');
+  if (cfg.metric_for_best_model !== null && !(EVAL_METRICS as readonly string[]).includes(cfg.metric_for_best_model)) {
+    errors.push(`metric_for_best_model "${cfg.metric_for_best_model}": sft's evaluation computes eval_loss only; use "loss" (or "eval_loss")`);
+  }
+  if (evaluates(cfg) && cfg.eval_file.trim() === '') {
+    errors.push(`${cfg.eval_strategy !== 'no' ? `eval_strategy "${cfg.eval_strategy}"` : 'do_eval true'} needs eval_file (the evaluation data)`);
+  }
+  if (cfg.save_strategy === 'best' && cfg.eval_strategy === 'no') {
+    errors.push('save_strategy "best" saves when an evaluation improves metric_for_best_model, but eval_strategy is "no"; set eval_strategy "steps" or "epoch" (and eval_file)');
+  }
+  if (cfg.load_best_model_at_end) {
+    if (cfg.eval_strategy === 'no') errors.push('load_best_model_at_end needs evaluation during training; set eval_strategy "steps" or "epoch" (and eval_file)');
+    else if (cfg.save_strategy !== 'best' && cfg.save_strategy !== cfg.eval_strategy) {
+      errors.push(`load_best_model_at_end needs save_strategy to match eval_strategy (or be "best"), as in HF; they are "${cfg.save_strategy}" and "${cfg.eval_strategy}"`);
+    } else if (cfg.save_strategy === 'steps') {
+      const evalSteps = cfg.eval_steps ?? cfg.logging_steps;
+      const bothRatios = evalSteps < 1 && cfg.save_steps < 1;
+      const whole = (x: number) => Math.round(x * 1e6);
+      if ((evalSteps < 1) !== (cfg.save_steps < 1) || (bothRatios ? whole(cfg.save_steps) % whole(evalSteps) !== 0 : cfg.save_steps % evalSteps !== 0)) {
+        errors.push(`load_best_model_at_end needs save_steps (${cfg.save_steps}) to be a multiple of eval_steps (${evalSteps}${cfg.eval_steps === null ? ', from logging_steps' : ''}), as in HF, so that every checkpoint has its evaluation`);
+      }
+    }
   }
   return errors;
 }

@@ -10,8 +10,9 @@ export interface MetricsRecord {
   step: number;
   /** Fractional epochs done, as HF logs it (e.g. 0.25). */
   epoch: number;
-  loss: number;
-  learning_rate: number;
+  /** A training line has loss and learning_rate; an evaluation line eval_loss, eval_runtime, ... */
+  loss?: number;
+  learning_rate?: number;
   grad_norm?: number;
   tokens_per_second?: number;
   /** Anything else worth keeping (eval_loss, train_runtime, ...). */

@@ -1,13 +1,14 @@
 // Loss and learning-rate curves as a standalone SVG, drawn by hand from metrics.jsonl: one run at
 // the end of training (<output_dir>/loss.svg), or several side by side (`sft plot RUN_DIR...`).
 // Layout: the chosen metric in the top panel, the learning rate in a panel below on the same step
-// axis, one colour per run, a legend naming each run with its last value.
+// axis, one colour per run, a legend naming each run with its last value. The loss panel also draws
+// each run's eval_loss (evaluation during training), dashed with a dot per evaluation, in the run's colour.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { writeFileAtomic } from '../io/atomic.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { SftError } from '../errors.js';
 
-export const PLOT_METRICS = ['loss', 'learning_rate', 'grad_norm'] as const;
+export const PLOT_METRICS = ['loss', 'eval_loss', 'learning_rate', 'grad_norm'] as const;
 export type PlotMetric = (typeof PLOT_METRICS)[number];
 
 export interface Run {
@@ -166,13 +167,15 @@ export function plotSvg(runs: Run[], opts: PlotOptions = {}): string {
   if (main.every((s) => s.length === 0)) {
     throw new SftError(`no ${metric} values to plot in ${runs.map((r) => r.name).join(', ')} (metrics.jsonl has no logged steps yet?)`);
   }
+  // Evaluation lines beside the training loss.
+  const evals = metric === 'loss' ? runs.map((r) => series(r, 'eval_loss', logScale)) : runs.map(() => []);
   const withLr = metric !== 'learning_rate';
   const lr = withLr ? runs.map((r) => series(r, 'learning_rate', false)) : [];
   const drawLr = lr.some((s) => s.length > 0);
 
-  const all = [...main, ...lr].flat();
+  const all = [...main, ...evals, ...lr].flat();
   const x = stepAxis(all.map((p) => p.step));
-  const mv = main.flat().map((p) => p.value);
+  const mv = [...main, ...evals].flat().map((p) => p.value);
   const panels: Panel[] = [{
     metric, top: TOP + legendHeight(runs.length), height: MAIN_H,
     y: (logScale ? logAxis : linearAxis)(mv.reduce((a, b) => Math.min(a, b), Infinity), mv.reduce((a, b) => Math.max(a, b), -Infinity)),
@@ -192,7 +195,7 @@ export function plotSvg(runs: Run[], opts: PlotOptions = {}): string {
   out.push(`<rect width="${WIDTH}" height="${height}" fill="white"/>`);
   const title = opts.title ?? `${metric.replace(/_/g, ' ')} — ${runs.map((r) => r.name).join(', ')}`;
   out.push(`<text x="${WIDTH / 2}" y="26" text-anchor="middle" font-size="15" font-weight="bold">${esc(title)}</text>`);
-  out.push(legend(runs, main, metric));
+  out.push(legend(runs, main, metric, evals));
 
   panels.forEach((p, pi) => {
     const py = (v: number) => p.top + (1 - frac(p.y, v)) * p.height;
@@ -224,6 +227,15 @@ export function plotSvg(runs: Run[], opts: PlotOptions = {}): string {
       out.push(`<polyline class="run" data-run="${esc(runs[ri].name)}" points="${pts}" fill="none" stroke="${color}" stroke-width="1.8" stroke-linejoin="round"/>`);
       if (s.length === 1) out.push(`<circle cx="${f1(px(s[0].step))}" cy="${f1(py(s[0].value))}" r="3" fill="${color}"/>`);
     });
+    if (pi === 0) {
+      evals.forEach((s, ri) => {
+        if (s.length === 0) return;
+        const color = COLORS[ri % COLORS.length];
+        const pts = s.map((q) => `${f1(px(q.step))},${f1(py(q.value))}`).join(' ');
+        out.push(`<polyline class="eval" data-run="${esc(runs[ri].name)}" points="${pts}" fill="none" stroke="${color}" stroke-width="1.8" stroke-dasharray="6 4"/>`);
+        for (const q of s) out.push(`<circle class="eval" cx="${f1(px(q.step))}" cy="${f1(py(q.value))}" r="3" fill="white" stroke="${color}" stroke-width="1.5"/>`);
+      });
+    }
     out.push('</g>');
   });
   out.push('</svg>');
@@ -233,14 +245,16 @@ export function plotSvg(runs: Run[], opts: PlotOptions = {}): string {
 const LEGEND_ROW = 18;
 const legendHeight = (n: number) => Math.ceil(n / 2) * LEGEND_ROW + 6;
 
-/** Two columns under the title: colour, run name, last value and its step. */
-function legend(runs: Run[], main: Point[][], metric: string): string {
+/** Two columns under the title: colour, run name, last value and its step (and the last eval_loss). */
+function legend(runs: Run[], main: Point[][], metric: string, evals: Point[][]): string {
   const parts: string[] = ['<g class="legend">'];
   const colW = (WIDTH - LEFT - RIGHT) / 2;
   runs.forEach((r, i) => {
     const x = LEFT + (i % 2) * colW, y = TOP + Math.floor(i / 2) * LEGEND_ROW;
     const s = main[i];
-    const lastText = s.length ? ` — last ${metric.replace(/_/g, ' ')} ${formatValue(s[s.length - 1].value)} at step ${s[s.length - 1].step}` : ' — no values';
+    const e = evals[i];
+    const lastText = (s.length ? ` — last ${metric.replace(/_/g, ' ')} ${formatValue(s[s.length - 1].value)} at step ${s[s.length - 1].step}` : ' — no values') +
+      (e.length ? `, eval loss (dashed) ${formatValue(e[e.length - 1].value)} at step ${e[e.length - 1].step}` : '');
     parts.push(`<line x1="${x}" y1="${y}" x2="${x + 22}" y2="${y}" stroke="${COLORS[i % COLORS.length]}" stroke-width="3"/>`);
     parts.push(`<text x="${x + 28}" y="${y}" dy="4">${esc(r.name)}${esc(lastText)}</text>`);
   });

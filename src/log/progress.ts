@@ -1,12 +1,22 @@
-// Training progress on the console. On a terminal: one live bar (step/total, loss, lr, tokens/s,
-// ETA) with log lines printed above it. Anywhere else (a pipe, a CI log, disable_tqdm): one plain
-// line per logging step, since a redrawn bar would fill a log file with escape codes.
+// Training progress on the console. On a terminal: one live bar (step/total, epoch, loss, grad norm,
+// lr, eval loss once there is one, tokens/s, elapsed and ETA) with log lines printed above it.
+// Anywhere else (a pipe, a CI log, disable_tqdm): one plain line per logging step with the same
+// fields, since a redrawn bar would fill a log file with escape codes.
+//
+// Elapsed time is this process's; the ETA is the remaining steps at this process's average pace, so a
+// resumed run (which starts at step N) is not credited with the N steps another process ran.
 import cliProgress from 'cli-progress';
 
 export interface ProgressStats {
   loss?: number;
   lr?: number;
   tokensPerSecond?: number;
+  /** Fractional epochs done. */
+  epoch?: number;
+  /** The last step's gradient norm before clipping. */
+  gradNorm?: number;
+  /** The last evaluation's loss. */
+  evalLoss?: number;
 }
 
 export interface ProgressOptions {
@@ -28,6 +38,7 @@ export class Progress {
   private multi: cliProgress.MultiBar | undefined;
   private bar: cliProgress.SingleBar | undefined;
   private total = 0;
+  private first = 0;
   private startMs = 0;
   private stats: ProgressStats = {};
 
@@ -38,9 +49,10 @@ export class Progress {
     this.now = opts.now ?? Date.now;
   }
 
-  /** Begins a run of `total` optimizer steps. */
-  start(total: number): void {
+  /** Begins a run of `total` optimizer steps, `first` of them done already (a resumed run). */
+  start(total: number, first = 0): void {
     this.total = total;
+    this.first = first;
     this.startMs = this.now();
     this.stats = {};
     if (!this.useBar) return;
@@ -48,14 +60,14 @@ export class Progress {
       {
         stream: this.stream,
         // (cli-progress owns {eta}; ours is {remaining}, the same pace rule as the plain lines)
-        format: '{bar} {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s | ETA {remaining}',
+        format: '{bar} {value}/{total} | epoch {epoch} | loss {loss} | grad_norm {gradNorm} | lr {lr}{evalLoss} | {tps} tok/s | {elapsed}<{remaining}',
         hideCursor: false,
         clearOnComplete: false,
         autopadding: true,
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar = this.multi.create(total, 0, this.payload(0));
+    this.bar = this.multi.create(total, first, this.payload(first));
   }
 
   /** Records that `step` optimizer steps are done; stats left out keep their last value. */
@@ -93,29 +105,39 @@ export class Progress {
   private payload(step: number): Record<string, string> {
     const s = this.stats;
     return {
+      epoch: s.epoch === undefined ? '-' : s.epoch.toFixed(2),
       loss: s.loss === undefined ? '-' : s.loss.toFixed(4),
+      gradNorm: s.gradNorm === undefined ? '-' : s.gradNorm.toFixed(3),
       lr: s.lr === undefined ? '-' : sci(s.lr),
+      // Shown once an evaluation has run (a run without eval_file never shows the field).
+      evalLoss: s.evalLoss === undefined ? '' : ` | eval_loss ${s.evalLoss.toFixed(4)}`,
       tps: s.tokensPerSecond === undefined ? '-' : Math.round(s.tokensPerSecond).toString(),
+      elapsed: clock((this.now() - this.startMs) / 1000),
       remaining: this.eta(step),
     };
   }
 
-  /** "step 10/150 | loss 2.3456 | lr 3.00e-03 | 1234 tok/s | elapsed 0:00:12 | ETA 0:02:48" */
+  /** "step 10/150 | epoch 0.07 | loss 2.3456 | grad_norm 1.234 | lr 3.00e-03 | eval_loss 2.4000 | 1234 tok/s | elapsed 0:00:12 | ETA 0:02:48" */
   private line(step: number): string {
     const p = this.payload(step);
+    const s = this.stats;
     const parts = [`step ${step}/${this.total}`];
-    if (this.stats.loss !== undefined) parts.push(`loss ${p.loss}`);
-    if (this.stats.lr !== undefined) parts.push(`lr ${p.lr}`);
-    if (this.stats.tokensPerSecond !== undefined) parts.push(`${p.tps} tok/s`);
-    parts.push(`elapsed ${clock((this.now() - this.startMs) / 1000)}`, `ETA ${p.remaining}`);
+    if (s.epoch !== undefined) parts.push(`epoch ${p.epoch}`);
+    if (s.loss !== undefined) parts.push(`loss ${p.loss}`);
+    if (s.gradNorm !== undefined) parts.push(`grad_norm ${p.gradNorm}`);
+    if (s.lr !== undefined) parts.push(`lr ${p.lr}`);
+    if (s.evalLoss !== undefined) parts.push(p.evalLoss.slice(3));
+    if (s.tokensPerSecond !== undefined) parts.push(`${p.tps} tok/s`);
+    parts.push(`elapsed ${p.elapsed}`, `ETA ${p.remaining}`);
     return parts.join(' | ');
   }
 
-  // Remaining time at the average pace so far.
+  // Remaining time at this process's average pace: steps done before a resume took none of its time.
   private eta(step: number): string {
-    if (step <= 0) return '-';
+    const ran = step - this.first;
+    if (ran <= 0) return '-';
     const elapsed = (this.now() - this.startMs) / 1000;
-    return clock((elapsed / step) * Math.max(0, this.total - step));
+    return clock((elapsed / ran) * Math.max(0, this.total - step));
   }
 }
 

@@ -12,12 +12,18 @@
 // Values follow HF (trainer_utils.speed_metrics, Trainer._finalize_training, metrics_format):
 // runtime rounded to 4 places, rates to 3; the printer shows floats rounded to 4 places the way
 // Python prints them, runtime as h:mm:ss.cc, total_flos in units of 2^30 ("GF").
+//
+// The rates are this process's work over this process's runtime, also after a resume: samples,
+// steps and tokens run since it started. transformers 5 computes train_tokens_per_second the same
+// way (num_input_tokens_seen minus what the resumed state had); its final samples/s and steps/s
+// instead divide the whole run's max_steps by the resumed process's runtime, which overstates a
+// resumed run's speed. total_flos, epoch and train_loss cover the whole run, as in HF.
 
 export interface TrainSummaryInput {
   runtimeSec: number;
   /** Training samples the run covered: HF uses max_steps * total batch size, or examples * epochs. */
   samples: number;
-  /** Optimizer steps of the run as planned (HF uses state.max_steps). */
+  /** Optimizer steps this process ran (HF uses state.max_steps, the whole run's). */
   steps: number;
   /** Mean training loss over all optimizer steps. */
   trainLoss: number;
@@ -25,7 +31,8 @@ export interface TrainSummaryInput {
   totalFlos: number;
   /** Fractional epochs done; HF always reports it. */
   epoch?: number;
-  /** Training tokens seen; adds train_tokens_per_second (HF does when counting input tokens). */
+  /** Training tokens this process ran (padding included); adds train_tokens_per_second (HF does
+   *  when counting input tokens). */
   tokens?: number;
 }
 

@@ -12,7 +12,7 @@
 // folders of dead runs are removed at the next start. The final outputs go through a staging folder
 // the same way (src/io/atomic.ts). Reading a checkpoint back, with every check, is src/train/resume.ts.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { NativeModel } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
 import { writeLoraAdapter, writePromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
@@ -39,6 +39,13 @@ export interface TrainerState {
   log_steps: number;
   tokens_seen: number;
   total_steps: number;
+  /** HF's best-model tracking: the best eval metric so far and the step that reached it ... */
+  best_metric: number | null;
+  best_global_step: number | null;
+  /** ... and the checkpoint that holds it: the best step's, once saved (else the previous best's). */
+  best_model_checkpoint: string | null;
+  /** The last step evaluated (0: none): a run stopped during an evaluation redoes it on resume. */
+  last_eval_step: number;
 }
 
 export interface AdapterConfigInfo {
@@ -175,11 +182,21 @@ export function listCheckpoints(outputDir: string): { dir: string; step: number 
     .sort((a, b) => a.step - b.step);
 }
 
-/** Keep the newest `limit` checkpoints (the one just written is always the newest). */
-export function rotateCheckpoints(outputDir: string, limit: number | null): void {
+/** Keep at most `limit` checkpoints, oldest removed first, never the newest (the one just written)
+ *  nor the best one: HF's rotate_checkpoints (with a best checkpoint and limit 1, two remain). */
+export function rotateCheckpoints(outputDir: string, limit: number | null, best: string | null = null): void {
   if (!limit || limit <= 0) return;
   const cps = listCheckpoints(outputDir);
-  for (const c of cps.slice(0, Math.max(0, cps.length - limit))) rmSync(c.dir, { recursive: true, force: true });
+  if (cps.length <= limit) return;
+  const isBest = (dir: string) => best !== null && resolve(dir) === resolve(best);
+  const keep = Math.max(limit, cps.some((c) => isBest(c.dir)) && !isBest(cps[cps.length - 1].dir) ? 2 : 1);
+  let remaining = cps.length;
+  for (const c of cps.slice(0, -1)) {
+    if (remaining <= keep) break;
+    if (isBest(c.dir)) continue;
+    rmSync(c.dir, { recursive: true, force: true });
+    remaining--;
+  }
 }
 
 /** Remove half-written checkpoints left by a killed run. */

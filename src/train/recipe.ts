@@ -7,7 +7,10 @@
 //   num_train_epochs | max_steps, seed                                   length, data order, init
 //   learning_rate, lr_scheduler_type, warmup_steps | warmup_ratio        learning-rate schedule
 //   weight_decay, adam_beta1, adam_beta2, adam_epsilon, max_grad_norm    AdamW + clipping
-//   logging_steps, save_steps, save_total_limit, output_dir              what is written, when
+//   logging_steps, save_strategy, save_steps, save_total_limit, output_dir  what is written, when
+//   eval_file, eval_strategy | evaluation_strategy, eval_steps, do_eval,  evaluation (eval_loss) and the
+//   per_device_eval_batch_size, metric_for_best_model, greater_is_better, best checkpoint
+//   load_best_model_at_end
 //   device, bf16 / fp16, gradient_checkpointing                          where and how it computes
 //
 // Memory is planned once (Model.plan) before the first step: a run that starts does not run out of
@@ -16,10 +19,10 @@
 // Loss normalisation: every optimizer step averages the token losses over ALL target tokens of
 // its micro-batches (counted before the first forward), so accumulation gives the same update as
 // one big batch, whatever the padding.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { isEightBitOptim, type TrainConfig } from '../config/schema.js';
+import { evaluates, isEightBitOptim, type TrainConfig } from '../config/schema.js';
 import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { checkConfigAgainstCheckpoint, loadBase } from '../model/load.js';
@@ -36,10 +39,10 @@ import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Ba
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
 import {
-  saveCheckpoint, saveFinalOutput, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint,
+  saveCheckpoint, saveFinalOutput, rotateCheckpoints, removeStaleTemporaries, resolveCheckpoint, listCheckpoints,
   type TrainerState, type AdapterConfigInfo,
 } from './checkpoint.js';
-import { applyCheckpoint, checkCheckpoint, resumeFailure } from './resume.js';
+import { applyCheckpoint, applyTrained, checkCheckpoint, resumeFailure, type RunShape } from './resume.js';
 import { prepareOutputDir } from './output-dir.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { Reporters } from '../log/reporters.js';
@@ -49,6 +52,7 @@ import { SftError } from '../errors.js';
 import { mulberry32 } from '../util/random.js';
 import { poller } from '../util/interrupt.js';
 import { nonFiniteUpdate } from './diverged.js';
+import { epochEndsAt, evalLoss, evalPlan, isNewBest } from './evaluation.js';
 
 export interface TrainRunOptions {
   /** Print the memory plan and samples with their trained spans marked; load no weight, train nothing. */
@@ -75,6 +79,9 @@ export interface TrainResult {
   outputDir: string;
   /** The checkpoint written when the run was interrupted. */
   checkpoint?: string;
+  /** The best evaluation (metric_for_best_model, default eval_loss), and where its weights are:
+   *  a checkpoint, output_dir (the last step was the best), or undefined (that step was not saved). */
+  best?: { metric: number; step: number; checkpoint?: string };
   /** The engine's allocations per memory kind right after the plan and after the last step: equal
    *  when nothing was allocated inside the step loop. */
   allocations?: { afterPlan: Record<string, number>; afterTraining: Record<string, number> };
@@ -86,6 +93,8 @@ interface Setup {
   native: NativeModelConfig;
   tok: Tok;
   data: PreparedDataset;
+  /** eval_file, prepared as train_file is; absent when the run does not evaluate. */
+  evalData?: PreparedDataset;
   targets: string[];
   padId: number;
   allocationsAfterPlan: Record<string, number>;
@@ -119,8 +128,10 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     done = !r.interrupted;
     return r;
   } finally {
-    if (done) s.data.remove();
-    else s.data.close();
+    for (const d of [s.data, s.evalData]) {
+      if (done) d?.remove();
+      else d?.close();
+    }
   }
 }
 
@@ -138,11 +149,13 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
   const padId = tok.padId ?? tok.eosId ?? 0;
   const data = await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print);
+  const evalData = evaluates(cfg) ? await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print, 'eval') : undefined;
   const targets = prepareModel(cfg, model, native, tok, print);
   // The whole run's memory, once: activations for the largest batch, the optimizer's state.
+  // Evaluation's forward passes fit in it (evalLoss takes at most that many rows per pass).
   model.plan(planRequest(cfg));
   print(`  ${planSummary(model.memoryPlan())}`);
-  return { cfg, model, native, tok, data, targets, padId, allocationsAfterPlan: model.memoryStats().allocations };
+  return { cfg, model, native, tok, data, evalData, targets, padId, allocationsAfterPlan: model.memoryStats().allocations };
 }
 
 /** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
@@ -175,11 +188,13 @@ function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
   if (eightBitOptim(cfg)) throw new SftError(`optim "${cfg.optim}" (8-bit AdamW states) is not available on the cuda backend yet; use optim "adamw_torch" (or device "cpu")`);
 }
 
-async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize: number, skipBadLines: boolean, print: (l: string) => void): Promise<PreparedDataset> {
+/** train_file, or eval_file (`which` "eval"): encoded the same way, cached apart. */
+async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize: number, skipBadLines: boolean, print: (l: string) => void, which: 'train' | 'eval' = 'train'): Promise<PreparedDataset> {
   let badShown = 0;
-  print(`Reading ${cfg.train_file} (template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
+  const file = which === 'eval' ? cfg.eval_file : cfg.train_file;
+  print(`Reading ${file} (${which === 'eval' ? 'evaluation data, ' : ''}template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
-    file: cfg.train_file,
+    file,
     tok,
     template: getTemplate(cfg.template_name),
     maxSeqLength: cfg.max_seq_length,
@@ -189,7 +204,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize:
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
-    persistKey: dataFingerprint(cfg, template, vocabSize, skipBadLines),
+    persistKey: (which === 'eval' ? 'eval-' : '') + dataFingerprint(cfg, file, template, vocabSize, skipBadLines),
     parseSpecialTokens: cfg.parse_special_tokens,
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
@@ -266,11 +281,11 @@ function promptInit(cfg: TrainConfig, model: NativeModel, tok: Tok, native: Nati
 
 /** What shapes the tokenized samples: the data file (path, size, mtime), the tokenizer files, the
  *  template and the limits. The persistent data cache is keyed by it. */
-function dataFingerprint(cfg: TrainConfig, template: string, vocabSize: number, skipBadLines: boolean): string {
+function dataFingerprint(cfg: TrainConfig, file: string, template: string, vocabSize: number, skipBadLines: boolean): string {
   const h = createHash('sha256');
-  if (!existsSync(cfg.train_file)) throw new SftError(`train_file ${cfg.train_file}: no such file — check the data path`);
-  const st = statSync(cfg.train_file);
-  h.update(JSON.stringify({ file: resolve(cfg.train_file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines, special: cfg.parse_special_tokens }));
+  if (!existsSync(file)) throw new SftError(`${file === cfg.train_file ? 'train_file' : 'eval_file'} ${file}: no such file — check the data path`);
+  const st = statSync(file);
+  h.update(JSON.stringify({ file: resolve(file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines, special: cfg.parse_special_tokens }));
   for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json']) {
     const p = join(cfg.model_name_or_path, f);
     if (existsSync(p)) h.update(f).update(readFileSync(p));
@@ -338,7 +353,9 @@ async function loop(
   const totalSteps = totalTrainSteps({ maxSteps: cfg.max_steps, numTrainEpochs: cfg.num_train_epochs, batchesPerEpoch: perEpoch, gradientAccumulationSteps: accum });
   const warmup = resolveWarmup(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
   const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
-  const saveEvery = cfg.save_strategy === 'no' ? 0 : Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
+  const saveEvery = Math.max(1, resolveInterval(cfg.save_steps, totalSteps));
+  const epochEnds = (done: number) => epochEndsAt(done, accum, perEpoch);
+  const evals = evalPlan(cfg, totalSteps, epochEnds);
   const schedule = { type: cfg.lr_scheduler_type, baseLr: cfg.learning_rate, warmupSteps: warmup, totalSteps };
   // 8-bit AdamW states (bitsandbytes' blockwise 8-bit optimizers); paging only matters on the GPU.
   const eightBit = eightBitOptim(cfg);
@@ -348,12 +365,15 @@ async function loop(
   };
 
   // Everything the loop carries from step to step lives in `st`, which is what a checkpoint saves.
-  let st: TrainerState = { global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps };
+  let st: TrainerState = {
+    global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps,
+    best_metric: null, best_global_step: null, best_model_checkpoint: null, last_eval_step: 0,
+  };
   mkdirSync(cfg.output_dir, { recursive: true });
+  const shapes = (ps: { name: string; shape: number[] }[]) => ps.map((p) => ({ name: p.name, shape: p.shape }));
+  const run = { trainable: shapes(model.trainableParams()), base: shapes(model.baseParams()), totalSteps };
   if (resumeDir) {
     // Checked in full against this model first; only a checkpoint that passed is applied.
-    const shapes = (ps: { name: string; shape: number[] }[]) => ps.map((p) => ({ name: p.name, shape: p.shape }));
-    const run = { trainable: shapes(model.trainableParams()), base: shapes(model.baseParams()), totalSteps };
     let checked;
     try {
       checked = checkCheckpoint(resumeDir, cfg, run, { hashes: false });
@@ -362,10 +382,16 @@ async function loop(
     }
     st = await applyCheckpoint(checked, model);
     st.total_steps = totalSteps;
+    // As HF: a best checkpoint that is gone (rotated, deleted) is forgotten, its metric kept.
+    if (st.best_model_checkpoint !== null && !existsSync(st.best_model_checkpoint)) {
+      print(`  the best checkpoint recorded in ${resumeDir} (${st.best_model_checkpoint}) no longer exists; it is forgotten (best ${metricName(cfg)} so far: ${st.best_metric})`);
+      st.best_model_checkpoint = null;
+    }
     keepMetricsUpTo(cfg.output_dir, st.global_step);
     print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
   }
   print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
+  if (s.evalData) print(`Evaluation: ${cfg.eval_file} ${evals.describe} (${s.evalData.size} samples, ${s.evalData.stats.targetTokens} trained tokens)`);
 
   // metrics.jsonl always; TensorBoard / wandb per report_to; loss.svg when the run ends.
   const reporters = await Reporters.open(cfg, cfg.output_dir, print, { append: resumeDir !== undefined });
@@ -375,10 +401,58 @@ async function loop(
   let sinceLogTokens = 0, sinceLogMs = Date.now();
   const t0 = Date.now();
   const stepsAtStart = st.global_step;
+  // Rates are this process's: what ran before a resume ran in another process's time.
+  const tokensAtStart = st.tokens_seen;
   let interrupted = false;
-  progress.start(totalSteps);
+
+  /** Evaluates after step `done`: logs eval_loss and keeps the best. false: a stop came first. */
+  const evaluate = async (done: number): Promise<boolean> => {
+    if (!s.evalData) return true;
+    const t = Date.now();
+    const r = await evalLoss(model, s.evalData, {
+      batchSize: cfg.per_device_eval_batch_size, maxRows: bs, padId: s.padId, vocabSize: s.native.vocabSize, shouldStop: poller(shouldStop, 250),
+    });
+    if (!r) return false;
+    const secs = (Date.now() - t) / 1000;
+    sinceLogMs += Date.now() - t;  // training's tokens/s leaves the evaluation's time out
+    st.last_eval_step = done;
+    reporters.log(done, {
+      step: done, epoch: round((done * accum) / perEpoch, 4), eval_loss: r.loss, eval_runtime: round(secs, 4),
+      eval_samples_per_second: round(r.samples / Math.max(secs, 1e-9), 3), eval_steps_per_second: round(r.batches / Math.max(secs, 1e-9), 3),
+    });
+    // HF's _determine_best_metric; without metric_for_best_model, sft still tracks eval_loss.
+    let best = '';
+    if (isNewBest(r.loss, st.best_metric, cfg.greater_is_better ?? false)) {
+      st.best_metric = r.loss;
+      st.best_global_step = done;
+      best = ' (best so far)';
+    }
+    progress.update(done, { evalLoss: r.loss });
+    progress.log(`step ${done}: eval_loss ${r.loss.toFixed(4)} over ${r.tokens} tokens of ${r.samples} samples${best}`);
+    return true;
+  };
+  /** A checkpoint of step `done`, naming the best one as HF does (the best step's, when it was saved). */
+  const checkpoint = (done: number): string => {
+    if (st.best_global_step !== null) {
+      const dir = join(cfg.output_dir, `checkpoint-${st.best_global_step}`);
+      if (st.best_global_step === done || existsSync(dir)) st.best_model_checkpoint = dir;
+    }
+    const dir = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
+    rotateCheckpoints(cfg.output_dir, cfg.save_total_limit, st.best_model_checkpoint);
+    return dir;
+  };
+  /** save_strategy: steps, epoch, or best (the evaluation at this step set a new best). */
+  const saveAfter = (done: number): boolean =>
+    done < totalSteps && (cfg.save_strategy === 'steps' ? done % saveEvery === 0 : cfg.save_strategy === 'epoch' ? epochEnds(done) : cfg.save_strategy === 'best' && st.best_global_step === done && st.last_eval_step === done);
+
+  progress.start(totalSteps, st.global_step);
   try {
-    while (st.global_step < totalSteps) {
+    // A stop that came during the evaluation of the checkpoint's step: that evaluation runs first.
+    if (st.global_step > 0 && evals.at(st.global_step) && st.last_eval_step < st.global_step) {
+      interrupted = !(await evaluate(st.global_step));
+      if (!interrupted && saveAfter(st.global_step)) checkpoint(st.global_step);
+    }
+    while (!interrupted && st.global_step < totalSteps) {
       const step = st.global_step;
       // One optimizer step: `accum` micro-batches, loss averaged over all their target tokens. Two
       // passes over the same micro-batches hold one at a time in memory, whatever `accum` is: the
@@ -428,19 +502,21 @@ async function loop(
         const secs = (Date.now() - sinceLogMs) / 1000;
         const rec = { step: done, epoch: round(epoch, 4), loss: round(st.log_loss_sum / st.log_steps, 4), learning_rate: lrAt(done, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
         reporters.log(done, rec);
-        progress.update(done, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second });
+        progress.update(done, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second, gradNorm, epoch });
         st.log_loss_sum = 0, st.log_steps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
       } else {
-        progress.update(done, { loss, lr: lrAt(done, schedule) });
+        progress.update(done, { loss, lr: lrAt(done, schedule), gradNorm, epoch });
+      }
+      // As HF's _maybe_log_save_evaluate: log, evaluate, then save (the checkpoint holds the best).
+      if (evals.at(done) && !(await evaluate(done))) {
+        interrupted = true;
+        break;
       }
       if (shouldStop()) {
         interrupted = true;
         break;
       }
-      if (saveEvery && done % saveEvery === 0 && done < totalSteps) {
-        saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
-        rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
-      }
+      if (saveAfter(done)) checkpoint(done);
     }
   } catch (err) {
     progress.stop();
@@ -450,12 +526,13 @@ async function loop(
   progress.stop();
 
   const runtime = (Date.now() - t0) / 1000;
-  let checkpoint: string | undefined;
+  let saved: string | undefined;
+  let bestNote: string | undefined;
   if (interrupted) {
-    checkpoint = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
-    rotateCheckpoints(cfg.output_dir, cfg.save_total_limit);
-    print(`Interrupted after step ${st.global_step}: checkpoint saved to ${checkpoint}`);
+    saved = checkpoint(st.global_step);
+    print(`Interrupted after step ${st.global_step}: checkpoint saved to ${saved}`);
   } else {
+    bestNote = await finishBest(s, st, totalSteps, run, print);
     saveFinalOutput(cfg.output_dir, model, cfg, adapter);
   }
   const stepsRun = st.global_step - stepsAtStart;
@@ -467,16 +544,53 @@ async function loop(
     trainLoss: st.losses.length ? st.losses.reduce((a, b) => a + b, 0) / st.losses.length : NaN,
     totalFlos: flosFor(st.tokens_seen, nonEmbedding),
     epoch: round((st.global_step * accum) / perEpoch, 4),
-    tokens: st.tokens_seen,
+    tokens: st.tokens_seen - tokensAtStart,
   });
   if (!interrupted) writeFileAtomic(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
   reporters.summary(st.global_step, result);
   await reporters.close();
   printMetrics('train', result, (l) => stream.write(l));
+  if (bestNote) print(bestNote);
   return {
-    model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint,
+    model: s.model, metrics: result, steps: st.global_step, losses: st.losses, interrupted, outputDir: cfg.output_dir, checkpoint: saved,
+    best: st.best_global_step === null ? undefined : { metric: st.best_metric!, step: st.best_global_step, checkpoint: st.best_global_step === totalSteps ? cfg.output_dir : st.best_model_checkpoint ?? undefined },
     allocations: { afterPlan: s.allocationsAfterPlan, afterTraining: s.model.memoryStats().allocations },
   };
+}
+
+/** "eval_loss", or the metric_for_best_model as HF spells it in the metrics (eval_ prefix). */
+function metricName(cfg: TrainConfig): string {
+  const m = cfg.metric_for_best_model ?? 'loss';
+  return m.startsWith('eval_') ? m : `eval_${m}`;
+}
+
+/**
+ * The end of a run that evaluated: load_best_model_at_end puts the best checkpoint's trained weights
+ * back (HF's _load_best_model) before the final output is written; save_total_limit 1 keeps only the
+ * best checkpoint (HF deletes the others at the end). Returns the line naming the best.
+ */
+async function finishBest(s: Setup, st: TrainerState, totalSteps: number, run: RunShape, print: (l: string) => void): Promise<string | undefined> {
+  const { cfg } = s;
+  if (st.best_global_step === null || st.best_metric === null) return undefined;
+  const name = metricName(cfg);
+  const value = st.best_metric.toFixed(4);
+  if (st.best_global_step === totalSteps) return `Best ${name}: ${value} at step ${totalSteps}, the final model in ${cfg.output_dir}`;
+  const where = st.best_model_checkpoint;
+  if (cfg.load_best_model_at_end && where !== null) {
+    try {
+      await applyTrained(checkCheckpoint(where, cfg, run, { hashes: true, moments: false }), s.model);
+    } catch (err) {
+      if (!(err instanceof SftError)) throw err;
+      throw new SftError(`load_best_model_at_end: the best checkpoint ${where} fails its checks (${err.message}); the final output was not written, the checkpoints are as they were`);
+    }
+    print(`load_best_model_at_end: the final output in ${cfg.output_dir} is ${where}'s`);
+  }
+  if (cfg.save_total_limit === 1 && where !== null) {
+    for (const c of listCheckpoints(cfg.output_dir)) if (c.dir !== where) rmSync(c.dir, { recursive: true, force: true });
+  }
+  if (where === null) return `Best ${name}: ${value} at step ${st.best_global_step} (no checkpoint was saved at that step)`;
+  const whereStep = /checkpoint-(\d+)$/.exec(where)?.[1];
+  return `Best checkpoint by ${name}: ${where} (${name} ${value} at step ${st.best_global_step}${whereStep !== String(st.best_global_step) ? `; that step was not saved, ${where} was the best when it was` : ''})`;
 }
 
 /** On resume, metrics logged after the checkpoint (by the interrupted run) are dropped: they will be

@@ -76,10 +76,15 @@ export function checkCheckpoint(dir: string, cfg?: TrainConfig, run?: RunShape, 
 
 /** Puts a checked checkpoint into a model set up for training (fresh adapters, or base trainable). */
 export async function applyCheckpoint(c: CheckedCheckpoint, model: NativeModel): Promise<TrainerState> {
-  if (c.tensors === 'model-folder') await model.loadWeights(listCheckpointTensors(c.dir));
-  else for (const t of c.tensors) model.setTensor(t.name, t.data);
+  await applyTrained(c, model);
   model.setOptimizerState(c.optimizer);
   return c.state;
+}
+
+/** Only the trained weights of a checked checkpoint (load_best_model_at_end). */
+export async function applyTrained(c: CheckedCheckpoint, model: NativeModel): Promise<void> {
+  if (c.tensors === 'model-folder') await model.loadWeights(listCheckpointTensors(c.dir));
+  else for (const t of c.tensors) model.setTensor(t.name, t.data);
 }
 
 /** The error for a checkpoint that failed its checks: the reason, and the newest earlier
@@ -139,7 +144,7 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
     if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min || x > max) throw bad(key, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`);
     return x;
   };
-  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps'];
+  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps', 'best_metric', 'best_global_step', 'best_model_checkpoint', 'last_eval_step'];
   const unknown = Object.keys(v).filter((k) => !KNOWN.includes(k));
   if (unknown.length) throw new SftError(`${file}: unknown key ${clip(JSON.stringify(unknown[0]))}: not a trainer state this sft wrote`);
   const step = int('global_step', 0);  // 0: stopped inside the first step (nothing trained yet)
@@ -156,7 +161,25 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
   const logSteps = int('log_steps', 0, step);
   const logSum = v.log_loss_sum;
   if (typeof logSum !== 'number' || !Number.isFinite(logSum)) throw bad('log_loss_sum', 'a finite number');
-  return { global_step: step, micro_batches: micro, losses: losses as number[], log_loss_sum: logSum, log_steps: logSteps, tokens_seen: int('tokens_seen', 0), total_steps: int('total_steps', 1) };
+  // The evaluation state (absent in checkpoints of an sft before evaluation: none yet).
+  const nullable = <T>(key: string, read: () => T): T | null => (v[key] === undefined || v[key] === null ? null : read());
+  const bestStep = nullable('best_global_step', () => int('best_global_step', 1, step));
+  const bestMetric = nullable('best_metric', () => {
+    const x = v.best_metric;
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw bad('best_metric', 'a finite number or null');
+    return x;
+  });
+  if ((bestStep === null) !== (bestMetric === null)) throw bad('best_metric', `${bestStep === null ? 'null, as best_global_step is' : 'a number, as best_global_step is set'}`);
+  const bestDir = nullable('best_model_checkpoint', () => {
+    const x = v.best_model_checkpoint;
+    if (typeof x !== 'string' || !/checkpoint-\d+$/.test(x)) throw bad('best_model_checkpoint', 'the path of a checkpoint-N folder, or null');
+    return x;
+  });
+  const lastEval = v.last_eval_step === undefined ? 0 : int('last_eval_step', 0, step);
+  return {
+    global_step: step, micro_batches: micro, losses: losses as number[], log_loss_sum: logSum, log_steps: logSteps, tokens_seen: int('tokens_seen', 0), total_steps: int('total_steps', 1),
+    best_metric: bestMetric, best_global_step: bestStep, best_model_checkpoint: bestDir, last_eval_step: lastEval,
+  };
 }
 
 /** The trained tensors, checked against the run's (or, without a run, taken as the checkpoint says). */

@@ -260,7 +260,7 @@ test('notices for accepted but unimplemented values', () => {
   has(load({ optim: 'adamw_torch_4bit' }).notices, 'optim="adamw_torch_4bit"', '32-bit states');
   has(load({ report_to: ['tensorboard', 'mlflow'] }).notices, 'report_to=mlflow is not implemented yet', 'metrics.jsonl');
   assert.deepEqual(load({ report_to: ['tensorboard', 'wandb'] }).notices, []);
-  has(load({ eval_file: 'e.jsonl' }).notices, 'eval_file="e.jsonl"', 'not implemented yet');
+  has(load({ eval_file: 'e.jsonl' }).notices, 'eval_file="e.jsonl" is not evaluated', 'set eval_strategy "steps" or "epoch"');
   has(load({ warmup_steps: 10, warmup_ratio: 0.1 }).notices, 'warmup_ratio=0.1 is ignored', 'warmup_steps=10');
   has(load({ num_virtual_tokens: 8 }).notices, 'num_virtual_tokens=8 only applies to train_mode "prompt_tuning"');
   has(load({ beta: 0.2 }).notices, 'beta=0.2 only applies to task_type "dpo"');
@@ -292,7 +292,7 @@ test('values that would make the run wrong are errors', () => {
   throwsSft(() => load({ task_type: 'pretrain' }), 'task_type="pretrain" is not implemented yet');
   throwsSft(() => load({ optim: 'sgd' }), 'optim="sgd" is not implemented yet', 'adamw_torch');
   throwsSft(() => load({ lr_scheduler_type: 'polynomial' }), 'lr_scheduler_type="polynomial" is not implemented yet');
-  throwsSft(() => load({ save_strategy: 'best' }), 'save_strategy="best" is not implemented yet');
+  throwsSft(() => load({ save_strategy: 'best' }), 'save_strategy "best" saves when an evaluation improves', 'eval_strategy is "no"');
   throwsSft(() => load({ fp16: true, bf16: true }), 'fp16 and bf16 are both true');
 });
 

@@ -60,8 +60,56 @@ test('TTY: a bar with step/total, loss, lr and tok/s; log lines print above it',
   p.stop(); // must also end cli-progress's redraw timer, or this test would never finish
   const text = out.text();
   assert.ok(text.includes('saved output/x/checkpoint-10\n'), text);
-  assert.ok(text.includes('10/50 | loss 2.5000 | lr 3.00e-03 | 100 tok/s | ETA '), text);
+  assert.ok(text.includes('10/50 | epoch - | loss 2.5000 | grad_norm - | lr 3.00e-03 | 100 tok/s | 0:00:00<'), text);
   assert.ok(text.includes('\u001b['), 'expected terminal control sequences in bar mode');
+});
+
+test('TTY: the bar shows epoch, grad norm, eval loss (once evaluated) and elapsed<ETA', () => {
+  const out = sink(true);
+  let now = 0;
+  const p = new Progress({ stream: out.stream, now: () => now });
+  p.start(40);
+  now = 20_000;
+  p.update(10, { loss: 2.5, lr: 3e-3, tokensPerSecond: 50, epoch: 0.25, gradNorm: 1.23456 });
+  p.update(10, { evalLoss: 2.75 });
+  p.stop();
+  const text = out.text();
+  assert.ok(text.includes('10/40 | epoch 0.25 | loss 2.5000 | grad_norm 1.235 | lr 3.00e-03 | eval_loss 2.7500 | 50 tok/s | 0:00:20<0:01:00'), text);
+});
+
+test('plain lines carry epoch, grad norm and the last eval loss', () => {
+  const out = sink(false);
+  let now = 0;
+  const p = new Progress({ stream: out.stream, now: () => now });
+  p.start(8);
+  now = 4_000;
+  p.update(2, { loss: 1.5, lr: 1e-3, epoch: 0.5, gradNorm: 0.5 });
+  p.update(2, { evalLoss: 1.625 });
+  assert.equal(
+    out.text(),
+    'step 2/8 | epoch 0.50 | loss 1.5000 | grad_norm 0.500 | lr 1.00e-03 | elapsed 0:00:04 | ETA 0:00:12\n' +
+      'step 2/8 | epoch 0.50 | loss 1.5000 | grad_norm 0.500 | lr 1.00e-03 | eval_loss 1.6250 | elapsed 0:00:04 | ETA 0:00:12\n',
+  );
+});
+
+test('a resumed run: ETA from the steps this process ran, not from the steps before the resume', () => {
+  // Resumed at step 50 of 100; 10 steps in 10 s: 40 steps left take 40 s (the old rule,
+  // 10 s / 60 steps, gave 7 s: the "ETA 0:00:01 with 14 s left" of issue 12).
+  const out = sink(false);
+  let now = 0;
+  const p = new Progress({ stream: out.stream, logEvery: 10, now: () => now });
+  p.start(100, 50);
+  now = 10_000;
+  p.update(60, { loss: 1 });
+  assert.equal(out.text(), 'step 60/100 | loss 1.0000 | elapsed 0:00:10 | ETA 0:00:40\n');
+  const bar = sink(true);
+  const q = new Progress({ stream: bar.stream, now: () => now });
+  now = 0;
+  q.start(100, 50);
+  now = 10_000;
+  q.update(60, { loss: 1 });
+  q.stop();
+  assert.ok(bar.text().includes('60/100 | epoch - | loss 1.0000 | grad_norm - | lr - | - tok/s | 0:00:10<0:00:40'), bar.text());
 });
 
 test('clock formats h:mm:ss', () => {

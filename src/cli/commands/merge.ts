@@ -1,5 +1,8 @@
 // `sft merge --model BASE --adapter DIR --out DIR [--dtype f32|f16|bf16]`: fold a LoRA adapter into the
 // base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder.
+// A QLoRA adapter (trained on an NF4 base) is said so, and `--dequantized-base` merges it into the
+// base it was trained on, dequant(NF4(W)) + lora_alpha/r * B A (src/model/merge-qlora.ts); either
+// way the merged model is scored against NF4 base + adapter on a few samples.
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
@@ -15,6 +18,9 @@ interface MergeArgs {
   dtype?: string;
   'max-shard-size'?: string;
   force: boolean;
+  'dequantized-base': boolean;
+  'score-file'?: string;
+  'score-samples': number;
 }
 
 const merge: CommandModule<object, MergeArgs> = {
@@ -27,7 +33,13 @@ const merge: CommandModule<object, MergeArgs> = {
       .option('out', { type: 'string', demandOption: true, describe: 'Folder to write the merged model into' })
       .option('dtype', { type: 'string', choices: ['f32', 'f16', 'bf16'], describe: "Weight dtype (default: the base checkpoint's)" })
       .option('max-shard-size', { type: 'string', default: '5GB', describe: 'Largest safetensors shard (e.g. 2GB, 500MB)' })
-      .option('force', { type: 'boolean', default: false, describe: 'Write into a non-empty --out' }),
+      .option('force', { type: 'boolean', default: false, describe: 'Write into a non-empty --out' })
+      .option('dequantized-base', {
+        type: 'boolean', default: false,
+        describe: 'QLoRA adapter: merge into the NF4 base it was trained on, dequantized (dequant(NF4(W)) + BA) instead of the full-precision W',
+      })
+      .option('score-file', { type: 'string', describe: "QLoRA adapter: data to score the merge on (default: the adapter's train_file)" })
+      .option('score-samples', { type: 'number', default: 8, describe: 'QLoRA adapter: samples scored, NF4 base + adapter against the merged model (0: no scoring)' }),
   handler: async (argv) => {
     for (const [flag, dir] of [['--model', argv.model], ['--adapter', argv.adapter]] as const) {
       if (existsSync(argv.out) && existsSync(dir) && realpathSync(argv.out) === realpathSync(dir)) {
@@ -40,11 +52,33 @@ const merge: CommandModule<object, MergeArgs> = {
     const { loadBase, applyLoraAdapter } = await import('../../model/load.js');
     const { writeHfModel, hfModelBytes, WEIGHT_FILE } = await import('../../model/save.js');
     const { writeFolderFiles } = await import('../../io/atomic.js');
-    // Merging uses the full-precision base, also for an adapter trained with QLoRA (as PEFT does
-    // when merging onto the 16-bit model).
+    const q = await import('../../model/merge-qlora.js');
+    const say = (l: string) => process.stdout.write(l + '\n');
+    const qlora = q.qloraRun(argv.adapter);
+    if (argv['dequantized-base'] && !qlora) {
+      throw new SftError(`--dequantized-base: ${argv.adapter} was not trained on a 4-bit base (its sft_config.json has no bits 4), so there is no NF4 base to dequantize; merge without it`);
+    }
+    if (argv['score-samples'] < 0 || !Number.isInteger(argv['score-samples'])) throw new SftError(`--score-samples ${argv['score-samples']}: expected an integer >= 0`);
+    const nf4 = qlora ? await q.nf4BaseWithAdapter(argv.model, argv.adapter) : undefined;
+    if (qlora) {
+      say(`${argv.adapter} was trained with QLoRA (train_mode ${qlora.trainMode}, bits 4): during training its base was NF4 with double quantization, not these full-precision weights.`);
+      say(argv['dequantized-base']
+        ? '  Merging into the dequantized NF4 base: dequant(NF4(W)) + BA, the weights it was trained against (as peft merges on a 4-bit model; written unquantized).'
+        : '  Merging into the full-precision base: W + BA. --dequantized-base merges into dequant(NF4(W)) + BA instead, the weights it was trained against.');
+    }
     const { model } = await loadBase(argv.model, { device: await deviceFromFlag(argv.device) });
+    if (nf4 && argv['dequantized-base']) q.useDequantizedBase(model, nf4.model, nf4.quantized);
     applyLoraAdapter(model, argv.adapter);
     model.mergeLora();
+    if (qlora && nf4 && argv['score-samples'] > 0) {
+      const file = argv['score-file'] ?? qlora.trainFile;
+      if (!file || !existsSync(file)) {
+        say(`  Not scored: ${argv['score-file'] ? `--score-file ${file} does not exist` : `the adapter's train_file ${file || '(none)'} is not found here`}; pass --score-file FILE to compare NF4 base + adapter with the merged model.`);
+      } else {
+        const s = await q.scoreMerge({ modelDir: argv.model, file, n: argv['score-samples'], template: nf4.template, maxSeqLength: qlora.maxSeqLength, nf4: nf4.model, merged: model, vocabSize: nf4.vocabSize });
+        say(`  Score on ${s.samples} samples of ${file} (${s.tokens} trained tokens): NF4 base + adapter ${q.lossText(s.nf4)}; merged ${q.lossText(s.merged)}; difference ${(s.merged - s.nf4 >= 0 ? '+' : '') + (s.merged - s.nf4).toFixed(4)}`);
+      }
+    }
     const dtype = (argv.dtype?.toUpperCase() as SaveDtype | undefined) ?? sourceDtype(argv.model);
     const maxShardBytes = parseSize(argv['max-shard-size'] ?? '5GB');
     // Staged, then renamed into --out; an earlier model's shards that this one does not write again
