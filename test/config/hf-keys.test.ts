@@ -60,7 +60,10 @@ test('the keys of the Firefly write-up config load (cache_dir, do_eval, evaluati
   assert.equal(config.train_mode, 'qlora');
   const ignored = notices.filter((n) => n.includes('no effect'));
   assert.equal(ignored.length, 1, notices.join('\n'));
-  for (const k of ['cache_dir="./cache"', 'remove_unused_columns=false', 'per_device_eval_batch_size=4']) assert.ok(ignored[0].includes(k), ignored[0]);
+  for (const k of ['cache_dir="./cache"', 'remove_unused_columns=false']) assert.ok(ignored[0].includes(k), ignored[0]);
+  // The evaluation keys are applied (evaluation during training), not ignored.
+  assert.equal(config.per_device_eval_batch_size, 4);
+  assert.ok(!ignored[0].includes('per_device_eval_batch_size'), ignored[0]);
   // run_name is applied (the wandb run's name), not ignored.
   assert.equal(config.run_name, 'baichuan-7b-sft');
   for (const k of ['do_train', 'do_eval', 'evaluation_strategy', 'logging_strategy', 'run_name']) assert.ok(!ignored[0].includes(k), `${k} is at its default: ${ignored[0]}`);

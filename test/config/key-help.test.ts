@@ -20,7 +20,7 @@ test('train --help lists every config key with its allowed values and default, w
   assert.match(row('output_dir')!, /required/);
   // The HF keys accepted without a row of their own are named too.
   const tail = r.stdout.slice(r.stdout.indexOf('Also accepted'));
-  for (const k of ['cache_dir', 'do_eval', 'evaluation_strategy', 'eval_strategy', 'push_to_hub', 'use_cpu', 'label_smoothing_factor']) {
+  for (const k of ['cache_dir', 'eval_delay', 'push_to_hub', 'use_cpu', 'label_smoothing_factor']) {
     assert.match(tail, new RegExp(`\\b${k}\\b`), `--help does not name ${k}`);
   }
 });

@@ -28,7 +28,7 @@ async function adapter(bits: number, rank: number, alpha: number): Promise<strin
   const { config } = configFromObject({
     output_dir: out, model_name_or_path: modelDir, train_file: dataFile, template_name: 'qwen', max_seq_length: 120,
     per_device_train_batch_size: 3, max_steps: 6, learning_rate: 5e-3, lr_scheduler_type: 'constant', lora_rank: rank, lora_alpha: alpha,
-    lora_dropout: 0, save_strategy: 'no', disable_tqdm: true, seed: 2, bits,
+    lora_dropout: 0, save_strategy: 'no', disable_tqdm: true, seed: 2, bits, train_mode: bits === 4 ? 'qlora' : 'lora',
   });
   await train(config, { print: () => {}, stream: sink() });
   return out;

@@ -32,7 +32,7 @@ const base = {
   model_name_or_path: modelDir, train_file: trainFile, template_name: 'default', max_seq_length: 48,
   per_device_train_batch_size: 2, gradient_accumulation_steps: 1, max_steps: 8, learning_rate: 3e-3,
   lr_scheduler_type: 'constant', lora_rank: 4, lora_alpha: 8, lora_dropout: 0.1, logging_steps: 1,
-  save_steps: 3, seed: 13, disable_tqdm: true,
+  save_steps: 3, seed: 13, disable_tqdm: true, train_mode: 'lora',
   eval_file: evalFile, evaluation_strategy: 'steps', eval_steps: 3, per_device_eval_batch_size: 3,
 };
 
