@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
-import { getTemplate } from '../../data/templates.js';
+import { CHAT_TEMPLATE, getTemplate } from '../../data/templates.js';
+import { resolveTemplate } from '../../data/chat-template.js';
 import { SftError } from '../../errors.js';
 
 interface ServeArgs {
@@ -59,11 +60,12 @@ const serve: CommandModule<object, ServeArgs> = {
     const allowedHosts = parseAllowedHosts(commaList(argv['allowed-hosts']));
     const allowedOrigins = parseAllowedOrigins(commaList(argv['allowed-origins']));
     if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65535) throw new SftError(`--port must be an integer 0..65535, got ${argv.port}.`);
-    const chosenTemplate = argv.template === undefined ? undefined : getTemplate(argv.template);
+    // A misspelt name fails before the model is loaded; "chat_template" needs the tokenizer.
+    if (argv.template !== undefined && argv.template !== CHAT_TEMPLATE) getTemplate(argv.template);
     const { loadModel } = await import('../../model/load.js');
     const { FifoScheduler } = await import('../../serve/scheduler.js');
     const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
-    const template = chosenTemplate ?? getTemplate(loaded.templateName);
+    const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
     const id = argv.modelName ?? basename(resolve(argv.adapter ?? argv.model));
