@@ -1,5 +1,6 @@
 // `sft merge --model BASE --adapter DIR --out DIR [--dtype f32|f16|bf16]`: fold a LoRA adapter into the
-// base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder.
+// base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder whose
+// chat_template is the adapter's training template.
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';

@@ -34,7 +34,7 @@ const serve: CommandModule<object, ServeArgs> = {
     withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
-      .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions (default: the adapter's or the model's)" })
+      .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions, or chat_template for the model's own (default: the adapter's training template, else the model's chat_template)" })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'Address to listen on (0.0.0.0 exposes the API to the network)' })
       .option('port', { type: 'number', default: 8000, describe: 'Port to listen on (0 picks a free one)' })
       .option('model-name', { type: 'string', describe: 'Model id clients send (default: the adapter\'s or model\'s folder name)' })
