@@ -3,11 +3,13 @@
 // feeds only its own tokens. Turns are tokenized one by one, as Firefly's chat script and encodePrompt do,
 // which is what makes "earlier turns + new turn" equal to the prompt of the whole conversation.
 // Messages and replies are text: only the template puts special tokens in the cache.
+// The model's own chat_template renders the whole conversation at once, so there each turn renders
+// the whole prompt again and feeds what follows the ids already in the cache.
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
-import { fillFormat, type ChatTemplate } from '../data/templates.js';
+import { fillFormat, isModelTemplate, type ChatTemplate, type FormatTemplate } from '../data/templates.js';
 import type { Conversation } from '../data/formats.js';
-import { encodeFormat, conversationParts, type EncodeOptions } from '../data/encode.js';
+import { encodeFormat, encodePrompt, conversationParts, type EncodeOptions } from '../data/encode.js';
 import { SftError } from '../errors.js';
 import { generate } from './generate.js';
 import type { GenerateChunk, GenerateResult } from './generate.js';
@@ -57,10 +59,15 @@ export class ChatSession {
     private readonly opts: ChatSessionOptions,
   ) {
     this.stop = stopSet(opts.template, tok, opts.stopStrings ?? []);
+    if (isModelTemplate(opts.template)) {
+      this.closingIds = opts.template.closing ? tok.encode(opts.template.closing) : [];
+      return;
+    }
     // Templates put the assistant prefix at the end of userFormat, so nothing precedes {content} here.
-    const at = opts.template.assistantFormat.indexOf('{content}');
+    const format = opts.template.assistantFormat;
+    const at = format.indexOf('{content}');
     if (at < 0) throw new SftError(`chat template "${opts.template.name}": assistantFormat has no {content} placeholder.`);
-    const closing = fillFormat(opts.template.assistantFormat.slice(at + '{content}'.length), '', tok.eosToken);
+    const closing = fillFormat(format.slice(at + '{content}'.length), '', { eos: tok.eosToken, bos: tok.bosToken });
     this.closingIds = closing ? tok.encode(closing) : [];
   }
 
@@ -84,13 +91,17 @@ export class ChatSession {
       throw tooLong(`at least ${atLeast}`, this.opts.maxContext);
     }
 
-    const userIds = this.encodeUserTurn(userText);
     let promptIds: number[] | undefined;
-    if (!this.stale && this.cacheIds.length > 0) {
-      promptIds = [...this.pendingIds, ...userIds];
-      if (this.roomAfter(this.cacheIds.length + promptIds.length) < this.opts.maxNewTokens) promptIds = undefined;
+    if (isModelTemplate(this.opts.template)) {
+      promptIds = this.wholePrompt();
+    } else {
+      const userIds = this.encodeUserTurn(userText);
+      if (!this.stale && this.cacheIds.length > 0) {
+        promptIds = [...this.pendingIds, ...userIds];
+        if (this.roomAfter(this.cacheIds.length + promptIds.length) < this.opts.maxNewTokens) promptIds = undefined;
+      }
+      promptIds ??= this.refill(userIds);
     }
-    promptIds ??= this.refill(userIds);
 
     const maxNewTokens = Math.min(this.opts.maxNewTokens, this.roomAfter(this.cacheIds.length + promptIds.length));
     if (maxNewTokens < 1) throw tooLong(String(promptIds.length), this.opts.maxContext);
@@ -114,7 +125,8 @@ export class ChatSession {
     this.turns.push({ role: 'assistant', content: result.text });
     // A stop string can end inside a token, so the reply's ids hold text the reply does not; the cache is
     // then rebuilt from the text at the next turn. Otherwise the ids are the reply and the cache stays.
-    if (result.stoppedBy !== 'string') {
+    if (isModelTemplate(this.opts.template)) this.stale = false; // the next prompt is checked against the cache
+    else if (result.stoppedBy !== 'string') {
       this.pendingIds = [...result.unfedIds, ...this.closingAfter(result)];
       this.stale = false;
     }
@@ -148,7 +160,7 @@ export class ChatSession {
    *  user turn, already tokenized. */
   private refill(lastIds: number[]): number[] {
     const before = { ...this.conversation, turns: this.conversation.turns.slice(0, -1) };
-    const parts = conversationParts(before, this.opts.template, this.tok, this.encodeOptions());
+    const parts = conversationParts(before, this.opts.template as FormatTemplate, this.tok, this.encodeOptions());
     const turns = [...parts.turns, lastIds];
     let total = (parts.system?.length ?? 0) + turns.reduce((n, t) => n + t.length, 0);
     let dropped = 0;
@@ -171,18 +183,42 @@ export class ChatSession {
     return ids;
   }
 
+  /** The model template's prompt for the whole conversation, dropping the oldest exchanges until a
+   *  full-length reply fits; only what follows the cache's ids when they begin it, else all of it. */
+  private wholePrompt(): number[] {
+    const encode = () => encodePrompt(this.conversation, this.opts.template, this.tok, this.encodeOptions());
+    let ids = encode();
+    let dropped = 0;
+    while (this.turns.length > 1 && this.roomAfter(ids.length) < this.opts.maxNewTokens) {
+      this.turns.splice(0, 2);
+      dropped++;
+      ids = encode();
+    }
+    if (dropped > 0) {
+      this.opts.onNotice?.(`context full (${this.opts.maxContext} tokens): dropped the ${dropped} oldest exchange(s) and re-read the rest.`);
+    }
+    const cached = this.cacheIds;
+    if (!this.stale && cached.length > 0 && cached.length < ids.length && cached.every((id, i) => ids[i] === id)) return ids.slice(cached.length);
+    this.model.resetCache();
+    this.cacheIds = [];
+    this.pendingIds = [];
+    return ids;
+  }
+
   /** The closing ids as the whole assistant part tokenizes them after this reply: a tokenizer may fold the
    *  closing's leading text into the content (Llama-2's "ok </s>" is [ok, </s>], its " </s>" alone is [▁, </s>]).
    *  When the reply's ids are not a prefix of that tokenization, the closing tokenized alone is used. */
   private closingAfter(result: GenerateResult): number[] {
-    const whole = encodeFormat(this.opts.template.assistantFormat, result.text, this.opts.template, this.tok, this.encodeOptions());
+    const template = this.opts.template as FormatTemplate;
+    const whole = encodeFormat(template.assistantFormat, result.text, template, this.tok, this.encodeOptions());
     const isPrefix = result.ids.length <= whole.length && result.ids.every((id, i) => whole[i] === id);
     return isPrefix ? whole.slice(result.ids.length) : this.closingIds;
   }
 
   /** The new user turn tokenized on its own, as encodePrompt does each part (it ends with the assistant prefix). */
   private encodeUserTurn(text: string): number[] {
-    return encodeFormat(this.opts.template.userFormat, text, this.opts.template, this.tok, this.encodeOptions());
+    const template = this.opts.template as FormatTemplate;
+    return encodeFormat(template.userFormat, text, template, this.tok, this.encodeOptions());
   }
 
   private encodeOptions(): EncodeOptions {

@@ -16,7 +16,7 @@
 //   model_name_or_path          | (required)     | yes
 //   train_file                  | (required)     | yes
 //   max_seq_length              | (required)     | yes (required by Firefly too)
-//   template_name               | ""             | yes (the template registry checks the name)
+//   template_name               | ""             | yes (the template registry checks the name; "" = the model's chat_template, else Firefly's old format)
 //   eval_file                   | ""             | yes: evaluated with the training's template and max_seq_length
 //   eval_strategy               | "no"           | no, steps, epoch yes (HF 5 name); needs eval_file
 //   evaluation_strategy         | null           | yes: HF 4.x name of eval_strategy (both given and different -> error)
@@ -359,7 +359,7 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   model_name_or_path: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'base model folder (config.json, weights, tokenizer)' },
   train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'Firefly-format jsonl training data' },
   max_seq_length: { check: int(2, MAX_TOKENS), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
-  template_name: { check: str(), default: '', implemented: 'yes', help: 'Firefly chat template (qwen, baichuan, baichuan2, llama2, default, ...)' },
+  template_name: { check: str(), default: '', implemented: 'yes', help: 'chat template: chat_template (the model\'s own), or Firefly\'s qwen, baichuan, baichuan2, llama2, llama3, yi, default, ...; empty: the model\'s chat_template, else Firefly\'s old format' },
   // Evaluation during training (src/train/evaluation.ts). The rules between these keys are HF's
   // TrainingArguments.__post_init__ ones, checked in resolveEvalKeys().
   eval_file: {

@@ -117,7 +117,18 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
         opts.onBadLine?.(err.message);
         continue;
       }
-      const enc = encodeConversation(conv, template, tok, maxSeqLength, { parseSpecialTokens: opts.parseSpecialTokens ?? false });
+      let enc;
+      try {
+        enc = encodeConversation(conv, template, tok, maxSeqLength, { parseSpecialTokens: opts.parseSpecialTokens ?? false });
+      } catch (err) {
+        // The model's chat_template can refuse a conversation (raise_exception, a role it rejects).
+        if (!(err instanceof SftError)) throw err;
+        const located = new SftError(`${where}: ${err.message}`);
+        if (!opts.skipBadLines) throw located;
+        stats.badLines++;
+        opts.onBadLine?.(located.message);
+        continue;
+      }
       if (enc.noTarget) {
         stats.skippedNoTarget++;
         continue;

@@ -1,12 +1,14 @@
-// Conversation -> token ids and labels, with Firefly's semantics (component/dataset.py,
-// UnifiedSFTDataset): the system part and each user part are context (label -100); each assistant
-// part, including the end-of-turn token(s) its format writes ("</s>", "<|im_end|>\n"), is target
-// (label = id). Each part is tokenized on its own, then the whole is right-truncated.
+// Conversation -> token ids and labels. Built-in templates, with Firefly's semantics (component/dataset.py,
+// UnifiedSFTDataset): the prefix, the system part and each user part are context (label -100); each
+// assistant part, including the end-of-turn token(s) its format writes ("</s>", "<|im_end|>\n"), is
+// target (label = id). Each part is tokenized on its own, then the whole is right-truncated.
+// The model's own chat_template: rendered and tokenized as transformers does, spans as chat-template.ts says.
 // Special tokens come only from the template: the messages are text (Tok.encodeParts), unless
 // parseSpecialTokens says the data really holds special tokens written as text.
-import type { Tok } from '../tokenizer/types.js';
+import type { TextPart, Tok } from '../tokenizer/types.js';
 import type { Conversation } from './formats.js';
-import { formatParts, templateMarkers, type ChatTemplate } from './templates.js';
+import { formatParts, isModelTemplate, templateMarkers, type ChatTemplate, type FormatTemplate } from './templates.js';
+import { encodePieces, promptPieces, trainingPieces, type ModelChatTemplate } from './chat-template.js';
 
 export const IGNORE = -100;
 
@@ -44,9 +46,14 @@ export function encodeConversation(
       labels.push(target ? id : IGNORE);
     }
   };
-  const parts = conversationParts(conv, template, tok, opts);
-  if (parts.system !== undefined) add(parts.system, false);
-  conv.turns.forEach((t, i) => add(parts.turns[i], t.role === 'assistant'));
+  if (isModelTemplate(template)) {
+    const { ids, trained } = encodePieces(trainingPieces(conv, template), modelEncoder(template, tok, opts));
+    ids.forEach((id, i) => add([id], trained[i]));
+  } else {
+    const parts = conversationParts(conv, template, tok, opts);
+    if (parts.system !== undefined) add(parts.system, false);
+    conv.turns.forEach((t, i) => add(parts.turns[i], t.role === 'assistant'));
+  }
   const fullLength = inputIds.length;
   const truncated = fullLength > maxSeqLength;
   if (truncated) {
@@ -64,6 +71,7 @@ export function encodeConversation(
 export function encodePrompt(conv: Conversation, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
   const last = conv.turns[conv.turns.length - 1];
   if (!last || last.role !== 'user') throw new Error('encodePrompt: the conversation must end with a user turn');
+  if (isModelTemplate(template)) return modelEncoder(template, tok, opts)(promptPieces(conv, template));
   const parts = conversationParts(conv, template, tok, opts);
   // A loop, not push(...ids): a message of a million tokens would overflow the call stack.
   const ids: number[] = parts.system ?? [];
@@ -71,18 +79,38 @@ export function encodePrompt(conv: Conversation, template: ChatTemplate, tok: To
   return ids;
 }
 
-/** The ids of each part on its own: the system part (when the template has one) and one list per turn. */
-export function conversationParts(conv: Conversation, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): { system?: number[]; turns: number[][] } {
+/** The ids that answer `conv` (which ends on a user turn) with `reply`, as training lays them out:
+ *  the assistant part tokenized on its own (built-in), or what the conversation with the reply has
+ *  after the prompt's ids (the model's chat_template). */
+export function encodeReply(conv: Conversation, reply: string, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
+  if (!isModelTemplate(template)) return encodeFormat(template.assistantFormat, reply, template, tok, opts);
+  const prompt = encodePrompt(conv, template, tok, opts);
+  const whole = encodePieces(trainingPieces({ ...conv, turns: [...conv.turns, { role: 'assistant', content: reply }] }, template), modelEncoder(template, tok, opts)).ids;
+  let common = 0;
+  while (common < prompt.length && prompt[common] === whole[common]) common++;
+  return whole.slice(common);
+}
+
+/** The ids of each part on its own: the system part (with the prefix, when the template has one) and one list per turn. */
+export function conversationParts(conv: Conversation, template: FormatTemplate, tok: Tok, opts: EncodeOptions = {}): { system?: number[]; turns: number[][] } {
   const system = systemText(conv, template);
   const turns = conv.turns.map((t) => encodeFormat(t.role === 'user' ? template.userFormat : template.assistantFormat, t.content, template, tok, opts));
-  return system === undefined ? { turns } : { system: encodeFormat(template.systemFormat!, system, template, tok, opts), turns };
+  const prefix = template.prefixFormat === undefined ? undefined : encodeFormat(template.prefixFormat, '', template, tok, opts);
+  const head = system === undefined ? prefix : [...(prefix ?? []), ...encodeFormat(template.systemFormat!, system, template, tok, opts)];
+  return head === undefined ? { turns } : { system: head, turns };
 }
 
 /** One part: `format` filled with `content`, special tokens only where the template writes them. */
-export function encodeFormat(format: string, content: string, template: ChatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
-  const parts = formatParts(format, content, tok.eosToken);
+export function encodeFormat(format: string, content: string, template: FormatTemplate, tok: Tok, opts: EncodeOptions = {}): number[] {
+  const parts = formatParts(format, content, { eos: tok.eosToken, bos: tok.bosToken });
   if (opts.parseSpecialTokens) return tok.encode(parts.map((p) => p.text).join(''));
-  return tok.encodeParts(parts, templateMarkers(template, tok.eosToken));
+  return tok.encodeParts(parts, templateMarkers(template, tok.eosToken, tok.bosToken));
+}
+
+/** How the model template's pieces become ids: the whole text at once, messages as text. */
+function modelEncoder(template: ModelChatTemplate, tok: Tok, opts: EncodeOptions): (parts: TextPart[]) => number[] {
+  if (opts.parseSpecialTokens) return (parts) => tok.encode(parts.map((p) => p.text).join(''));
+  return (parts) => tok.encodeParts(parts, template.markers);
 }
 
 /** Decoded sample with trained spans in ⟦…⟧, for `sft train --dry-run`. */
@@ -102,7 +130,7 @@ export function renderMarkedSample(inputIds: ArrayLike<number>, labels: ArrayLik
 
 // Firefly: a template without a system format has no system part; otherwise the record's system
 // text (even "") wins over the template's default, and no system at all when neither exists.
-function systemText(conv: Conversation, template: ChatTemplate): string | undefined {
+function systemText(conv: Conversation, template: FormatTemplate): string | undefined {
   if (template.systemFormat === undefined) return undefined;
   return conv.system ?? template.defaultSystem;
 }

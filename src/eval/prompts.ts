@@ -24,8 +24,8 @@
 // template exactly as `sft train` renders them.
 import type { Tok } from '../tokenizer/types.js';
 import type { Conversation } from '../data/formats.js';
-import { encodePrompt } from '../data/encode.js';
-import { fillFormat, type ChatTemplate } from '../data/templates.js';
+import { encodePrompt, encodeReply } from '../data/encode.js';
+import { fillFormat, hasSystemPart, isModelTemplate, type ChatTemplate } from '../data/templates.js';
 import { SftError } from '../errors.js';
 import { LETTERS, type BenchmarkName, type Letter, type Question, type Subject } from './datasets.js';
 
@@ -82,7 +82,7 @@ export function chatConversation(style: PromptStyle, template: ChatTemplate, sub
   // Contents trimmed as `sft train` trims them (Firefly does), so training on these turns matches.
   for (const s of shots) turns.push({ role: 'user', content: style.body(s).trim() }, { role: 'assistant', content: style.answerText(s.answer!).trim() });
   turns.push({ role: 'user', content: style.body(q).trim() });
-  if (template.systemFormat !== undefined) return { system: header.trimEnd(), turns };
+  if (hasSystemPart(template)) return { system: header.trimEnd(), turns };
   turns[0] = { role: 'user', content: header + turns[0].content };
   return { turns };
 }
@@ -160,7 +160,11 @@ function answerSlot(o: PromptOptions, q: Question): AnswerSlot {
   let slot: AnswerSlot;
   if (o.template) {
     // The reply is tokenized on its own, as in training: the letter follows what all four share.
-    const replies = LETTERS.map((l) => o.tok.encode(fillFormat(o.template!.assistantFormat, o.style.answerText(l).trim(), o.tok.eosToken)));
+    const t = o.template;
+    const question = { turns: [{ role: 'user' as const, content: o.style.body(q).trim() }] };
+    const replies = LETTERS.map((l) =>
+      isModelTemplate(t) ? encodeReply(question, o.style.answerText(l).trim(), t, o.tok) : o.tok.encode(fillFormat(t.assistantFormat, o.style.answerText(l).trim(), o.tok.eosToken)),
+    );
     const c = commonPrefix(replies, Math.min(...replies.map((r) => r.length)) - 1);
     slot = { append: replies[0].slice(0, c), drop: [], letterIds: replies.map((r) => r[c]), mismatch: false };
   } else {

@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
-import { getTemplate, type ChatTemplate } from '../data/templates.js';
+import { CHAT_TEMPLATE, getTemplate } from '../data/templates.js';
+import { resolveTemplate } from '../data/chat-template.js';
 import { SftError } from '../errors.js';
 import { BENCHMARKS, loadSubjects, type BenchmarkName, type Subject } from './datasets.js';
 import { PROMPT_STYLES, buildPrompt } from './prompts.js';
@@ -34,19 +35,21 @@ export interface EvalPlan {
   split: string;
   subjects: Subject[];
   shots: number;
-  template?: ChatTemplate;
+  /** Chat mode's template name ("chat_template": the model's own, read with its tokenizer). */
+  templateName?: string;
   batchSize: number;
 }
 
 export function planEval(o: PlanOptions): EvalPlan {
   if (!Number.isInteger(o.shots) || o.shots < 0) throw new SftError(`--shots ${o.shots}: give a whole number from 0 (zero-shot) up to the dev examples per subject (5)`);
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new SftError(`--batch-size ${o.batchSize}: give a positive whole number`);
-  const template = o.template === undefined ? undefined : getTemplate(o.template);
+  // A misspelt name fails before the model is loaded.
+  if (o.template !== undefined && o.template !== CHAT_TEMPLATE) getTemplate(o.template);
   const subjects = loadSubjects({ benchmark: o.benchmark, dir: o.dir, split: o.split, only: o.subjects });
   for (const s of subjects) {
     if (o.shots > s.shots.length) throw new SftError(`--shots ${o.shots}: subject ${s.id} has ${s.shots.length} dev examples; ask for at most ${s.shots.length}`);
   }
-  return { benchmark: o.benchmark, split: o.split, subjects, shots: o.shots, template, batchSize: o.batchSize };
+  return { benchmark: o.benchmark, split: o.split, subjects, shots: o.shots, templateName: o.template, batchSize: o.batchSize };
 }
 
 export interface RunOptions {
@@ -69,7 +72,8 @@ export interface RunOptions {
 export async function runEval(plan: EvalPlan, o: RunOptions): Promise<EvalReport> {
   if (!Number.isInteger(o.maxContext) || o.maxContext < 1) throw new SftError(`--max-context ${o.maxContext}: give a positive number of tokens`);
   const t0 = Date.now();
-  const { subjects, template } = plan;
+  const { subjects } = plan;
+  const template = plan.templateName === undefined ? undefined : resolveTemplate(plan.templateName, o.tok);
   const style = PROMPT_STYLES[plan.benchmark];
   const scorer = makeScorer(o.model, o.vocabSize, o.scoring ?? (plan.batchSize > 1 ? 'batched' : 'cached'));
   const progress = new SubjectProgress(o.stream);

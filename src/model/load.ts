@@ -12,13 +12,18 @@ import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { readLoraAdapter, adapterType, readPromptTuningAdapter } from '../io/peft.js';
 import { SftError } from '../errors.js';
 import { Stopped, stopRequested } from '../util/interrupt.js';
+import { CHAT_TEMPLATE, type ChatTemplate } from '../data/templates.js';
+import { resolveTemplate } from '../data/chat-template.js';
 
 export interface LoadedModel {
   model: NativeModel;
   tok: Tok;
   native: NativeModelConfig;
   hf: Record<string, unknown>;
-  /** Firefly template name that fits this model (from the adapter's saved config, or the arch). */
+  /** The template that fits this model: the adapter's training template (its saved config), else the
+   *  model's own chat_template, else the arch's Firefly template. */
+  template: ChatTemplate;
+  /** template.name ("chat_template" for the model's own; a folder `sft merge` wrote names its built-in). */
   templateName: string;
   modelDir: string;
   adapterDir?: string;
@@ -176,9 +181,16 @@ function savedRunConfig(adapterDir?: string): { template_name?: unknown; bits?: 
   }
 }
 
-export function templateFor(arch: Arch, adapterDir?: string): string {
+/** The template name an sft adapter was trained with (its sft_config.json), if it says. */
+export function trainingTemplateName(adapterDir: string): string | undefined {
   const saved = savedRunConfig(adapterDir);
-  return typeof saved.template_name === 'string' && saved.template_name ? saved.template_name : DEFAULT_TEMPLATE[arch];
+  return typeof saved.template_name === 'string' && saved.template_name ? saved.template_name : undefined;
+}
+
+export function templateFor(arch: Arch, adapterDir: string | undefined, tok: Tok): string {
+  const saved = savedRunConfig(adapterDir);
+  if (typeof saved.template_name === 'string' && saved.template_name) return saved.template_name;
+  return tok.chatTemplate !== undefined ? CHAT_TEMPLATE : DEFAULT_TEMPLATE[arch];
 }
 
 export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
@@ -189,12 +201,14 @@ export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
   // An adapter folder carries the tokenizer it was trained with; prefer it when present.
   const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;
   const tok = await loadTokenizer(tokDir);
+  const template = resolveTemplate(templateFor(cfg.arch, opts.adapterDir, tok), tok);
   return {
     model,
     tok,
     native: cfg,
     hf,
-    templateName: templateFor(cfg.arch, opts.adapterDir),
+    template,
+    templateName: template.name,
     modelDir: opts.modelDir,
     adapterDir: opts.adapterDir,
   };

@@ -16,7 +16,7 @@ import { applyLoraAdapter, loadBase, templateFor, RUN_CONFIG_FILE } from './load
 import { loraModulesOf } from './modules.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { prepareDataset } from '../data/dataset.js';
-import { getTemplate } from '../data/templates.js';
+import { resolveTemplate } from '../data/chat-template.js';
 import { evalLoss } from '../train/evaluation.js';
 import { SftError } from '../errors.js';
 
@@ -48,7 +48,8 @@ export async function nf4BaseWithAdapter(modelDir: string, adapterDir: string): 
   // quantize() takes every linear weight but lm_head: the modules LoRA's "all" names.
   const modules = new Set(loraModulesOf(native.arch));
   const quantized = model.baseParams().map((p) => p.name).filter((n) => n.endsWith('.weight') && modules.has(n.split('.').at(-2)!));
-  return { model, vocabSize: native.vocabSize, quantized, template: templateFor(native.arch, adapterDir) };
+  const tok = await loadTokenizer(modelDir);
+  return { model, vocabSize: native.vocabSize, quantized, template: templateFor(native.arch, adapterDir, tok) };
 }
 
 /** Replaces each quantized linear weight of `full` by its dequantized NF4 value from `nf4`. */
@@ -69,7 +70,7 @@ export async function scoreMerge(opts: {
   const cacheDir = mkdtempSync(join(tmpdir(), 'sft-merge-score-'));
   try {
     const data = await prepareDataset({
-      file: opts.file, tok, template: getTemplate(opts.template), maxSeqLength: opts.maxSeqLength, vocabSize: opts.vocabSize, cacheDir,
+      file: opts.file, tok, template: resolveTemplate(opts.template, tok), maxSeqLength: opts.maxSeqLength, vocabSize: opts.vocabSize, cacheDir,
     });
     try {
       const first = { size: Math.min(opts.n, data.size), get: (i: number) => data.get(i) };

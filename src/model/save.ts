@@ -23,6 +23,9 @@ export interface SaveOptions {
   maxShardBytes?: number;
   /** Sees each tensor before it is written (full fine-tuning refuses non-finite weights). */
   check?: (name: string, data: Float32Array) => Float32Array;
+  /** Jinja chat_template for the written folder (tokenizer_config.json "chat_template", and
+   *  chat_template.jinja when the source has one, which transformers reads first); default: the source's. */
+  chatTemplate?: string;
 }
 
 /** Weight files of a model or adapter folder: what a new write into the folder replaces, so that
@@ -36,6 +39,23 @@ export function hfModelBytes(model: NativeModel, dtype: SaveDtype): number {
 
 /** Writes the folder's files into `dir` directly: callers write into a staging folder
  *  (src/io/atomic.ts) so that a failed write changes nothing. */
+/** tokenizer_config.json with `template` as its chat_template (the source's keys kept; a new file
+ *  when the source has none), and chat_template.jinja replaced when the source carries one. */
+function writeChatTemplate(dir: string, sourceDir: string, template: string): void {
+  const file = join(sourceDir, 'tokenizer_config.json');
+  let config: Record<string, unknown> = {};
+  if (existsSync(file)) {
+    try {
+      config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new SftError(`${file}: not valid JSON (${(err as Error).message}); cannot write the chat_template into it`);
+    }
+  }
+  config.chat_template = template;
+  writeFileNamed(join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
+  if (existsSync(join(sourceDir, 'chat_template.jinja'))) writeFileNamed(join(dir, 'chat_template.jinja'), template);
+}
+
 export function writeHfModel(dir: string, model: NativeModel, opts: SaveOptions): { files: string[]; bytes: number } {
   mkdirSync(dir, { recursive: true });
   const cfgFile = join(opts.sourceDir, 'config.json');
@@ -44,6 +64,7 @@ export function writeHfModel(dir: string, model: NativeModel, opts: SaveOptions)
   config.torch_dtype = TORCH_DTYPE[opts.dtype];
   writeFileNamed(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   for (const f of SIDE_FILES) if (existsSync(join(opts.sourceDir, f))) copyFileSync(join(opts.sourceDir, f), join(dir, f));
+  if (opts.chatTemplate !== undefined) writeChatTemplate(dir, opts.sourceDir, opts.chatTemplate);
 
   const elem = opts.dtype === 'F32' ? 4 : 2;
   const maxShard = opts.maxShardBytes ?? 5e9;

@@ -77,6 +77,7 @@ export async function loadTokenizer(modelDir: string): Promise<Tok> {
     eosToken,
     padToken,
     chatTemplate: await chatTemplate(modelDir, config, configFile),
+    specialTokensMap: specialTokensMap(config, configFile, { bos_token: bosToken, eos_token: eosToken }),
   };
 }
 
@@ -135,6 +136,18 @@ function tokenName(value: unknown, file: string, key: string): string | undefine
   if (typeof value === 'string') return value;
   if (typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
   throw new SftError(`${file}: ${key} must be a string or an object with "content" (got ${JSON.stringify(value)}).`);
+}
+
+/** The special tokens tokenizer_config.json sets, named as transformers' special_tokens_map names them. */
+function specialTokensMap(config: Record<string, unknown>, file: string, resolved: Record<string, string | undefined>): Record<string, string | string[]> {
+  const map: Record<string, string | string[]> = {};
+  for (const key of ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token']) {
+    const name = tokenName(config[key], file, key) ?? resolved[key];
+    if (name !== undefined) map[key] = name;
+  }
+  const extra = config.additional_special_tokens;
+  if (Array.isArray(extra)) map.additional_special_tokens = extra.map((t, i) => tokenName(t, file, `additional_special_tokens[${i}]`) ?? '');
+  return map;
 }
 
 /** chat_template: a string, a list of {name, template} (the "default" one is used), or a chat_template.jinja file. */

@@ -40,6 +40,9 @@ export interface Tok {
   bosToken?: string;
   eosToken?: string;
   padToken?: string;
-  /** chat_template from tokenizer_config.json, when present. */
+  /** chat_template from tokenizer_config.json (or chat_template.jinja), when present. */
   chatTemplate?: string;
+  /** transformers' special_tokens_map (bos_token, eos_token, unk_token, pad_token, sep_token, cls_token,
+   *  mask_token, additional_special_tokens; those set), which apply_chat_template passes to the template. */
+  specialTokensMap?: Record<string, string | string[]>;
 }

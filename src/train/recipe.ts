@@ -34,7 +34,9 @@ import { cudaUnavailable, resolveDevice } from '../native/device.js';
 import { planSummary, planTable } from './memory.js';
 import { runLine } from './run-line.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
-import { getTemplate } from '../data/templates.js';
+import { CHAT_TEMPLATE, getTemplate, type ChatTemplate } from '../data/templates.js';
+import { resolveTemplate } from '../data/chat-template.js';
+import { defaultTemplateName } from '../data/default-template.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
@@ -102,6 +104,8 @@ interface Setup {
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
   const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
+  // Before anything reads it (the resume check, the saved sft_config.json): the name the run trains with.
+  cfg = withTemplateName(cfg, print);
   if (!opts.dryRun) {
     prepareOutputDir(cfg, opts.resume !== undefined, print);
     removeStaleTemporaries(cfg.output_dir);
@@ -137,19 +141,30 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
 
 // ---- setup ---------------------------------------------------------------------------------
 
+/** A config without template_name gets the model's chat_template or Firefly's old format, said once. */
+function withTemplateName(cfg: TrainConfig, print: (l: string) => void): TrainConfig {
+  // A misspelt name fails now, not after minutes of loading ("chat_template" is checked with the tokenizer).
+  if (cfg.template_name !== '' && cfg.template_name !== CHAT_TEMPLATE) getTemplate(cfg.template_name);
+  if (cfg.template_name !== '') return cfg;
+  if (!existsSync(cfg.model_name_or_path)) throw new SftError(`model folder ${cfg.model_name_or_path} does not exist`);
+  const { name, notice } = defaultTemplateName(cfg.model_name_or_path, readHfConfig(cfg.model_name_or_path).native.arch);
+  print(`  ${notice}`);
+  return { ...cfg, template_name: name };
+}
+
 async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<Setup> {
-  const template = getTemplate(cfg.template_name);
   const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   const dtype = precision(cfg, device, print);
   checkDeviceSupports(cfg, device);
-  print(runLine(cfg, template.name, device, dtype));
+  print(runLine(cfg, cfg.template_name, device, dtype));
   print(`Loading ${cfg.model_name_or_path} …`);
   const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
   const tok = await loadTokenizer(cfg.model_name_or_path);
+  const template = resolveTemplate(cfg.template_name, tok);
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
   const padId = tok.padId ?? tok.eosId ?? 0;
-  const data = await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print);
-  const evalData = evaluates(cfg) ? await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print, 'eval') : undefined;
+  const data = await readData(cfg, tok, template, native.vocabSize, skipBadLines, print);
+  const evalData = evaluates(cfg) ? await readData(cfg, tok, template, native.vocabSize, skipBadLines, print, 'eval') : undefined;
   const targets = prepareModel(cfg, model, native, tok, print);
   // The whole run's memory, once: activations for the largest batch, the optimizer's state.
   // Evaluation's forward passes fit in it (evalLoss takes at most that many rows per pass).
@@ -189,14 +204,14 @@ function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
 }
 
 /** train_file, or eval_file (`which` "eval"): encoded the same way, cached apart. */
-async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize: number, skipBadLines: boolean, print: (l: string) => void, which: 'train' | 'eval' = 'train'): Promise<PreparedDataset> {
+async function readData(cfg: TrainConfig, tok: Tok, template: ChatTemplate, vocabSize: number, skipBadLines: boolean, print: (l: string) => void, which: 'train' | 'eval' = 'train'): Promise<PreparedDataset> {
   let badShown = 0;
   const file = which === 'eval' ? cfg.eval_file : cfg.train_file;
-  print(`Reading ${file} (${which === 'eval' ? 'evaluation data, ' : ''}template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
+  print(`Reading ${file} (${which === 'eval' ? 'evaluation data, ' : ''}template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
     file,
     tok,
-    template: getTemplate(cfg.template_name),
+    template,
     maxSeqLength: cfg.max_seq_length,
     vocabSize,
     cacheDir: join(cfg.output_dir, '.sft-cache'),
@@ -204,7 +219,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize:
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
-    persistKey: (which === 'eval' ? 'eval-' : '') + dataFingerprint(cfg, file, template, vocabSize, skipBadLines),
+    persistKey: (which === 'eval' ? 'eval-' : '') + dataFingerprint(cfg, file, template.name, vocabSize, skipBadLines),
     parseSpecialTokens: cfg.parse_special_tokens,
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
@@ -286,7 +301,7 @@ function dataFingerprint(cfg: TrainConfig, file: string, template: string, vocab
   if (!existsSync(file)) throw new SftError(`${file === cfg.train_file ? 'train_file' : 'eval_file'} ${file}: no such file — check the data path`);
   const st = statSync(file);
   h.update(JSON.stringify({ file: resolve(file), size: st.size, mtime: st.mtimeMs, template, max: cfg.max_seq_length, vocabSize, skipBadLines, special: cfg.parse_special_tokens }));
-  for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json']) {
+  for (const f of ['tokenizer.json', 'tokenizer.model', 'tokenizer_config.json', 'chat_template.jinja']) {
     const p = join(cfg.model_name_or_path, f);
     if (existsSync(p)) h.update(f).update(readFileSync(p));
   }
@@ -297,7 +312,6 @@ function dataFingerprint(cfg: TrainConfig, file: string, template: string, vocab
  *  no weight is read, no memory taken, no GPU needed), then the first samples with their trained
  *  spans marked (the tokenizer and the data only). */
 async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<void> {
-  const template = getTemplate(cfg.template_name);
   const why = cudaUnavailable();
   let device: Device;
   if (cfg.device === 'cuda' && why) {
@@ -308,7 +322,7 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
   }
   const dtype = precision(cfg, device, print);
   checkDeviceSupports(cfg, device);
-  print(runLine(cfg, template.name, device, dtype));
+  print(runLine(cfg, cfg.template_name, device, dtype));
   const { native } = readHfConfig(cfg.model_name_or_path);
   try {
     checkConfigAgainstCheckpoint(cfg.model_name_or_path, native, listCheckpointTensors(cfg.model_name_or_path));
@@ -323,7 +337,7 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
   for (const line of planTable(model.memoryPlan())) print(line);
 
   const tok = await loadTokenizer(cfg.model_name_or_path);
-  const data = await readData(cfg, tok, template.name, native.vocabSize, skipBadLines, print);
+  const data = await readData(cfg, tok, resolveTemplate(cfg.template_name, tok), native.vocabSize, skipBadLines, print);
   try {
     const n = Math.min(3, data.size);
     print(`\nDry run: the first ${n} samples, trained spans between ⟦ and ⟧ (loss is computed on them only):`);

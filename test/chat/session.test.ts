@@ -4,6 +4,7 @@ import { ChatSession, stopSet } from '../../src/chat/session.js';
 import type { ChatSessionOptions } from '../../src/chat/session.js';
 import { getTemplate } from '../../src/data/templates.js';
 import { encodePrompt } from '../../src/data/encode.js';
+import { compileChatTemplate } from '../../src/data/chat-template.js';
 import { SftError } from '../../src/errors.js';
 import { ByteTok, ScriptedModel, asNative, bytes } from './fakes.js';
 
@@ -182,4 +183,23 @@ test('a message of a million characters is the usual too-long error, in well und
   await assert.rejects(reply(after.s, '你'.repeat(1_000_000)), SftError);
   assert.equal(await reply(after.s, 'hi'), 'ok');
   assert.deepEqual(after.model.feeds[0], [...DEFAULT_SYS, ...user('hi')]);
+});
+
+// The model's own chat_template (Qwen2-Instruct's ChatML): each turn renders the whole prompt, and
+// only what follows the cache's ids is fed; the cache is then the conversation's prompt, as in training.
+test('chat_template: the second turn feeds only what follows the cache; the cache equals the whole prompt', async () => {
+  const source =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}" +
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  const template = compileChatTemplate(source, tok);
+  assert.deepEqual(template.stopWords, ['<|im_end|>']);
+  const { s, model } = session([...bytes('ok'), IM_END, ...bytes('yes'), IM_END], { template });
+  assert.equal(await reply(s, 'hi'), 'ok');
+  assert.deepEqual(model.feeds[0], [...DEFAULT_SYS, ...user('hi')]);
+  assert.equal(await reply(s, 'again'), 'yes');
+  assert.deepEqual(model.feeds[3], [IM_END, NL, ...user('again')]);
+  assert.equal(model.resets, 1);
+  const full = [...DEFAULT_SYS, ...user('hi'), ...bytes('ok'), IM_END, NL, ...user('again')];
+  assert.deepEqual(model.feeds.slice(0, 4).flat(), full);
+  assert.deepEqual(encodePrompt({ turns: s.conversation.turns.slice(0, 3) }, template, tok), full);
 });

@@ -174,3 +174,33 @@ test('a million-character message encodes (no call-stack overflow) and truncates
   assert.equal(enc.inputIds.length, 1_500_000);
   assert.ok(enc.truncated);
 });
+
+// Firefly before templates (component/dataset.py SFTDataset at 67dd449): input_ids = [bos] then each
+// utterance's ids + [eos]; target_mask 0 for bos and the human utterances with their eos, 1 for the
+// assistant utterances with their eos. The record's system is not used.
+test('firefly_legacy: <s>input1</s>target1</s>input2</s>target2</s>, targets with their </s> trained', () => {
+  const BOS = 8; // fake-tok's "<|endoftext|>" stands in for "<s>"
+  const legacy = { ...fakeTok(), bosToken: '<|endoftext|>', bosId: BOS };
+  const conv = toConversation(RECORDS.firefly, 'f:1');
+  const got = ok(encodeConversation(conv, getTemplate('firefly_legacy'), legacy, 100));
+  const t = (s: string) => [...s].map(ch);
+  assert.deepEqual(got.inputIds, [BOS, ...t('hi'), EOS, ...t('yo'), EOS, ...t('q'), EOS, ...t('a'), EOS]);
+  assert.deepEqual(got.labels, [X, X, X, X, ...t('yo'), EOS, X, X, ...t('a'), EOS]);
+  // The prompt for an answer ends with the user's </s>, where training's targets start.
+  assert.deepEqual(encodePrompt({ turns: conv.turns.slice(0, 1) }, getTemplate('firefly_legacy'), legacy), [BOS, ...t('hi'), EOS]);
+  assert.throws(() => encodeConversation(conv, getTemplate('firefly_legacy'), tok, 100), (e: unknown) => e instanceof SftError && /BOS/.test(e.message));
+});
+
+// The PEFT prompt-tuning write-up (bloom-1b4-zh, alpaca data): instruction = tokenizer(("Human: " +
+// instruction + "\n" + input).strip() + "\n\nAssistant: "), response = tokenizer(output + eos_token),
+// labels = [-100] * len(instruction) + response. The expected text is built by that formula here.
+test('human_assistant: the prompt-tuning write-up\'s alpaca format, loss on the output and EOS only', () => {
+  const writeUp = (r: { instruction: string; input: string }) => `Human: ${r.instruction}\n${r.input}`.trim() + '\n\nAssistant: ';
+  for (const rec of [{ instruction: '把这句话翻译成英文', input: '今天天气很好', output: 'The weather is nice today.' }, { instruction: '介绍一下长城', input: '', output: '长城是……' }]) {
+    const got = ok(encodeConversation(toConversation(rec, 'f:1'), getTemplate('human_assistant'), tok, 4096));
+    const want = spans([[writeUp(rec), F], [`${rec.output}</s>`, T]]);
+    assert.deepEqual(got.inputIds, want.inputIds);
+    assert.deepEqual(got.labels, want.labels);
+    assert.deepEqual(encodePrompt({ turns: toConversation(rec, 'f:1').turns.slice(0, 1) }, getTemplate('human_assistant'), tok), tok.encode(writeUp(rec)));
+  }
+});

@@ -5,7 +5,7 @@
 // forged strings come back out of decode, and the trained spans are those of the assistant turns.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { getTemplate, TEMPLATE_NAMES } from '../../src/data/templates.js';
+import { BUILT_IN_NAMES, getTemplate } from '../../src/data/templates.js';
 import { encodeConversation, encodePrompt, IGNORE, type EncodedSample } from '../../src/data/encode.js';
 import type { Conversation } from '../../src/data/formats.js';
 import type { Tok } from '../../src/tokenizer/types.js';
@@ -25,6 +25,10 @@ const conv = (user: string, assistant: string, system?: string): Conversation =>
   ],
 });
 
+/** The built-in templates (the model's own chat_template has its test in chat-template.test.ts);
+ *  firefly_legacy writes BOS, which only tokenizers that name one have. */
+const usable = (tok: Tok) => BUILT_IN_NAMES.filter((n) => n !== 'firefly_legacy' || tok.bosToken !== undefined);
+
 const only = (ids: number[], keep: Set<number>) => ids.filter((id) => keep.has(id));
 
 function sample(c: Conversation, template: string, tok: Tok): EncodedSample {
@@ -36,7 +40,7 @@ function sample(c: Conversation, template: string, tok: Tok): EncodedSample {
 test('fake tokenizer: forged turn boundaries in user, assistant and system text stay text', () => {
   const tok = fakeTok();
   const specials = new Set([EOS, IM_START, IM_END, R102, R103, 6, 7, 8]);
-  for (const template of TEMPLATE_NAMES) {
+  for (const template of usable(tok)) {
     const plain = sample(conv('x', 'y', 's'), template, tok);
     for (const forged of [conv(FORGERY, 'y', 's'), conv('x', FORGERY, 's'), conv('x', 'y', FORGERY)]) {
       const enc = sample(forged, template, tok);
@@ -58,7 +62,7 @@ test('real tokenizers x every template: exactly the template\'s special tokens, 
   for (const s of skipped) t.diagnostic(`skipped ${s}`);
   for (const { name, tok } of toks) {
     const protectedIds = markupIds(tok);
-    for (const template of TEMPLATE_NAMES) {
+    for (const template of usable(tok)) {
       const where = `${name}, ${template}`;
       const plain = sample(conv('x', 'y', 's'), template, tok);
       const trained = (e: EncodedSample) => e.labels.filter((l) => l !== IGNORE);

@@ -48,10 +48,12 @@ test('Firefly template strings', () => {
 });
 
 test('unknown template lists the names', () => {
-  assert.deepEqual([...TEMPLATE_NAMES].sort(), ['baichuan', 'baichuan2', 'default', 'llama2', 'qwen']);
+  assert.deepEqual([...TEMPLATE_NAMES].sort(), [
+    'baichuan', 'baichuan2', 'chat_template', 'deepseek', 'default', 'firefly_legacy', 'human_assistant', 'llama2', 'llama3', 'qwen', 'vicuna', 'yi', 'ziya2',
+  ]);
   assert.throws(
     () => getTemplate('chatglm9'),
-    (e: unknown) => e instanceof SftError && /"chatglm9"/.test(e.message) && /default, baichuan, baichuan2, qwen, llama2/.test(e.message),
+    (e: unknown) => e instanceof SftError && /"chatglm9"/.test(e.message) && /default, baichuan, baichuan2, qwen, llama2, llama3, yi/.test(e.message) && /chat_template/.test(e.message),
   );
 });
 
@@ -78,4 +80,38 @@ test('formatParts: the template\'s text and the stop token are the template\'s, 
   assert.deepEqual(formatParts('<|im_start|>user\n{content}<|im_end|>', ''), [
     { text: '<|im_start|>user\n', fromTemplate: true }, { text: '' }, { text: '<|im_end|>', fromTemplate: true },
   ]);
+});
+
+// Strings copied by hand from yangjianxin1/Firefly:component/template.py (e22b406), for the families
+// sft runs: Llama-architecture models (Llama-3, Yi, DeepSeek-LLM, Vicuna, Ziya2).
+test('Firefly templates of the other Llama-architecture families', () => {
+  assert.deepEqual(firefly('llama3'), {
+    name: 'llama3',
+    systemFormat: '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>',
+    userFormat: '<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+    assistantFormat: '{content}<|eot_id|>',
+    stopWords: ['<|eot_id|>'],
+  });
+  assert.deepEqual(firefly('yi'), {
+    name: 'yi',
+    systemFormat: '<|im_start|>system\n{content}<|im_end|>\n',
+    userFormat: '<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n',
+    assistantFormat: '{content}<|im_end|>\n',
+    stopWords: ['<|im_end|>'],
+  });
+  assert.deepEqual(firefly('deepseek'), {
+    name: 'deepseek',
+    userFormat: 'User: {content}\n\nAssistant: ',
+    assistantFormat: '{content}<｜end▁of▁sentence｜>',
+    stopWords: ['<｜end▁of▁sentence｜>'],
+  });
+  assert.deepEqual(firefly('vicuna'), {
+    name: 'vicuna',
+    systemFormat: '{content}\n',
+    userFormat: 'USER: {content} ASSISTANT:',
+    assistantFormat: '{content}</s>',
+    defaultSystem: "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    stopWords: ['</s>'],
+  });
+  assert.deepEqual(firefly('ziya2'), { name: 'ziya2', userFormat: '<human>:{content} <bot>:', assistantFormat: '{content}</s>', stopWords: ['</s>'] });
 });

@@ -10,6 +10,7 @@ import { packageRoot } from '../../src/native/binding.js';
 import { loadSubjects, type Question, type Subject } from '../../src/eval/datasets.js';
 import { PROMPT_STYLES, buildPrompt, chatConversation, rawPrompt, type PromptOptions } from '../../src/eval/prompts.js';
 import { getTemplate } from '../../src/data/templates.js';
+import { compileChatTemplate } from '../../src/data/chat-template.js';
 import type { Tok } from '../../src/tokenizer/types.js';
 import { fakeTok, ch } from '../fixtures/data/fake-tok.js';
 
@@ -201,4 +202,16 @@ test('chat mode: header as the system turn, shots as user/assistant turns (qwen)
   assert.deepEqual(p.letterIds, [ch('A'), ch('B'), ch('C'), ch('D')]);
   const baichuan = buildPrompt(opts({ template: getTemplate('baichuan') }), subject, [], subject.questions[0]);
   assert.equal(fakeTok().decode(baichuan.ids), '<reserved_102>以下是中国关于测试考试的单项选择题，请选出其中的正确答案。\n\n问题\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：<reserved_103>');
+});
+
+test("chat mode with the model's own chat_template: the same prompt and letter ids as the built-in it spells", () => {
+  const two = subject.shots.slice(0, 1);
+  const source =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}" +
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+  const own = compileChatTemplate(source, fakeTok());
+  const p = buildPrompt(opts({ template: own }), subject, two, subject.questions[0]);
+  const q = buildPrompt(opts({ template: getTemplate('qwen') }), subject, two, subject.questions[0]);
+  assert.deepEqual(p.ids, q.ids);
+  assert.deepEqual(p.letterIds, [ch('A'), ch('B'), ch('C'), ch('D')]);
 });

@@ -12,7 +12,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import { initModel } from '../../src/model/init.js';
 import { loadModel, type LoadedModel } from '../../src/model/load.js';
-import { getTemplate } from '../../src/data/templates.js';
 import { encodePrompt } from '../../src/data/encode.js';
 import { ChatSession, stopSet } from '../../src/chat/session.js';
 import { FifoScheduler } from '../../src/serve/scheduler.js';
@@ -34,7 +33,7 @@ before(async () => {
   served = await loadModel({ modelDir: dir });
   ref = await loadModel({ modelDir: dir });
   server = await startServer({
-    ctx: { id: 'tiny', tok: served.tok, template: getTemplate(served.templateName), maxContext: CONTEXT, vocabSize: served.native.vocabSize },
+    ctx: { id: 'tiny', tok: served.tok, template: served.template, maxContext: CONTEXT, vocabSize: served.native.vocabSize },
     scheduler: new FifoScheduler(served.model, served.tok),
     host: '127.0.0.1',
     port: 0,
@@ -46,7 +45,7 @@ after(() => server.close());
 
 // vLLM's return_token_ids extension; the openai client sends extra fields as they are.
 type WithIds = { token_ids: number[]; prompt_token_ids?: number[] };
-const template = () => getTemplate(ref.templateName);
+const template = () => ref.template;
 const eos = () => ref.tok.eosId!;
 const chatPrompt = (text: string) => encodePrompt({ turns: [{ role: 'user', content: text }] }, template(), ref.tok);
 
@@ -269,7 +268,7 @@ test('a client that disconnects stops its generation, queued or streaming', asyn
 
 test('with an API key, /v1 requests need it and /health does not', async () => {
   const locked = await startServer({
-    ctx: { id: 'tiny', tok: served.tok, template: getTemplate(served.templateName), maxContext: CONTEXT, vocabSize: served.native.vocabSize },
+    ctx: { id: 'tiny', tok: served.tok, template: served.template, maxContext: CONTEXT, vocabSize: served.native.vocabSize },
     scheduler: new FifoScheduler(served.model, served.tok),
     apiKey: 'sesame',
     host: '127.0.0.1',

@@ -5,7 +5,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { loadModel, type LoadedModel } from '../../src/model/load.js';
-import { getTemplate } from '../../src/data/templates.js';
 import { ChatSession, stopSet } from '../../src/chat/session.js';
 import { FifoScheduler } from '../../src/serve/scheduler.js';
 import { startServer, type RunningServer } from '../../src/serve/server.js';
@@ -27,7 +26,7 @@ before(async () => {
   served = await loadModel({ modelDir: found.dir });
   ref = await loadModel({ modelDir: found.dir });
   server = await startServer({
-    ctx: { id: 'stories260K', tok: served.tok, template: getTemplate(served.templateName), maxContext: CONTEXT, vocabSize: served.native.vocabSize },
+    ctx: { id: 'stories260K', tok: served.tok, template: served.template, maxContext: CONTEXT, vocabSize: served.native.vocabSize },
     scheduler: new FifoScheduler(served.model, served.tok),
     host: '127.0.0.1',
     port: 0,
@@ -63,7 +62,7 @@ test('stories260K: greedy chat answer = sft chat\'s (ChatSession, llama2 templat
     temperature: 0,
     return_token_ids: true,
   } as OpenAI.ChatCompletionCreateParamsNonStreaming);
-  const template = getTemplate(ref.templateName);
+  const template = ref.template;
   const session = new ChatSession(ref.model, ref.tok, { template, system, maxContext: CONTEXT, maxNewTokens: 30, temperature: 0, topK: 0, topP: 1, repetitionPenalty: 1, seed: 0 });
   ref.model.resetCache();
   const gen = session.send(user);

@@ -5,7 +5,8 @@ import { randomInt } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
-import { getTemplate } from '../../data/templates.js';
+import { hasSystemPart } from '../../data/templates.js';
+import { resolveTemplate } from '../../data/chat-template.js';
 import { ChatSession } from '../../chat/session.js';
 import { SftError } from '../../errors.js';
 
@@ -33,7 +34,7 @@ const chat: CommandModule<object, ChatArgs> = {
     withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
-      .option('template', { type: 'string', describe: "Chat template name (default: the adapter's or the model's)" })
+      .option('template', { type: 'string', describe: "Chat template name, or chat_template for the model's own (default: the adapter's training template, else the model's chat_template)" })
       .option('system', { type: 'string', describe: "System prompt (default: the template's)" })
       // Defaults are Firefly's chat script's (script/chat/chat.py).
       .option('temperature', { type: 'number', default: 0.35, describe: 'Sampling temperature; 0 = greedy' })
@@ -51,10 +52,10 @@ const chat: CommandModule<object, ChatArgs> = {
     // Loaded on use: the engine (native addon) stays out of `sft --help` and of tests of this file's helpers.
     const { loadModel } = await import('../../model/load.js');
     const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
-    const template = getTemplate(argv.template ?? loaded.templateName);
+    const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
-    if (argv.system !== undefined && template.systemFormat === undefined) {
+    if (argv.system !== undefined && !hasSystemPart(template)) {
       process.stderr.write(`[template ${template.name} has no system part: --system is ignored]\n`);
     }
     const seed = argv.seed ?? randomInt(2 ** 31);

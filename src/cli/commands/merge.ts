@@ -1,14 +1,17 @@
 // `sft merge --model BASE --adapter DIR --out DIR [--dtype f32|f16|bf16]`: fold a LoRA adapter into the
-// base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder.
-// A QLoRA adapter (trained on an NF4 base) is said so, and `--dequantized-base` merges it into the
-// base it was trained on, dequant(NF4(W)) + lora_alpha/r * B A (src/model/merge-qlora.ts); either
-// way the merged model is scored against NF4 base + adapter on a few samples.
+// base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder whose
+// chat_template is the adapter's training template. A QLoRA adapter (trained on an NF4 base) is said
+// so, and `--dequantized-base` merges it into the base it was trained on, dequant(NF4(W)) + lora_alpha/r
+// * B A (src/model/merge-qlora.ts); either way the merged model is scored against NF4 base + adapter on
+// a few samples.
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../../errors.js';
 import type { SaveDtype } from '../../model/save.js';
+import { CHAT_TEMPLATE, getTemplate } from '../../data/templates.js';
+import { builtInJinja } from '../../data/chat-template.js';
 
 interface MergeArgs {
   device: DeviceFlag;
@@ -49,7 +52,8 @@ const merge: CommandModule<object, MergeArgs> = {
     if (existsSync(argv.out) && readdirSync(argv.out).length && !argv.force) {
       throw new SftError(`--out ${argv.out} is not empty; choose another folder or pass --force (it replaces the model files there)`);
     }
-    const { loadBase, applyLoraAdapter } = await import('../../model/load.js');
+    const { loadBase, applyLoraAdapter, trainingTemplateName } = await import('../../model/load.js');
+    const chat = mergedChatTemplate(trainingTemplateName(argv.adapter));
     const { writeHfModel, hfModelBytes, WEIGHT_FILE } = await import('../../model/save.js');
     const { writeFolderFiles } = await import('../../io/atomic.js');
     const q = await import('../../model/merge-qlora.js');
@@ -84,13 +88,21 @@ const merge: CommandModule<object, MergeArgs> = {
     // Staged, then renamed into --out; an earlier model's shards that this one does not write again
     // are removed, so the loader cannot mix the two.
     let r = { files: [] as string[], bytes: 0 };
-    writeFolderFiles(argv.out, (staging) => (r = writeHfModel(staging, model, { sourceDir: argv.model, dtype, maxShardBytes })), {
+    writeFolderFiles(argv.out, (staging) => (r = writeHfModel(staging, model, { sourceDir: argv.model, dtype, maxShardBytes, chatTemplate: chat.template })), {
       bytesNeeded: hfModelBytes(model, dtype),
       replaces: (name) => WEIGHT_FILE.test(name),
     });
-    process.stdout.write(`Merged ${argv.adapter} into ${argv.model}: ${argv.out} (${r.files.length} file(s), ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${dtype})\n`);
+    process.stdout.write(`Merged ${argv.adapter} into ${argv.model}: ${argv.out} (${r.files.length} file(s), ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${dtype})\n  ${chat.notice}\n`);
   },
 };
+
+/** The merged folder's chat_template: the adapter's training template, so that chat and serve on the
+ *  merged model (and other tools reading its chat_template) lay out prompts as training did. */
+export function mergedChatTemplate(trainedWith: string | undefined): { template?: string; notice: string } {
+  if (trainedWith === undefined) return { notice: "chat_template: the base model's (the adapter does not say which template it was trained with)" };
+  if (trainedWith === CHAT_TEMPLATE) return { notice: "chat_template: the base model's own, which the adapter was trained with" };
+  return { template: builtInJinja(getTemplate(trainedWith)), notice: `chat_template: template "${trainedWith}", which the adapter was trained with` };
+}
 
 /** The dtype config.json declares (torch_dtype), defaulting to F32. */
 function sourceDtype(modelDir: string): SaveDtype {

@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
-import { getTemplate } from '../../data/templates.js';
+import { CHAT_TEMPLATE, getTemplate } from '../../data/templates.js';
+import { resolveTemplate } from '../../data/chat-template.js';
 import { SftError } from '../../errors.js';
 
 interface ServeArgs {
@@ -33,7 +34,7 @@ const serve: CommandModule<object, ServeArgs> = {
     withDevice(y)
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
-      .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions (default: the adapter's or the model's)" })
+      .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions, or chat_template for the model's own (default: the adapter's training template, else the model's chat_template)" })
       .option('host', { type: 'string', default: '127.0.0.1', describe: 'Address to listen on (0.0.0.0 exposes the API to the network)' })
       .option('port', { type: 'number', default: 8000, describe: 'Port to listen on (0 picks a free one)' })
       .option('model-name', { type: 'string', describe: 'Model id clients send (default: the adapter\'s or model\'s folder name)' })
@@ -59,11 +60,12 @@ const serve: CommandModule<object, ServeArgs> = {
     const allowedHosts = parseAllowedHosts(commaList(argv['allowed-hosts']));
     const allowedOrigins = parseAllowedOrigins(commaList(argv['allowed-origins']));
     if (!Number.isInteger(argv.port) || argv.port < 0 || argv.port > 65535) throw new SftError(`--port must be an integer 0..65535, got ${argv.port}.`);
-    const chosenTemplate = argv.template === undefined ? undefined : getTemplate(argv.template);
+    // A misspelt name fails before the model is loaded; "chat_template" needs the tokenizer.
+    if (argv.template !== undefined && argv.template !== CHAT_TEMPLATE) getTemplate(argv.template);
     const { loadModel } = await import('../../model/load.js');
     const { FifoScheduler } = await import('../../serve/scheduler.js');
     const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
-    const template = chosenTemplate ?? getTemplate(loaded.templateName);
+    const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
     const id = argv.modelName ?? basename(resolve(argv.adapter ?? argv.model));
