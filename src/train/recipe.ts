@@ -309,7 +309,8 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
     for (let i = 0; i < n; i++) {
       const { inputIds, labels } = data.get(i);
       print(`\n--- sample ${i} (${inputIds.length} tokens) ---`);
-      print(renderMarkedSample(inputIds, labels, tok));
+      // A sample as long as max_seq_length may have been cut, perhaps inside a character.
+      print(renderMarkedSample(inputIds, labels, tok, { truncated: inputIds.length === cfg.max_seq_length }));
     }
   } finally {
     data.remove();
