@@ -32,6 +32,7 @@ import { planSummary, planTable } from './memory.js';
 import { loadTokenizer } from '../tokenizer/tokenizer.js';
 import { getTemplate } from '../data/templates.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
+import { detectLayout, LAYOUT_NAMES } from '../data/records.js';
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
 import {
@@ -172,7 +173,11 @@ function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
 
 async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize: number, skipBadLines: boolean, print: (l: string) => void): Promise<PreparedDataset> {
   let badShown = 0;
-  print(`Reading ${cfg.train_file} (template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
+  const persistKey = dataFingerprint(cfg, template, vocabSize, skipBadLines);
+  // The layout is told by the content (records.ts): say which, above all for a .json that is JSON Lines.
+  const layout = detectLayout(cfg.train_file);
+  const as = layout === 'jsonl' && /\.json$/i.test(cfg.train_file) ? 'JSON Lines: its first character is not "["' : LAYOUT_NAMES[layout];
+  print(`Reading ${cfg.train_file} (${as}; template "${template}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
     file: cfg.train_file,
     tok,
@@ -184,7 +189,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize:
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
-    persistKey: dataFingerprint(cfg, template, vocabSize, skipBadLines),
+    persistKey,
     parseSpecialTokens: cfg.parse_special_tokens,
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
@@ -193,7 +198,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: string, vocabSize:
     `  ${st.samples} samples, ${st.tokens} tokens, ${st.targetTokens} trained (assistant) tokens` +
       (st.truncated ? `; ${st.truncated} truncated to ${cfg.max_seq_length}` : '') +
       (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : '') +
-      (st.badLines ? `; ${st.badLines} bad line(s) skipped (--skip-bad-lines)` : ''),
+      (st.badLines ? `; ${st.badLines} bad ${layout === 'jsonl' ? 'line' : 'record'}(s) skipped (--skip-bad-lines)` : ''),
   );
   return data;
 }

@@ -9,7 +9,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SftError } from '../../src/errors.js';
-import { readJsonlLines, parseJsonLine } from '../../src/data/jsonl.js';
+import { readJsonlLines, type JsonlLine } from '../../src/data/jsonl.js';
+import { parseRecord } from '../../src/data/records.js';
 import { toConversation } from '../../src/data/formats.js';
 import { encodeConversation } from '../../src/data/encode.js';
 import { prepareDataset } from '../../src/data/dataset.js';
@@ -26,6 +27,7 @@ export type Kind = (typeof KINDS)[number];
 export const caseRand = (seed: number, i: number): Rand => rng(Math.imul(seed, 1_000_003) + i * 7919 + 1);
 
 const tok = fakeTok();
+const parseJsonLine = (file: string, l: JsonlLine) => parseRecord({ where: `${file}:${l.line}`, text: l.text, error: l.error, unit: 'line' });
 const dir = mkdtempSync(join(tmpdir(), 'sft-fuzz-'));
 const counts: Record<string, number> = {};
 const count = (outcome: string) => (counts[outcome] = (counts[outcome] ?? 0) + 1);
