@@ -243,7 +243,8 @@ export class JsonArrayScanner {
   /** A break in the array's structure at byte i of chunk. Bytes that are not UTF-8 in the record
    *  being read are the likelier cause (a GBK byte can look like a quote or a backslash): say so. */
   private structural(what: string, i: number, chunk: Buffer): never {
-    const column = this.column + ((chunk[i] & 0xc0) !== 0x80 ? 1 : 0);
+    // A continuation byte belongs to the character before it (a stray one, to column 1 at least).
+    const column = (chunk[i] & 0xc0) !== 0x80 ? this.column + 1 : Math.max(1, this.column);
     this.checkUtf8();
     throw new SftError(`${this.file}:${this.line}:${column}: ${what}`);
   }
