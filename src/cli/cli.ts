@@ -12,11 +12,13 @@ import merge from './commands/merge.js';
 import plot from './commands/plot.js';
 import verify from './commands/verify.js';
 import { SftError } from '../errors.js';
+import { handleClosedOutput } from './closed-output.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, merge, plot, verify, initModel];
 
 export async function main(argv: string[]): Promise<void> {
+  handleClosedOutput();
   let cli = yargs(argv.length ? argv : hideBin(process.argv))
     .scriptName('sft')
     .usage('$0 <command> [options]')

@@ -357,7 +357,7 @@ const notice = (s: string): Finding => ({ notice: s });
 export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]> } = {
   output_dir: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'folder for the adapter, checkpoints and metrics.jsonl' },
   model_name_or_path: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'base model folder (config.json, weights, tokenizer)' },
-  train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'Firefly-format jsonl training data' },
+  train_file: { check: str(true), default: REQUIRED, implemented: 'yes', help: 'training data: JSON Lines or one JSON array of records (Firefly, ChatML or alpaca)' },
   max_seq_length: { check: int(2, MAX_TOKENS), default: REQUIRED, implemented: 'yes', help: 'tokens per example; longer examples are cut on the right' },
   template_name: { check: str(), default: '', implemented: 'yes', help: 'chat template: chat_template (the model\'s own), or Firefly\'s qwen, baichuan, baichuan2, llama2, llama3, yi, default, ...; empty: the model\'s chat_template, else Firefly\'s old format' },
   // Evaluation during training (src/train/evaluation.ts). The rules between these keys are HF's

@@ -1,7 +1,8 @@
 // Training data, prepared in one streaming pass: read -> parse -> convert -> encode -> check ids ->
-// append to a binary cache on disk. Memory holds one line at a time plus 8 bytes per sample, so a
-// data file larger than memory trains fine. Every id is checked against the model's vocabulary here,
-// before any compute, so a mismatched tokenizer fails with FILE:LINE instead of a CUDA fault.
+// append to a binary cache on disk. Memory holds one record at a time plus 8 bytes per sample, so a
+// data file larger than memory trains fine, JSON Lines or one JSON array (records.ts). Every id is checked against the model's vocabulary here,
+// before any compute, so a mismatched tokenizer fails with FILE:LINE (FILE:LINE:COLUMN and the record
+// of an array) instead of a CUDA fault.
 //
 // Cache layout, in a fresh folder under cacheDir (removed by close()), or with `persistKey` in
 // cacheDir/dataset-<key>/ (kept by close(), reused by the next call with the same key: a resumed run
@@ -13,7 +14,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { dirname, join, resolve } from 'node:path';
 import { SftError } from '../errors.js';
 import type { Tok } from '../tokenizer/types.js';
-import { readJsonlLines, parseJsonLine } from './jsonl.js';
+import { readRecords, parseRecord, detectLayout, type DataLayout } from './records.js';
 import { toConversation, type Conversation } from './formats.js';
 import { encodeConversation, IGNORE } from './encode.js';
 import type { ChatTemplate } from './templates.js';
@@ -21,7 +22,7 @@ import { mulberry32 } from '../util/random.js';
 import { poller, Stopped, stopRequested } from '../util/interrupt.js';
 
 export interface DatasetStats {
-  /** Non-blank lines read. */
+  /** Records read: non-blank lines of JSON Lines, elements of a JSON array. */
   lines: number;
   /** Samples kept (= dataset size). */
   samples: number;
@@ -29,7 +30,7 @@ export interface DatasetStats {
   truncated: number;
   /** Samples dropped because truncation left no target token. */
   skippedNoTarget: number;
-  /** Lines dropped under skipBadLines (malformed JSON or an unusable record). */
+  /** Records dropped under skipBadLines (malformed JSON or an unusable record). */
   badLines: number;
   /** Tokens in kept samples. */
   tokens: number;
@@ -96,6 +97,14 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   const created = mkdirSync(opts.cacheDir, { recursive: true });
   const finalDir = opts.persistKey ? join(opts.cacheDir, `dataset-${opts.persistKey}`) : undefined;
   if (finalDir && existsSync(join(finalDir, 'stats.json'))) return openCache(finalDir, true, true);
+  let layout: DataLayout;
+  try {
+    layout = detectLayout(file);
+  } catch (err) {
+    if (created) removeEmptyFolders(opts.cacheDir, created);
+    throw err;
+  }
+  const unit = layout === 'json-array' ? 'record' : 'line';
   const dir = mkdtempSync(join(opts.cacheDir, 'dataset-'));
   const fd = openSync(join(dir, 'samples.bin'), 'w+');
   const stats: DatasetStats = { lines: 0, samples: 0, truncated: 0, skippedNoTarget: 0, badLines: 0, tokens: 0, targetTokens: 0 };
@@ -103,14 +112,14 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
   let index: Float64Array;
   try {
     const writer = new SampleWriter(fd);
-    for await (const rec of readJsonlLines(file)) {
-      if (await stopNow()) throw new Stopped(`reading ${file} (${stats.lines.toLocaleString('en')} lines read; the partial data cache was removed)`);
+    for await (const rec of readRecords(file, { layout })) {
+      if (await stopNow()) throw new Stopped(`reading ${file} (${stats.lines.toLocaleString('en')} ${unit}s read; the partial data cache was removed)`);
       stats.lines++;
       if (opts.onProgress && stats.lines % PROGRESS_EVERY === 0) opts.onProgress(stats.lines);
-      const where = `${file}:${rec.line}`;
+      const where = rec.where;
       let conv: Conversation;
       try {
-        conv = toConversation(parseJsonLine(file, rec), where);
+        conv = toConversation(parseRecord(rec), where);
       } catch (err) {
         if (!(err instanceof SftError) || !opts.skipBadLines) throw err;
         stats.badLines++;
@@ -149,7 +158,7 @@ export async function prepareDataset(opts: PrepareOptions): Promise<PreparedData
     opts.onProgress?.(stats.lines);
     if (stats.samples === 0) {
       throw new SftError(
-        `${file}: no usable samples — ${stats.lines} lines read, ${stats.badLines} bad, ` +
+        `${file}: no usable samples — ${stats.lines} ${unit}s read, ${stats.badLines} bad, ` +
           `${stats.skippedNoTarget} lost every answer token to truncation (raise max_seq_length)`,
       );
     }

@@ -113,19 +113,41 @@ function modelEncoder(template: ModelChatTemplate, tok: Tok, opts: EncodeOptions
   return (parts) => tok.encodeParts(parts, template.markers);
 }
 
-/** Decoded sample with trained spans in ⟦…⟧, for `sft train --dry-run`. */
-export function renderMarkedSample(inputIds: ArrayLike<number>, labels: ArrayLike<number>, tok: Tok): string {
+/** Decoded sample with trained spans in ⟦…⟧, for `sft train --dry-run`. Truncation to
+ *  max_seq_length can end a sample inside a character (byte-level BPE and byte-fallback pieces
+ *  spell one character with several tokens): with `truncated`, last tokens that decode to U+FFFD
+ *  on their own are shown as a count instead, "⟨cut inside a character: 2 tokens⟩", after the text
+ *  that is whole. (Without it a U+FFFD the data really holds is never taken for a cut.) */
+export function renderMarkedSample(inputIds: ArrayLike<number>, labels: ArrayLike<number>, tok: Tok, opts: { truncated?: boolean } = {}): string {
   const ids = Array.from(inputIds);
   let out = '';
   let start = 0;
   for (let i = 1; i <= ids.length; i++) {
     const spanEnds = i === ids.length || (labels[i] !== IGNORE) !== (labels[start] !== IGNORE);
     if (!spanEnds) continue;
-    const text = tok.decode(ids.slice(start, i), { skipSpecialTokens: false });
+    const span = ids.slice(start, i);
+    // Parts are tokenized whole (encodeConversation), so only the sample's end can split a character.
+    const text = i === ids.length && opts.truncated ? decodeCut(span, tok) : tok.decode(span, { skipSpecialTokens: false });
     out += labels[start] !== IGNORE ? `⟦${text}⟧` : text;
     start = i;
   }
   return out;
+}
+
+const REPLACEMENT = '\uFFFD';
+
+/** The ids' text; when it ends in U+FFFD that the last 1-3 tokens alone produce (a UTF-8 sequence
+ *  of at most 4 bytes cut short), the text before them and the count of cut tokens. */
+function decodeCut(ids: number[], tok: Tok): string {
+  const text = tok.decode(ids, { skipSpecialTokens: false });
+  if (!text.endsWith(REPLACEMENT)) return text;
+  for (let k = 1; k <= Math.min(3, ids.length); k++) {
+    const whole = tok.decode(ids.slice(0, ids.length - k), { skipSpecialTokens: false });
+    const rest = text.startsWith(whole) ? text.slice(whole.length) : '';
+    if (!whole.endsWith(REPLACEMENT) && rest !== '' && [...rest].every((c) => c === REPLACEMENT))
+      return `${whole}⟨cut inside a character: ${k} token${k === 1 ? '' : 's'}⟩`;
+  }
+  return text;
 }
 
 // Firefly: a template without a system format has no system part; otherwise the record's system

@@ -1,4 +1,4 @@
-// One JSONL record -> one Conversation. The format is detected per record, so files may mix them:
+// One data record (a JSONL line, an element of a JSON array) -> one Conversation. The format is detected per record, so files may mix them:
 //   Firefly/MOSS  {"conversation":[{"human","assistant"},...], "system"?}
 //   ChatML        {"messages":[{"role","content"},...]}   (Qwen2.5 adds "type":"chatml")
 //   alpaca        {"instruction","input"?,"output","system"?,"history"?}
@@ -22,7 +22,7 @@ const SHAPES =
   'ChatML {"messages":[{"role":…,"content":…}]}, alpaca {"instruction":…,"input":…,"output":…}';
 
 export function toConversation(record: unknown, where: string): Conversation {
-  if (!isObject(record)) throw new SftError(`${where}: the line is ${describe(record)}, not an object — ${SHAPES}`);
+  if (!isObject(record)) throw new SftError(`${where}: the record is ${describe(record)}, not an object — ${SHAPES}`);
   let conv: Conversation;
   if ('conversation' in record) conv = fromFirefly(record, where);
   else if ('messages' in record) conv = fromChatml(record, where);

@@ -1,6 +1,6 @@
 // Streams a JSONL file line by line without ever holding the whole file: training sets can be
 // larger than memory. Each line carries its 1-based number and the byte offset where it starts,
-// so every error can point at FILE:LINE.
+// so every error can point at FILE:LINE. (records.ts parses them, and reads JSON arrays too.)
 import { createReadStream } from 'node:fs';
 import { SftError } from '../errors.js';
 
@@ -11,7 +11,7 @@ export interface JsonlLine {
   offset: number;
   /** The line's text, without its "\n" or "\r\n" ('' when the line is unreadable). */
   text: string;
-  /** Set when the line's bytes are not UTF-8: parseJsonLine raises it, --skip-bad-lines skips it. */
+  /** Set when the line's bytes are not UTF-8: parseRecord raises it, --skip-bad-lines skips it. */
   error?: string;
 }
 
@@ -19,7 +19,7 @@ const NEWLINE = 0x0a;
 const CR = 0x0d;
 
 /** Yields the non-blank lines of `file`. A line whose bytes are not UTF-8 comes with `error` set
- *  (naming FILE:LINE); parseJsonLine raises it, so it stops the run unless bad lines are skipped. */
+ *  (naming FILE:LINE); parseRecord raises it, so it stops the run unless bad lines are skipped. */
 export async function* readJsonlLines(file: string, opts: { chunkSize?: number } = {}): AsyncGenerator<JsonlLine> {
   // fatal: invalid UTF-8 throws instead of silently becoming U+FFFD. ignoreBOM: we strip the BOM
   // ourselves on line 1 only.
@@ -77,20 +77,5 @@ export async function* readJsonlLines(file: string, opts: { chunkSize?: number }
   if (pending.length) {
     const rec = finish(Buffer.concat(pending)); // last line without a trailing newline
     if (rec) yield rec;
-  }
-}
-
-/** JSON.parse with the error a user can act on. */
-export function parseJsonLine(file: string, rec: JsonlLine): unknown {
-  if (rec.error) throw new SftError(rec.error);
-  try {
-    return JSON.parse(rec.text);
-  } catch (err) {
-    if (rec.text.trimStart().startsWith('['))
-      throw new SftError(
-        `${file}:${rec.line}: malformed JSON (${(err as Error).message}) — this looks like a JSON array, not JSON Lines: ` +
-          `write one record per line (e.g. jq -c '.[]' in.json > out.jsonl)`,
-      );
-    throw new SftError(`${file}:${rec.line}: malformed JSON (${(err as Error).message}) — fix or delete the line`);
   }
 }

@@ -236,24 +236,35 @@ function tokenizerConfig(arch: Arch, tok: TokenizerJson, maxPosition: number): R
   };
 }
 
-/** Random weights whose signals keep their scale through the network: embeddings N(0, 1),
- *  each matrix N(0, 1/fan_in), norms 1, biases N(0, 0.02). (Bloom's word_embeddings count as a
- *  matrix: its embedding LayerNorm rescales them anyway, and as the tied head they keep logits near
- *  unit scale.) HF's pretraining init (every weight
+/** Random weights whose signals keep their scale through the network: untied embeddings N(0, 1),
+ *  each matrix N(0, 1/fan_in), norms 1, biases N(0, 0.02). HF's pretraining init (every weight
  *  N(0, 0.02)) gives an untrained network whose output barely depends on its input, and LoRA on
  *  such a base only learns the targets' unigram distribution; this one lets adapters fit data,
- *  which is what tests and the demo need from a random model. */
+ *  which is what tests and the demo need from a random model. Either way the untrained loss on
+ *  random tokens is near ln(vocab), as a fresh HF model's is. */
 function randomTensors(c: NativeModelConfig, seed: number): TensorToWrite[] {
   const normal = normalSampler(seed);
   return expectedTensors(c).map(({ name, shape }) => {
     const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (/(norm|ln_f)\.weight$/.test(name)) data.fill(1);
     else {
-      const std = /embed_tokens/.test(name) ? 1 : shape.length === 2 ? 1 / Math.sqrt(shape[1]) : 0.02;
+      const std = embeddingStd(name, shape, c) ?? (shape.length === 2 ? 1 / Math.sqrt(shape[1]) : 0.02);
       for (let i = 0; i < data.length; i++) data[i] = std * normal();
     }
     return { name, dtype: 'F32' as const, shape, data };
   });
+}
+
+/** The embedding's std, undefined for other tensors. A tied embedding is the head as well: N(0, 1)
+ *  rows would make logits sqrt(hidden) times too large (a Qwen2 of hidden 256 started at loss 186
+ *  on random tokens, ln(vocab) being 7.6), so it is a matrix, N(0, 1/hidden), and logits stay near
+ *  unit scale. Bloom's half that again: its embedding LayerNorm puts every token's own embedding
+ *  into the residual at full scale, and a head as large as that favours the tokens already seen
+ *  (loss ln(vocab) + 1.5); the LayerNorm makes the input side indifferent to the scale. */
+function embeddingStd(name: string, shape: number[], c: NativeModelConfig): number | undefined {
+  if (!/(embed_tokens|word_embeddings)\.weight$/.test(name)) return undefined;
+  if (!c.tieWordEmbeddings) return 1;
+  return (c.arch === 'bloom' ? 0.5 : 1) / Math.sqrt(shape[1]);
 }
 
 function writeJson(file: string, value: unknown): void {

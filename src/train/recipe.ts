@@ -38,6 +38,7 @@ import { CHAT_TEMPLATE, getTemplate, type ChatTemplate } from '../data/templates
 import { resolveTemplate } from '../data/chat-template.js';
 import { defaultTemplateName } from '../data/default-template.js';
 import { prepareDataset, batches, batchesPerEpoch, type PreparedDataset, type Batch } from '../data/dataset.js';
+import { detectLayout, LAYOUT_NAMES } from '../data/records.js';
 import { renderMarkedSample, IGNORE } from '../data/encode.js';
 import { lrAt, resolveWarmup, resolveInterval, totalTrainSteps } from './schedule.js';
 import {
@@ -207,7 +208,11 @@ function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
 async function readData(cfg: TrainConfig, tok: Tok, template: ChatTemplate, vocabSize: number, skipBadLines: boolean, print: (l: string) => void, which: 'train' | 'eval' = 'train'): Promise<PreparedDataset> {
   let badShown = 0;
   const file = which === 'eval' ? cfg.eval_file : cfg.train_file;
-  print(`Reading ${file} (${which === 'eval' ? 'evaluation data, ' : ''}template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
+  const persistKey = (which === 'eval' ? 'eval-' : '') + dataFingerprint(cfg, file, template.name, vocabSize, skipBadLines);
+  // The layout is told by the content (records.ts): say which, above all for a .json that is JSON Lines.
+  const layout = detectLayout(file);
+  const as = layout === 'jsonl' && /\.json$/i.test(file) ? 'JSON Lines: its first character is not "["' : LAYOUT_NAMES[layout];
+  print(`Reading ${file} (${which === 'eval' ? 'evaluation data, ' : ''}${as}; template "${template.name}", max_seq_length ${cfg.max_seq_length}) …`);
   const data = await prepareDataset({
     file,
     tok,
@@ -219,7 +224,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: ChatTemplate, voca
     onBadLine: (m) => {
       if (badShown++ < 5) print(`  skipped: ${m}`);
     },
-    persistKey: (which === 'eval' ? 'eval-' : '') + dataFingerprint(cfg, file, template.name, vocabSize, skipBadLines),
+    persistKey,
     parseSpecialTokens: cfg.parse_special_tokens,
   });
   if (data.reused) print(`  reusing the tokenized data of an earlier pass (${data.cacheDir}); the file was not read again`);
@@ -228,7 +233,7 @@ async function readData(cfg: TrainConfig, tok: Tok, template: ChatTemplate, voca
     `  ${st.samples} samples, ${st.tokens} tokens, ${st.targetTokens} trained (assistant) tokens` +
       (st.truncated ? `; ${st.truncated} truncated to ${cfg.max_seq_length}` : '') +
       (st.skippedNoTarget ? `; ${st.skippedNoTarget} skipped: truncation left no assistant token (raise max_seq_length)` : '') +
-      (st.badLines ? `; ${st.badLines} bad line(s) skipped (--skip-bad-lines)` : ''),
+      (st.badLines ? `; ${st.badLines} bad ${layout === 'jsonl' ? 'line' : 'record'}(s) skipped (--skip-bad-lines)` : ''),
   );
   return data;
 }
@@ -344,7 +349,8 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
     for (let i = 0; i < n; i++) {
       const { inputIds, labels } = data.get(i);
       print(`\n--- sample ${i} (${inputIds.length} tokens) ---`);
-      print(renderMarkedSample(inputIds, labels, tok));
+      // A sample as long as max_seq_length may have been cut, perhaps inside a character.
+      print(renderMarkedSample(inputIds, labels, tok, { truncated: inputIds.length === cfg.max_seq_length }));
     }
   } finally {
     data.remove();

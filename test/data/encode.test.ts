@@ -4,6 +4,11 @@ import { toConversation } from '../../src/data/formats.js';
 import { getTemplate, type ChatTemplate } from '../../src/data/templates.js';
 import { encodeConversation, encodePrompt, renderMarkedSample, type EncodedSample } from '../../src/data/encode.js';
 import { SftError } from '../../src/errors.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { initModel } from '../../src/model/init.js';
+import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { fakeTok, spans, EOS, R102, R103, IM_START, IM_END, ch } from '../fixtures/data/fake-tok.js';
 
 const tok = fakeTok();
@@ -202,5 +207,32 @@ test('human_assistant: the prompt-tuning write-up\'s alpaca format, loss on the 
     assert.deepEqual(got.inputIds, want.inputIds);
     assert.deepEqual(got.labels, want.labels);
     assert.deepEqual(encodePrompt({ turns: toConversation(rec, 'f:1').turns.slice(0, 1) }, getTemplate('human_assistant'), tok), tok.encode(writeUp(rec)));
+  }
+});
+
+test('renderMarkedSample: a sample cut inside a character shows the whole text and marks the cut (no U+FFFD)', async () => {
+  // A byte-level tokenizer that never saw Chinese: each of 你 and 好 is three byte tokens.
+  const dir = mkdtempSync(join(tmpdir(), 'sft-render-'));
+  try {
+    initModel({ arch: 'qwen2', outDir: dir, hidden: 16, layers: 1, heads: 2, intermediate: 16, vocab: 300, seed: 1, maxPosition: 64, force: true, texts: ['hello world'] });
+    const bpe = await loadTokenizer(dir);
+    const ids = bpe.encode('ab你好');
+    const hao = bpe.encode('好');
+    assert.equal(hao.length, 3, 'premise: 好 is three tokens');
+    const labels = ids.map((id, i) => (i < 2 ? -100 : id));
+    assert.equal(renderMarkedSample(ids, labels, bpe), 'ab⟦你好⟧');
+    // max_seq_length cut after the first byte of 好, then after its second.
+    const cut = (n: number) => renderMarkedSample(ids.slice(0, n), labels.slice(0, n), bpe, { truncated: true });
+    assert.equal(cut(ids.length), 'ab⟦你好⟧');
+    assert.equal(cut(ids.length - 2), 'ab⟦你⟨cut inside a character: 1 token⟩⟧');
+    assert.equal(cut(ids.length - 1), 'ab⟦你⟨cut inside a character: 2 tokens⟩⟧');
+    // Cut inside the first character of a span: nothing whole is left in it.
+    assert.equal(cut(3), 'ab⟦⟨cut inside a character: 1 token⟩⟧');
+    // A U+FFFD the text really holds is shown as it is in a sample that was not truncated.
+    const real = bpe.encode('a\uFFFD');
+    assert.equal(real.length, 4, 'premise: U+FFFD is three byte tokens');
+    assert.equal(renderMarkedSample(real, real.map(() => -100), bpe), 'a\uFFFD');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

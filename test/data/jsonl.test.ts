@@ -3,10 +3,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readJsonlLines, parseJsonLine, type JsonlLine } from '../../src/data/jsonl.js';
+import { readJsonlLines, type JsonlLine } from '../../src/data/jsonl.js';
+import { parseRecord } from '../../src/data/records.js';
 import { SftError } from '../../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sft-jsonl-'));
+const parseJsonLine = (file: string, l: JsonlLine) => parseRecord({ where: `${file}:${l.line}`, text: l.text, error: l.error, unit: 'line' });
 
 async function collect(file: string, chunkSize?: number): Promise<JsonlLine[]> {
   const out: JsonlLine[] = [];
@@ -57,9 +59,9 @@ test('a missing file is an SftError naming it', async () => {
   await assert.rejects(collect(f), (e: unknown) => e instanceof SftError && e.message.startsWith(f));
 });
 
-test('a JSON array file gets a hint to convert it to JSON Lines', async () => {
-  const f = join(dir, 'array.json');
-  writeFileSync(f, '[\n  {"instruction": "a", "output": "b"}\n]\n');
+test('one object pretty-printed over several lines gets a hint, not just "malformed JSON"', async () => {
+  const f = join(dir, 'object.json');
+  writeFileSync(f, '{\n  "instruction": "a",\n  "output": "b"\n}\n');
   const [first] = await collect(f);
-  assert.throws(() => parseJsonLine(f, first), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:1: malformed JSON`) && /JSON array, not JSON Lines/.test(e.message));
+  assert.throws(() => parseJsonLine(f, first), (e: unknown) => e instanceof SftError && e.message.startsWith(`${f}:1: malformed JSON`) && /JSON written over several lines: JSON Lines holds one record per line/.test(e.message));
 });

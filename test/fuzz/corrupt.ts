@@ -167,6 +167,59 @@ export function goodLine(r: Rand): Buffer {
   return Buffer.from(JSON.stringify(r.pick(GOOD_RECORDS)));
 }
 
+// ---- JSON arrays ---------------------------------------------------------------------------------------
+
+const WHITESPACE = ['', '', ' ', '\n', '\r\n', '\t', '\n  ', ' \n\t\r\n '];
+
+/** An array file of good and corrupted records (`bad` marks which), in any layout JSON allows
+ *  (BOM, whitespace, pretty-printing), perhaps damaged as a whole: cut short, a trailing or a
+ *  missing comma, an extra one, text after the "]", a huge string, deep nesting, bytes that are
+ *  not UTF-8, byte damage anywhere. */
+export function arrayFile(r: Rand): { bytes: Buffer; bad: boolean[] } {
+  const ws = () => r.pick(WHITESPACE);
+  const records: Buffer[] = [];
+  const bad: boolean[] = [];
+  for (let k = 0, n = r.int(12); k < n; k++) {
+    const kind = r.int(10);
+    let rec: Buffer;
+    if (kind < 5) rec = r.chance(0.3) ? Buffer.from(JSON.stringify(r.pick(GOOD_RECORDS), null, r.pick([1, 2, '\t']))) : goodLine(r);
+    else if (kind < 8) rec = corruptLine(r);
+    else if (kind === 8) rec = Buffer.from(`{"instruction":"${'长'.repeat(r.pick([1000, 100_000]))}","output":"${'x'.repeat(r.pick([10, 400_000]))}"}`);
+    else rec = Buffer.from(r.chance(0.5) ? deepText(r) : r.pick(VALUE_TEXTS));
+    records.push(rec);
+    bad.push(kind >= 5 && kind !== 8);
+  }
+  const parts: Buffer[] = [Buffer.from(r.chance(0.2) ? '\ufeff' : ''), Buffer.from(ws() + '[' + ws())];
+  records.forEach((rec, k) => {
+    if (k) parts.push(Buffer.from(ws() + ',' + ws()));
+    parts.push(rec);
+  });
+  parts.push(Buffer.from(ws() + ']' + ws()));
+  let bytes = Buffer.concat(parts);
+  switch (r.chance(0.5) ? r.int(7) : -1) {
+    case 0: bytes = bytes.subarray(0, r.int(bytes.length + 1)); break; // cut short
+    case 1: { // a trailing comma
+      const end = bytes.lastIndexOf(0x5d);
+      if (end > 0) bytes = Buffer.concat([bytes.subarray(0, end), Buffer.from(',' + ws()), bytes.subarray(end)]);
+      break;
+    }
+    case 2: { // a comma dropped or doubled
+      const at = bytes.indexOf(0x2c, r.int(bytes.length));
+      if (at >= 0) bytes = Buffer.concat([bytes.subarray(0, at), Buffer.from(r.pick(['', ',,', ' ', ',]'])), bytes.subarray(at + 1)]);
+      break;
+    }
+    case 3: bytes = Buffer.concat([bytes, Buffer.from(r.pick(['x', '[]', '{"a":1}', ',', ']', '\u0000', '\n[{"instruction":"a","output":"b"}]']))]); break;
+    case 4: { // bytes that are not UTF-8, GBK text among them
+      const at = r.int(bytes.length + 1);
+      bytes = Buffer.concat([bytes.subarray(0, at), Buffer.from(r.pick([[0xc4, 0xe3, 0xba, 0xc3], [0x81, 0x5c], [0xff], [0xed, 0xa0, 0x80], [0xe4, 0xb8]])), bytes.subarray(at)]);
+      break;
+    }
+    case 5: for (let k = 1 + r.int(3); k > 0; k--) bytes = mutateBytes(bytes, r); break;
+    case 6: bytes = Buffer.from('\n'.repeat(r.int(3)) + '[' + ']'.repeat(r.int(2))); break;
+  }
+  return { bytes, bad };
+}
+
 // ---- config files ------------------------------------------------------------------------------------
 
 /** One config file's bytes, from a real config changed 1-3 times: odd values for real, misspelled

@@ -9,7 +9,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SftError } from '../../src/errors.js';
-import { readJsonlLines, parseJsonLine } from '../../src/data/jsonl.js';
+import { readJsonlLines, type JsonlLine } from '../../src/data/jsonl.js';
+import { parseRecord } from '../../src/data/records.js';
 import { toConversation } from '../../src/data/formats.js';
 import { encodeConversation } from '../../src/data/encode.js';
 import { prepareDataset } from '../../src/data/dataset.js';
@@ -21,15 +22,19 @@ const TEMPLATE_NAMES = BUILT_IN_NAMES.filter((n) => n !== 'firefly_legacy');
 import { loadConfig, configFromObject } from '../../src/config/loader.js';
 import { packageRoot } from '../../src/native/binding.js';
 import { fakeTok } from '../fixtures/data/fake-tok.js';
-import { rng, corruptLine, goodLine, corruptConfig, corruptOverrides, type Rand } from './corrupt.js';
+import { rng, corruptLine, goodLine, corruptConfig, corruptOverrides, arrayFile, type Rand } from './corrupt.js';
+import { isDeepStrictEqual } from 'node:util';
+import { readJsonArray, recordWhere } from '../../src/data/json-array.js';
+import { detectLayout } from '../../src/data/records.js';
 
-export const KINDS = ['jsonl-lines', 'jsonl-files', 'config', 'overrides', 'self-check'] as const;
+export const KINDS = ['jsonl-lines', 'jsonl-files', 'json-arrays', 'config', 'overrides', 'self-check'] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** Case i of a run has its own generator, so any case can be replayed alone. */
 export const caseRand = (seed: number, i: number): Rand => rng(Math.imul(seed, 1_000_003) + i * 7919 + 1);
 
 const tok = fakeTok();
+const parseJsonLine = (file: string, l: JsonlLine) => parseRecord({ where: `${file}:${l.line}`, text: l.text, error: l.error, unit: 'line' });
 const dir = mkdtempSync(join(tmpdir(), 'sft-fuzz-'));
 const counts: Record<string, number> = {};
 const count = (outcome: string) => (counts[outcome] = (counts[outcome] ?? 0) + 1);
@@ -202,6 +207,101 @@ async function jsonlFile(r: Rand, i: number): Promise<{ input: Buffer; outcome: 
   return { input, outcome };
 }
 
+// ---- JSON arrays: damaged files, through the streaming reader and prepareDataset --------------------------
+
+/** Line and column (1-based, characters, BOM not counted) of byte `offset`, counted on from `from`. */
+function advance(bytes: Buffer, from: { at: number; line: number; column: number }, offset: number): { at: number; line: number; column: number } {
+  let { at, line, column } = from;
+  for (; at < offset; at++) {
+    if (bytes[at] === 0x0a) [line, column] = [line + 1, 0];
+    else if ((bytes[at] & 0xc0) !== 0x80) column++;
+  }
+  return { at, line, column };
+}
+
+/** Deep equality; where nesting is too deep to compare (deepText), the counts. */
+function sameValues(a: unknown[], b: unknown[]): boolean {
+  try {
+    return isDeepStrictEqual(a, b);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return a.length === b.length;
+  }
+}
+
+/** The array reader must agree with JSON.parse on the whole file: a file it accepts yields exactly
+ *  its elements, at exact positions, with no error; a file it refuses (or that is not UTF-8) is
+ *  reported, by a record's error or a thrown SftError, naming FILE:LINE:COLUMN inside the file. */
+async function jsonArrays(r: Rand, i: number): Promise<{ input: Buffer; outcome: string }> {
+  const { bytes } = arrayFile(r);
+  const input = (current = bytes);
+  const file = join(dir, `array-${i}.json`);
+  writeFileSync(file, input);
+  if (detectLayout(file) !== 'json-array') return { input, outcome: 'not-an-array' };
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  let reference: unknown[] | undefined;
+  try {
+    const v: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(bom)));
+    if (Array.isArray(v)) reference = v;
+  } catch {
+    // refused: the reader must say so
+  }
+  const lineCount = input.toString('latin1').split('\n').length;
+  const checkWhere = (message: string): void => {
+    if (message.startsWith(`${file}: `)) return; // the whole file (an empty one)
+    const m = new RegExp(`^${escapeRe(file)}:(\\d+):(\\d+)`).exec(message);
+    if (!m || Number(m[1]) < 1 || Number(m[1]) > lineCount || Number(m[2]) < 1) throw new Unexpected(`error without a FILE:LINE:COLUMN in the file: ${message.slice(0, 200)}`);
+  };
+  const got: unknown[] = [];
+  let reported: string | undefined;
+  let pos = { at: bom, line: 1, column: 0 };
+  let last = -1;
+  let index = -1;
+  try {
+    for await (const rec of readJsonArray(file, { chunkSize: awkwardChunk(r, input.length) })) {
+      if (rec.index !== ++index) throw new Unexpected(`record index ${rec.index} after ${index - 1}`);
+      if (rec.offset <= last) throw new Unexpected(`record ${rec.index} starts at byte ${rec.offset}, not after the one before (${last})`);
+      last = rec.offset;
+      pos = advance(input, pos, rec.offset);
+      if (rec.line !== pos.line || rec.column !== pos.column + 1) throw new Unexpected(`record ${rec.index} at ${rec.line}:${rec.column}, its byte ${rec.offset} is at ${pos.line}:${pos.column + 1}`);
+      if (!rec.error && !input.subarray(rec.offset, rec.offset + Buffer.byteLength(rec.text)).equals(Buffer.from(rec.text))) throw new Unexpected(`record ${rec.index}: its text is not the file's bytes at its offset`);
+      const where = recordWhere(file, rec);
+      try {
+        got.push(parseRecord({ where, text: rec.text, error: rec.error, unit: 'record' }));
+      } catch (err) {
+        if (!(err instanceof SftError)) throw err;
+        if (!err.message.startsWith(where)) throw new Unexpected(`a record's error does not start with its place: ${err.message.slice(0, 200)}`);
+        reported ??= err.message;
+      }
+    }
+  } catch (err) {
+    if (err instanceof Unexpected || !(err instanceof SftError)) throw err;
+    checkWhere(err.message);
+    reported ??= err.message;
+  }
+  if (reference && reported) throw new Unexpected(`JSON.parse reads the file, the reader refuses it: ${reported.slice(0, 200)}`);
+  if (!reference && !reported) throw new Unexpected('JSON.parse refuses the file (or it is not UTF-8), the reader reports nothing');
+  if (reference && !sameValues(got, reference)) throw new Unexpected(`the records differ from JSON.parse's elements (${got.length} vs ${reference.length})`);
+  let outcome = reference ? 'valid' : 'refused';
+  if (input.length > 300_000) return { input, outcome: outcome + ' large' };
+  // Through prepareDataset: any end is a result or an SftError naming the file and a place in it.
+  const opts = { file, tok, template: getTemplate(r.pick(TEMPLATE_NAMES)), maxSeqLength: 100_000, vocabSize: tok.vocabSize, cacheDir: join(dir, 'cache') };
+  for (const skipBadLines of [false, true]) {
+    try {
+      const ds = await prepareDataset({ ...opts, skipBadLines, onBadLine: (m) => checkWhere(m) });
+      const st = ds.stats;
+      ds.close();
+      if (st.samples + st.badLines + st.skippedNoTarget !== st.lines) throw new Unexpected(`stats do not add up ${JSON.stringify(st)}`);
+      outcome += skipBadLines ? ' skip-ok' : ' strict-ok';
+    } catch (err) {
+      if (err instanceof Unexpected || !(err instanceof SftError)) throw err;
+      checkWhere(err.message);
+      outcome += skipBadLines ? ' skip-error' : ' strict-error';
+    }
+  }
+  return { input, outcome };
+}
+
 // ---- configs --------------------------------------------------------------------------------------------
 
 const BASES = readdirSync(join(packageRoot, 'configs'))
@@ -240,6 +340,7 @@ function overrides(r: Rand): { input: string[]; outcome: string } {
 async function runCase(kind: Kind, r: Rand, i: number): Promise<{ input: Buffer | string[]; outcome: string }> {
   if (kind === 'jsonl-lines') return jsonlLine(r, i);
   if (kind === 'jsonl-files') return jsonlFile(r, i);
+  if (kind === 'json-arrays') return jsonArrays(r, i);
   if (kind === 'config') return config(r, i);
   if (kind === 'overrides') return overrides(r);
   // The watchdog's own check: a result, a crash of the wrong kind, then a case that never ends.

@@ -15,6 +15,8 @@ import { loadTokenizer } from '../../src/tokenizer/tokenizer.js';
 import { loadBase } from '../../src/model/load.js';
 import { loraModulesOf } from '../../src/model/modules.js';
 import type { Arch } from '../../src/native/types.js';
+import { scoreIds } from '../../src/chat/score.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-init-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -72,7 +74,9 @@ for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2'] as const) {
     assert.ok(readTensorF32(file, header, 'model.norm.weight').every((x) => x === 1));
     const emb = readTensorF32(file, header, 'model.embed_tokens.weight');
     const std = Math.sqrt(emb.reduce((a, x) => a + x * x, 0) / emb.length);
-    assert.ok(Math.abs(std - 1) < 0.05, `embedding std ${std} (expected N(0, 1))`);
+    // Untied: N(0, 1). Tied (the head too): N(0, 1/hidden), as a matrix, so logits start near unit scale.
+    const wantStd = e.tied ? 1 / Math.sqrt(native.hiddenSize) : 1;
+    assert.ok(Math.abs(std / wantStd - 1) < 0.05, `embedding std ${std} (expected ${wantStd})`);
     const down = readTensorF32(file, header, 'model.layers.0.mlp.down_proj.weight');
     const downStd = Math.sqrt(down.reduce((a, x) => a + x * x, 0) / down.length);
     const fanIn = native.intermediateSize;
@@ -227,4 +231,20 @@ test('the CLI command with its defaults (tokenizer from data/demo.jsonl or the b
   assert.ok(native.vocabSize <= 2048 + 63);
   const tok = await loadTokenizer(out);
   assert.equal(tok.decode(tok.encode('你好！有什么可以帮你的吗？ Hello there.')), '你好！有什么可以帮你的吗？ Hello there.');
+});
+
+// An untrained model knows nothing, so its loss on random tokens is about ln(vocab), as a fresh HF
+// model's is. Qwen2's tied embedding was once drawn
+// N(0, 1) like an untied one, and a default qwen2 started at loss 138 instead of 7.6.
+test('untrained loss on random tokens is near ln(vocab) for every arch, at init-model\'s default shape', async () => {
+  for (const arch of ['llama', 'baichuan', 'baichuan2', 'qwen2', 'bloom'] as const) {
+    // The CLI's defaults (src/cli/commands/init-model.ts), tokenizer from the demo texts.
+    const r = initModel({ arch, outDir: path.join(tmp, `loss-${arch}`), hidden: 256, layers: 4, heads: 8, intermediate: 688, vocab: 2048, seed: 0, maxPosition: 2048, force: false });
+    const { model } = await loadBase(r.dir, { threads: 1 });
+    const rand = mulberry32(12);
+    const ids = Array.from({ length: 256 }, () => Math.floor(rand() * r.vocabSize));
+    const { meanLoss } = await scoreIds(model, ids, r.vocabSize);
+    const want = Math.log(r.vocabSize);
+    assert.ok(Math.abs(meanLoss - want) < 1.5, `${arch}: initial loss ${meanLoss.toFixed(2)}, ln(vocab ${r.vocabSize}) = ${want.toFixed(2)}`);
+  }
 });

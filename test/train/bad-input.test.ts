@@ -53,6 +53,33 @@ test('--skip-bad-lines skips, counts and reports bad lines, then trains', () => 
   assert.match(r.stdout, /skipped: .*mixed-bad\.jsonl:2: malformed JSON/);
 });
 
+// LLaMA-Factory's layout: one JSON array of alpaca records, pretty-printed, in a .json file.
+test('a JSON array train_file trains as it is; a bad record names FILE:LINE:COLUMN and the record; --skip-bad-lines skips it', () => {
+  const rec = (q: string) => `  {\n    "instruction": "${q}",\n    "input": "",\n    "output": "hello"\n  }`;
+  const ok = join(root, 'alpaca.json');
+  writeFileSync(ok, `[\n${rec('hi')},\n${rec('yo')}\n]\n`);
+  const r = train(ok);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /Reading .*alpaca\.json \(a JSON array;/);
+  assert.match(r.stdout, /2 samples/);
+  const bad = join(root, 'alpaca-bad.json');
+  writeFileSync(bad, `[\n${rec('hi')},\n  {"instruction": "x", "output": 3},\n${rec('yo')}\n]\n`);
+  const stopped = train(bad);
+  assert.equal(stopped.status, 1, stopped.stdout);
+  assert.match(stopped.stderr, /alpaca-bad\.json:7:3 \(record 2, \.\[1\]\): "output" must be a string/);
+  const skipped = train(bad, ['--skip-bad-lines']);
+  assert.equal(skipped.status, 0, skipped.stderr);
+  assert.match(skipped.stdout, /1 bad record\(s\) skipped/);
+});
+
+test('a .json holding one object over several lines is told how to write its data', () => {
+  const f = join(root, 'one-object.json');
+  writeFileSync(f, '{\n  "instruction": "hi",\n  "output": "hello"\n}\n');
+  const r = train(f);
+  assert.equal(r.status, 1, r.stdout);
+  assert.match(r.stderr, /one-object\.json:1: malformed JSON .*JSON written over several lines: JSON Lines holds one record per line/);
+});
+
 test('a config value of the wrong type or range names the key', () => {
   const f = data('ok.jsonl', [good]);
   assert.match(train(f, ['--learning_rate', 'fast']).stderr, /learning_rate/);

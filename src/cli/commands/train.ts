@@ -5,6 +5,7 @@ import { loadConfig } from '../../config/loader.js';
 import { keysHelp } from '../../config/key-help.js';
 import { contextNotice } from '../../model/hfconfig.js';
 import { clearStopRequest, requestStop, signalExitCode } from '../../util/interrupt.js';
+import { onClosedOutput } from '../closed-output.js';
 
 interface TrainArgs {
   config: string;
@@ -34,6 +35,8 @@ const train: CommandModule<object, TrainArgs> = {
     const context = contextNotice(config.model_name_or_path, config.max_seq_length);
     for (const n of context ? [...notices, context] : notices) process.stderr.write(`note: ${n}\n`);
     const { train: run } = await import('../../train/recipe.js');
+    // A dry run's product is what it prints; a real run's is output_dir: it outlives a closed pipe.
+    if (!argv['dry-run']) onClosedOutput('continue');
     // First Ctrl-C (or SIGTERM): stop within a second and exit 130 (143). While training, the
     // step under way is dropped and the last complete one saved as a checkpoint; while loading or
     // reading the data (util/interrupt.ts: those phases poll requestStop's flag), nothing is kept.
