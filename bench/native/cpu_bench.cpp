@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
     else if (a == "--cpu-time") g_cpu_time = true;
+    else if (a == "--blocking" && i + 1 < argc) {  // kc,mc,nc (tuning)
+      long long kc = 0, mc = 0, nc = 0;
+      if (std::sscanf(argv[++i], "%lld,%lld,%lld", &kc, &mc, &nc) == 3) set_gemm_blocking(kc, mc, nc);
+    }
     else if (a == "--threads" && i + 1 < argc) set_num_threads(std::atoi(argv[++i]));
     else if (a == "--isa" && i + 1 < argc) {
       const std::string want = argv[++i];
