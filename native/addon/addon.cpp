@@ -4,6 +4,7 @@
 #include "addon/Model.h"
 #include "backend/registry.h"
 #include "model/modules.h"
+#include "cpu/isa.h"
 #ifdef SFT_HAVE_CUDA
 #include <cuda_runtime.h>
 
@@ -69,7 +70,26 @@ Napi::Value TensorName(const Napi::CallbackInfo& info) {
   }
 }
 
+// The CPU kernels this process runs (cpu/isa.h): the chosen instruction set and the ones available.
+Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", sft::cpu::isa_name(sft::cpu::current_isa()));
+  Napi::Array avail = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (auto i : {sft::cpu::Isa::Portable, sft::cpu::Isa::Avx2, sft::cpu::Isa::Avx512})
+    if (sft::cpu::isa_available(i)) avail.Set(n++, sft::cpu::isa_name(i));
+  o.Set("available", avail);
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  try {  // a CPU older than the build's baseline, or a bad SFT_CPU_ISA: say so here, not with SIGILL later
+    sft::cpu::check_baseline();
+    sft::cpu::kernels();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
 #ifdef SFT_HAVE_CUDA
   sft::register_cuda_backend();
 #endif
@@ -77,6 +97,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("archInfo", Napi::Function::New(env, ArchInfo));
   exports.Set("tensorName", Napi::Function::New(env, TensorName));
+  exports.Set("cpuKernels", Napi::Function::New(env, CpuKernels));
   exports.Set("version", "0.1.0");
   return exports;
 }

@@ -30,7 +30,10 @@ class Pool {
     stop();
     quit_ = false;
     try {
-      for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+      // A new worker starts from the current generation: jobs that ran before a resize are not its
+      // own (starting from 0 it would run the stale job pointer of the last one).
+      const uint64_t gen = generation_;
+      for (int i = 1; i < n; i++) workers_.emplace_back([this, i, gen] { loop(i, gen); });
     } catch (const std::system_error& e) {
       const size_t started = workers_.size() + 1;
       stop();
@@ -59,8 +62,7 @@ class Pool {
   }
 
  private:
-  void loop(int id) {
-    uint64_t seen = 0;
+  void loop(int id, uint64_t seen) {
     for (;;) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return quit_ || generation_ != seen; });

@@ -2,53 +2,88 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "core/threads.h"
+#include "cpu/isa.h"
 #include "cpu/quant.h"
 #include "cpu/simd.h"
 
 namespace sft::cpu {
 namespace {
 
-// BLIS-style blocking. The micro-kernel keeps an MR x NR block of C in registers (NR = two
-// SIMD vectors) and walks k over packed panels: A packed k-major in MR-row strips (broadcast),
-// B packed k-major in NR-column strips (vector loads). Panels are zero-padded so edges need no
-// special kernel: a partial tile is computed whole into a scratch tile and copied out.
-constexpr int MR = kVecBytes == 64 ? 8 : 6;  // 2*MR accumulators: 16 of 32 zmm, 12 of 16 ymm
-constexpr int64_t KC = 256;  // depth of a packed panel
-constexpr int64_t MC = 96;   // rows of A per packed block (MC x KC stays in L2)
-constexpr int64_t NC = 1024; // columns (rows of B) per packed block
-
+// BLIS-style blocking. The micro-kernel keeps an mr x nr block of C in registers and walks k over
+// packed panels: A packed k-major in mr-row strips (broadcast), B packed k-major in nr-column strips
+// (vector loads). Panels are zero-padded so edges need no special kernel: a partial tile is computed
+// whole into a scratch tile and copied out. For fp32 the micro-kernel (and so mr, nr) is the one of
+// the instruction set chosen at run time (cpu/isa.h); double, used by the finite-difference checks
+// only, keeps a generic kernel compiled here.
 template <typename T>
-constexpr int NR = 2 * (kVecBytes / int(sizeof(T)));
+struct Tile {
+  int mr, nr;
+  void (*fn)(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t ldc, T alpha, T beta);
+};
 
-template <typename T>
-inline void micro_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, T* __restrict Ct) {
-  using V = typename Vec<T>::type;
-  constexpr int W = kVecBytes / sizeof(T);
-  V c0[MR], c1[MR];
-  for (int i = 0; i < MR; i++) c0[i] = V{}, c1[i] = V{};
+constexpr int kMrD = 6;
+constexpr int kNrD = 2 * (kVecBytes / int(sizeof(double)));
+
+void tile_double(int64_t kc, const double* __restrict Ap, const double* __restrict Bp, double* __restrict C, int64_t ldc,
+                 double alpha, double beta) {
+  using V = Vec<double>::type;
+  constexpr int W = kVecBytes / sizeof(double);
+  V c0[kMrD], c1[kMrD];
+  for (int i = 0; i < kMrD; i++) c0[i] = V{}, c1[i] = V{};
   for (int64_t k = 0; k < kc; k++) {
     const V b0 = vload(Bp + k * 2 * W), b1 = vload(Bp + k * 2 * W + W);
-    for (int i = 0; i < MR; i++) {
-      const T a = Ap[k * MR + i];
+    for (int i = 0; i < kMrD; i++) {
+      const double a = Ap[k * kMrD + i];
       c0[i] += a * b0;
       c1[i] += a * b1;
     }
   }
-  for (int i = 0; i < MR; i++) {
-    std::memcpy(Ct + i * 2 * W, &c0[i], sizeof(V));
-    std::memcpy(Ct + i * 2 * W + W, &c1[i], sizeof(V));
-  }
+  for (int i = 0; i < kMrD; i++)
+    for (int j = 0; j < 2 * W; j++) {
+      const double v = j < W ? c0[i][j] : c1[i][j - W];
+      C[i * ldc + j] = beta == 0 ? alpha * v : alpha * v + beta * C[i * ldc + j];
+    }
+}
+
+template <typename T>
+Tile<T> tile_kernel();
+template <>
+Tile<float> tile_kernel<float>() {
+  const Kernels& k = kernels();
+  return {k.mr, k.nr, k.gemm_tile};
+}
+template <>
+Tile<double> tile_kernel<double>() {
+  return {kMrD, kNrD, tile_double};
+}
+
+// Blocking from the data caches: a kc x nr panel of B stays in half of L1 across the mc / mr strips
+// of A, an mc x kc block of A in half of L2, the whole packed B block (nc x kc) in a slice of L3.
+struct Blocking {
+  int64_t kc, mc, nc;
+};
+Blocking g_forced{0, 0, 0};
+
+Blocking blocking(int mr, int nr, size_t elem) {
+  if (g_forced.kc > 0) return g_forced;
+  const CacheSizes& c = cache_sizes();
+  const int64_t kc = std::clamp<int64_t>(c.l1d / 2 / (nr * int64_t(elem)) / 16 * 16, 64, 512);
+  const int64_t mc = std::clamp<int64_t>(c.l2 / 2 / (kc * int64_t(elem)) / mr * mr, mr, 64 * mr);
+  const int64_t nc = std::clamp<int64_t>(std::min<int64_t>(c.l3, 16 << 20) / 4 / (kc * int64_t(elem)) / nr * nr, nr, 8192);
+  return {kc, mc, nc};
 }
 
 // Packs rows r0..r1 (zero-padded to whole strips of R) of op(X), k in [k0, k0 + kc), into
 // dst[(strip * kc + k) * R + i]. op(X)[r, k] = X[r * ld + k], or X[k * ld + r] when trans:
 // this is where the transposed layouts of the backward products are absorbed, for free.
-template <typename T, int R>
-void pack(T* dst, const T* X, int64_t ld, bool trans, int64_t r0, int64_t r1, int64_t k0, int64_t kc,
-          int64_t s0, int64_t s1) {
+template <typename T>
+void pack(T* dst, const T* X, int64_t ld, bool trans, int R, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0,
+          int64_t s1) {
   for (int64_t s = s0; s < s1; s++) {
     T* d = dst + s * kc * R;
     const int64_t rb = r0 + s * R;
@@ -73,45 +108,87 @@ void pack(T* dst, const T* X, int64_t ld, bool trans, int64_t r0, int64_t r1, in
   }
 }
 
-// The blocked driver; PackB fills one packed B panel: packB(dst, n0, n1, k0, kc, s0, s1).
+// Scratch that lives as long as its thread: a packed A block per worker, the packed B panel of the
+// calling thread (allocating them per call cost page faults on every GEMM).
+template <typename T>
+T* scratch(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.assign(n, T(0));
+  return v.data();
+}
+template <typename T>
+std::vector<T>& a_scratch() {
+  static thread_local std::vector<T> v;
+  return v;
+}
+template <typename T>
+std::vector<T>& b_scratch() {
+  static thread_local std::vector<T> v;
+  return v;
+}
+
+// The blocked driver. packB(dst, n0, n1, k0, kc, s0, s1) fills strips [s0, s1) of one packed B
+// panel; with `prepacked` the panels already exist (gemm_pack_b's layout) and packB is not called.
 template <typename T, typename PackB>
 void gemm_driver(bool ta, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const PackB& packB,
-                 T beta, T* C, int64_t ldc) {
+                 const T* prepacked, const Tile<T>& tk, const Blocking& bl, T beta, T* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == T(0) ? T(0) : beta * C[m * ldc + n];
     return;
   }
-  constexpr int nr = NR<T>;
-  std::vector<T> Bp(size_t(((std::min(N, NC) + nr - 1) / nr) * nr * KC));
+  const int mr = tk.mr, nr = tk.nr;
+  const int64_t KC = bl.kc, NC = bl.nc;
+  // Rows of A per block: at most the cache's, and few enough that every thread gets a block.
+  const int threads = num_threads();
+  const int64_t MC = std::max<int64_t>(mr, std::min(bl.mc, (M + threads - 1) / threads + mr - 1) / mr * mr);
+  const int64_t mblocks = (M + MC - 1) / MC;
+  T* Bp = prepacked ? nullptr : scratch(b_scratch<T>(), size_t(((std::min(N, NC) + nr - 1) / nr) * nr * KC));
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     const int64_t nstrips = (nc + nr - 1) / nr;
+    // Too few row blocks for the threads (a narrow M: LoRA's rank, tiny batches): split columns too.
+    const int64_t nparts = std::min<int64_t>(nstrips, mblocks >= threads ? 1 : (threads + mblocks - 1) / mblocks);
     for (int64_t pc = 0; pc < K; pc += KC) {
       const int64_t kc = std::min(KC, K - pc);
       const T b = pc == 0 ? beta : T(1);
-      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) { packB(Bp.data(), jc, jc + nc, pc, kc, s0, s1); });
-      const int64_t mblocks = (M + MC - 1) / MC;
-      // Threads split the rows of C; each packs its own A block and shares the packed B.
-      parallel_for(mblocks, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<T> Ap(size_t(MC * kc));
-        alignas(64) T tile[MR * nr];
-        for (int64_t ib = b0; ib < b1; ib++) {
+      const T* panel;
+      if (prepacked) {
+        panel = prepacked + jc * K + nstrips * nr * pc;
+      } else {
+        parallel_for(nstrips, std::max<int64_t>(4, 16384 / (nr * kc)), [&](int64_t s0, int64_t s1) { packB(Bp, jc, jc + nc, pc, kc, s0, s1); });
+        panel = Bp;
+      }
+      // A product too small to pay for waking the workers (~100k multiply-adds) runs on this thread.
+      const int64_t items = mblocks * nparts;
+      const int64_t grain = M * nc * kc < (int64_t(1) << 17) ? items : 1;
+      parallel_for(items, grain, [&](int64_t w0, int64_t w1) {
+        T* Ap = scratch(a_scratch<T>(), size_t(MC * kc));
+        alignas(64) T tile[32 * 64];
+        int64_t packed_ib = -1;
+        for (int64_t w = w0; w < w1; w++) {
+          const int64_t ib = w / nparts, part = w % nparts;
           const int64_t ic = ib * MC, mc = std::min(MC, M - ic);
-          pack<T, MR>(Ap.data(), A, lda, ta, ic, ic + mc, pc, kc, 0, (mc + MR - 1) / MR);
-          for (int64_t js = 0; js < nstrips; js++) {
+          if (ib != packed_ib) pack<T>(Ap, A, lda, ta, mr, ic, ic + mc, pc, kc, 0, (mc + mr - 1) / mr), packed_ib = ib;
+          const int64_t js0 = nstrips * part / nparts, js1 = nstrips * (part + 1) / nparts;
+          for (int64_t js = js0; js < js1; js++) {
             const int64_t n0 = jc + js * nr, nn = std::min<int64_t>(nr, jc + nc - n0);
-            for (int64_t is = 0; is * MR < mc; is++) {
-              const int64_t m0 = ic + is * MR, mm = std::min<int64_t>(MR, ic + mc - m0);
-              micro_kernel<T>(kc, Ap.data() + is * kc * MR, Bp.data() + js * kc * nr, tile);
+            for (int64_t is = 0; is * mr < mc; is++) {
+              const int64_t m0 = ic + is * mr, mm = std::min<int64_t>(mr, ic + mc - m0);
+              const T* ap = Ap + is * kc * mr;
+              const T* bp = panel + js * kc * nr;
+              if (mm == mr && nn == nr) {
+                tk.fn(kc, ap, bp, C + m0 * ldc + n0, ldc, alpha, b);
+                continue;
+              }
+              tk.fn(kc, ap, bp, tile, nr, T(1), T(0));
               for (int64_t i = 0; i < mm; i++) {
                 T* c = C + (m0 + i) * ldc + n0;
                 const T* t = tile + i * nr;
                 if (b == T(0))
                   for (int64_t j = 0; j < nn; j++) c[j] = alpha * t[j];
                 else
-                  for (int64_t j = 0; j < nn; j++) c[j] = b * c[j] + alpha * t[j];
+                  for (int64_t j = 0; j < nn; j++) c[j] = alpha * t[j] + b * c[j];
               }
             }
           }
@@ -122,8 +199,8 @@ void gemm_driver(bool ta, int64_t M, int64_t N, int64_t K, T alpha, const T* A, 
 }
 
 // Packs NF4 weight tiles, decoding as it goes: op(W)[n, k] = W[n, k], or W[k, n] when trans.
-template <typename T, int R>
-void pack_nf4(T* dst, const Nf4Weight& W, bool trans, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0,
+template <typename T>
+void pack_nf4(T* dst, const Nf4Weight& W, bool trans, int R, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0,
               int64_t s1) {
   std::vector<float> row(size_t(trans ? W.cols : kc));
   for (int64_t s = s0; s < s1; s++) {
@@ -150,29 +227,119 @@ void pack_nf4(T* dst, const Nf4Weight& W, bool trans, int64_t r0, int64_t r1, in
   }
 }
 
+// GEMV: y = op(A) W^T for M <= kGemvMaxM rows, each weight read once, threads over groups of 4
+// output rows (the kernels' grouping, so the result does not depend on the thread count).
+// rows(W, n0, n1) gives the rows [n0, n1) of W as fp32 with their stride (decoding them if need be).
+template <typename Rows>
+void gemv_driver(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const Rows& rows,
+                 float beta, float* C, int64_t ldc) {
+  const float* x = A;
+  int64_t ldx = lda;
+  std::vector<float> gathered;
+  if (ta) {  // op(A) = A^T: M columns of A, gathered into rows
+    gathered.resize(size_t(M * K));
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t m = 0; m < M; m++) gathered[size_t(m * K + k)] = A[k * lda + m];
+    x = gathered.data(), ldx = K;
+  }
+  const int64_t groups = (N + 3) / 4;
+  parallel_for(groups, std::max<int64_t>(1, 16384 / (M * K)), [&](int64_t g0, int64_t g1) {
+    rows(M, g0 * 4, std::min(N, g1 * 4), K, x, ldx, C, ldc, alpha, beta);
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc) {
-  constexpr int nr = NR<T>;
+  if constexpr (std::is_same<T, float>::value) {
+    if (M > 0 && M <= kGemvMaxM && !tb && N > 0 && K > 0) {
+      const Kernels& k = kernels();
+      gemv_driver(ta, M, N, K, alpha, A, lda,
+                  [&](int64_t m, int64_t n0, int64_t n1, int64_t kk, const float* x, int64_t ldx, float* y, int64_t ldy,
+                      float al, float be) { k.gemv_f32(m, n0, n1, kk, x, ldx, B, ldb, y, ldy, al, be); },
+                  beta, C, ldc);
+      return;
+    }
+  }
+  const Tile<T> tk = tile_kernel<T>();
   gemm_driver<T>(ta, M, N, K, alpha, A, lda,
                  [&](T* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
-                   pack<T, nr>(dst, B, ldb, tb, n0, n1, k0, kc, s0, s1);
+                   pack<T>(dst, B, ldb, tb, tk.nr, n0, n1, k0, kc, s0, s1);
                  },
-                 beta, C, ldc);
+                 nullptr, tk, blocking(tk.mr, tk.nr, sizeof(T)), beta, C, ldc);
 }
 
 template <typename T>
 void gemm_q4(bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const Nf4Weight& W, T beta,
              T* C, int64_t ldc) {
-  constexpr int nr = NR<T>;
+  if constexpr (std::is_same<T, float>::value) {
+    if (M > 0 && M <= kGemvMaxM && !tb && N > 0 && K > 0) {  // decode: rows of W decoded 64 at a time
+      const Kernels& k = kernels();
+      gemv_driver(false, M, N, K, alpha, A, lda,
+                  [&](int64_t m, int64_t n0, int64_t n1, int64_t kk, const float* x, int64_t ldx, float* y, int64_t ldy,
+                      float al, float be) {
+                    std::vector<float> w(size_t(64 * kk));
+                    for (int64_t r0 = n0; r0 < n1; r0 += 64) {
+                      const int64_t r1 = std::min(n1, r0 + 64);
+                      for (int64_t r = r0; r < r1; r++) W.decode_row(w.data() + (r - r0) * kk, r, 0, kk);
+                      k.gemv_f32(m, 0, r1 - r0, kk, x, ldx, w.data(), kk, y + r0, ldy, al, be);
+                    }
+                  },
+                  beta, C, ldc);
+      return;
+    }
+  }
+  const Tile<T> tk = tile_kernel<T>();
   gemm_driver<T>(false, M, N, K, alpha, A, lda,
                  [&](T* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
-                   pack_nf4<T, nr>(dst, W, tb, n0, n1, k0, kc, s0, s1);
+                   pack_nf4<T>(dst, W, tb, tk.nr, n0, n1, k0, kc, s0, s1);
                  },
-                 beta, C, ldc);
+                 nullptr, tk, blocking(tk.mr, tk.nr, sizeof(T)), beta, C, ldc);
 }
+
+size_t gemm_packed_b_floats(int64_t N, int64_t K) {
+  const int nr = kernels().nr;
+  return size_t((N + nr - 1) / nr * nr) * size_t(K);
+}
+
+void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb) {
+  const Tile<float> tk = tile_kernel<float>();
+  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
+  out = {dst, N, K, tk.nr, bl.kc, bl.nc, kernels().name};
+  for (int64_t jc = 0; jc < N; jc += bl.nc) {
+    const int64_t nc = std::min(bl.nc, N - jc), nstrips = (nc + tk.nr - 1) / tk.nr;
+    for (int64_t pc = 0; pc < K; pc += bl.kc) {
+      const int64_t kc = std::min(bl.kc, K - pc);
+      float* panel = dst + jc * K + nstrips * tk.nr * pc;
+      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) { pack<float>(panel, B, ldb, tb, tk.nr, jc, jc + nc, pc, kc, s0, s1); });
+    }
+  }
+}
+
+void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta, float* C,
+                    int64_t ldc) {
+  const Tile<float> tk = tile_kernel<float>();
+  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
+  if (B.nr != tk.nr || B.kc != bl.kc || B.nc != bl.nc)
+    throw std::logic_error(std::string("gemm_prepacked: B was packed for the ") + B.isa + " kernels, the " + kernels().name +
+                           " kernels run now");
+  gemm_driver<float>(ta, M, B.N, B.K, alpha, A, lda, [](float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) {},
+                     B.data, tk, bl, beta, C, ldc);
+}
+
+void gemv_half(bool bf16, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const uint16_t* W,
+               int64_t ldw, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  const Kernels& k = kernels();
+  gemv_driver(false, M, N, K, alpha, A, lda,
+              [&](int64_t m, int64_t n0, int64_t n1, int64_t kk, const float* x, int64_t ldx, float* y, int64_t ldy,
+                  float al, float be) { (bf16 ? k.gemv_bf16 : k.gemv_f16)(m, n0, n1, kk, x, ldx, W, ldw, y, ldy, al, be); },
+              beta, C, ldc);
+}
+
+void set_gemm_blocking(int64_t kc, int64_t mc, int64_t nc) { g_forced = {kc, mc, nc}; }
 
 template <typename T>
 void transpose(T* out, const T* in, int64_t rows, int64_t cols, int64_t ld_in) {

@@ -1,6 +1,9 @@
 // The CPU backend's one matrix-multiply kernel, and the transposes that bring the other
 // layouts to it. Every linear layer (forward and both backward products) goes through gemm_nt.
+// fp32 runs the SIMD kernels chosen at run time for this CPU (cpu/isa.h); up to kGemvMaxM rows of
+// A with op(B) = B (decode: x W^T at batch 1) take a GEMV path that reads each weight once.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace sft::cpu {
@@ -27,6 +30,31 @@ inline void gemm_nt(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_
                     int64_t ldb, T beta, T* C, int64_t ldc) {
   gemm<T>(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+// op(B) packed once into the fp32 GEMM's panel layout (a frozen weight reused by every call):
+// round_up(N, nr) * K floats that the caller owns. The layout belongs to the kernels that packed it
+// (nr) and the blocking (kc, nc); gemm_prepacked refuses panels packed for other kernels.
+struct PackedB {
+  const float* data = nullptr;
+  int64_t N = 0, K = 0;
+  int nr = 0;
+  int64_t kc = 0, nc = 0;
+  const char* isa = "";
+};
+size_t gemm_packed_b_floats(int64_t N, int64_t K);
+void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb);
+// gemm(ta, tb, M, B.N, B.K, ...) with B's panels as packed: the same result, bit for bit.
+void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta, float* C,
+                    int64_t ldc);
+
+// C[m, n] = beta C + alpha sum_k A[m, k] W[n, k] with W in bf16 (bf16 = true) or IEEE f16 bits, fp32
+// accumulation, W streamed once: half the bytes of an fp32 weight for batch-1 decode. Any M
+// (in slices of kGemvMaxM rows, each reading W again).
+void gemv_half(bool bf16, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const uint16_t* W,
+               int64_t ldw, float beta, float* C, int64_t ldc);
+
+// Tests and tuning: fixed blocking (kc, mc, nc) instead of the caches' (0, 0, 0 restores them).
+void set_gemm_blocking(int64_t kc, int64_t mc, int64_t nc);
 
 // out[c, r] = in[r, c]: in is [rows, cols] with row stride ld_in; out is dense [cols, rows].
 template <typename T>

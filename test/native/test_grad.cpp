@@ -417,9 +417,11 @@ static void check_checkpointing() {
 
 void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
+void check_gemm_isas();  // test_gemm.cpp
 
 int main() {
   check_quant();
+  check_gemm_isas();
   check_ops();
   check_models();
   check_lora_merge();

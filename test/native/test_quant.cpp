@@ -120,9 +120,15 @@ void check_double_quant() {
   report("double quant: 8-bit absmax within 1% of fp32", err, 1e-2);
 }
 
+void check_gemm_q4_at(int64_t M);
+
 void check_gemm_q4() {
+  for (int64_t M : {37, 1, 3}) check_gemm_q4_at(M);  // the packed GEMM, and the decode GEMV (M <= 4)
+}
+
+void check_gemm_q4_at(int64_t M) {
   std::mt19937_64 rng(11);
-  const int64_t M = 37, N = 96, K = 160;  // rows of W split into two NF4 tensors (like q and k)
+  const int64_t N = 96 + 3, K = 160;  // rows of W split into two NF4 tensors (like q and k)
   std::normal_distribution<float> d(0.f, 1.f);
   std::vector<float> w(N * K), x(M * K), dy(M * N);
   for (auto& v : w) v = d(rng);
@@ -131,7 +137,7 @@ void check_gemm_q4() {
   Nf4Weight W;
   W.rows = N, W.cols = K;
   W.segments.push_back({0, 64, nf4_quantize_tensor(w.data(), 64 * K, true)});
-  W.segments.push_back({64, 32, nf4_quantize_tensor(w.data() + 64 * K, 32 * K, true)});
+  W.segments.push_back({64, N - 64, nf4_quantize_tensor(w.data() + 64 * K, (N - 64) * K, true)});
   std::vector<float> wd(N * K);
   for (int64_t r = 0; r < N; r++) W.decode_row(wd.data() + r * K, r, 0, K);
   std::vector<float> y1(M * N), y2(M * N), dx1(M * K), dx2(M * K);
@@ -141,7 +147,7 @@ void check_gemm_q4() {
   gemm<float>(false, true, M, K, N, 1.f, dy.data(), N, wd.data(), K, 0.f, dx2.data(), K);
   const bool ok = y1 == y2 && dx1 == dx2;
   if (!ok) failures++;
-  std::printf("%s gemm_q4: x W^T and dy W equal dequantize-then-gemm bit for bit\n", ok ? "ok  " : "FAIL");
+  std::printf("%s gemm_q4 (M %lld): x W^T and dy W equal dequantize-then-gemm bit for bit\n", ok ? "ok  " : "FAIL", (long long)M);
 }
 
 void check_quantized_model() {

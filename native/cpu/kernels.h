@@ -1,0 +1,37 @@
+// The table of SIMD kernels one instruction set provides (kernels_portable.cpp, kernels_avx2.cpp,
+// kernels_avx512.cpp; cpu/isa.h picks one). Declarations only: the per-ISA files are compiled with
+// their own target flags, so nothing inline may be shared with the rest of the engine.
+#pragma once
+#include <cstdint>
+
+namespace sft::cpu {
+
+struct Kernels {
+  const char* name;
+  // The fp32 GEMM micro-kernel: an mr x nr tile of C from packed panels over kc (Ap: k-major
+  // strips of mr rows of A; Bp: k-major strips of nr rows of op(B)), with
+  // C[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * C[i * ldc + j]).
+  int mr, nr;
+  void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
+  // GEMV rows: y[m * ldy + n] = alpha * sum_k x[m * ldx + k] W[n * ldw + k] (+ beta * y) for
+  // n in [n0, n1) and m < M (M <= kGemvMaxM). W is fp32, bf16 or IEEE f16 bits; fp32 accumulation.
+  void (*gemv_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* W, int64_t ldw,
+                   float* y, int64_t ldy, float alpha, float beta);
+  void (*gemv_bf16)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* W,
+                    int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
+  void (*gemv_f16)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* W,
+                   int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
+  // Probes (bench/native): `iters` rounds of independent FMA chains, returns the flops done; the
+  // sum of n floats read once (memory bandwidth).
+  double (*fma_probe)(int64_t iters);
+  float (*stream_sum)(const float* x, int64_t n);
+};
+
+constexpr int64_t kGemvMaxM = 4;  // up to this many rows of A, GEMV (W streamed once) beats packing
+
+// nullptr where the build has no kernels of that instruction set (other architectures, old compilers).
+const Kernels* portable_kernels();
+const Kernels* avx2_kernels();
+const Kernels* avx512_kernels();
+
+}  // namespace sft::cpu

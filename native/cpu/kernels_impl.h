@@ -1,0 +1,256 @@
+// The body of every kernels_<isa>.cpp: one source, compiled once per instruction set with that
+// file's target flags and vector width (SFT_VEC_BYTES) and GEMM tile (SFT_MR rows x 2 vectors).
+// Everything here has internal linkage (anonymous namespace) and calls nothing inline from other
+// headers, so no function compiled for one instruction set can be picked by the linker for another.
+#include <cstdint>
+#include <cstring>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/kernels.h"
+
+namespace sft::cpu {
+namespace {
+
+constexpr int VB = SFT_VEC_BYTES;
+constexpr int W = VB / 4;  // floats per vector
+constexpr int MR = SFT_MR;
+constexpr int NR = 2 * W;
+typedef float V __attribute__((vector_size(VB)));
+typedef uint16_t V16 __attribute__((vector_size(VB / 2)));
+typedef uint32_t V32 __attribute__((vector_size(VB)));
+
+inline V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
+inline V splat(float a) {  // (V{} + a would keep the add: 0 + a is not a when a = -0)
+  V v;
+  for (int i = 0; i < W; i++) v[i] = a;
+  return v;
+}
+inline float hsum(V v) {
+  float s = 0;
+  for (int i = 0; i < W; i++) s += v[i];
+  return s;
+}
+
+// IEEE half bits to float (subnormals, infinities and NaN included).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: man * 2^-24, exact in float
+    float f = float(man) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t bits = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// W lanes of a weight row as floats.
+struct F32 {
+  typedef float E;
+  static V vec(const float* p) { return load(p); }
+  static float one(float v) { return v; }
+};
+struct BF16 {
+  typedef uint16_t E;
+  static V vec(const uint16_t* p) {
+    V16 h;
+    std::memcpy(&h, p, sizeof h);
+    const V32 u = __builtin_convertvector(h, V32) << 16;
+    V v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+  }
+  static float one(uint16_t v) { return bf16_to_float(v); }
+};
+struct F16 {
+  typedef uint16_t E;
+  static V vec(const uint16_t* p) {
+#if SFT_VEC_BYTES == 64
+    const __m512 r = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif SFT_VEC_BYTES == 32 && defined(__F16C__)
+    const __m256 r = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    V r;
+    for (int i = 0; i < W; i++) r[i] = half_to_float(p[i]);
+#endif
+    V v;
+    std::memcpy(&v, &r, sizeof v);
+    return v;
+  }
+  static float one(uint16_t v) { return half_to_float(v); }
+};
+
+void gemm_tile(int64_t kc, const float* __restrict Ap, const float* __restrict Bp, float* __restrict C, int64_t ldc,
+               float alpha, float beta) {
+  V c0[MR], c1[MR];
+  for (int i = 0; i < MR; i++) c0[i] = V{}, c1[i] = V{};
+  for (int i = 0; i < MR; i++) __builtin_prefetch(C + i * ldc, 1);
+  for (int64_t k = 0; k < kc; k++) {
+    __builtin_prefetch(Bp + 8 * NR);
+    const V b0 = load(Bp), b1 = load(Bp + W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+      const float a = Ap[i];
+      c0[i] += a * b0;
+      c1[i] += a * b1;
+    }
+    Ap += MR;
+    Bp += NR;
+  }
+  const V va = splat(alpha), vb = splat(beta);
+  if (beta == 0.f) {
+    for (int i = 0; i < MR; i++) store(C + i * ldc, va * c0[i]), store(C + i * ldc + W, va * c1[i]);
+  } else {
+    for (int i = 0; i < MR; i++) {
+      store(C + i * ldc, va * c0[i] + vb * load(C + i * ldc));
+      store(C + i * ldc + W, va * c1[i] + vb * load(C + i * ldc + W));
+    }
+  }
+}
+
+inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
+
+// M rows of x against rows [n0, n1) of W, four W rows at a time (each weight is read once, every
+// x row reuses it from a register). One accumulator per (x row, W row); for M = 1 a second set over
+// alternate vectors keeps enough FMAs in flight.
+template <int M, class L>
+void gemv_m(int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const typename L::E* Wt, int64_t ldw, float* y,
+            int64_t ldy, float alpha, float beta) {
+  constexpr int U = M == 1 ? 2 : 1;
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    V acc[U][M][4];
+    for (int u = 0; u < U; u++)
+      for (int m = 0; m < M; m++)
+        for (int r = 0; r < 4; r++) acc[u][m][r] = V{};
+    const typename L::E* w = Wt + n * ldw;
+    int64_t k = 0;
+    for (; k + U * W <= K; k += U * W) {
+#pragma GCC unroll 2
+      for (int u = 0; u < U; u++) {
+        const V w0 = L::vec(w + k + u * W), w1 = L::vec(w + ldw + k + u * W), w2 = L::vec(w + 2 * ldw + k + u * W),
+                w3 = L::vec(w + 3 * ldw + k + u * W);
+        for (int m = 0; m < M; m++) {
+          const V xv = load(x + m * ldx + k + u * W);
+          acc[u][m][0] += xv * w0;
+          acc[u][m][1] += xv * w1;
+          acc[u][m][2] += xv * w2;
+          acc[u][m][3] += xv * w3;
+        }
+      }
+    }
+    for (; k + W <= K; k += W) {
+      const V w0 = L::vec(w + k), w1 = L::vec(w + ldw + k), w2 = L::vec(w + 2 * ldw + k), w3 = L::vec(w + 3 * ldw + k);
+      for (int m = 0; m < M; m++) {
+        const V xv = load(x + m * ldx + k);
+        acc[0][m][0] += xv * w0;
+        acc[0][m][1] += xv * w1;
+        acc[0][m][2] += xv * w2;
+        acc[0][m][3] += xv * w3;
+      }
+    }
+    for (int m = 0; m < M; m++)
+      for (int r = 0; r < 4; r++) {
+        V a = acc[0][m][r];
+        if (U == 2) a += acc[U - 1][m][r];
+        float s = hsum(a);
+        for (int64_t kk = k; kk < K; kk++) s += x[m * ldx + kk] * L::one(w[r * ldw + kk]);
+        put(y + m * ldy + n + r, alpha, beta, s);
+      }
+  }
+  for (; n < n1; n++) {
+    const typename L::E* w = Wt + n * ldw;
+    for (int m = 0; m < M; m++) {
+      V a = V{};
+      int64_t k = 0;
+      for (; k + W <= K; k += W) a += load(x + m * ldx + k) * L::vec(w + k);
+      float s = hsum(a);
+      for (; k < K; k++) s += x[m * ldx + k] * L::one(w[k]);
+      put(y + m * ldy + n, alpha, beta, s);
+    }
+  }
+}
+
+template <class L>
+void gemv(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const typename L::E* Wt, int64_t ldw,
+          float* y, int64_t ldy, float alpha, float beta) {
+  for (int64_t m = 0; m < M;) {  // M > 4 (not the engine's use) in slices of 4
+    const int64_t mm = M - m >= 4 ? 4 : M - m;
+    const float* xm = x + m * ldx;
+    float* ym = y + m * ldy;
+    switch (mm) {
+      case 1: gemv_m<1, L>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      case 2: gemv_m<2, L>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      case 3: gemv_m<3, L>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      default: gemv_m<4, L>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+    }
+    m += mm;
+  }
+}
+
+void gemv_f32(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* Wt, int64_t ldw,
+              float* y, int64_t ldy, float alpha, float beta) {
+  gemv<F32>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
+}
+void gemv_bf16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* Wt, int64_t ldw,
+               float* y, int64_t ldy, float alpha, float beta) {
+  gemv<BF16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
+}
+void gemv_f16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* Wt, int64_t ldw,
+              float* y, int64_t ldy, float alpha, float beta) {
+  gemv<F16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
+}
+
+// Independent multiply-add chains, more than FMA latency x ports on any current core.
+double fma_probe(int64_t iters) {
+  constexpr int CH = 12;
+  V acc[CH];
+  for (int i = 0; i < CH; i++) acc[i] = splat(float(i) * 1e-3f);
+  const V mul = splat(0.9999999f), add = splat(1e-7f);
+  for (int64_t it = 0; it < iters; it++)
+    for (int i = 0; i < CH; i++) acc[i] = acc[i] * mul + add;
+  V s = V{};
+  for (int i = 0; i < CH; i++) s += acc[i];
+  volatile float sink = hsum(s);
+  (void)sink;
+  return double(iters) * CH * W * 2;
+}
+
+float stream_sum(const float* x, int64_t n) {
+  V a0 = V{}, a1 = V{}, a2 = V{}, a3 = V{};
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 += load(x + i);
+    a1 += load(x + i + W);
+    a2 += load(x + i + 2 * W);
+    a3 += load(x + i + 3 * W);
+  }
+  float s = hsum(a0 + a1 + a2 + a3);
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+
+const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemv_f32, gemv_bf16, gemv_f16, fma_probe, stream_sum};
+
+}  // namespace
+}  // namespace sft::cpu
