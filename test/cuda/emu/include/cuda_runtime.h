@@ -6,6 +6,9 @@
 // What it checks, so that a bug shows in CI instead of on the first GPU run:
 //  - kernel logic: indexing, masking, tiling, reductions, barrier placement (a fiber runs until its
 //    next barrier, so a read that misses a __syncthreads sees stale data), shuffles of exited lanes;
+//  - the warp-level matrix instructions (emu_mma.h: mma.sync m16n8k16 bf16, ldmatrix .x4/.trans,
+//    cp.async): PTX ISA fragment layouts, all 32 lanes at the same instruction, ldmatrix rows
+//    16-byte aligned in shared memory, cp.async data unreadable (NaN) until the thread waits for it;
 //  - device memory (runtime.cpp): every cudaMalloc/cudaMallocAsync/cudaMallocHost/cudaHostAlloc is
 //    tracked, has its own mapping between PROT_NONE guard pages, ends (rounded up to 256 bytes) on
 //    the trailing guard page, starts 256-aligned, and is filled with 0xFF (NaN as fp32 and bf16, so
