@@ -4,12 +4,14 @@
 #   1. every kernel against the CPU backend, and whole models — llama, qwen2, baichuan, baichuan2,
 #      bloom — against the CPU and the transformers/peft fixtures (3 LoRA training steps fp32 and
 #      bf16, KV-cache generation, full and prompt tuning): sft_cuda_tests
-#   2. one Llama-2-7B-shaped LoRA step (r64 on every linear, bf16, random weights made on the
+#   2. attention on tensor cores (issue 14): bf16 fwd+bwd at seq 2048, head_dim 128 (and GQA 4:1,
+#      head_dim 64) beside a bf16 GEMM: TFLOP/s and the share of the GEMM rate, in summary.txt
+#   3. one Llama-2-7B-shaped LoRA step (r64 on every linear, bf16, random weights made on the
 #      device, the micro-batch filling the card), seq 512 and 2048: median step time, tokens/s,
 #      MFU, plan and device memory: sft_cuda_tests --step
-#   3. the kernel micro-benchmarks (medians) and PyTorch on the same shapes (bench/gpu/torch_ref.py)
-#   4. compute-sanitizer: memcheck on one whole model (llama: every phase of step 1), racecheck on
-#      the attention kernels
+#   4. the kernel micro-benchmarks (medians) and PyTorch on the same shapes (bench/gpu/torch_ref.py)
+#   5. compute-sanitizer: memcheck on one whole model (llama: every phase of step 1), racecheck on
+#      the attention kernels (SIMT and tensor-core)
 #
 #   bash scripts/gpu-check.sh            # everything lands in $OUT (default ./gpu-out)
 #
@@ -21,8 +23,8 @@
 # Environment: OUT, SFT_DEADLINE_S (default 450: later steps shorten or skip to end by then),
 # SFT_BUILD_DIR (default ./build-gpu), SFT_GPU_ARCH (e.g. 90; default: the GPU's compute capability),
 # SFT_CUBLAS_ROOT (folder with include/cublasLt.h + lib/libcublasLt.so.*; default: the toolkit's,
-# else PyTorch's nvidia-cublas wheel), SFT_SKIP (space-separated steps to skip: step bench torch
-# sanitizer). A build that fails with cuBLASLt is retried without it (the tiled GEMM: slow but
+# else PyTorch's nvidia-cublas wheel), SFT_SKIP (space-separated steps to skip: attention step bench
+# torch sanitizer). A build that fails with cuBLASLt is retried without it (the tiled GEMM: slow but
 # correct), and said so in summary.txt.
 # Written in a session without a GPU; its first real run is the first time this code executes on
 # hardware. Exit status: 0 when the build and every check passed (benchmarks never fail it).
@@ -139,6 +141,17 @@ rc=${PIPESTATUS[0]}
 grep -q '^SKIP' "$OUT/tests.txt" && rc=1  # no usable GPU: nothing was checked
 [ $rc = 0 ] || status=1
 done_step checks $rc "$(tail -1 "$OUT/tests.txt"); $(grep -c '^FAIL' "$OUT/tests.txt") FAIL lines"
+
+# Before the long steps, so the first GPU run measures it even if time runs short; its lines go to
+# gpu-check.log (the eight files are taken), the "attention:" summary to summary.txt.
+step "attention on tensor cores (seq 2048, head_dim 128)"
+if ! skipped attention; then
+  ATT_TXT=$(mktemp)
+  timeout "$(budget 60)" "$BIN" --bench --attention --tokens 16384 | tee "$ATT_TXT"
+  rc=${PIPESTATUS[0]}
+  done_step attention "$rc" "$(grep '^attention:' "$ATT_TXT" | cut -c 12-)"
+  rm -f "$ATT_TXT"
+fi
 
 step "7B-shaped LoRA step"
 if ! skipped step; then

@@ -11,10 +11,12 @@
 // Scores use Q pre-multiplied by 1/sqrt(hd), so lse is the logsumexp of the scaled scores.
 // Tile sizes keep shared memory under 99 KiB (the sm_86/sm_89 per-block limit).
 #include "cuda/attention.cuh"
+#include "cuda/attention_mma.cuh"
 #include "cuda/common.cuh"
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace sft::cuda {
 namespace {
@@ -701,6 +703,13 @@ void attention_forward(T* out, float* lse, const T* q, int64_t ldq, const T* k, 
                        int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd, cudaStream_t stream) {
   check_shape(Tq, Tk, p0, nh, nkv, hd);
   if (B * nh * Tq <= 0) return;
+  if constexpr (std::is_same_v<T, bf16>) {
+    const void* ptrs[] = {out, q, k, v};
+    if (attention_mma_fits(hd, ldq, ldkv, ptrs, 4)) {
+      attention_forward_mma(out, lse, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd, stream);
+      return;
+    }
+  }
   if (hd == 64)
     fwd_tiled<T, 64, 64, 64>(out, lse, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, stream);
   else if (hd == 128)
@@ -720,6 +729,13 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const 
   check_shape(Tq, Tk, p0, nh, nkv, hd);
   if (B * nh * Tq <= 0) return;
   with_dsum<T>(dout, out, B, Tq, nh, hd, stream, [&](const float* Dsum) {
+    if constexpr (std::is_same_v<T, bf16>) {
+      const void* ptrs[] = {dq, dk, dv, dout, q, k, v};
+      if (attention_mma_fits(hd, ldq, ldkv, ptrs, 7)) {
+        attention_backward_mma(dq, dk, dv, dout, lse, Dsum, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd, stream);
+        return;
+      }
+    }
     if (hd == 64)
       bwd_tiled<T, 64, 32, 64, 64, 64>(dq, dk, dv, dout, lse, Dsum, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, stream);
     else

@@ -8,14 +8,17 @@
 // at position p0 + i and sees keys 0..p0+i (Tk >= p0 + Tq: p0 > 0 is the KV-cache case). out is
 // [B*Tq, nh*hd]. T = float or bf16, computed in fp32.
 //
-// head_dim 64 and 128 run shared-memory tiled kernels; any other head_dim up to 256 runs a generic
-// kernel (one warp per row, no tiling: slow, for tiny test models). The backward is deterministic:
+// bf16 at head_dim 64 and 128 runs on tensor cores (attention_mma.cu: mma.sync, ldmatrix,
+// cp.async; sm_80+) when every row starts 16-byte aligned (pointers 16-byte aligned, ldq and ldkv
+// multiples of 8); otherwise, and for fp32, head_dim 64 and 128 run shared-memory tiled SIMT
+// kernels; any other head_dim up to 256 runs a generic kernel (one warp per row, no tiling: slow,
+// for tiny test models). The backward is deterministic:
 // dK/dV are owned by (batch, kv head, key block) and dQ by (batch, head, query block), each summing
 // in a fixed order, with no atomics (dQ recomputes the probabilities a second time for that).
 //
-// These are the simple, correct SIMT form: fp32 FMAs, no tensor cores. The fast path (mma.sync /
-// wgmma on bf16 tiles) is the next step once this has been checked on a GPU.
-// NOT YET RUN ON A GPU: checked only by test/cuda/test_kernels.cu, which needs one.
+// The SIMT kernels use fp32 FMAs; the tensor-core kernels round P and dS to bf16 for their
+// products, as FlashAttention-2 does. Both backwards are deterministic (no atomics).
+// NOT YET RUN ON A GPU: checked by test/cuda/test_kernels.cu under the CPU emulator only.
 #pragma once
 #include <cstdint>
 

@@ -3,12 +3,15 @@
 // forward + backward at sequence lengths 512, 1024 and 2048 (batch = tokens / seq, so each length
 // does the same token count). Reports milliseconds, GB/s for the memory-bound kernels (bytes that
 // must move at least once) and TFLOP/s for GEMMs and attention (causal attention counts half the
-// square; the backward counts 2.5x the forward's FLOPs, FlashAttention-2's convention, although
-// this backward recomputes P twice).
+// square: 4 B nh T^2 hd / 2 for the forward; the backward counts 2.5x that, FlashAttention-2's
+// convention, although this backward does 7 tile products where FA2 does 5: it recomputes P for dQ).
 //
 //   --json FILE   also write the results as JSON
 //   --quick       tiny shapes (a smoke test of this code, e.g. under the CPU emulator)
 //   --tokens N    tokens per batch (default 16384)
+//   --attention   only the bf16 attention (tensor cores) at the last sequence length, head_dim 128
+//                 (MHA and GQA 4:1) and 64, beside one bf16 GEMM, ending with an "attention:" line
+//                 that gives fwd+bwd TFLOP/s as a share of the GEMM's (issue 14's target: >= 60 %)
 // NOT YET RUN ON A GPU.
 #include <cuda_runtime.h>
 
@@ -241,6 +244,25 @@ void bench_attention(const Shape& s, int64_t Tlen, int nh, int nkv, int hd) {
   record("attention fwd+bwd " + type, shape, tf + tb, 0, 3.5 * fwd_flops);
 }
 
+// The attention-only run (--attention): bf16 at the last sequence length, then one square bf16
+// GEMM as the card's measured tensor-core rate, and the summary line gpu-check.sh quotes.
+void bench_attention_only(const Shape& s) {
+  const int64_t T = s.seqs.back();
+  bench_attention<bf16>(s, T, s.heads, s.heads, s.head_dim);
+  const Result mha = results[results.size() - 1], fwd = results[results.size() - 3], bwd = results[results.size() - 2];
+  bench_attention<bf16>(s, T, s.heads, s.heads / 4 > 0 ? s.heads / 4 : 1, s.head_dim);
+  bench_attention<bf16>(s, T, s.heads, s.heads, 64);
+  const int64_t n = std::min<int64_t>(s.hidden, 8192);
+  auto A = rand_dev<bf16>(n * n), B = rand_dev<bf16>(n * n), C = rand_dev<bf16>(n * n);
+  record("gemm bf16 (reference rate)", dims({n, n, n}), time_ms([&] {
+           cu::gemm<bf16, bf16>(false, false, n, n, n, 1.f, A.p, n, B.p, n, 0.f, C.p, n);
+         }),
+         0, 2.0 * n * n * n);
+  const double gemm = results.back().tflops;
+  std::printf("attention: bf16 fwd+bwd %s: %.1f TFLOP/s (fwd %.1f, bwd %.1f) = %.0f %% of bf16 GEMM %.1f TFLOP/s\n",
+              mha.shape.c_str(), mha.tflops, fwd.tflops, bwd.tflops, gemm > 0 ? 100.0 * mha.tflops / gemm : 0.0, gemm);
+}
+
 void write_json(const char* path, const cudaDeviceProp& prop) {
   FILE* f = std::fopen(path, "w");
   if (!f) {
@@ -263,7 +285,9 @@ void write_json(const char* path, const cudaDeviceProp& prop) {
 int run_bench(int argc, char** argv) {
   Shape s;
   const char* json = nullptr;
+  bool attention_only = false;
   for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--attention")) attention_only = true;
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) s.tokens = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) {
@@ -278,6 +302,12 @@ int run_bench(int argc, char** argv) {
               prop.multiProcessorCount, double(prop.totalGlobalMem) / (1 << 30),
               cu::gemm_uses_cublaslt() ? "cuBLASLt" : "the tiled fallback kernel", (long long)s.tokens);
   try {
+    if (attention_only) {
+      bench_attention_only(s);
+      SFT_CUDA_CHECK(cudaDeviceSynchronize());
+      if (json) write_json(json, prop);
+      return 0;
+    }
     bench_elementwise(s);
     bench_gemm(s);
     for (int64_t T : s.seqs) bench_attention<bf16>(s, T, s.heads, s.heads, s.head_dim);

@@ -88,6 +88,16 @@ const selftestModes: { mode: string; outcome?: boolean; status?: number; env?: R
     env: { SFT_EMU_DEVICE_MEMORY: '64M' },
     message: /oom: cudaMalloc of 32 MiB with 48 MiB of 64 MiB in use: cudaErrorMemoryAllocation \(out of memory\)/,
   },
+  {
+    mode: 'mma-exited-lane',
+    message: /kernel mma_kernel: lane 5 of the warp has exited before a warp-wide matrix instruction \(mma\/ldmatrix\), which needs all 32 lanes/,
+  },
+  { mode: 'mma-divergent', message: /kernel mma_kernel: the lanes of a warp wait at different warp-wide instructions/ },
+  {
+    mode: 'ldmatrix-global',
+    message: /kernel ldmatrix_global_kernel: ldmatrix row address is not inside the launch's dynamic shared memory/,
+  },
+  { mode: 'cp-async-no-wait', outcome: true, message: /cp-async-no-wait: out\[0\] = -?nan; 32\/32 reads before the wait are NaN/ },
 ];
 
 test('the CUDA emulator catches each memory and launch bug (sft_cuda_emu_selftest)', async (t) => {

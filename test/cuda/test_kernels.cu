@@ -6,7 +6,7 @@
 //   sft_cuda_tests                 the checks
 //   sft_cuda_tests --only NAME     only the checks of one op family (rmsnorm, rope, swiglu, embedding,
 //                                  cross-entropy, adamw, nf4, gemm, attention, linear, tensor, dropout,
-//                                  layernorm, l2norm, gelu, alibi), e.g. under a sanitizer
+//                                  layernorm, l2norm, gelu, alibi, mma), e.g. under a sanitizer
 //   sft_cuda_tests --no-large      skip the long-sequence attention case (sanitizers are slow)
 //   sft_cuda_tests --only models --arch llama   whole-model checks of one architecture
 //   sft_cuda_tests --bench         micro-benchmarks instead (bench_kernels.cu; --json FILE, --quick)
@@ -32,7 +32,9 @@
 #include "cpu/gemm.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
+#include "cuda/attention_mma.cuh"
 #include "cuda/device.h"
+#include "cuda/mma_probe.cuh"
 #include "cuda/ops.cuh"
 #include "cuda_test_util.cuh"
 
@@ -308,16 +310,48 @@ std::vector<float> lse_ref(const std::vector<float>& q, int64_t ldq, const std::
   return out;
 }
 
+// The warp-level matrix instructions (mma.cuh) against a scalar product, on a GPU and under the
+// emulator alike. Every input element is distinct (random), so a fragment mapping that swaps rows
+// and columns, the halves of a register, or two lanes' elements gives a different product.
+void check_mma() {
+  auto A = as<bf16>(randf(256, rng)), Bkn = as<bf16>(randf(256, rng)), C = randf(256, rng);
+  std::vector<float> Bnk(256);
+  for (int k = 0; k < 16; k++)
+    for (int n = 0; n < 16; n++) Bnk[n * 16 + k] = Bkn[k * 16 + n];
+  const int a_rows = 13;  // rows 13..15 of A read as zero: cp.async's zero-fill
+  std::vector<float> ref(256);
+  for (int m = 0; m < 16; m++)
+    for (int n = 0; n < 16; n++) {
+      double acc = C[m * 16 + n];
+      for (int k = 0; k < 16; k++) acc += (m < a_rows ? double(A[m * 16 + k]) : 0.0) * double(Bkn[k * 16 + n]);
+      ref[m * 16 + n] = float(acc);
+    }
+  Dev<bf16> ga(A), gbkn(Bkn), gbnk(Bnk);
+  Dev<float> gc(C), gd(256);
+  const struct {
+    cu::MmaProbe mode;
+    const char* name;
+  } modes[] = {{cu::MmaProbe::kFragments, "A/B fragments by the PTX layout, mma.sync m16n8k16 bf16"},
+               {cu::MmaProbe::kLdmatrix, "cp.async (zero-fill) + ldmatrix.x4 + mma.sync"},
+               {cu::MmaProbe::kLdmatrixTrans, "cp.async (zero-fill) + ldmatrix.x4 / .x4.trans + mma.sync"}};
+  for (const auto& m : modes) {
+    cu::mma_probe(gd.p, ga.p, m.mode == cu::MmaProbe::kLdmatrix ? gbnk.p : gbkn.p, gc.p, a_rows, m.mode);
+    expect(std::string("cuda warp matrix instructions: ") + m.name + ", D = A B + C (16x16x16)", gd.floats(), ref,
+           1e-5);
+  }
+}
+
 struct AttnCase {
   int64_t B, Tq, Tk, p0;
   int nh, nkv, hd;
-  bool generic;  // call the generic kernels explicitly
+  bool generic;     // call the generic kernels explicitly
+  int64_t pad = 8;  // row padding of q and kv (elements); not a multiple of 8: no tensor cores
 };
 
 // q: [B*Tq, ldq]; k and v inside one [B*Tk, ldkv] buffer (k at column 0, v at nkv*hd), padded.
 template <typename T>
 void check_attention(const AttnCase& c, bool check_determinism = false) {
-  const int64_t ldq = int64_t(c.nh) * c.hd + 8, ldkv = 2 * int64_t(c.nkv) * c.hd + 8;
+  const int64_t ldq = int64_t(c.nh) * c.hd + c.pad, ldkv = 2 * int64_t(c.nkv) * c.hd + c.pad;
   const int64_t voff = int64_t(c.nkv) * c.hd, ldo = int64_t(c.nh) * c.hd;
   auto q = as<T>(randf(c.B * c.Tq * ldq, rng)), kv = as<T>(randf(c.B * c.Tk * ldkv, rng));
   auto dout = as<T>(randf(c.B * c.Tq * ldo, rng));
@@ -336,10 +370,15 @@ void check_attention(const AttnCase& c, bool check_determinism = false) {
   fwd(gout.p, glse.p, gq.p, ldq, gkv.p, gkv.p + voff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd, nullptr);
   bwd(gdq.p, gdkv.p, gdkv.p + voff, gdout.p, gout.p, glse.p, gq.p, ldq, gkv.p, gkv.p + voff, ldkv, c.B, c.Tq, c.Tk,
       c.p0, c.nh, c.nkv, c.hd, nullptr);
-  char name[160];
-  std::snprintf(name, sizeof name, "cuda attention %s%s hd %d B %lld Tq %lld Tk %lld p0 %lld nh %d nkv %d",
-                tname<T>().c_str(), c.generic ? " generic" : (c.hd == 64 || c.hd == 128 ? " tiled" : " (generic)"),
-                c.hd, (long long)c.B, (long long)c.Tq, (long long)c.Tk, (long long)c.p0, c.nh, c.nkv);
+  // Which kernels attention_forward/backward picked (attention.cu's dispatch).
+  const void* ptrs[] = {gout.p, gq.p, gkv.p, gkv.p + voff, gdq.p, gdkv.p, gdkv.p + voff, gdout.p};
+  const bool mma = std::is_same<T, bf16>::value && !c.generic && cu::attention_mma_fits(c.hd, ldq, ldkv, ptrs, 8);
+  char name[180];
+  std::snprintf(name, sizeof name, "cuda attention %s%s hd %d B %lld Tq %lld Tk %lld p0 %lld nh %d nkv %d%s",
+                tname<T>().c_str(),
+                c.generic ? " generic" : mma ? " mma" : (c.hd == 64 || c.hd == 128 ? " tiled" : " (generic)"), c.hd,
+                (long long)c.B, (long long)c.Tq, (long long)c.Tk, (long long)c.p0, c.nh, c.nkv,
+                c.pad % 8 ? " (rows not 16-byte aligned)" : "");
   const std::string n = name;
   expect(n + ": out", gout.floats(), out, tol<T>());
   expect(n + ": lse", glse.floats(), lse, kTolF32);
@@ -365,6 +404,20 @@ void check_attention_all(bool large) {
   check_attention<T>({1, 50, 50, 0, 2, 1, 64, true});          // generic kernels on a tiled head dim
   check_attention<T>({1, 300, 300, 0, 2, 1, 128, false});      // many tiles both ways
   if (large) check_attention<T>({1, 1100, 1100, 0, 2, 2, 64, false});
+  if (std::is_same<T, bf16>::value) check_attention<T>({2, 77, 77, 0, 4, 2, 64, false, 4});  // SIMT fallback
+}
+
+// The tensor-core kernels (bf16, head_dim 64 and 128): every sequence length class (one token,
+// partial tiles, exact tiles, several tiles plus a partial one), GQA 4:1 and 1:1, batch 2, and the
+// KV-cache forms. Small head counts keep the emulator quick.
+void check_attention_mma() {
+  for (int hd : {64, 128})
+    for (int64_t T : {1, 17, 64, 130, 257}) {
+      check_attention<bf16>({2, T, T, 0, 4, 1, hd, false}, T == 130);  // GQA 4:1
+      check_attention<bf16>({2, T, T, 0, 1, 1, hd, false});            // 1:1
+    }
+  check_attention<bf16>({2, 70, 150, 80, 4, 1, 128, false});  // prefill after 80 cached tokens
+  check_attention<bf16>({2, 1, 100, 99, 2, 2, 64, false});    // decoding one token
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,7 +771,7 @@ int main(int argc, char** argv) {
   }
   const char* families[] = {"rmsnorm", "rope",   "swiglu",    "embedding", "cross-entropy", "adamw",
                             "nf4",     "gemm",   "attention", "linear",    "tensor",        "dropout",
-                            "layernorm", "l2norm", "gelu",    "alibi",     "models"};
+                            "layernorm", "l2norm", "gelu",    "alibi",     "mma",      "models"};
   if (!only.empty() && std::none_of(std::begin(families), std::end(families), [&](const char* f) { return only == f; })) {
     std::printf("unknown --only %s (one of:", only.c_str());
     for (const char* f : families) std::printf(" %s", f);
@@ -749,7 +802,8 @@ int main(int argc, char** argv) {
         check_gemm<bf16, float>(true);
       }
     }
-    if (want("attention")) check_attention_all<float>(large), check_attention_all<bf16>(large);
+    if (want("mma")) check_mma();
+    if (want("attention")) check_attention_all<float>(large), check_attention_all<bf16>(large), check_attention_mma();
     if (want("linear")) check_linear<float>(), check_linear<bf16>();
     if (want("tensor")) check_tensor();
     if (want("dropout")) check_dropout<float>(), check_dropout<bf16>();

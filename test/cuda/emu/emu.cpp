@@ -2,7 +2,9 @@
 // runtime.cpp has the memory checks and the API). One block at a time; its threads are ucontext
 // fibers run round-robin, each until it finishes or waits at a barrier. __syncthreads releases when
 // every live thread of the block waits there; a warp exchange (shuffle) releases when every live lane
-// of the warp has published its value. Fiber stacks and the dynamic shared memory have a PROT_NONE
+// of the warp has published its value; a warp-wide matrix instruction (warp_collective) runs when
+// the last lane of the warp arrives. Each thread keeps its queue of cp.async copies, done when it
+// waits for them. Fiber stacks and the dynamic shared memory have a PROT_NONE
 // guard page (below the stack, after the shared memory), so a kernel's stack overflow or a write past
 // its dynamic shared memory faults and is reported (runtime.cpp's SIGSEGV handler) instead of
 // silently corrupting the emulator.
@@ -54,6 +56,13 @@ namespace {
 
 enum State { kRunnable, kBlockBarrier, kWarpPublish, kWarpRead, kDone };
 
+// One queued cp.async: bytes to copy, of which src_bytes are read (the rest zero-filled).
+struct AsyncCopy {
+  char* dst;
+  const char* src;
+  size_t bytes, src_bytes;
+};
+
 struct Fiber {
   ucontext_t ctx;
   void* sp = nullptr;
@@ -62,6 +71,13 @@ struct Fiber {
   int linear = 0;
   State state = kDone;
   uint64_t published = 0;
+  // The warp instruction it waits at (0: a shuffle), its buffer, and whether the instruction ran.
+  int op = 0;
+  void* buf = nullptr;
+  bool collective_ran = false;
+  // cp.async: issued copies (oldest first) and, per committed group, where it ends in `copies`.
+  std::vector<AsyncCopy> copies;
+  std::vector<size_t> groups;
 };
 
 constexpr size_t kStackBytes = 256 * 1024;
@@ -122,8 +138,21 @@ void to_scheduler() {
 #endif
 }
 
+void finish_copies(Fiber& f, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const AsyncCopy& c = f.copies[i];
+    std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(c.dst + c.src_bytes, 0, c.bytes - c.src_bytes);
+  }
+  f.copies.erase(f.copies.begin(), f.copies.begin() + std::ptrdiff_t(n));
+  for (size_t& g : f.groups) g -= n;
+}
+
 void fiber_entry() {
   (*body)();
+  // A thread may exit with copies in flight: on a GPU they still land.
+  finish_copies(*current, current->copies.size());
+  current->groups.clear();
   current->state = kDone;
   to_scheduler();  // never resumed
   std::abort();
@@ -211,6 +240,7 @@ void syncthreads() { wait(kBlockBarrier); }
 
 uint64_t exchange(uint64_t v, int src_lane) {
   current->published = v;
+  current->op = 0;
   wait(kWarpPublish);
   const int src = (current->linear & ~31) + src_lane;
   if (src >= int(cur_block_dim.x * cur_block_dim.y * cur_block_dim.z) || fibers[src].state == kDone)
@@ -218,6 +248,68 @@ uint64_t exchange(uint64_t v, int src_lane) {
   const uint64_t r = fibers[src].published;
   wait(kWarpRead);  // nobody publishes again before every lane has read
   return r;
+}
+
+void warp_collective(int op, void* buf, void (*fn)(void* const* lanes)) {
+  const int me = current->linear, t0 = me & ~31;
+  if (t0 + 32 > int(cur_block_dim.x * cur_block_dim.y * cur_block_dim.z))
+    fail("a warp-wide matrix instruction (mma/ldmatrix) in a partial warp: the block size is not a multiple of 32");
+  current->op = op;
+  current->buf = buf;
+  current->collective_ran = false;
+  bool last = true;
+  for (int t = t0; t < t0 + 32; t++) {
+    if (t == me) continue;
+    const Fiber& f = fibers[size_t(t)];
+    if (f.state == kDone) {
+      char msg[160];
+      std::snprintf(msg, sizeof msg, "lane %d of the warp has exited before a warp-wide matrix instruction (mma/ldmatrix), "
+                    "which needs all 32 lanes", t - t0);
+      fail(msg);
+    }
+    if (f.state != kWarpPublish) {
+      last = false;
+    } else if (f.op != op) {
+      fail("the lanes of a warp wait at different warp-wide instructions (divergent mma/ldmatrix/shuffle)");
+    }
+  }
+  if (last) {
+    void* lanes[32];
+    for (int t = t0; t < t0 + 32; t++) lanes[t - t0] = fibers[size_t(t)].buf;
+    fn(lanes);
+    for (int t = t0; t < t0 + 32; t++) fibers[size_t(t)].collective_ran = true;
+  }
+  wait(kWarpPublish);
+  // Released without the instruction having run: the lanes still missing have exited meanwhile.
+  if (!current->collective_ran)
+    fail("a lane of the warp exited while the others waited at a warp-wide matrix instruction (mma/ldmatrix)");
+}
+
+void kernel_fail(const char* what) { fail(what); }
+
+bool in_dynamic_smem(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  return smem && c >= smem && c + bytes <= smem + smem_bytes_now;
+}
+
+void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes) {
+  if (!in_dynamic_smem(dst, bytes)) fail("cp.async destination is not inside the launch's dynamic shared memory");
+  if (reinterpret_cast<uintptr_t>(dst) % bytes || reinterpret_cast<uintptr_t>(src) % bytes)
+    fail("cp.async of 16 bytes with a source or destination that is not 16-byte aligned");
+  if (src_bytes > bytes) fail("cp.async source size larger than the copy");
+  std::memset(dst, 0xFF, bytes);  // in flight: unreadable until the wait
+  current->copies.push_back(AsyncCopy{static_cast<char*>(dst), static_cast<const char*>(src), bytes, src_bytes});
+}
+
+void cp_async_commit() { current->groups.push_back(current->copies.size()); }
+
+void cp_async_wait(int pending) {
+  Fiber& f = *current;
+  const size_t keep = size_t(pending < 0 ? 0 : pending);
+  if (f.groups.size() <= keep) return;
+  const size_t done = f.groups.size() - keep;  // the oldest groups, complete now
+  finish_copies(f, f.groups[done - 1]);
+  f.groups.erase(f.groups.begin(), f.groups.begin() + std::ptrdiff_t(done));
 }
 
 void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& fn) {
@@ -236,6 +328,8 @@ void run_grid(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void
           Fiber& f = fibers[size_t(t)];
           if (!f.stack) f.stack = map_guarded(kStackBytes, kStackGuard, true);
           f.linear = t;
+          f.copies.clear();
+          f.groups.clear();
           f.tid = uint3{unsigned(t) % block.x, (unsigned(t) / block.x) % block.y, unsigned(t) / (block.x * block.y)};
           start(f);
           f.state = kRunnable;

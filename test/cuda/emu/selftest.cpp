@@ -23,6 +23,10 @@
 // smem-overflow     a kernel writes past its dynamic shared memory           -> faults
 // smem-limit        64 KiB of dynamic shared memory without the attribute    -> launch error, exits 0
 // oom               cudaMalloc past SFT_EMU_DEVICE_MEMORY (64M here)         -> cudaErrorMemoryAllocation, exits 0
+// mma-exited-lane   lane 5 returns before a warp's mma.sync                  -> aborts, names the lane
+// mma-divergent     half a warp at ldmatrix, the other half at mma.sync      -> aborts
+// ldmatrix-global   ldmatrix from a global-memory address                    -> aborts
+// cp-async-no-wait  reads shared memory a cp.async fills without waiting     -> prints the NaN it read, exits 0
 #include <cuda_runtime.h>
 #include <sys/resource.h>
 
@@ -34,6 +38,7 @@
 #include <vector>
 
 #include "cuda/common.cuh"
+#include "cuda/mma.cuh"
 
 using sft::cuda::bf16;
 using sft::cuda::grid_for;
@@ -94,6 +99,39 @@ __global__ void smem_write_kernel(float* out, int n, int extra) {
     for (int i = 0; i < n; i++) t += s[i];
     *out = t;
   }
+}
+
+// One m16n8k16 product of zero fragments, except that lane `exit_lane` returns first; with
+// `diverge`, lanes 16..31 run an ldmatrix instead. out[lane] = acc[0].
+__global__ void mma_kernel(float* out, int exit_lane, int diverge) {
+  SFT_DYNAMIC_SMEM(sft::cuda::bf16, s);
+  const int lane = int(threadIdx.x);
+  if (lane == exit_lane) return;
+  uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+  float acc[4] = {1.f, 1.f, 1.f, 1.f};
+  if (diverge && lane >= 16)
+    sft::cuda::ldmatrix_x4(a, s + (lane % 16) * 8);
+  else
+    sft::cuda::mma_bf16_16x8x16(acc, a, b);
+  out[lane] = acc[0];
+}
+// ldmatrix with every lane's row address in global memory (src), not shared memory.
+__global__ void ldmatrix_global_kernel(float* out, const sft::cuda::bf16* src) {
+  uint32_t r[4];
+  sft::cuda::ldmatrix_x4(r, src + (threadIdx.x % 32) * 8);
+  out[threadIdx.x] = float(r[0]);
+}
+// cp.async of 16 bytes per thread into shared memory, then each thread reads its neighbour's
+// chunk after a barrier but without waiting for its copies: out[i] = what it read.
+__global__ void cp_async_no_wait_kernel(float* out, const float* src) {
+  SFT_DYNAMIC_SMEM(float, s);
+  const int i = int(threadIdx.x);
+  sft::cuda::cp_async_16(s + 4 * i, src + 4 * i, true);
+  sft::cuda::cp_async_commit();
+  __syncthreads();  // a barrier is not a wait: the copies may still be in flight
+  out[i] = s[4 * ((i + 1) % 32)];
+  __syncthreads();
+  sft::cuda::cp_async_wait<0>();
 }
 
 std::vector<float> iota(int n) {
@@ -385,10 +423,43 @@ int run(const std::string& mode) {
     cudaGetLastError();
     return e == cudaErrorMemoryAllocation ? 0 : 1;
   }
+  if (mode == "mma-exited-lane" || mode == "mma-divergent") {
+    float* out;
+    CHECK(cudaMalloc(&out, 32 * sizeof(float)));
+    SFT_LAUNCH(1, 32, 256, nullptr, mma_kernel)(out, mode == "mma-exited-lane" ? 5 : -1, mode == "mma-divergent");
+    std::printf("%s: not caught\n", mode.c_str());
+    return 1;
+  }
+  if (mode == "ldmatrix-global") {
+    float* out;
+    sft::cuda::bf16* src;
+    CHECK(cudaMalloc(&out, 32 * sizeof(float)));
+    CHECK(cudaMalloc(&src, 256 * sizeof(sft::cuda::bf16)));
+    SFT_LAUNCH(1, 32, 0, nullptr, ldmatrix_global_kernel)(out, src);
+    std::printf("ldmatrix-global: not caught\n");
+    return 1;
+  }
+  if (mode == "cp-async-no-wait") {
+    float *out, *src;
+    CHECK(cudaMalloc(&out, 32 * sizeof(float)));
+    CHECK(cudaMalloc(&src, 128 * sizeof(float)));
+    const std::vector<float> h = iota(128);
+    CHECK(cudaMemcpy(src, h.data(), 128 * sizeof(float), cudaMemcpyHostToDevice));
+    SFT_LAUNCH(1, 32, 128 * sizeof(float), nullptr, cp_async_no_wait_kernel)(out, src);
+    std::vector<float> r(32);
+    CHECK(cudaMemcpy(r.data(), out, 32 * sizeof(float), cudaMemcpyDeviceToHost));
+    int nan = 0;
+    for (float x : r) nan += std::isnan(x);
+    std::printf("cp-async-no-wait: out[0] = %g; %d/32 reads before the wait are NaN\n", double(r[0]), nan);
+    CHECK(cudaFree(out));
+    CHECK(cudaFree(src));
+    return 0;
+  }
   std::fprintf(stderr,
                "usage: sft_cuda_emu_selftest MODE (ok host-pointer pinned-arg freed-arg oob-read oob-write underflow "
                "use-after-free double-free bad-free free-pinned leak uninitialized bad-memcpy bad-memcpy-kind "
-               "bad-stream host-access smem-overflow smem-limit oom)\n");
+               "bad-stream host-access smem-overflow smem-limit oom mma-exited-lane mma-divergent ldmatrix-global "
+               "cp-async-no-wait)\n");
   return 2;
 }
 

@@ -6,6 +6,9 @@
 // What it checks, so that a bug shows in CI instead of on the first GPU run:
 //  - kernel logic: indexing, masking, tiling, reductions, barrier placement (a fiber runs until its
 //    next barrier, so a read that misses a __syncthreads sees stale data), shuffles of exited lanes;
+//  - the warp-level matrix instructions (emu_mma.h: mma.sync m16n8k16 bf16, ldmatrix .x4/.trans,
+//    cp.async): PTX ISA fragment layouts, all 32 lanes at the same instruction, ldmatrix rows
+//    16-byte aligned in shared memory, cp.async data unreadable (NaN) until the thread waits for it;
 //  - device memory (runtime.cpp): every cudaMalloc/cudaMallocAsync/cudaMallocHost/cudaHostAlloc is
 //    tracked, has its own mapping between PROT_NONE guard pages, ends (rounded up to 256 bytes) on
 //    the trailing guard page, starts 256-aligned, and is filled with 0xFF (NaN as fp32 and bf16, so
@@ -184,6 +187,28 @@ void* dynamic_smem();
 void syncthreads();
 // Every live lane of the calling warp publishes v, then reads lane src's value.
 uint64_t exchange(uint64_t v, int src_lane);
+
+// The warp-wide matrix instructions (mma.sync, ldmatrix: emu_mma.h). Every lane of the calling
+// warp calls this with its own buffer and the instruction's id `op`; when the last lane arrives,
+// fn runs once with the 32 buffers in lane order (it reads every lane's operands and writes every
+// lane's results), then the lanes go on. As on a GPU, where such an instruction is undefined
+// otherwise, it fails when the warp is partial, a lane of it has exited, or its lanes wait at
+// different instructions.
+void warp_collective(int op, void* buf, void (*fn)(void* const* lanes));
+// Stops the program with `what`, naming the running kernel and block.
+[[noreturn]] void kernel_fail(const char* what);
+// Whether [p, p + bytes) lies inside the running launch's dynamic shared memory.
+bool in_dynamic_smem(const void* p, size_t bytes);
+// cp.async (emu_mma.h): the copy of `bytes` from src to dst (dynamic shared memory), of which only
+// the first src_bytes are read (the rest is zero-filled), is queued on the calling thread. Its
+// destination reads as NaN (0xFF bytes) from issue until the copy is done, which is when the
+// thread waits for its group (cp_async_wait), so a read that misses the wait, or a refill that
+// misses the barrier after the last read, gives NaN instead of silently passing. commit closes the
+// thread's open group; wait(n) completes all but the n most recent committed groups. Copies still
+// queued when a thread exits complete then.
+void cp_async(void* dst, const void* src, size_t bytes, size_t src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
 
 // Runs body for every block of the grid, block threads as fibers.
 void run_grid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
