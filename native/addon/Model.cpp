@@ -161,6 +161,27 @@ class ForwardBackwardWorker : public Worker {
   double loss_ = 0;
 };
 
+// The loss of a batch without gradients, in eval mode (no dropout): what evaluation during
+// training needs, without copying batch x seqLen x vocab logits to JavaScript.
+class ForwardLossWorker : public Worker {
+ public:
+  ForwardLossWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, std::vector<int32_t> labels, int64_t B, int64_t T)
+      : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T) {}
+  void Run() override { loss_ = model_->engine().forward_loss(ids_.data(), labels_.data(), B_, T_, 0, false, &count_); }
+  std::string What() const override { return "forward of a batch of " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("lossSum", loss_);
+    o.Set("tokens", double(count_));
+    return o;
+  }
+
+ private:
+  std::vector<int32_t> ids_, labels_;
+  int64_t B_, T_, count_ = 0;
+  double loss_ = 0;
+};
+
 // The step and the check of what it wrote, in one worker: { gradNorm, weightsFinite }. A
 // non-finite norm means no update was made (adamw_step skips it), so the weights are as before.
 class AdamWWorker : public Worker {
@@ -213,7 +234,8 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("setBaseTrainable", &Model::SetBaseTrainable), InstanceMethod("trainableParams", &Model::TrainableParams),
                       InstanceMethod("getTensor", &Model::GetTensor), InstanceMethod("setTensor", &Model::SetTensor),
                       InstanceMethod("getGrad", &Model::GetGrad),
-                      InstanceMethod("forwardBackward", &Model::ForwardBackward), InstanceMethod("zeroGrad", &Model::ZeroGrad),
+                      InstanceMethod("forwardBackward", &Model::ForwardBackward),
+                      InstanceMethod("forwardLoss", &Model::ForwardLoss), InstanceMethod("zeroGrad", &Model::ZeroGrad),
                       InstanceMethod("adamwStep", &Model::AdamWStep),
                       InstanceMethod("getOptimizerState", &Model::GetOptimizerState),
                       InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
@@ -508,6 +530,19 @@ Napi::Value Model::SetOptimizerState(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
   return env.Undefined();
+}
+
+Napi::Value Model::ForwardLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto ids = to_ids(info[0], "ids");
+  auto labels = to_ids(info[1], "labels");
+  const int64_t B = info[2].As<Napi::Number>().Int64Value(), T = info[3].As<Napi::Number>().Int64Value();
+  if (int64_t(ids.size()) != B * T || labels.size() != ids.size())
+    throw Napi::RangeError::New(env, "forwardLoss: ids and labels must both hold batch * seqLen values");
+  auto* w = new ForwardLossWorker(this, env, std::move(ids), std::move(labels), B, T);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 Napi::Value Model::Logits(const Napi::CallbackInfo& info) {

@@ -137,6 +137,9 @@ export interface NativeModel {
    *  Gradients of (lossScale * sum of token losses) are ADDED to the trainable grads.
    *  Resolves with the summed loss (unscaled) and the number of label tokens. */
   forwardBackward(ids: Int32Array, labels: Int32Array, batch: number, seqLen: number, lossScale: number, step: number): Promise<{ lossSum: number; tokens: number }>;
+  /** The loss of one batch without gradients, in eval mode (no dropout, no random numbers): labels as
+   *  forwardBackward's (-100 ignored). Resolves with the summed loss and the number of label tokens. */
+  forwardLoss(ids: Int32Array, labels: Int32Array, batch: number, seqLen: number): Promise<{ lossSum: number; tokens: number }>;
   zeroGrad(): void;
   /** AdamW state for checkpoints: optimizer steps taken and each trainable tensor's moments
    *  (empty arrays before the first step). */

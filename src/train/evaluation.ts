@@ -15,7 +15,6 @@ import type { NativeModel } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
 import type { PreparedDataset } from '../data/dataset.js';
 import { IGNORE } from '../data/encode.js';
-import { logSoftmaxAt } from '../chat/score.js';
 import { resolveInterval } from './schedule.js';
 
 export interface EvalPlan {
@@ -70,12 +69,11 @@ export interface EvalLossOptions {
 /**
  * eval_loss over `data` in file order. Each forward pass takes consecutive samples right-padded to
  * the longest of them (causal attention: padding after a token never changes its logits), and the
- * loss at position t is -log softmax(logits[t])[labels[t + 1]] where that label is not -100,
- * accumulated in float64.
+ * loss at position t is -log softmax(logits[t])[labels[t + 1]] where that label is not -100: the
+ * engine's own cross-entropy (forwardLoss, eval mode), summed in float64 here.
  */
 export async function evalLoss(model: NativeModel, data: Pick<PreparedDataset, 'size' | 'get'>, opts: EvalLossOptions): Promise<EvalLoss | undefined> {
   const rowsPerPass = Math.max(1, Math.min(opts.batchSize, opts.maxRows));
-  const V = opts.vocabSize;
   let sum = 0, tokens = 0;
   for (let start = 0; start < data.size; start += rowsPerPass) {
     if (opts.shouldStop && (await opts.shouldStop())) return undefined;
@@ -83,15 +81,12 @@ export async function evalLoss(model: NativeModel, data: Pick<PreparedDataset, '
     const T = Math.max(...rows.map((r) => r.inputIds.length));
     const ids = new Int32Array(rows.length * T).fill(opts.padId);
     rows.forEach((r, k) => ids.set(r.inputIds, k * T));
-    const logits = await model.logits(ids, rows.length, T);
-    rows.forEach((r, k) => {
-      for (let t = 0; t + 1 < r.labels.length; t++) {
-        const target = r.labels[t + 1];
-        if (target === IGNORE) continue;
-        sum -= logSoftmaxAt(logits.subarray((k * T + t) * V, (k * T + t + 1) * V), target);
-        tokens++;
-      }
-    });
+    // Position t is scored on the label of t + 1 (the token it predicts); padding is never a target.
+    const targets = new Int32Array(rows.length * T).fill(IGNORE);
+    rows.forEach((r, k) => targets.set(r.labels.subarray(1), k * T));
+    const r = await model.forwardLoss(ids, targets, rows.length, T);
+    sum += r.lossSum;
+    tokens += r.tokens;
   }
   return { loss: tokens ? sum / tokens : NaN, tokens, samples: data.size, batches: Math.ceil(data.size / Math.max(1, opts.batchSize)) };
 }
