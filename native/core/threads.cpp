@@ -30,7 +30,9 @@ class Pool {
     stop();
     quit_ = false;
     try {
-      for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+      // A new worker must not take the last finished job for a new one: it starts from the
+      // current generation (stable here: resize and run both hold run_mu).
+      for (int i = 1; i < n; i++) workers_.emplace_back([this, i, g = generation_] { loop(i, g); });
     } catch (const std::system_error& e) {
       const size_t started = workers_.size() + 1;
       stop();
@@ -59,8 +61,7 @@ class Pool {
   }
 
  private:
-  void loop(int id) {
-    uint64_t seen = 0;
+  void loop(int id, uint64_t seen) {
     for (;;) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return quit_ || generation_ != seen; });
