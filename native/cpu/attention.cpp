@@ -106,6 +106,53 @@ struct Layout {
   T scale() const { return T(1.0 / std::sqrt(double(hd))); }
 };
 
+// x[c] = exp(x[c] - sub) for c < n; returns their sum. fp32 runs vexp (the exponentials are a
+// large part of attention's time); double (the gradient checks) runs std::exp.
+inline double exp_sub_sum(double* x, int64_t n, double sub) {
+  double sum = 0;
+  for (int64_t c = 0; c < n; c++) sum += (x[c] = std::exp(x[c] - sub));
+  return sum;
+}
+
+inline float exp_sub_sum(float* x, int64_t n, float sub) {
+  using V = Vec<float>::type;
+  constexpr int64_t W = kLanes<float>;
+  V acc = V{};
+  int64_t c = 0;
+  for (; c + W <= n; c += W) {
+    const V e = vexp(vload(x + c) - sub);
+    vstore(x + c, e);
+    acc += e;
+  }
+  if (c < n) {  // the tail through one padded vector: -inf lanes give 0
+    float tail[W];
+    for (int64_t t = 0; t < W; t++) tail[t] = c + t < n ? x[c + t] : -INFINITY;
+    const V e = vexp(vload(tail) - sub);
+    vstore(tail, e);
+    for (int64_t t = 0; c + t < n; t++) x[c + t] = tail[t];
+    acc += e;
+  }
+  return hsum<float>(acc);
+}
+
+// max(init, x[0..n)), lane-wise as the scalar (m < x ? x : m): a NaN score is skipped here and shows
+// up in the exponentials instead.
+template <typename T>
+inline T row_max(const T* x, int64_t n, T init) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t W = kLanes<T>;
+  V mv = V{} + init;
+  int64_t c = 0;
+  for (; c + W <= n; c += W) {
+    const V v = vload(x + c);
+    mv = mv < v ? v : mv;
+  }
+  T m = init;
+  for (int64_t t = 0; t < W; t++) m = m < mv[t] ? mv[t] : m;
+  for (; c < n; c++) m = m < x[c] ? x[c] : m;
+  return m;
+}
+
 // How many of the nk keys j0.. query i sees (keys j <= p0 + i): the leading columns of its score row.
 template <typename T>
 inline int64_t visible(const Layout<T>& L, int64_t i, int64_t j0, int64_t nk) {
@@ -147,12 +194,10 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
           const int64_t n = visible(L, i0 + r, j0, nk);
           if (L.slopes)
             for (int64_t c = 0; c < n; c++) sr[c] += slope * T(j0 + c);
-          T m = mx[r];
-          for (int64_t c = 0; c < n; c++) m = std::max(m, sr[c]);
+          const T m = row_max(sr, n, mx[r]);
           // Before its first visible key a row's max is -inf: nothing to rescale, and no -inf - -inf.
           const T alpha = mx[r] == T(-INFINITY) ? T(0) : std::exp(mx[r] - m);
-          T add = 0;
-          for (int64_t c = 0; c < n; c++) add += (sr[c] = std::exp(sr[c] - m));
+          const T add = exp_sub_sum(sr, n, m);
           for (int64_t c = n; c < nk; c++) sr[c] = 0;
           if (alpha != T(1)) {
             T* orow = o.data() + r * hdp;
@@ -231,12 +276,11 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* ls
               const int64_t i = i0 + r, n = visible(L, i, j0, nk);
               T* pr = p.data() + r * BK;
               T* dr = ds.data() + r * BK;
-              const T l = lrow[i], dd = drow[i];
-              for (int64_t c = 0; c < n; c++) {
-                const T e = std::exp(pr[c] + (L.slopes ? slope * T(j0 + c) : T(0)) - l);
-                pr[c] = e;
-                dr[c] = e * (dr[c] - dd);
-              }
+              const T dd = drow[i];
+              if (L.slopes)  // the scores exactly as the forward formed them
+                for (int64_t c = 0; c < n; c++) pr[c] += slope * T(j0 + c);
+              exp_sub_sum(pr, n, lrow[i]);
+              for (int64_t c = 0; c < n; c++) dr[c] = pr[c] * (dr[c] - dd);
               for (int64_t c = n; c < nk; c++) pr[c] = 0, dr[c] = 0;
             }
             mm<T, true>(nk, hd, mq, p.data(), BK, yb, hdp, dvs.data(), hdp, true);
