@@ -166,8 +166,10 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
   const T scale = L.scale();
   // Work item = (batch, head, query block): rows are independent, so any split is exact.
   parallel_for(L.B * L.nh * nqb, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> qs(size_t(BQ * hd)), kt(size_t(hd * BK)), vb(size_t(BK * hdp)), s(size_t(BQ * BK)),
-        o(size_t(BQ * hdp)), mx(static_cast<size_t>(BQ)), sum(static_cast<size_t>(BQ));
+    // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
+    const int64_t rows = std::min(BQ, L.Tq), packed = rows < kMR ? 0 : 1;
+    std::vector<T> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
+        s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows));
     for (int64_t w = w0; w < w1; w++) {
       const int64_t b = w / (L.nh * nqb), h = (w / nqb) % L.nh, i0 = (w % nqb) * BQ;
       const int64_t g = h / group, mq = std::min(BQ, L.Tq - i0);
@@ -176,19 +178,27 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
         const T* src = L.qrow(b, h, i0 + r);
         for (int d = 0; d < hd; d++) qs[r * hd + d] = src[d] * scale;
       }
-      std::fill(o.begin(), o.end(), T(0));
-      std::fill(mx.begin(), mx.end(), T(-INFINITY));
-      std::fill(sum.begin(), sum.end(), T(0));
+      std::fill(o.begin(), o.begin() + mq * hdp, T(0));
+      std::fill(mx.begin(), mx.begin() + mq, T(-INFINITY));
+      std::fill(sum.begin(), sum.begin() + mq, T(0));
       const int64_t kend = L.p0 + i0 + mq;  // keys the block's last query sees
       for (int64_t j0 = 0; j0 < kend; j0 += BK) {
         const int64_t nk = std::min(BK, kend - j0);
-        for (int64_t c = 0; c < nk; c++) {
-          const T* kr = L.krow(b, g, j0 + c);
-          const T* vr = L.vrow(b, g, j0 + c);
-          for (int d = 0; d < hd; d++) kt[d * BK + c] = kr[d];
-          std::copy(vr, vr + hd, vb.data() + c * hdp);
+        // A few rows (decoding, a short chunk's tail) would not pay for packing K and V: dot
+        // products and axpys on their rows in place instead.
+        const bool few = mq < kMR;
+        if (few) {
+          for (int64_t r = 0; r < mq; r++)
+            for (int64_t c = 0; c < nk; c++) s[r * BK + c] = dot(qs.data() + r * hd, L.krow(b, g, j0 + c), hd);
+        } else {
+          for (int64_t c = 0; c < nk; c++) {
+            const T* kr = L.krow(b, g, j0 + c);
+            const T* vr = L.vrow(b, g, j0 + c);
+            for (int d = 0; d < hd; d++) kt[d * BK + c] = kr[d];
+            std::copy(vr, vr + hd, vb.data() + c * hdp);
+          }
+          mm<T, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
         }
-        mm<T, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
         for (int64_t r = 0; r < mq; r++) {
           T* sr = s.data() + r * BK;
           const int64_t n = visible(L, i0 + r, j0, nk);
@@ -206,7 +216,13 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
           sum[r] = sum[r] * alpha + add;
           mx[r] = m;
         }
-        mm<T, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
+        if (few) {
+          for (int64_t r = 0; r < mq; r++)
+            for (int64_t c = 0; c < visible(L, i0 + r, j0, nk); c++)
+              axpy(o.data() + r * hdp, s[r * BK + c], L.vrow(b, g, j0 + c), hd);
+        } else {
+          mm<T, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
+        }
       }
       for (int64_t r = 0; r < mq; r++) {
         const int64_t i = i0 + r;
