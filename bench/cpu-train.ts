@@ -38,10 +38,11 @@ async function runRow(r: Row): Promise<void> {
   const m = initModel({ arch: 'llama', outDir: join(root, 'model'), hidden: r.hidden, layers: r.layers, heads: r.heads, kvHeads: r.kvHeads, intermediate: r.intermediate, vocab: r.vocab, seed: 0, maxPosition: 2048, force: true });
   let data = join(packageRoot, 'data', 'demo.jsonl');
   if (r.seq > 128) {
-    // Long samples: each record's conversation repeated until it fills ~seq tokens.
+    // Long samples: each record's turns repeated past seq tokens (a turn is at least 4 with the
+    // template), so that truncation to max_seq_length makes every sample exactly seq long.
     const lines = readFileSync(data, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     data = join(root, 'long.jsonl');
-    writeFileSync(data, lines.map((c) => JSON.stringify({ conversation: Array.from({ length: Math.ceil(r.seq / 48) }, (_, i) => c.conversation[i % c.conversation.length]) })).join('\n') + '\n');
+    writeFileSync(data, lines.map((c) => JSON.stringify({ conversation: Array.from({ length: Math.ceil(r.seq / 4) }, (_, i) => c.conversation[i % c.conversation.length]) })).join('\n') + '\n');
   }
   const { config } = configFromObject({
     output_dir: join(root, 'out'), model_name_or_path: join(root, 'model'), train_file: data, template_name: 'qwen',

@@ -10,6 +10,8 @@
 // The block products run one register-tiled micro-kernel (simd.h vectors, so AVX-512, AVX2 or
 // SSE by the build's -march) on operands packed into small zero-padded buffers; a block of K/V
 // (BK x hd) and the score tile (BQ x BK) are 16 KiB each at hd 64 in fp32, so they stay in L1/L2.
+// The backward packs whole heads instead (K^T, V^T, K s of its kv head; Q s, dY and the dQ sum of
+// one query head: T x hd each, per thread), so each is packed once, not once per block pair.
 // Blocks start at multiples of BQ/BK from 0 whatever the thread count, and each gradient row is
 // summed by one thread in a fixed order: results are the same run to run and for any thread count.
 #include <algorithm>
