@@ -49,8 +49,10 @@ async function runRow(r: Row): Promise<void> {
     max_seq_length: r.seq, per_device_train_batch_size: r.batch, max_steps: STEPS, learning_rate: 1e-3, lora_rank: 16, lora_alpha: 32,
     lora_dropout: 0.05, logging_steps: STEPS, save_strategy: 'no', disable_tqdm: true, seed: 1, gradient_checkpointing: r.checkpointing,
   });
+  const cpu0 = process.cpuUsage();
   const res = await train(config, { print: () => {}, stream: sink() });
-  console.log(JSON.stringify({ params: m.parameters, vocab: m.vocabSize, runtime: res.metrics.train_runtime, tps: res.metrics.train_tokens_per_second, rssMiB: process.resourceUsage().maxRSS / 1024 }));
+  const cpu = process.cpuUsage(cpu0);  // user + system seconds of all threads: steadier than wall time on a shared machine
+  console.log(JSON.stringify({ params: m.parameters, vocab: m.vocabSize, runtime: res.metrics.train_runtime, tps: res.metrics.train_tokens_per_second, cpuS: (cpu.user + cpu.system) / 1e6, rssMiB: process.resourceUsage().maxRSS / 1024 }));
 }
 
 async function main() {
@@ -62,7 +64,7 @@ async function main() {
     const p = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], { env: { ...process.env, BENCH_ROW: String(i) }, encoding: 'utf8' });
     if (p.status !== 0) throw new Error(`row ${r.name} failed: ${p.stderr}`);
     const o = JSON.parse(p.stdout.trim().split('\n').pop()!);
-    const line = `| ${r.name} | ${(o.params / 1e6).toFixed(2)} M | ${r.hidden}/${r.layers}/${r.heads}/${r.kvHeads}/${r.intermediate}/${o.vocab} | ${r.batch} x ≤${r.seq} | ${STEPS} | ${o.runtime.toFixed(1)} s | ${Math.round(o.tps)} | ${Math.round(o.rssMiB)} MiB |`;
+    const line = `| ${r.name} | ${(o.params / 1e6).toFixed(2)} M | ${r.hidden}/${r.layers}/${r.heads}/${r.kvHeads}/${r.intermediate}/${o.vocab} | ${r.batch} x ≤${r.seq} | ${STEPS} | ${o.runtime.toFixed(1)} s | ${Math.round(o.tps)} | ${o.cpuS.toFixed(1)} s | ${Math.round(o.rssMiB)} MiB |`;
     console.log(line);
     lines.push(line);
   });
@@ -75,10 +77,10 @@ async function main() {
     `### CPU LoRA training — ${new Date().toISOString().slice(0, 10)}${commit ? ` (commit ${commit})` : ''}`,
     '',
     `Machine: ${cpu}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; Node ${process.version}. Command: \`npm run bench:cpu\` (BENCH_STEPS=${STEPS}${process.env.BENCH_ROWS ? `, BENCH_ROWS=${process.env.BENCH_ROWS}` : ''}).`,
-    'Data: data/demo.jsonl (seq 512 rows: each conversation repeated to fill the length), qwen template, batches padded to their longest sample, LoRA r 16 on all linear layers, dropout 0.05, fp32. Peak RSS is the whole process (Node + model + data).',
+    'Data: data/demo.jsonl (rows past seq 128: each conversation\'s turns repeated past the length, truncated to it), qwen template, batches padded to their longest sample, LoRA r 16 on all linear layers, dropout 0.05, fp32. CPU time: user + system seconds of all threads while training. Peak RSS is the whole process (Node + model + data).',
     '',
-    '| model | params | hidden/layers/heads/kv/inter/vocab | batch x seq | steps | runtime | tokens/s | peak RSS |',
-    '|---|---|---|---|---|---|---|---|',
+    '| model | params | hidden/layers/heads/kv/inter/vocab | batch x seq | steps | runtime | tokens/s | CPU time | peak RSS |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...lines,
     '',
   ].join('\n');

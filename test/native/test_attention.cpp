@@ -3,7 +3,7 @@
 // gradients, at sizes that are not multiples of the blocks (T = 1, 7, 65, 130), with a KV-cache
 // offset (Tq < Tk, p0 > 0), grouped-query heads 4:1, ALiBi on Bloom's interleaved rows and on
 // separate cache rows, head dims 64 and small ones; fp32 against the same reference; and the same
-// bits whatever the thread count.
+// bits whatever the thread count; the fp32 exponential it uses against std::exp.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +14,7 @@
 #include "check.h"
 #include "core/threads.h"
 #include "cpu/ops.h"
+#include "cpu/simd.h"
 
 namespace {
 
@@ -196,9 +197,30 @@ void check_thread_count(std::mt19937_64& rng) {
   report("attention fp32 " + c.name + ": 1 and 3 threads give the same bits", ok ? 0.0 : 1.0, 0.5);
 }
 
+// The fp32 exponential the kernel uses: every 1/64 from -87 to 10 against std::exp in double, and
+// the edges softmax meets (-inf gives 0, NaN stays NaN, overflow gives +inf).
+void check_vexp() {
+  constexpr int W = sft::cpu::kVecBytes / sizeof(float);
+  double worst = 0;
+  for (int i = -87 * 64; i <= 10 * 64; i += W) {
+    float x[W], y[W];
+    for (int t = 0; t < W; t++) x[t] = float(i + t) / 64.0f;
+    sft::cpu::vstore(y, sft::cpu::vexp(sft::cpu::vload(x)));
+    for (int t = 0; t < W; t++) worst = std::max(worst, std::abs(double(y[t]) / std::exp(double(x[t])) - 1));
+  }
+  report("vexp (fp32) within 4 ulp of exp on [-87, 10]", worst, 4 * 1.2e-7);
+  float x[W], y[W];
+  for (int t = 0; t < W; t++) x[t] = 0.0f;
+  x[0] = -INFINITY, x[1] = NAN, x[2] = 100.0f, x[3] = -100.0f;
+  sft::cpu::vstore(y, sft::cpu::vexp(sft::cpu::vload(x)));
+  const bool edges = y[0] == 0.0f && std::isnan(y[1]) && std::isinf(y[2]) && y[2] > 0 && y[3] == 0.0f;
+  report("vexp (fp32): exp(-inf) = 0, NaN stays NaN, exp(100) = +inf, exp(-100) = 0", edges ? 0.0 : 1.0, 0.5);
+}
+
 }  // namespace
 
 void check_attention() {
+  check_vexp();
   std::mt19937_64 rng(2024);
   const std::vector<Case> cases = {
       {"GQA 4:1, T 1, hd 8", 2, 1, 1, 0, 4, 1, 8, false, false},
