@@ -166,8 +166,11 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
   const int hd = L.hd, group = L.nh / L.nkv;
   const int64_t hdp = padded_hd<T>(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
   const T scale = L.scale();
-  // Work item = (batch, head, query block): rows are independent, so any split is exact.
-  parallel_for(L.B * L.nh * nqb, 1, [&](int64_t w0, int64_t w1) {
+  // Work item = (batch, head, query block): rows are independent, so any split is exact. A chunk
+  // gets at least ~2^19 multiply-adds, so that a short decode step is not split for less work than
+  // waking a thread costs.
+  const int64_t item_work = std::max<int64_t>(1, std::min(BQ, L.Tq) * (L.p0 + L.Tq) * hd);
+  parallel_for(L.B * L.nh * nqb, (int64_t(1) << 19) / item_work + 1, [&](int64_t w0, int64_t w1) {
     // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
     const int64_t rows = std::min(BQ, L.Tq), packed = rows < kMR ? 0 : 1;
     std::vector<T> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
