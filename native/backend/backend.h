@@ -16,9 +16,9 @@
 //   types      T      storage of frozen weights and activations (cpu: float|double; cuda: float|bf16)
 //              G      trainable master weights, gradients, optimizer moments, per-row statistics,
 //                     rotary tables (cpu: = T; cuda: float)
-//              Saved  element of what attention keeps for its backward (cpu: T probabilities
-//                     [B, nh, Tq, Tk]; cuda: float logsumexp [B, nh, Tq]) — opaque to models, sized
-//                     by attention_saved_elems()
+//              Saved  element of what attention keeps for its backward: each row's logsumexp
+//                     [B, nh, Tq] (cpu: in T; cuda: float) — opaque to models, sized by
+//                     attention_saved_elems()
 //              Nf4    a quantized weight matrix (QLoRA), or a placeholder when unsupported
 //   memory     alloc(kind, bytes) -> device pointer, release(ptr), upload/download
 //              (host <-> device bytes), copy (device -> device), zero, sync, free_bytes()

@@ -1,8 +1,19 @@
 // Causal multi-head attention with grouped-query heads (nkv <= nh; query head h reads kv head
-// h / (nh / nkv)), optionally with ALiBi biases (Bloom). Forward saves the softmax probabilities;
-// backward is the textbook chain (a constant bias changes nothing in it):
-//   dP = dY V^T;  dV += P^T dY;  dS = P * (dP - rowsum(dP * P));  dQ = dS K s;  dK += dS^T Q s
-// Both public forms run one implementation that takes each head's column stride (qhs, kvhs).
+// h / (nh / nkv)), optionally with ALiBi biases (Bloom), tiled in the FlashAttention manner so that
+// nothing of size Tq x Tk ever exists:
+//   forward   per block of BQ queries, walk the visible blocks of BK keys with an online softmax
+//             (running max m and sum l per row, the output rescaled when m grows); save only the
+//             row's logsumexp lse = m + log l for the backward.
+//   backward  FlashAttention-2's recomputation: D = rowsum(dY * Y) per row; per (key block, query
+//             block) pair S = Q K^T s (+ bias), P = exp(S - lse), dV += P^T dY, dP = dY V^T,
+//             dS = P * (dP - D), dQ += dS K s, dK += dS^T Q s (a constant bias changes nothing).
+// The block products run one register-tiled micro-kernel (simd.h vectors, so AVX-512, AVX2 or
+// SSE by the build's -march) on operands packed into small zero-padded buffers; a block of K/V
+// (BK x hd) and the score tile (BQ x BK) are 16 KiB each at hd 64 in fp32, so they stay in L1/L2.
+// The backward packs whole heads instead (K^T, V^T, K s of its kv head; Q s, dY and the dQ sum of
+// one query head: T x hd each, per thread), so each is packed once, not once per block pair.
+// Blocks start at multiples of BQ/BK from 0 whatever the thread count, and each gradient row is
+// summed by one thread in a fixed order: results are the same run to run and for any thread count.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -14,75 +25,298 @@
 
 namespace sft::cpu {
 
-
 namespace {
 
+constexpr int64_t BQ = 64;  // queries per block
+constexpr int64_t BK = 64;  // keys per block (a multiple of the micro-kernel's two vectors)
+constexpr int kMR = kVecBytes == 64 ? 8 : 6;  // rows per micro-tile: 2*kMR accumulators fit the registers
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 template <typename T>
-void attention_fwd(T* out, T* att, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv,
-                   int64_t kvhs, const T* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv,
-                   int hd) {
-  const T scale = T(1.0 / std::sqrt(double(hd)));
-  const int group = nh / nkv;
-  const int64_t ldo = int64_t(nh) * hd;
-  // One (batch, head, query) row per work item: rows are independent.
-  parallel_for(B * nh * Tq, 8, [&](int64_t w0, int64_t w1) {
-    std::vector<T> scratch(att ? 0 : Tk);
+constexpr int64_t kLanes = kVecBytes / int64_t(sizeof(T));
+
+// Head dim padded to whole micro-tile columns: what packed row-major operands use as their stride.
+template <typename T>
+inline int64_t padded_hd(int hd) { return round_up(hd, 2 * kLanes<T>); }
+
+// C[R, 2W] (+)= op(A)[R, K] B[K, 2W], one micro-tile in registers. op(A)[r, k] = A[r * lda + k], or
+// A[k * lda + r] when TA (the transposed products of the backward, read in place).
+template <typename T, int R, bool TA>
+inline void mm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
+                    T* __restrict C, int64_t ldc, bool acc) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t W = kLanes<T>;
+  V c0[R], c1[R];
+  for (int r = 0; r < R; r++) {
+    c0[r] = acc ? vload(C + r * ldc) : V{};
+    c1[r] = acc ? vload(C + r * ldc + W) : V{};
+  }
+  for (int64_t k = 0; k < K; k++) {
+    const V b0 = vload(B + k * ldb), b1 = vload(B + k * ldb + W);
+    for (int r = 0; r < R; r++) {
+      const T a = TA ? A[k * lda + r] : A[r * lda + k];
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    vstore(C + r * ldc, c0[r]);
+    vstore(C + r * ldc + W, c1[r]);
+  }
+}
+
+// The last tile of rows (fewer than kMR): a compile-time row count per case.
+template <typename T, bool TA, int R>
+inline void mm_rows(int rows, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+                    bool acc) {
+  if constexpr (R > 0) {
+    if (rows == R) return mm_tile<T, R, TA>(K, A, lda, B, ldb, C, ldc, acc);
+    mm_rows<T, TA, R - 1>(rows, K, A, lda, B, ldb, C, ldc, acc);
+  }
+}
+
+// C[M, N] (+)= op(A)[M, K] B[K, N]. Columns go in whole pairs of vectors: B and C must be readable
+// and writable up to N rounded up to 2W in every row (the packed buffers are padded so); what lands
+// in the padding columns is not used.
+template <typename T, bool TA>
+void mm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+        bool acc) {
+  const int64_t step = 2 * kLanes<T>;
+  for (int64_t n = 0; n < N; n += step) {
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR)
+      mm_tile<T, kMR, TA>(K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
+    if (m < M) mm_rows<T, TA, kMR - 1>(int(M - m), K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
+  }
+}
+
+// Where one (batch, head) finds its rows; the public forms differ only in the head strides.
+template <typename T>
+struct Layout {
+  const T* q;
+  int64_t ldq, qhs;
+  const T* k;
+  const T* v;
+  int64_t ldkv, kvhs;
+  const T* slopes;  // ALiBi, or null
+  int64_t B, Tq, Tk, p0;
+  int nh, nkv, hd;
+  const T* qrow(int64_t b, int64_t h, int64_t i) const { return q + (b * Tq + i) * ldq + h * qhs; }
+  const T* krow(int64_t b, int64_t g, int64_t j) const { return k + (b * Tk + j) * ldkv + g * kvhs; }
+  const T* vrow(int64_t b, int64_t g, int64_t j) const { return v + (b * Tk + j) * ldkv + g * kvhs; }
+  T scale() const { return T(1.0 / std::sqrt(double(hd))); }
+};
+
+// x[c] = exp(x[c] - sub) for c < n; returns their sum. fp32 runs vexp (the exponentials are a
+// large part of attention's time); double (the gradient checks) runs std::exp.
+inline double exp_sub_sum(double* x, int64_t n, double sub) {
+  double sum = 0;
+  for (int64_t c = 0; c < n; c++) sum += (x[c] = std::exp(x[c] - sub));
+  return sum;
+}
+
+inline float exp_sub_sum(float* x, int64_t n, float sub) {
+  using V = Vec<float>::type;
+  constexpr int64_t W = kLanes<float>;
+  V acc = V{};
+  int64_t c = 0;
+  for (; c + W <= n; c += W) {
+    const V e = vexp(vload(x + c) - sub);
+    vstore(x + c, e);
+    acc += e;
+  }
+  if (c < n) {  // the tail through one padded vector: -inf lanes give 0
+    float tail[W];
+    for (int64_t t = 0; t < W; t++) tail[t] = c + t < n ? x[c + t] : -INFINITY;
+    const V e = vexp(vload(tail) - sub);
+    vstore(tail, e);
+    for (int64_t t = 0; c + t < n; t++) x[c + t] = tail[t];
+    acc += e;
+  }
+  return hsum<float>(acc);
+}
+
+// max(init, x[0..n)), lane-wise as the scalar (m < x ? x : m): a NaN score is skipped here and shows
+// up in the exponentials instead.
+template <typename T>
+inline T row_max(const T* x, int64_t n, T init) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t W = kLanes<T>;
+  V mv = V{} + init;
+  int64_t c = 0;
+  for (; c + W <= n; c += W) {
+    const V v = vload(x + c);
+    mv = mv < v ? v : mv;
+  }
+  T m = init;
+  for (int64_t t = 0; t < W; t++) m = m < mv[t] ? mv[t] : m;
+  for (; c < n; c++) m = m < x[c] ? x[c] : m;
+  return m;
+}
+
+// How many of the nk keys j0.. query i sees (keys j <= p0 + i): the leading columns of its score row.
+template <typename T>
+inline int64_t visible(const Layout<T>& L, int64_t i, int64_t j0, int64_t nk) {
+  return std::max<int64_t>(0, std::min<int64_t>(nk, L.p0 + i - j0 + 1));
+}
+
+template <typename T>
+void attention_fwd(T* out, T* lse, const Layout<T>& L) {
+  const int hd = L.hd, group = L.nh / L.nkv;
+  const int64_t hdp = padded_hd<T>(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
+  const T scale = L.scale();
+  // Work item = (batch, head, query block): rows are independent, so any split is exact. A chunk
+  // gets at least ~2^19 multiply-adds, so that a short decode step is not split for less work than
+  // waking a thread costs.
+  const int64_t item_work = std::max<int64_t>(1, std::min(BQ, L.Tq) * (L.p0 + L.Tq) * hd);
+  parallel_for(L.B * L.nh * nqb, (int64_t(1) << 19) / item_work + 1, [&](int64_t w0, int64_t w1) {
+    // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
+    const int64_t rows = std::min(BQ, L.Tq), packed = rows < kMR ? 0 : 1;
+    std::vector<T> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
+        s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows));
     for (int64_t w = w0; w < w1; w++) {
-      const int64_t b = w / (nh * Tq), h = (w / Tq) % nh, i = w % Tq;
-      const int64_t kvh = h / group;
-      const int64_t n_keys = p0 + i + 1;
-      const T* qi = q + (b * Tq + i) * ldq + h * qhs;
-      T* p = att ? att + ((b * nh + h) * Tq + i) * Tk : scratch.data();
-      T mx = -INFINITY;
-      for (int64_t j = 0; j < n_keys; j++) {
-        p[j] = dot(qi, k + (b * Tk + j) * ldkv + kvh * kvhs, hd) * scale;
-        if (slopes) p[j] += slopes[h] * T(j);
-        mx = std::max(mx, p[j]);
+      const int64_t b = w / (L.nh * nqb), h = (w / nqb) % L.nh, i0 = (w % nqb) * BQ;
+      const int64_t g = h / group, mq = std::min(BQ, L.Tq - i0);
+      const T slope = L.slopes ? L.slopes[h] : T(0);
+      for (int64_t r = 0; r < mq; r++) {
+        const T* src = L.qrow(b, h, i0 + r);
+        for (int d = 0; d < hd; d++) qs[r * hd + d] = src[d] * scale;
       }
-      T sum = 0;
-      for (int64_t j = 0; j < n_keys; j++) sum += (p[j] = std::exp(p[j] - mx));
-      const T inv = T(1) / sum;
-      for (int64_t j = 0; j < n_keys; j++) p[j] *= inv;
-      for (int64_t j = n_keys; j < Tk; j++) p[j] = 0;
-      T* o = out + (b * Tq + i) * ldo + h * hd;
-      for (int d = 0; d < hd; d++) o[d] = 0;
-      for (int64_t j = 0; j < n_keys; j++) axpy(o, p[j], v + (b * Tk + j) * ldkv + kvh * kvhs, hd);
+      std::fill(o.begin(), o.begin() + mq * hdp, T(0));
+      std::fill(mx.begin(), mx.begin() + mq, T(-INFINITY));
+      std::fill(sum.begin(), sum.begin() + mq, T(0));
+      const int64_t kend = L.p0 + i0 + mq;  // keys the block's last query sees
+      for (int64_t j0 = 0; j0 < kend; j0 += BK) {
+        const int64_t nk = std::min(BK, kend - j0);
+        // A few rows (decoding, a short chunk's tail) would not pay for packing K and V: dot
+        // products and axpys on their rows in place instead.
+        const bool few = mq < kMR;
+        if (few) {
+          for (int64_t r = 0; r < mq; r++)
+            for (int64_t c = 0; c < nk; c++) s[r * BK + c] = dot(qs.data() + r * hd, L.krow(b, g, j0 + c), hd);
+        } else {
+          for (int64_t c = 0; c < nk; c++) {
+            const T* kr = L.krow(b, g, j0 + c);
+            const T* vr = L.vrow(b, g, j0 + c);
+            for (int d = 0; d < hd; d++) kt[d * BK + c] = kr[d];
+            std::copy(vr, vr + hd, vb.data() + c * hdp);
+          }
+          mm<T, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
+        }
+        for (int64_t r = 0; r < mq; r++) {
+          T* sr = s.data() + r * BK;
+          const int64_t n = visible(L, i0 + r, j0, nk);
+          if (L.slopes)
+            for (int64_t c = 0; c < n; c++) sr[c] += slope * T(j0 + c);
+          const T m = row_max(sr, n, mx[r]);
+          // Before its first visible key a row's max is -inf: nothing to rescale, and no -inf - -inf.
+          const T alpha = mx[r] == T(-INFINITY) ? T(0) : std::exp(mx[r] - m);
+          const T add = exp_sub_sum(sr, n, m);
+          for (int64_t c = n; c < nk; c++) sr[c] = 0;
+          if (alpha != T(1)) {
+            T* orow = o.data() + r * hdp;
+            for (int64_t d = 0; d < hdp; d++) orow[d] *= alpha;
+          }
+          sum[r] = sum[r] * alpha + add;
+          mx[r] = m;
+        }
+        if (few) {
+          for (int64_t r = 0; r < mq; r++)
+            for (int64_t c = 0; c < visible(L, i0 + r, j0, nk); c++)
+              axpy(o.data() + r * hdp, s[r * BK + c], L.vrow(b, g, j0 + c), hd);
+        } else {
+          mm<T, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
+        }
+      }
+      for (int64_t r = 0; r < mq; r++) {
+        const int64_t i = i0 + r;
+        const T inv = T(1) / sum[r];
+        T* dst = out + (b * L.Tq + i) * ldo + h * hd;
+        for (int d = 0; d < hd; d++) dst[d] = o[r * hdp + d] * inv;
+        if (lse) lse[(b * L.nh + h) * L.Tq + i] = mx[r] + std::log(sum[r]);
+      }
     }
   });
 }
 
 template <typename T>
-void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq, int64_t qhs,
-                   const T* k, const T* v, int64_t ldkv, int64_t kvhs, int64_t B, int64_t Tq, int64_t Tk,
-                   int64_t p0, int nh, int nkv, int hd) {
-  const T scale = T(1.0 / std::sqrt(double(hd)));
-  const int group = nh / nkv;
-  const int64_t ldo = int64_t(nh) * hd;
-  // Work item = (batch, kv head): it owns dk/dv of that kv head, so no two threads write the
-  // same gradient row; it loops over the query heads of its group.
-  parallel_for(B * nkv, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<T> dp(Tk);
+void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const Layout<T>& L) {
+  const int hd = L.hd, group = L.nh / L.nkv;
+  const int64_t hdp = padded_hd<T>(hd), ldo = int64_t(L.nh) * hd, Tq = L.Tq, Tk = L.Tk;
+  const int64_t tkp = round_up(Tk, BK);
+  const T scale = L.scale();
+  // Work item = (batch, kv head): it owns dk/dv of that kv head and dq of its query heads, so no
+  // two threads write the same gradient row; the query heads of its group run one after another.
+  parallel_for(L.B * L.nkv, 1, [&](int64_t w0, int64_t w1) {
+    // Whole-sequence packed operands of one kv head (K^T, V^T for the score products, K s for dQ)
+    // and of one query head (Q s, dY, the dQ sum); tiles of one block pair (P, dP/dS, dK, dV sums).
+    std::vector<T> kt(size_t(hd * tkp)), vt(size_t(hd * tkp)), ks(size_t(Tk * hdp)), qs(size_t(Tq * hdp)),
+        dy(size_t(Tq * hdp)), dqs(size_t(Tq * hdp)), p(size_t(BQ * BK)), ds(size_t(BQ * BK)),
+        dks(size_t(BK * hdp)), dvs(size_t(BK * hdp)), drow(static_cast<size_t>(Tq));
     for (int64_t w = w0; w < w1; w++) {
-      const int64_t b = w / nkv, kvh = w % nkv;
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+      const int64_t b = w / L.nkv, g = w % L.nkv;
+      for (int64_t j = 0; j < Tk; j++) {
+        const T* kr = L.krow(b, g, j);
+        const T* vr = L.vrow(b, g, j);
+        for (int d = 0; d < hd; d++) {
+          kt[d * tkp + j] = kr[d];
+          vt[d * tkp + j] = vr[d];
+          ks[j * hdp + d] = kr[d] * scale;
+        }
+      }
+      for (int64_t h = g * group; h < (g + 1) * group; h++) {
+        const T slope = L.slopes ? L.slopes[h] : T(0);
+        const T* lrow = lse + (b * L.nh + h) * Tq;
         for (int64_t i = 0; i < Tq; i++) {
-          const int64_t n_keys = p0 + i + 1;
-          const T* p = att + ((b * nh + h) * Tq + i) * Tk;
-          const T* dyi = dout + (b * Tq + i) * ldo + h * hd;
-          const T* qi = q + (b * Tq + i) * ldq + h * qhs;
-          T* dqi = dq + (b * Tq + i) * ldq + h * qhs;
-          T row = 0;
-          for (int64_t j = 0; j < n_keys; j++) {
-            const T* vj = v + (b * Tk + j) * ldkv + kvh * kvhs;
-            dp[j] = dot(dyi, vj, hd);
-            row += dp[j] * p[j];
-            axpy(dv + (b * Tk + j) * ldkv + kvh * kvhs, p[j], dyi, hd);
+          const T* qr = L.qrow(b, h, i);
+          const T* yr = out + (b * Tq + i) * ldo + h * hd;
+          const T* gr = dout + (b * Tq + i) * ldo + h * hd;
+          T dsum = 0;
+          for (int d = 0; d < hd; d++) {
+            qs[i * hdp + d] = qr[d] * scale;  // as the forward rounds it: the same scores again
+            dy[i * hdp + d] = gr[d];
+            dsum += gr[d] * yr[d];
           }
-          for (int64_t j = 0; j < n_keys; j++) {
-            const T ds = p[j] * (dp[j] - row) * scale;
-            axpy(dqi, ds, k + (b * Tk + j) * ldkv + kvh * kvhs, hd);
-            axpy(dk + (b * Tk + j) * ldkv + kvh * kvhs, ds, qi, hd);
+          drow[i] = dsum;
+        }
+        std::fill(dqs.begin(), dqs.end(), T(0));
+        for (int64_t j0 = 0; j0 < Tk; j0 += BK) {
+          const int64_t nk = std::min(BK, Tk - j0);
+          const int64_t first = std::max<int64_t>(0, j0 - L.p0);  // first query that sees key j0
+          if (first >= Tq) break;
+          std::fill(dks.begin(), dks.end(), T(0));
+          std::fill(dvs.begin(), dvs.end(), T(0));
+          for (int64_t i0 = first / BQ * BQ; i0 < Tq; i0 += BQ) {
+            const int64_t mq = std::min(BQ, Tq - i0);
+            const T* qb = qs.data() + i0 * hdp;
+            const T* yb = dy.data() + i0 * hdp;
+            mm<T, false>(mq, nk, hd, qb, hdp, kt.data() + j0, tkp, p.data(), BK, false);
+            mm<T, false>(mq, nk, hd, yb, hdp, vt.data() + j0, tkp, ds.data(), BK, false);
+            for (int64_t r = 0; r < mq; r++) {
+              const int64_t i = i0 + r, n = visible(L, i, j0, nk);
+              T* pr = p.data() + r * BK;
+              T* dr = ds.data() + r * BK;
+              const T dd = drow[i];
+              if (L.slopes)  // the scores exactly as the forward formed them
+                for (int64_t c = 0; c < n; c++) pr[c] += slope * T(j0 + c);
+              exp_sub_sum(pr, n, lrow[i]);
+              for (int64_t c = 0; c < n; c++) dr[c] = pr[c] * (dr[c] - dd);
+              for (int64_t c = n; c < nk; c++) pr[c] = 0, dr[c] = 0;
+            }
+            mm<T, true>(nk, hd, mq, p.data(), BK, yb, hdp, dvs.data(), hdp, true);
+            mm<T, true>(nk, hd, mq, ds.data(), BK, qb, hdp, dks.data(), hdp, true);
+            mm<T, false>(mq, hd, nk, ds.data(), BK, ks.data() + j0 * hdp, hdp, dqs.data() + i0 * hdp, hdp, true);
           }
+          for (int64_t c = 0; c < nk; c++) {
+            T* kd = dk + (b * Tk + j0 + c) * L.ldkv + g * L.kvhs;
+            T* vd = dv + (b * Tk + j0 + c) * L.ldkv + g * L.kvhs;
+            for (int d = 0; d < hd; d++) kd[d] += dks[c * hdp + d], vd[d] += dvs[c * hdp + d];
+          }
+        }
+        for (int64_t i = 0; i < Tq; i++) {
+          T* qd = dq + (b * Tq + i) * L.ldq + h * L.qhs;
+          for (int d = 0; d < hd; d++) qd[d] += dqs[i * hdp + d];
         }
       }
     }
@@ -92,16 +326,16 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q,
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, T* att, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+void attention_forward(T* out, T* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
-  attention_fwd<T>(out, att, q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd);
+  attention_fwd<T>(out, lse, {q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd});
 }
 
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q, int64_t ldq,
                         const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
                         int64_t p0, int nh, int nkv, int hd) {
-  attention_bwd<T>(dq, dk, dv, dout, att, q, ldq, hd, k, v, ldkv, hd, B, Tq, Tk, p0, nh, nkv, hd);
+  attention_bwd<T>(dq, dk, dv, dout, out, lse, {q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd});
 }
 
 template <typename T>
@@ -117,31 +351,30 @@ void alibi_slopes(T* out, int n) {
 }
 
 template <typename T>
-void alibi_attention_forward(T* out, T* att, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+void alibi_attention_forward(T* out, T* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
                              int64_t ldkv, int64_t kvhs, const T* slopes, int64_t B, int64_t Tq, int64_t Tk,
                              int64_t p0, int nh, int hd) {
-  attention_fwd<T>(out, att, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd);
+  attention_fwd<T>(out, lse, {q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd});
 }
 
 template <typename T>
-void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
-                              int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs, int64_t B,
-                              int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
-  attention_bwd<T>(dq, dk, dv, dout, att, q, ldq, qhs, k, v, ldkv, kvhs, B, Tq, Tk, p0, nh, nh, hd);
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q,
+                              int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                              const T* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
+  attention_bwd<T>(dq, dk, dv, dout, out, lse, {q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd});
 }
 
-#define SFT_INSTANTIATE(T)                                                                           \
-  template void attention_forward<T>(T*, T*, const T*, int64_t, const T*, const T*, int64_t, int64_t, \
-                                     int64_t, int64_t, int64_t, int, int, int);                     \
-  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, const T*,    \
-                                      const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int); \
-  template void alibi_slopes<T>(T*, int);                                                            \
-  template void alibi_attention_forward<T>(T*, T*, const T*, int64_t, int64_t, const T*, const T*,    \
-                                           int64_t, int64_t, const T*, int64_t, int64_t, int64_t,     \
-                                           int64_t, int, int);                                       \
-  template void alibi_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, int64_t, int64_t, \
-                                            const T*, const T*, int64_t, int64_t, int64_t, int64_t,   \
-                                            int64_t, int64_t, int, int);
+#define SFT_INSTANTIATE(T)                                                                                       \
+  template void attention_forward<T>(T*, T*, const T*, int64_t, const T*, const T*, int64_t, int64_t, int64_t,  \
+                                     int64_t, int64_t, int, int, int);                                          \
+  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, const T*,    \
+                                      const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int);    \
+  template void alibi_slopes<T>(T*, int);                                                                        \
+  template void alibi_attention_forward<T>(T*, T*, const T*, int64_t, int64_t, const T*, const T*, int64_t,     \
+                                           int64_t, const T*, int64_t, int64_t, int64_t, int64_t, int, int);    \
+  template void alibi_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t,        \
+                                            int64_t, const T*, const T*, int64_t, int64_t, const T*, int64_t,   \
+                                            int64_t, int64_t, int64_t, int, int);
 SFT_INSTANTIATE(float)
 SFT_INSTANTIATE(double)
 #undef SFT_INSTANTIATE

@@ -31,13 +31,13 @@ class CpuBackend {
  public:
   using T = Elem;
   using G = Elem;
-  using Saved = Elem;  // attention keeps its probabilities [B, nh, Tq, Tk]
+  using Saved = Elem;  // attention keeps each row's logsumexp [B, nh, Tq]
   using Nf4 = cpu::Nf4Weight;
   static constexpr Device device = Device::Cpu;
   static constexpr Compute compute = std::is_same<Elem, double>::value ? Compute::F64 : Compute::F32;
 
   static bool supports(Op) { return true; }
-  static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t Tk) { return B * nh * Tq * Tk; }
+  static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t /*Tk*/) { return B * nh * Tq; }
   std::string device_label() const { return "cpu"; }
 
   // ---- memory ----------------------------------------------------------------------------------
@@ -166,10 +166,10 @@ class CpuBackend {
                          int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
     cpu::attention_forward<T>(out, saved, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd);
   }
-  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* /*out*/, const Saved* saved, const T* q, int64_t ldq,
+  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Saved* saved, const T* q, int64_t ldq,
                           const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh,
                           int nkv, int hd) {
-    cpu::attention_backward<T>(dq, dk, dv, dout, saved, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd);
+    cpu::attention_backward<T>(dq, dk, dv, dout, out, saved, q, ldq, k, v, ldkv, B, Tq, Tk, p0, nh, nkv, hd);
   }
   void alibi_slopes(G* out, int n) { cpu::alibi_slopes<G>(out, n); }
   void alibi_attention_forward(T* out, Saved* saved, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
@@ -177,10 +177,10 @@ class CpuBackend {
                                int nh, int hd) {
     cpu::alibi_attention_forward<T>(out, saved, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, hd);
   }
-  void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* /*out*/, const Saved* saved, const T* q,
+  void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Saved* saved, const T* q,
                                 int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
-                                const G* /*slopes*/, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
-    cpu::alibi_attention_backward<T>(dq, dk, dv, dout, saved, q, ldq, qhs, k, v, ldkv, kvhs, B, Tq, Tk, p0, nh, hd);
+                                const G* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
+    cpu::alibi_attention_backward<T>(dq, dk, dv, dout, out, saved, q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, hd);
   }
 
   // ---- activations, embedding, loss ----------------------------------------------------------------

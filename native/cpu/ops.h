@@ -67,14 +67,15 @@ void rope_backward(T* dx, int64_t ld, int64_t rows, int64_t T_, int64_t p0, int 
 
 // Causal attention with grouped-query heads. q: B*Tq rows of stride ldq (head h at column h*hd);
 // k, v: B*Tk rows of stride ldkv (kv head g at column g*hd). Query i is at position p0 + i and
-// sees keys 0..p0+i (Tk >= p0 + Tq). out: [B*Tq, nh*hd]. att: [B, nh, Tq, Tk] probabilities
-// saved for backward, or null (inference).
+// sees keys 0..p0+i (Tk >= p0 + Tq). out: [B*Tq, nh*hd]. lse: [B, nh, Tq] logsumexp of each row's
+// scaled scores, saved for backward, or null (inference). Tiled: no Tq x Tk matrix is formed.
 template <typename T>
-void attention_forward(T* out, T* att, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+void attention_forward(T* out, T* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd);
-// dq/dk/dv use the same layouts as q/k/v and are accumulated (+=).
+// dq/dk/dv use the same layouts as q/k/v and are accumulated (+=). out and lse are the forward's:
+// the probabilities are recomputed from them block by block.
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q, int64_t ldq,
                         const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
                         int64_t p0, int nh, int nkv, int hd);
 
@@ -90,14 +91,14 @@ void alibi_slopes(T* out, int n);
 // has its own stride: head h's q at column h*qhs of a q row, its k and v at h*kvhs of a k/v row
 // (Bloom's fused query_key_value rows: ld = 3*H, head stride 3*hd, k = q + hd, v = q + 2*hd).
 template <typename T>
-void alibi_attention_forward(T* out, T* att, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+void alibi_attention_forward(T* out, T* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
                              int64_t ldkv, int64_t kvhs, const T* slopes, int64_t B, int64_t Tq, int64_t Tk,
                              int64_t p0, int nh, int hd);
-// The bias is constant: the backward is attention_backward's, with the same head strides.
+// The backward is attention_backward's, with the same head strides; the slopes recompute the scores.
 template <typename T>
-void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* q, int64_t ldq,
-                              int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs, int64_t B,
-                              int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd);
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q,
+                              int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
+                              const T* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd);
 
 // out = silu(gate) * up, elementwise.
 template <typename T>

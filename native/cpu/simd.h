@@ -61,4 +61,33 @@ inline void axpy(T* y, T alpha, const T* x, int64_t n) {
   for (; i < n; i++) y[i] += alpha * x[i];
 }
 
+// e^x in each fp32 lane. x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, Cody-Waite), e^r by a
+// degree-5 polynomial (Cephes' expf coefficients: within a few ulp of std::exp), 2^n put into the
+// exponent bits. Below -87.34 it gives 0 (no subnormals), above 88.37 +inf (a little before fp32's
+// own overflow at 88.72); NaN stays NaN. For softmax-like uses, where arguments are <= 0.
+inline Vec<float>::type vexp(Vec<float>::type x) {
+  using V = Vec<float>::type;
+  typedef int32_t VI __attribute__((vector_size(kVecBytes)));
+  const V lo = V{} - 87.33654f, hi = V{} + 88.37626f;
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const V n = (xc * 1.44269504088896341f + magic) - magic;
+  V r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  V y = p * (r * r) + r + 1.0f;
+  const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  y = y * scale;
+  y = x < lo ? V{} : y;
+  return x > hi ? V{} + __builtin_inff() : y;
+}
+
 }  // namespace sft::cpu

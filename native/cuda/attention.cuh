@@ -1,7 +1,7 @@
 // Causal grouped-query attention (and ALiBi attention, Bloom) on the GPU, FlashAttention-2 style
 // (cpu/attention.cpp is the oracle): the forward runs an online softmax over key blocks and never
-// forms the Tq x Tk matrix; it saves each row's logsumexp instead of the CPU's probability matrix,
-// and the backward recomputes the probabilities from it.
+// forms the Tq x Tk matrix; like the CPU's it saves each row's logsumexp, and the backward
+// recomputes the probabilities from it.
 //
 // Layouts are the CPU's: q is B*Tq rows of stride ldq (head h at column h*hd); k, v are B*Tk rows
 // of stride ldkv (kv head g at column g*hd); query head h reads kv head h / (nh / nkv); query i is
@@ -60,7 +60,7 @@ template <typename T>
 void alibi_attention_forward(T* out, float* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
                              int64_t ldkv, int64_t kvhs, const float* slopes, int64_t B, int64_t Tq, int64_t Tk,
                              int64_t p0, int nh, int hd, cudaStream_t stream = 0);
-// dq, dk, dv (+=) in q/k/v's layouts. Unlike the CPU's (which has the saved probabilities) this
+// dq, dk, dv (+=) in q/k/v's layouts. Like the CPU's this
 // needs the slopes: it recomputes the probabilities from lse. Deterministic, no atomics; the
 // temporary is attention_backward's (B * nh * Tq floats).
 template <typename T>

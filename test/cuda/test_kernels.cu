@@ -356,11 +356,12 @@ void check_attention(const AttnCase& c, bool check_determinism = false) {
   auto q = as<T>(randf(c.B * c.Tq * ldq, rng)), kv = as<T>(randf(c.B * c.Tk * ldkv, rng));
   auto dout = as<T>(randf(c.B * c.Tq * ldo, rng));
   auto dq0 = as<T>(randf(q.size(), rng, 0.1)), dkv0 = as<T>(randf(kv.size(), rng, 0.1));
-  std::vector<float> out(c.B * c.Tq * ldo), att(c.B * c.nh * c.Tq * c.Tk), dq = dq0, dkv = dkv0;
-  cpu::attention_forward<float>(out.data(), att.data(), q.data(), ldq, kv.data(), kv.data() + voff, ldkv, c.B, c.Tq,
+  std::vector<float> out(c.B * c.Tq * ldo), clse(c.B * c.nh * c.Tq), dq = dq0, dkv = dkv0;
+  cpu::attention_forward<float>(out.data(), clse.data(), q.data(), ldq, kv.data(), kv.data() + voff, ldkv, c.B, c.Tq,
                                 c.Tk, c.p0, c.nh, c.nkv, c.hd);
-  cpu::attention_backward<float>(dq.data(), dkv.data(), dkv.data() + voff, dout.data(), att.data(), q.data(), ldq,
-                                 kv.data(), kv.data() + voff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd);
+  cpu::attention_backward<float>(dq.data(), dkv.data(), dkv.data() + voff, dout.data(), out.data(), clse.data(),
+                                 q.data(), ldq, kv.data(), kv.data() + voff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv,
+                                 c.hd);
   const auto lse = lse_ref(q, ldq, kv, 0, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nkv, c.hd);
 
   Dev<T> gq(q), gkv(kv), gdout(dout), gout(out.size()), gdq(dq0), gdkv(dkv0);
@@ -668,15 +669,15 @@ void check_alibi(const AlibiCase& c, bool check_determinism = false) {
   std::vector<float> slopes(c.nh);
   cpu::alibi_slopes<float>(slopes.data(), c.nh);
 
-  std::vector<float> out(c.B * c.Tq * H), att(c.B * c.nh * c.Tq * c.Tk), dqkv = dqkv0, dkc = dkc0, dvc = dvc0;
+  std::vector<float> out(c.B * c.Tq * H), clse(c.B * c.nh * c.Tq), dqkv = dqkv0, dkc = dkc0, dvc = dvc0;
   const float* hk = c.cache ? kc.data() : qkv.data() + koff;
   const float* hv = c.cache ? vc.data() : qkv.data() + voff;
   float* hdk = c.cache ? dkc.data() : dqkv.data() + koff;
   float* hdv = c.cache ? dvc.data() : dqkv.data() + voff;
-  cpu::alibi_attention_forward<float>(out.data(), att.data(), qkv.data(), ldq, qhs, hk, hv, ldkv, kvhs, slopes.data(),
+  cpu::alibi_attention_forward<float>(out.data(), clse.data(), qkv.data(), ldq, qhs, hk, hv, ldkv, kvhs, slopes.data(),
                                       c.B, c.Tq, c.Tk, c.p0, c.nh, c.hd);
-  cpu::alibi_attention_backward<float>(dqkv.data(), hdk, hdv, dout.data(), att.data(), qkv.data(), ldq, qhs, hk, hv,
-                                       ldkv, kvhs, c.B, c.Tq, c.Tk, c.p0, c.nh, c.hd);
+  cpu::alibi_attention_backward<float>(dqkv.data(), hdk, hdv, dout.data(), out.data(), clse.data(), qkv.data(), ldq,
+                                       qhs, hk, hv, ldkv, kvhs, slopes.data(), c.B, c.Tq, c.Tk, c.p0, c.nh, c.hd);
   const auto lse = lse_ref(qkv, ldq, c.cache ? kc : qkv, koff, ldkv, c.B, c.Tq, c.Tk, c.p0, c.nh, c.nh, c.hd, qhs,
                            kvhs, slopes.data());
 

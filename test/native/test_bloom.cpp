@@ -96,7 +96,7 @@ void check_bloom_ops() {
   }
   {  // ALiBi attention on Bloom's fused, per-head interleaved rows: 6 heads of 3
     const int64_t Bn = 2, T = 5, nh = 6, hd = 3, ld = 3 * nh * hd, hs = 3 * hd;
-    Vec qkv = randn(Bn * T * ld, rng), R = randn(Bn * T * nh * hd, rng), att(Bn * nh * T * T), slopes(nh);
+    Vec qkv = randn(Bn * T * ld, rng), R = randn(Bn * T * nh * hd, rng), lse(Bn * nh * T), slopes(nh);
     sft::cpu::alibi_slopes<double>(slopes.data(), nh);
     auto fwd = [&](Vec& y, double* a) {
       sft::cpu::alibi_attention_forward<double>(y.data(), a, qkv.data(), ld, hs, qkv.data() + hd, qkv.data() + 2 * hd,
@@ -124,16 +124,16 @@ void check_bloom_ops() {
               want[(b * T + i) * nh * hd + h * hd + e] += s[j] / sum * qkv[(b * T + j) * ld + h * hs + 2 * hd + e];
         }
     report("op alibi attention (6 heads, interleaved qkv): forward equals a naive loop", rel_err(y, want), 1e-13);
+    Vec out(Bn * T * nh * hd);
     auto loss = [&] {
-      Vec out(Bn * T * nh * hd);
-      fwd(out, att.data());
+      fwd(out, lse.data());
       return dotv(out, R);
     };
     loss();
     Vec dqkv(qkv.size(), 0);
     sft::cpu::alibi_attention_backward<double>(dqkv.data(), dqkv.data() + hd, dqkv.data() + 2 * hd, R.data(),
-                                               att.data(), qkv.data(), ld, hs, qkv.data() + hd, qkv.data() + 2 * hd,
-                                               ld, hs, Bn, T, T, 0, nh, hd);
+                                               out.data(), lse.data(), qkv.data(), ld, hs, qkv.data() + hd,
+                                               qkv.data() + 2 * hd, ld, hs, slopes.data(), Bn, T, T, 0, nh, hd);
     Vec num = numeric_grad(qkv, loss);
     // Split the check per q / k / v column block so a wrong block shows by name.
     const char* part[] = {"q", "k", "v"};

@@ -99,16 +99,15 @@ static void check_ops() {
     const int64_t Bn = 2, T = 5, nh = 4, nkv = 2, hd = 3;
     const int64_t ldq = nh * hd + 1, ldkv = nkv * hd + 2;  // padded strides, like the fused qkv rows
     Vec q = randn(Bn * T * ldq, rng), k = randn(Bn * T * ldkv, rng), v = randn(Bn * T * ldkv, rng);
-    Vec R = randn(Bn * T * nh * hd, rng), att(Bn * nh * T * T);
+    Vec R = randn(Bn * T * nh * hd, rng), lse(Bn * nh * T), y(Bn * T * nh * hd);
     auto loss = [&] {
-      Vec y(Bn * T * nh * hd);
-      attention_forward<double>(y.data(), att.data(), q.data(), ldq, k.data(), v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
+      attention_forward<double>(y.data(), lse.data(), q.data(), ldq, k.data(), v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
       return dotv(y, R);
     };
     loss();
     Vec dq(q.size(), 0), dk(k.size(), 0), dv(v.size(), 0);
-    attention_backward<double>(dq.data(), dk.data(), dv.data(), R.data(), att.data(), q.data(), ldq, k.data(),
-                               v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
+    attention_backward<double>(dq.data(), dk.data(), dv.data(), R.data(), y.data(), lse.data(), q.data(), ldq,
+                               k.data(), v.data(), ldkv, Bn, T, T, 0, nh, nkv, hd);
     report("op attention (GQA 4/2): d q", rel_err(dq, numeric_grad(q, loss)));
     report("op attention (GQA 4/2): d k", rel_err(dk, numeric_grad(k, loss)));
     report("op attention (GQA 4/2): d v", rel_err(dv, numeric_grad(v, loss)));
@@ -418,11 +417,13 @@ static void check_checkpointing() {
 void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
+void check_attention();  // test_attention.cpp
 
 int main() {
   check_quant();
   check_gemm_isas();
   check_ops();
+  check_attention();
   check_models();
   check_lora_merge();
   check_kv_cache();
