@@ -468,6 +468,7 @@ Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
   a.lr = get("lr"), a.beta1 = get("beta1"), a.beta2 = get("beta2"), a.eps = get("eps");
   a.weight_decay = get("weightDecay"), a.max_grad_norm = get("maxGradNorm");
   a.eight_bit = o.Has("eightBit") && o.Get("eightBit").ToBoolean().Value();
+  if (o.Has("inverseScale")) a.inv_scale = get("inverseScale");
   auto* w = new AdamWWorker(this, info.Env(), a);
   auto p = w->Promise();
   w->Queue();

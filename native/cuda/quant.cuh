@@ -1,4 +1,4 @@
-// NF4 (QLoRA / bitsandbytes layout) dequantization on the GPU; cpu/quant.{h,cpp} is the oracle and
+// NF4 (QLoRA / bitsandbytes layout) quantization and dequantization on the GPU; cpu/quant.{h,cpp} is the oracle and
 // documents the format: blocks of 64 weights with one absmax each, element 2j in the HIGH nibble of
 // byte j, and with double quantization absmax = code[absmax_q[b]] * absmax2[b / 256] + offset,
 // code being bitsandbytes' signed dynamic map (cpu::dynamic_map_signed(), 256 floats, which the
@@ -23,5 +23,17 @@ void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t 
 template <typename T>
 void nf4_dequantize_dq(T* out, const uint8_t* packed, const uint8_t* absmax_q, const float* absmax2,
                        const float* code, float offset, int64_t n, cudaStream_t stream = 0);
+
+// Quantization, bit-identical to cpu::nf4_quantize_tensor (a checkpoint quantized on the GPU while it
+// loads equals the CPU's). nf4_quantize: packed[ceil(n/2)] and absmax[ceil(n/64)] of x[n] (T = float
+// or bf16, widened exactly); one warp per 64-block, a byte per lane.
+template <typename T>
+void nf4_quantize(uint8_t* packed, float* absmax, const T* x, int64_t n, cudaStream_t stream = 0);
+// Double quantization of those scales, in place: offset[0] = mean of absmax[0, blocks) (summed in
+// double in index order, as the CPU does: one thread, ~1 ms per million blocks), absmax_q[blocks]
+// and absmax2[ceil(blocks/256)] of absmax - offset with the signed dynamic map `code`, and absmax
+// overwritten with what compute uses: code[absmax_q] * absmax2 + offset.
+void nf4_double_quantize(uint8_t* absmax_q, float* absmax2, float* offset, float* absmax, const float* code,
+                         int64_t blocks, cudaStream_t stream = 0);
 
 }  // namespace sft::cuda

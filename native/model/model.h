@@ -54,6 +54,9 @@ struct Moments {
 
 struct AdamWOptions {
   double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0, max_grad_norm = 1.0;
+  // fp16 loss scaling (torch.amp.GradScaler's unscale_): the gradients hold loss_scale x the true
+  // ones; they are multiplied by this (1 / loss_scale) before the norm, the clipping and the update.
+  double inv_scale = 1.0;
   // 8-bit blockwise states (adamw_8bit) for tensors of at least min_8bit_size elements, as
   // bitsandbytes does; smaller tensors keep 32-bit states.
   bool eight_bit = false;

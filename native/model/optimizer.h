@@ -65,13 +65,18 @@ class OptimizerStore : public LoraStore<Bk> {
     moments_live_ = true;
   }
 
-  // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
+  // Unscale (o.inv_scale), clip to max_grad_norm, then one AdamW step; returns the unscaled norm
+  // before clipping. A non-finite norm (an fp16 overflow, or divergence) skips the step entirely,
+  // as GradScaler.step does when unscale_ found an inf/NaN.
   double adamw_step(const AdamWOptions& o) override {
-    const double norm = this->grad_norm();
+    // The unscale is folded into the one multiplier the update applies to g: with a power-of-two
+    // scale (GradScaler's are) the norm and the update equal an unscaled run's bit for bit.
+    const double norm = this->grad_norm() * o.inv_scale;
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
     double clip = 1.0;
     if (o.max_grad_norm > 0) clip = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
     if (!std::isfinite(norm)) return norm;  // never write NaN/Inf into the weights; caller reports
+    const double g_mul = clip * o.inv_scale;
     lay_out_optimizer(o.eight_bit, o.min_8bit_size);
     step_++;
     for (auto& p : this->params_) {
@@ -79,9 +84,9 @@ class OptimizerStore : public LoraStore<Bk> {
       const double wd = p.decay ? o.weight_decay : 0.0;
       if (p.m8) {
         this->bk_.adamw_update_8bit(p.values(), p.g, p.m8, p.m_absmax, p.v8, p.v_absmax, p.numel(), o.lr, o.beta1, o.beta2,
-                                    o.eps, wd, step_, clip);
+                                    o.eps, wd, step_, g_mul);
       } else {
-        this->bk_.adamw_update(p.values(), p.g, p.m, p.v, p.numel(), o.lr, o.beta1, o.beta2, o.eps, wd, step_, clip);
+        this->bk_.adamw_update(p.values(), p.g, p.m, p.v, p.numel(), o.lr, o.beta1, o.beta2, o.eps, wd, step_, g_mul);
       }
       if constexpr (ParamStore<Bk>::kMaster) this->bk_.cast(p.w, p.master, p.numel());  // the compute copy follows
     }

@@ -58,7 +58,7 @@
 //   save_steps                  | 500            | yes (< 1 = ratio)
 //   save_total_limit            | null           | yes (null = keep all checkpoints)
 //   seed                        | 42             | yes
-//   fp16, bf16                  | false          | cuda: bf16 compute (fp16 -> bf16 with a notice); cpu: fp32; both -> error
+//   fp16, bf16                  | false          | cuda: bf16 compute; cpu: fp32; fp16 adds dynamic loss scaling; both -> error
 //   gradient_checkpointing      | false          | yes (layers recomputed in backward)
 //   report_to                   | "none"         | none, tensorboard, wandb, all yes (metrics.jsonl always written);
 //                               |                | other integrations (mlflow, ...) -> notice, ignored
@@ -472,8 +472,8 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   save_total_limit: { check: orNull(int(1, 1e6)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
   seed: { check: int(0, 2 ** 32 - 1), default: 42, implemented: 'yes', help: 'seed for LoRA init, dropout and data order' },
   fp16: {
-    check: bool(), default: false, implemented: 'partly', help: 'half precision: bf16 on a GPU (fp16 loss scaling not implemented yet), fp32 on the CPU',
-    support: () => notice('fp16=true: fp16 with loss scaling is not implemented yet; on a GPU the run trains in bf16 instead, on the CPU in fp32'),
+    check: bool(), default: false, implemented: 'partly', help: 'dynamic loss scaling as torch.amp.GradScaler (inf/NaN steps skipped, scale in checkpoints); compute: bf16 on a GPU, fp32 on the CPU',
+    support: () => notice('fp16=true: dynamic loss scaling runs as in HF (GradScaler); the compute is bf16 on a GPU (no fp16 kernels; bf16 needs no scaling) and fp32 on the CPU'),
   },
   bf16: {
     check: bool(), default: false, implemented: 'partly', help: 'bfloat16 weights and activations on a GPU (fp32 master weights and optimizer); the CPU trains in fp32',

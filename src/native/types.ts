@@ -95,6 +95,9 @@ export interface AdamWOptions {
   maxGradNorm: number;
   /** 8-bit blockwise moments (bitsandbytes' 8-bit AdamW) for tensors of >= 4096 elements. */
   eightBit?: boolean;
+  /** fp16 loss scaling: the gradients are loss_scale x the true ones; they are multiplied by this
+   *  (1 / loss_scale) before the norm, the clipping and the update (default 1). */
+  inverseScale?: number;
 }
 
 export interface OptimizerState {

@@ -3,7 +3,8 @@
 //   checkpoint-N/
 //     adapter_config.json, adapter_model.safetensors   the LoRA adapter (PEFT format)
 //     optimizer.safetensors                             AdamW moments: <name>.exp_avg, <name>.exp_avg_sq
-//     trainer_state.json                                step, data position, loss history, log accumulators
+//     trainer_state.json                                step, data position, loss history, log accumulators,
+//                                                       fp16's loss scale
 //     sft_config.json, tokenizer files                  the run's resolved config; the tokenizer
 //     sft_manifest.json                                 size + SHA-256 of each file above (written last)
 //
@@ -22,6 +23,7 @@ import { RUN_CONFIG_FILE } from '../model/load.js';
 import { WEIGHT_FILE, hfModelBytes, writeHfModel } from '../model/save.js';
 import { writeManifest } from './manifest.js';
 import { SftError } from '../errors.js';
+import type { LossScalerState } from './loss-scaler.js';
 
 export const TRAINER_STATE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -46,6 +48,8 @@ export interface TrainerState {
   best_model_checkpoint: string | null;
   /** The last step evaluated (0: none): a run stopped during an evaluation redoes it on resume. */
   last_eval_step: number;
+  /** fp16's dynamic loss scale (null: the run does not scale), as accelerate saves GradScaler's state. */
+  grad_scaler: LossScalerState | null;
 }
 
 export interface AdapterConfigInfo {

@@ -56,6 +56,7 @@ import { mulberry32 } from '../util/random.js';
 import { poller } from '../util/interrupt.js';
 import { nonFiniteUpdate } from './diverged.js';
 import { epochEndsAt, evalLoss, evalPlan, isNewBest } from './evaluation.js';
+import { LossScaler, type LossScalerOptions } from './loss-scaler.js';
 
 export interface TrainRunOptions {
   /** Print the memory plan and samples with their trained spans marked; load no weight, train nothing. */
@@ -70,6 +71,8 @@ export interface TrainRunOptions {
   resume?: string;
   /** Skip malformed / non-UTF-8 / unusable data lines (counted and reported) instead of stopping. */
   skipBadLines?: boolean;
+  /** fp16's loss scaler settings (default GradScaler's); tests force overflows and growth with it. */
+  lossScaler?: LossScalerOptions;
 }
 
 export interface TrainResult {
@@ -129,7 +132,7 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
   // The tokenized data stays on disk while the run may still be resumed (interrupted, failed).
   let done = false;
   try {
-    const r = await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir);
+    const r = await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir, opts.lossScaler);
     done = !r.interrupted;
     return r;
   } finally {
@@ -183,14 +186,19 @@ function eightBitOptim(cfg: TrainConfig): boolean {
   return isEightBitOptim(cfg.optim);
 }
 
-/** The compute precision on this device: bf16 and fp16 mean bf16 on a GPU (fp16's loss scaling is
- *  not written yet; bf16 needs none), and fp32 on the CPU. */
+/** The compute precision on this device: bf16 and fp16 mean bf16 on a GPU, fp32 on the CPU. fp16
+ *  runs its dynamic loss scaling (GradScaler's rules, the scale in checkpoints, overflow steps
+ *  skipped) wherever it computes: the cuda backend has no fp16 kernels, and every card it builds for
+ *  (sm_80 and later) computes bf16, whose fp32 range needs no scaling; fp16's skipped steps and
+ *  learning-rate schedule stay what the config asked for. */
 function precision(cfg: TrainConfig, device: Device, print: (l: string) => void): 'f32' | 'bf16' {
+  const scaling = 'dynamic loss scaling runs as with fp16 (scale 65536, halved on an inf/NaN gradient, which skips the step; doubled after 2000 clean steps)';
   if (device === 'cuda') {
-    if (cfg.fp16) print('  fp16=true: training in bf16 (fp16 with loss scaling is not implemented yet; this GPU computes bf16)');
+    if (cfg.fp16) print(`  fp16=true: this GPU computes bf16 (same range as fp32, no fp16 underflow), so the run trains in bf16 (bf16=true says so without the scaler); ${scaling}`);
     return cfg.bf16 || cfg.fp16 ? 'bf16' : 'f32';
   }
-  if (cfg.bf16 || cfg.fp16) print(`  ${cfg.bf16 ? 'bf16' : 'fp16'}=true: the CPU backend trains in fp32`);
+  if (cfg.bf16) print('  bf16=true: the CPU backend trains in fp32');
+  if (cfg.fp16) print(`  fp16=true: the CPU backend trains in fp32; ${scaling}`);
   return 'f32';
 }
 
@@ -365,6 +373,7 @@ async function loop(
   stream: NodeJS.WritableStream & { isTTY?: boolean },
   shouldStop: () => boolean,
   resumeDir?: string,
+  scalerOptions?: LossScalerOptions,
 ): Promise<TrainResult> {
   const { cfg, model, data } = s;
   const bs = cfg.per_device_train_batch_size;
@@ -387,7 +396,7 @@ async function loop(
   // Everything the loop carries from step to step lives in `st`, which is what a checkpoint saves.
   let st: TrainerState = {
     global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps,
-    best_metric: null, best_global_step: null, best_model_checkpoint: null, last_eval_step: 0,
+    best_metric: null, best_global_step: null, best_model_checkpoint: null, last_eval_step: 0, grad_scaler: null,
   };
   mkdirSync(cfg.output_dir, { recursive: true });
   const shapes = (ps: { name: string; shape: number[] }[]) => ps.map((p) => ({ name: p.name, shape: p.shape }));
@@ -410,6 +419,11 @@ async function loop(
     keepMetricsUpTo(cfg.output_dir, st.global_step);
     print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
   }
+  // fp16: the loss scale carries on from the checkpoint (a run that did not scale starts afresh).
+  const scaler = cfg.fp16 ? new LossScaler(scalerOptions, st.grad_scaler ?? undefined) : undefined;
+  st.grad_scaler = scaler?.state() ?? null;
+  // As HF's Trainer: a skipped step does not advance the learning-rate schedule (nor AdamW's step).
+  const lrFor = (done: number) => lrAt(done - (scaler?.skippedSteps ?? 0), schedule);
   print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
   if (s.evalData) print(`Evaluation: ${cfg.eval_file} ${evals.describe} (${s.evalData.size} samples, ${s.evalData.stats.targetTokens} trained tokens)`);
 
@@ -493,7 +507,7 @@ async function loop(
       for (let i = 0; i < accum; i++) {
         if ((interrupted = await stopNow())) break;
         const b = micro.next();
-        const r = await model.forwardBackward(b.ids, shiftLabels(b.labels, b.indices.length, b.seqLen), b.indices.length, b.seqLen, 1 / Math.max(1, targetsInStep), step * accum + i);
+        const r = await model.forwardBackward(b.ids, shiftLabels(b.labels, b.indices.length, b.seqLen), b.indices.length, b.seqLen, (scaler?.scale ?? 1) / Math.max(1, targetsInStep), step * accum + i);
         lossSum += r.lossSum;
         tokensInStep += b.ids.length;
       }
@@ -506,10 +520,16 @@ async function loop(
       const notUpdated = (what: string, v: number) =>
         new SftError(`step ${step + 1}: the ${what} became ${v} — the weights were not updated. Lower learning_rate (now ${cfg.learning_rate}) or check the data; checkpoints written so far are intact.`);
       if (!Number.isFinite(loss)) throw notUpdated('loss', loss);
-      const lr = lrAt(step, schedule);
-      const { gradNorm, weightsFinite } = await model.adamwStep({ lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit });
-      if (!Number.isFinite(gradNorm)) throw notUpdated('gradient norm', gradNorm);
+      const lr = lrFor(step);
+      const { gradNorm, weightsFinite } = await model.adamwStep({
+        lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit, inverseScale: scaler?.inverse ?? 1,
+      });
+      // With fp16 loss scaling an inf/NaN gradient is an overflow of the scale: the step was skipped
+      // (no update) and the scale backs off, as GradScaler does; without it, divergence.
+      if (scaler) scaler.update(!Number.isFinite(gradNorm));
+      else if (!Number.isFinite(gradNorm)) throw notUpdated('gradient norm', gradNorm);
       if (!weightsFinite) throw nonFiniteUpdate(cfg, step + 1, step);
+      st.grad_scaler = scaler?.state() ?? null;
       st.global_step++;
       st.micro_batches += accum;
       st.losses.push(loss);
@@ -520,12 +540,15 @@ async function loop(
       const epoch = (done * accum) / perEpoch;
       if (done % logEvery === 0 || done === totalSteps || (cfg.logging_first_step && done === 1)) {
         const secs = (Date.now() - sinceLogMs) / 1000;
-        const rec = { step: done, epoch: round(epoch, 4), loss: round(st.log_loss_sum / st.log_steps, 4), learning_rate: lrAt(done, schedule), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1) };
+        const rec = {
+          step: done, epoch: round(epoch, 4), loss: round(st.log_loss_sum / st.log_steps, 4), learning_rate: lrFor(done), grad_norm: round(gradNorm, 4), tokens_per_second: round(sinceLogTokens / Math.max(secs, 1e-9), 1),
+          ...(scaler ? { loss_scale: scaler.scale, skipped_steps: scaler.skippedSteps } : {}),
+        };
         reporters.log(done, rec);
         progress.update(done, { loss: rec.loss, lr: rec.learning_rate, tokensPerSecond: rec.tokens_per_second, gradNorm, epoch });
         st.log_loss_sum = 0, st.log_steps = 0, sinceLogTokens = 0, sinceLogMs = Date.now();
       } else {
-        progress.update(done, { loss, lr: lrAt(done, schedule), gradNorm, epoch });
+        progress.update(done, { loss, lr: lrFor(done), gradNorm, epoch });
       }
       // As HF's _maybe_log_save_evaluate: log, evaluate, then save (the checkpoint holds the best).
       if (evals.at(done) && !(await evaluate(done))) {

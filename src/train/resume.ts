@@ -15,6 +15,7 @@ import { numel, readSafetensorsHeader, readTensorBytes, readTensorF32 } from '..
 import { RUN_CONFIG_FILE } from '../model/load.js';
 import { listCheckpointTensors } from '../model/weights.js';
 import { OPTIMIZER_FILE, TRAINER_STATE, listCheckpoints, type TrainerState } from './checkpoint.js';
+import type { LossScalerState } from './loss-scaler.js';
 import { MANIFEST, verifyManifest } from './manifest.js';
 import { SftError } from '../errors.js';
 
@@ -70,7 +71,9 @@ export function checkCheckpoint(dir: string, cfg?: TrainConfig, run?: RunShape, 
     totalSteps: run?.totalSteps,
   });
   const { tensors, trainable } = readTrained(dir, runCfg, run);
-  const optimizer = readOptimizer(join(dir, OPTIMIZER_FILE), trainable, state.global_step, isEightBitOptim(runCfg.optim), runCfg.optim, opts.moments !== false);
+  // fp16's skipped steps made no AdamW step: the optimizer is that many steps behind global_step.
+  const skipped = state.grad_scaler?.skipped_steps ?? 0;
+  const optimizer = readOptimizer(join(dir, OPTIMIZER_FILE), trainable, state.global_step - skipped, skipped, isEightBitOptim(runCfg.optim), runCfg.optim, opts.moments !== false);
   return { dir, state, verified, tensors, optimizer };
 }
 
@@ -144,7 +147,7 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
     if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min || x > max) throw bad(key, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`);
     return x;
   };
-  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps', 'best_metric', 'best_global_step', 'best_model_checkpoint', 'last_eval_step'];
+  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps', 'best_metric', 'best_global_step', 'best_model_checkpoint', 'last_eval_step', 'grad_scaler'];
   const unknown = Object.keys(v).filter((k) => !KNOWN.includes(k));
   if (unknown.length) throw new SftError(`${file}: unknown key ${clip(JSON.stringify(unknown[0]))}: not a trainer state this sft wrote`);
   const step = int('global_step', 0);  // 0: stopped inside the first step (nothing trained yet)
@@ -176,10 +179,24 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
     return x;
   });
   const lastEval = v.last_eval_step === undefined ? 0 : int('last_eval_step', 0, step);
+  const scaler = nullable('grad_scaler', () => checkScalerState(v.grad_scaler, step, (want) => bad('grad_scaler', want)));
   return {
     global_step: step, micro_batches: micro, losses: losses as number[], log_loss_sum: logSum, log_steps: logSteps, tokens_seen: int('tokens_seen', 0), total_steps: int('total_steps', 1),
     best_metric: bestMetric, best_global_step: bestStep, best_model_checkpoint: bestDir, last_eval_step: lastEval,
+    grad_scaler: scaler,
   };
+}
+
+/** fp16's loss scale: a positive finite fp32 value, and counters no larger than the steps taken. */
+function checkScalerState(x: unknown, step: number, bad: (want: string) => SftError): LossScalerState {
+  const want = `{ "scale": a positive finite number, "growth_tracker": an integer from 0 to ${step}, "skipped_steps": an integer from 0 to ${step} }`;
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) throw bad(want);
+  const o = x as Record<string, unknown>;
+  const count = (k: string) => typeof o[k] === 'number' && Number.isSafeInteger(o[k]) && (o[k] as number) >= 0 && (o[k] as number) <= step;
+  const keys = Object.keys(o).sort().join(',');
+  if (keys !== 'growth_tracker,scale,skipped_steps' || typeof o.scale !== 'number' || !Number.isFinite(o.scale) || o.scale <= 0 ||
+      Math.fround(o.scale) !== o.scale || !count('growth_tracker') || !count('skipped_steps')) throw bad(want);
+  return { scale: o.scale, growth_tracker: o.growth_tracker as number, skipped_steps: o.skipped_steps as number };
 }
 
 /** The trained tensors, checked against the run's (or, without a run, taken as the checkpoint says). */
@@ -221,12 +238,13 @@ function matchTensors(file: string, have: { name: string; shape: number[] }[], w
 
 /** optimizer.safetensors: the step bias correction continues from, and the moments of every
  *  trainable tensor (none missing, none extra, the run's kind, finite; second moments >= 0). */
-function readOptimizer(file: string, trainable: RunShape['trainable'], step: number, eightBit: boolean, optim: string, readMoments: boolean): OptimizerState {
+function readOptimizer(file: string, trainable: RunShape['trainable'], step: number, skipped: number, eightBit: boolean, optim: string, readMoments: boolean): OptimizerState {
   if (!existsSync(file)) throw new SftError(`${file} is missing: the checkpoint is incomplete`);
   const h = readSafetensorsHeader(file);
   const saved = h.metadata?.step;
   if (saved !== String(step)) {
-    throw new SftError(`${file}: the optimizer step in its metadata is ${saved === undefined ? 'missing' : clip(JSON.stringify(saved))}, but trainer_state.json is at step ${step}: AdamW's bias correction would restart wrongly`);
+    const at = skipped ? `${step} (step ${step + skipped} less ${skipped} fp16 steps skipped)` : `${step}`;
+    throw new SftError(`${file}: the optimizer step in its metadata is ${saved === undefined ? 'missing' : clip(JSON.stringify(saved))}, but trainer_state.json is at step ${at}: AdamW's bias correction would restart wrongly`);
   }
   const used = new Set<string>();
   const get = (name: string, dtype: 'F32' | 'U8', n: number): { t: Float32Array | Uint8Array } => {

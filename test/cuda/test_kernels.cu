@@ -750,6 +750,8 @@ void check_adamw_copy() {
 int run_bench(int argc, char** argv);  // bench_kernels.cu
 int run_model_checks(const std::string& only_arch);  // test_models.cu: whole models against the CPU backend
 int run_step_bench(int argc, char** argv);  // bench_step.cu: one 7B-shaped LoRA step, timed
+void run_paged_checks();  // test_paged.cu: paged AdamW and its page plan
+void run_nf4_quant_checks();  // test_nf4_quant.cu: NF4 quantization against the CPU's
 
 int main(int argc, char** argv) {
   sft::register_cuda_backend();
@@ -772,7 +774,8 @@ int main(int argc, char** argv) {
   }
   const char* families[] = {"rmsnorm", "rope",   "swiglu",    "embedding", "cross-entropy", "adamw",
                             "nf4",     "gemm",   "attention", "linear",    "tensor",        "dropout",
-                            "layernorm", "l2norm", "gelu",    "alibi",     "mma",      "models"};
+                            "layernorm", "l2norm", "gelu",    "alibi",     "mma",       "paged",
+                            "models"};
   if (!only.empty() && std::none_of(std::begin(families), std::end(families), [&](const char* f) { return only == f; })) {
     std::printf("unknown --only %s (one of:", only.c_str());
     for (const char* f : families) std::printf(" %s", f);
@@ -792,7 +795,8 @@ int main(int argc, char** argv) {
     if (want("embedding")) check_embedding<float>(), check_embedding<bf16>();
     if (want("cross-entropy")) check_cross_entropy<float>(), check_cross_entropy<bf16>();
     if (want("adamw")) check_adamw(), check_adamw_copy();
-    if (want("nf4")) check_nf4();
+    if (want("paged")) run_paged_checks();
+    if (want("nf4")) check_nf4(), run_nf4_quant_checks();
     if (want("gemm")) {
       check_col_major_mapping();
       check_gemm<float, float>(false);
