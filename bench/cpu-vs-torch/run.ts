@@ -26,7 +26,7 @@ const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : 
 
 /** Steps (or sequences, or generations) measured after the warm-up, per workload and model size. */
 function counts(w: Workload): { warmup: number; units: number } {
-  if (w.kind === 'train') return w.model === '91M' ? { warmup: 1, units: 4 } : { warmup: 2, units: 8 };
+  if (w.kind === 'train') return w.model === '79M' ? { warmup: 1, units: 4 } : { warmup: 2, units: 8 };
   if (w.kind === 'score') return { warmup: 2, units: 10 };
   return { warmup: 1, units: 2 };
 }

@@ -7,7 +7,7 @@ export interface ModelShape { id: string; hidden: number; layers: number; heads:
 
 export const MODELS: ModelShape[] = [
   { id: '11M', hidden: 384, layers: 6, heads: 6, kvHeads: 2, intermediate: 1024, vocab: 4096 },
-  { id: '91M', hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048, vocab: 4096 },
+  { id: '79M', hidden: 768, layers: 12, heads: 12, kvHeads: 4, intermediate: 2048, vocab: 4096 },
 ];
 
 export type Workload =
@@ -22,7 +22,7 @@ export const WORKLOADS: Workload[] = [
   { kind: 'train', model: '11M', batch: 2, seq: 512, checkpointing: false },
   { kind: 'train', model: '11M', batch: 1, seq: 1024, checkpointing: false },
   { kind: 'train', model: '11M', batch: 8, seq: 128, checkpointing: true },
-  { kind: 'train', model: '91M', batch: 8, seq: 128, checkpointing: false },
+  { kind: 'train', model: '79M', batch: 8, seq: 128, checkpointing: false },
   { kind: 'score', model: '11M', seq: 512 },
   { kind: 'decode', model: '11M', prompt: 16, tokens: 128 },
 ];
