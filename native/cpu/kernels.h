@@ -21,6 +21,11 @@ struct Kernels {
                     int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
   void (*gemv_f16)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* W,
                    int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
+  // LoRA dropout over elements [i0, i0 + n) of a stream: element i is dropped when the top 53 bits of
+  // rng::mix(key + i) are below `threshold` (= ceil(p 2^53): exactly uniform01_key(key, i) < p).
+  // dropout: out[j] = dropped ? 0 : x[j] * keep;  dropout_add: out[j] += dropped ? 0 : x[j] * keep.
+  void (*dropout)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
+  void (*dropout_add)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
   // Probes (bench/native): `iters` rounds of independent FMA chains, returns the flops done; the
   // sum of n floats read once (memory bandwidth).
   double (*fma_probe)(int64_t iters);

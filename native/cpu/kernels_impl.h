@@ -221,6 +221,33 @@ void gemv_f16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int6
   gemv<F16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
 }
 
+// core/random.h's mix, repeated here because nothing inline may be shared with other translation
+// units (test_gemm checks every instruction set's masks against rng::uniform01_key). Written as
+// plain 64-bit lanes so the compiler vectorises it (vpmullq where AVX512DQ exists).
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+void dropout(float* __restrict out, const float* __restrict x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold,
+             float keep) {
+  const uint64_t base = key + uint64_t(i0);
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; j++) out[j] = (mix64(base + uint64_t(j)) >> 11) < threshold ? 0.f : x[j] * keep;
+}
+
+void dropout_add(float* __restrict out, const float* __restrict x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold,
+                 float keep) {
+  const uint64_t base = key + uint64_t(i0);
+#pragma GCC ivdep
+  // One rounding (a fused multiply-add) on every instruction set, as the engine's -march baseline
+  // compiled the scalar loop this replaces: results do not depend on which kernels run.
+  for (int64_t j = 0; j < n; j++)
+    out[j] = (mix64(base + uint64_t(j)) >> 11) < threshold ? out[j] : __builtin_fmaf(x[j], keep, out[j]);
+}
+
 // Independent multiply-add chains, more than FMA latency x ports on any current core.
 double fma_probe(int64_t iters) {
   constexpr int CH = 12;
@@ -250,7 +277,8 @@ float stream_sum(const float* x, int64_t n) {
   return s;
 }
 
-const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemv_f32, gemv_bf16, gemv_f16, fma_probe, stream_sum};
+const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemv_f32, gemv_bf16, gemv_f16, dropout, dropout_add,
+                        fma_probe, stream_sum};
 
 }  // namespace
 }  // namespace sft::cpu

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "core/random.h"
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
@@ -202,6 +203,24 @@ void check_gemm_isas() {
               }
           }
       report(std::string("gemv ") + isa_name(isa) + (bf ? ": bf16" : ": f16") + " weights vs double", worst, 1.0);
+    }
+    // LoRA dropout masks: each kernel drops exactly the elements uniform01_key(key, i) < p drops
+    // (the mask every backend regenerates), at an odd offset and length, p = 0 dropping nothing.
+    for (double p : {0.0, 0.05, 0.3, 0.5, 0.999}) {
+      const int64_t n = 1037, i0 = 4099;
+      const uint64_t key = sft::rng::stream_key(11, sft::rng::dropout_stream(3));
+      const float kp = float(1.0 / (1.0 - p));
+      std::vector<float> x(n), out(n, 0.f), acc(n, 2.f);
+      for (int64_t j = 0; j < n; j++) x[size_t(j)] = float(j % 13) - 6.f;
+      kernels().dropout(out.data(), x.data(), n, i0, key, sft::rng::drop_threshold(p), kp);
+      kernels().dropout_add(acc.data(), x.data(), n, i0, key, sft::rng::drop_threshold(p), kp);
+      int64_t bad = 0;
+      for (int64_t j = 0; j < n; j++) {
+        const bool drop = sft::rng::uniform01_key(key, uint64_t(i0 + j)) < p;
+        const float want = drop ? 0.f : x[size_t(j)] * kp;
+        bad += out[size_t(j)] != want || acc[size_t(j)] != (drop ? 2.f : std::fmaf(x[size_t(j)], kp, 2.f));
+      }
+      report(std::string("dropout ") + isa_name(isa) + ": mask of p = " + std::to_string(p) + " (elements wrong)", double(bad), 0.5);
     }
   }
   set_isa(keep);
