@@ -13,6 +13,12 @@ struct Kernels {
   // C[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * C[i * ldc + j]).
   int mr, nr;
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
+  // Skinny GEMM (one operand a few columns wide: LoRA's rank): for row m in [0, rows) and column
+  // j < n <= nr, C[m * rs + j * cs] = alpha * sum_k A[m * sm + k * sk] Bp[k * nr + j] (+ beta * C).
+  // A is read in place through its strides (no packing of the large operand); Bp is op(B) packed
+  // as one k-major strip of nr columns, zero beyond n. Each element sums k in order, in one pass.
+  void (*gemm_skinny)(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+                      int64_t rs, int64_t cs, float alpha, float beta);
   // GEMV rows: y[m * ldy + n] = alpha * sum_k x[m * ldx + k] W[n * ldw + k] (+ beta * y) for
   // n in [n0, n1) and m < M (M <= kGemvMaxM). W is fp32, bf16 or IEEE f16 bits; fp32 accumulation.
   void (*gemv_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* W, int64_t ldw,

@@ -128,6 +128,56 @@ void gemm_tile(int64_t kc, const float* __restrict Ap, const float* __restrict B
   }
 }
 
+// R rows (R = MR, or 1 for the last few) x NV vectors of columns of the skinny product.
+template <int R, int NV>
+void skinny_rows(int n, int64_t K, const float* __restrict A, int64_t sm, int64_t sk, const float* __restrict Bp,
+                 float* __restrict C, int64_t rs, int64_t cs, float alpha, float beta) {
+  V acc[R][NV];
+  for (int i = 0; i < R; i++)
+    for (int v = 0; v < NV; v++) acc[i][v] = V{};
+  for (int64_t k = 0; k < K; k++) {
+    V b[NV];
+    for (int v = 0; v < NV; v++) b[v] = load(Bp + k * NR + v * W);
+    const float* a = A + k * sk;
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      const float ai = a[i * sm];
+      for (int v = 0; v < NV; v++) acc[i][v] += ai * b[v];
+    }
+  }
+  if (cs == 1 && n == NV * W) {
+    const V va = splat(alpha), vb = splat(beta);
+    for (int i = 0; i < R; i++)
+      for (int v = 0; v < NV; v++) {
+        float* c = C + i * rs + v * W;
+        store(c, beta == 0.f ? va * acc[i][v] : va * acc[i][v] + vb * load(c));
+      }
+    return;
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < n; j++) {
+      float* c = C + i * rs + j * cs;
+      const float t = acc[i][j / W][j % W];
+      *c = beta == 0.f ? alpha * t : alpha * t + beta * *c;
+    }
+}
+
+template <int NV>
+void skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C, int64_t rs,
+            int64_t cs, float alpha, float beta) {
+  int64_t m = 0;
+  for (; m + MR <= rows; m += MR) skinny_rows<MR, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+  for (; m < rows; m++) skinny_rows<1, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+}
+
+void gemm_skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+                 int64_t rs, int64_t cs, float alpha, float beta) {
+  if (n <= W)
+    skinny<1>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+  else
+    skinny<2>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+}
+
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
 // M rows of x against rows [n0, n1) of W, four W rows at a time (each weight is read once, every
@@ -277,7 +327,7 @@ float stream_sum(const float* x, int64_t n) {
   return s;
 }
 
-const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemv_f32, gemv_bf16, gemv_f16, dropout, dropout_add,
+const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemm_skinny, gemv_f32, gemv_bf16, gemv_f16, dropout, dropout_add,
                         fma_probe, stream_sum};
 
 }  // namespace
