@@ -205,6 +205,28 @@ void check_gemm_isas() {
           }
       report(std::string("gemv ") + isa_name(isa) + (bf ? ": bf16" : ": f16") + " weights vs double", worst, 1.0);
     }
+    // LoRA's rank-16 products at training size (the skinny kernel, gemm.cpp): x A^T, dy B, dB and dA
+    // over 1000 tokens, against double and with the same bits on one thread or two.
+    {
+      std::mt19937_64 lr(5);
+      const Case lora[] = {make_case(false, false, 1000, 16, 384, 1.f, 0.f, lr), make_case(false, true, 1000, 16, 384, 2.f, 0.f, lr),
+                           make_case(true, true, 384, 16, 1000, 2.f, 1.f, lr), make_case(true, true, 16, 384, 1000, 1.f, 1.f, lr),
+                           make_case(false, false, 333, 5, 70, -0.5f, 1.3f, lr)};
+      double lw = 0;
+      bool lsame = true;
+      for (const Case& c : lora) {
+        sft::set_num_threads(1);
+        const std::vector<float> one = run(c);
+        sft::set_num_threads(2);
+        const std::vector<float> two = run(c);
+        lw = std::max(lw, check(c, two));
+        lsame = lsame && std::memcmp(one.data(), two.data(), one.size() * 4) == 0;
+      }
+      sft::set_num_threads(0);
+      report(std::string("gemm ") + isa_name(isa) + ": LoRA rank-16 shapes vs double", lw, 1.0);
+      if (!lsame) failures++;
+      std::printf("%s gemm %s: LoRA rank-16 shapes give the same bits on 1 and 2 threads\n", lsame ? "ok  " : "FAIL", isa_name(isa));
+    }
     // LoRA dropout masks: each kernel drops exactly the elements uniform01_key(key, i) < p drops
     // (the mask every backend regenerates), at an odd offset and length, p = 0 dropping nothing.
     for (double p : {0.0, 0.05, 0.3, 0.5, 0.999}) {
