@@ -3,6 +3,7 @@
 // dropout masks are never stored — backward (and every backend) regenerates them.
 // splitmix64's finaliser; integer arithmetic only, so host and device agree bit for bit.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -27,6 +28,11 @@ SFT_HD uint64_t stream_key(uint64_t seed, uint64_t stream) { return mix(seed ^ m
 SFT_HD double uniform01_key(uint64_t key, uint64_t i) {
   return double(mix(key + i) >> 11) * (1.0 / 9007199254740992.0);
 }
+
+// uniform01_key(key, i) < p in integers: the top 53 bits of mix(key + i) below ceil(p 2^53) (the
+// double is those bits times 2^-53, exactly), which vectorises where the double compare does not.
+SFT_HD uint64_t drop_threshold(double p) { return uint64_t(std::ceil(p * 9007199254740992.0)); }
+SFT_HD bool dropped(uint64_t key, uint64_t i, uint64_t threshold) { return (mix(key + i) >> 11) < threshold; }
 
 SFT_HD double uniform01(uint64_t seed, uint64_t stream, uint64_t i) { return uniform01_key(stream_key(seed, stream), i); }
 

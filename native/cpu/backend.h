@@ -21,6 +21,7 @@
 #include "core/random.h"
 #include "core/threads.h"
 #include "cpu/gemm.h"
+#include "cpu/isa.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 
@@ -203,15 +204,25 @@ class CpuBackend {
   // ---- LoRA dropout: element i dropped when uniform01_key(key, i) < p (core/random.h) -------------
   void dropout_forward(T* out, const T* x, int64_t rows, int64_t cols, double p, uint64_t key) {
     const T keep = T(1.0 / (1.0 - p));
-    parallel_for(rows, 16, [&](int64_t m0, int64_t m1) {
-      for (int64_t i = m0 * cols; i < m1 * cols; i++) out[i] = rng::uniform01_key(key, uint64_t(i)) < p ? T(0) : x[i] * keep;
+    const uint64_t thr = rng::drop_threshold(p);
+    parallel_for(rows * cols, 1 << 14, [&](int64_t i0, int64_t i1) {
+      if constexpr (std::is_same<T, float>::value) {
+        cpu::kernels().dropout(out + i0, x + i0, i1 - i0, i0, key, thr, keep);
+      } else {
+        for (int64_t i = i0; i < i1; i++) out[i] = rng::dropped(key, uint64_t(i), thr) ? T(0) : x[i] * keep;
+      }
     });
   }
   void dropout_backward_add(T* dx, const T* dxd, int64_t n, double p, uint64_t key) {
     const T keep = T(1.0 / (1.0 - p));
+    const uint64_t thr = rng::drop_threshold(p);
     parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i++)
-        if (!(rng::uniform01_key(key, uint64_t(i)) < p)) dx[i] += dxd[i] * keep;
+      if constexpr (std::is_same<T, float>::value) {
+        cpu::kernels().dropout_add(dx + i0, dxd + i0, i1 - i0, i0, key, thr, keep);
+      } else {
+        for (int64_t i = i0; i < i1; i++)
+          if (!rng::dropped(key, uint64_t(i), thr)) dx[i] = std::fma(dxd[i], keep, dx[i]);
+      }
     });
   }
 

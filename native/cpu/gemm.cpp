@@ -96,13 +96,18 @@ void pack(T* dst, const T* X, int64_t ld, bool trans, int R, int64_t r0, int64_t
         for (; i < R; i++) d[k * R + i] = T(0);
       }
     } else {
-      for (int i = 0; i < R; i++) {
-        if (i < valid) {
+      // k in blocks of KB so the strided writes of one block (KB x R) stay in L1 while each of the
+      // R source rows is read KB elements at a time (writing whole kc-long columns evicted the
+      // panel between rows: this pack was a sixth of a training step).
+      constexpr int64_t KB = 16;
+      for (int64_t kb = 0; kb < kc; kb += KB) {
+        const int64_t ke = std::min(kc, kb + KB);
+        for (int i = 0; i < valid; i++) {
           const T* src = X + (rb + i) * ld + k0;
-          for (int64_t k = 0; k < kc; k++) d[k * R + i] = src[k];
-        } else {
-          for (int64_t k = 0; k < kc; k++) d[k * R + i] = T(0);
+          for (int64_t k = kb; k < ke; k++) d[k * R + i] = src[k];
         }
+        for (int i = valid; i < R; i++)
+          for (int64_t k = kb; k < ke; k++) d[k * R + i] = T(0);
       }
     }
   }
@@ -248,6 +253,43 @@ void gemv_driver(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const fl
   });
 }
 
+// One side at most nr wide (LoRA's rank-r products: x A^T, dy B, and the adapter gradients dB and
+// dA over all tokens): the narrow operand is packed into one k-major strip and the wide one is read
+// in place by the skinny kernel, instead of packing the wide one (as large as the product's input)
+// to fill tiles that are at most half used. A narrow M is the same product transposed: C^T = op(B)
+// op(A)^T, stored through C's strides. Threads split the wide side in whole kernel row blocks; each
+// element sums k in order, so the result does not depend on the thread count.
+bool skinny_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const Kernels& kt = kernels();
+  const int64_t nr = kt.nr, mr = kt.mr;
+  if (K <= 0 || K > 4096) return false;  // the strip (K x nr) stays in L2
+  // The narrow-M form only for weight gradients (both operands transposed: dW = dy^T x); B is then
+  // an activation, never a frozen weight that gemm_prepacked could have packed (its panels are
+  // not the skinny kernel's layout, and the two must agree bit for bit).
+  const bool narrow_n = N <= nr && M >= 2 * mr, narrow_m = !narrow_n && ta && tb && M <= nr && N >= 2 * mr;
+  if (!narrow_n && !narrow_m) return false;
+  // Wide operand W[rows, k] = wide[row * sm + k * sk]; narrow operand packed from op(X) with n columns.
+  const int64_t rows = narrow_n ? M : N, n = narrow_n ? N : M;
+  const float* wide = narrow_n ? A : B;
+  const bool wide_t = narrow_n ? ta : tb;
+  const int64_t ldw = narrow_n ? lda : ldb;
+  const int64_t sm = wide_t ? 1 : ldw, sk = wide_t ? ldw : 1;
+  const int64_t rs = narrow_n ? ldc : 1, cs = narrow_n ? 1 : ldc;
+  float* Bp = scratch(b_scratch<float>(), size_t(K * nr));
+  if (narrow_n)
+    pack<float>(Bp, B, ldb, tb, int(nr), 0, N, 0, K, 0, 1);
+  else
+    pack<float>(Bp, A, lda, ta, int(nr), 0, M, 0, K, 0, 1);
+  const int64_t blocks = (rows + mr - 1) / mr;
+  const int64_t grain = rows * n * K < (int64_t(1) << 17) ? blocks : 1;
+  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * mr, r1 = std::min(rows, b1 * mr);
+    kt.gemm_skinny(r1 - r0, int(n), K, wide + r0 * sm, sm, sk, Bp, C + r0 * rs, rs, cs, alpha, beta);
+  });
+  return true;
+}
+
 }  // namespace
 
 template <typename T>
@@ -262,6 +304,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
                   beta, C, ldc);
       return;
     }
+  }
+  if constexpr (std::is_same<T, float>::value) {
+    if (skinny_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   }
   const Tile<T> tk = tile_kernel<T>();
   gemm_driver<T>(ta, M, N, K, alpha, A, lda,
@@ -325,6 +370,16 @@ void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda
   if (B.nr != tk.nr || B.kc != bl.kc || B.nc != bl.nc)
     throw std::logic_error(std::string("gemm_prepacked: B was packed for the ") + B.isa + " kernels, the " + kernels().name +
                            " kernels run now");
+  if (B.N <= tk.nr && M >= 2 * tk.mr && B.K <= 4096 && B.K > 0) {
+    // gemm's skinny path: one strip of panels is the K x nr strip it packs, so the bits agree.
+    const int64_t blocks = (M + tk.mr - 1) / tk.mr;
+    parallel_for(blocks, M * B.N * B.K < (int64_t(1) << 17) ? blocks : 1, [&](int64_t b0, int64_t b1) {
+      const int64_t r0 = b0 * tk.mr, r1 = std::min(M, b1 * tk.mr);
+      kernels().gemm_skinny(r1 - r0, int(B.N), B.K, A + r0 * (ta ? 1 : lda), ta ? 1 : lda, ta ? lda : 1, B.data, C + r0 * ldc,
+                            ldc, 1, alpha, beta);
+    });
+    return;
+  }
   gemm_driver<float>(ta, M, B.N, B.K, alpha, A, lda, [](float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) {},
                      B.data, tk, bl, beta, C, ldc);
 }

@@ -13,6 +13,12 @@ struct Kernels {
   // C[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * C[i * ldc + j]).
   int mr, nr;
   void (*gemm_tile)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, float alpha, float beta);
+  // Skinny GEMM (one operand a few columns wide: LoRA's rank): for row m in [0, rows) and column
+  // j < n <= nr, C[m * rs + j * cs] = alpha * sum_k A[m * sm + k * sk] Bp[k * nr + j] (+ beta * C).
+  // A is read in place through its strides (no packing of the large operand); Bp is op(B) packed
+  // as one k-major strip of nr columns, zero beyond n. Each element sums k in order, in one pass.
+  void (*gemm_skinny)(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+                      int64_t rs, int64_t cs, float alpha, float beta);
   // GEMV rows: y[m * ldy + n] = alpha * sum_k x[m * ldx + k] W[n * ldw + k] (+ beta * y) for
   // n in [n0, n1) and m < M (M <= kGemvMaxM). W is fp32, bf16 or IEEE f16 bits; fp32 accumulation.
   void (*gemv_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* W, int64_t ldw,
@@ -21,6 +27,11 @@ struct Kernels {
                     int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
   void (*gemv_f16)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* W,
                    int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
+  // LoRA dropout over elements [i0, i0 + n) of a stream: element i is dropped when the top 53 bits of
+  // rng::mix(key + i) are below `threshold` (= ceil(p 2^53): exactly uniform01_key(key, i) < p).
+  // dropout: out[j] = dropped ? 0 : x[j] * keep;  dropout_add: out[j] += dropped ? 0 : x[j] * keep.
+  void (*dropout)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
+  void (*dropout_add)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
   // Probes (bench/native): `iters` rounds of independent FMA chains, returns the flops done; the
   // sum of n floats read once (memory bandwidth).
   double (*fma_probe)(int64_t iters);

@@ -128,6 +128,56 @@ void gemm_tile(int64_t kc, const float* __restrict Ap, const float* __restrict B
   }
 }
 
+// R rows (R = MR, or 1 for the last few) x NV vectors of columns of the skinny product.
+template <int R, int NV>
+void skinny_rows(int n, int64_t K, const float* __restrict A, int64_t sm, int64_t sk, const float* __restrict Bp,
+                 float* __restrict C, int64_t rs, int64_t cs, float alpha, float beta) {
+  V acc[R][NV];
+  for (int i = 0; i < R; i++)
+    for (int v = 0; v < NV; v++) acc[i][v] = V{};
+  for (int64_t k = 0; k < K; k++) {
+    V b[NV];
+    for (int v = 0; v < NV; v++) b[v] = load(Bp + k * NR + v * W);
+    const float* a = A + k * sk;
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++) {
+      const float ai = a[i * sm];
+      for (int v = 0; v < NV; v++) acc[i][v] += ai * b[v];
+    }
+  }
+  if (cs == 1 && n == NV * W) {
+    const V va = splat(alpha), vb = splat(beta);
+    for (int i = 0; i < R; i++)
+      for (int v = 0; v < NV; v++) {
+        float* c = C + i * rs + v * W;
+        store(c, beta == 0.f ? va * acc[i][v] : va * acc[i][v] + vb * load(c));
+      }
+    return;
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < n; j++) {
+      float* c = C + i * rs + j * cs;
+      const float t = acc[i][j / W][j % W];
+      *c = beta == 0.f ? alpha * t : alpha * t + beta * *c;
+    }
+}
+
+template <int NV>
+void skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C, int64_t rs,
+            int64_t cs, float alpha, float beta) {
+  int64_t m = 0;
+  for (; m + MR <= rows; m += MR) skinny_rows<MR, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+  for (; m < rows; m++) skinny_rows<1, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+}
+
+void gemm_skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+                 int64_t rs, int64_t cs, float alpha, float beta) {
+  if (n <= W)
+    skinny<1>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+  else
+    skinny<2>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+}
+
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
 // M rows of x against rows [n0, n1) of W, four W rows at a time (each weight is read once, every
@@ -221,6 +271,33 @@ void gemv_f16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int6
   gemv<F16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
 }
 
+// core/random.h's mix, repeated here because nothing inline may be shared with other translation
+// units (test_gemm checks every instruction set's masks against rng::uniform01_key). Written as
+// plain 64-bit lanes so the compiler vectorises it (vpmullq where AVX512DQ exists).
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+void dropout(float* __restrict out, const float* __restrict x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold,
+             float keep) {
+  const uint64_t base = key + uint64_t(i0);
+#pragma GCC ivdep
+  for (int64_t j = 0; j < n; j++) out[j] = (mix64(base + uint64_t(j)) >> 11) < threshold ? 0.f : x[j] * keep;
+}
+
+void dropout_add(float* __restrict out, const float* __restrict x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold,
+                 float keep) {
+  const uint64_t base = key + uint64_t(i0);
+#pragma GCC ivdep
+  // One rounding (a fused multiply-add) on every instruction set, as the engine's -march baseline
+  // compiled the scalar loop this replaces: results do not depend on which kernels run.
+  for (int64_t j = 0; j < n; j++)
+    out[j] = (mix64(base + uint64_t(j)) >> 11) < threshold ? out[j] : __builtin_fmaf(x[j], keep, out[j]);
+}
+
 // Independent multiply-add chains, more than FMA latency x ports on any current core.
 double fma_probe(int64_t iters) {
   constexpr int CH = 12;
@@ -250,7 +327,8 @@ float stream_sum(const float* x, int64_t n) {
   return s;
 }
 
-const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemv_f32, gemv_bf16, gemv_f16, fma_probe, stream_sum};
+const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemm_skinny, gemv_f32, gemv_bf16, gemv_f16, dropout, dropout_add,
+                        fma_probe, stream_sum};
 
 }  // namespace
 }  // namespace sft::cpu

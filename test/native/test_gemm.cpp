@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "core/random.h"
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
@@ -144,6 +145,7 @@ void check_gemm_isas() {
     bool same = true;
     for (const Case& c : cases) {
       if (c.M <= kGemvMaxM || c.N < 17) continue;
+      if (c.ta && c.tb && c.M <= kernels().nr && c.N >= 2 * kernels().mr) continue;  // a weight gradient's shape (gemm.cpp)
       std::vector<float> P(gemm_packed_b_floats(c.N, c.K));
       PackedB pb;
       gemm_pack_b(pb, P.data(), c.tb, c.N, c.K, c.B.data(), c.ldb);
@@ -202,6 +204,46 @@ void check_gemm_isas() {
               }
           }
       report(std::string("gemv ") + isa_name(isa) + (bf ? ": bf16" : ": f16") + " weights vs double", worst, 1.0);
+    }
+    // LoRA's rank-16 products at training size (the skinny kernel, gemm.cpp): x A^T, dy B, dB and dA
+    // over 1000 tokens, against double and with the same bits on one thread or two.
+    {
+      std::mt19937_64 lr(5);
+      const Case lora[] = {make_case(false, false, 1000, 16, 384, 1.f, 0.f, lr), make_case(false, true, 1000, 16, 384, 2.f, 0.f, lr),
+                           make_case(true, true, 384, 16, 1000, 2.f, 1.f, lr), make_case(true, true, 16, 384, 1000, 1.f, 1.f, lr),
+                           make_case(false, false, 333, 5, 70, -0.5f, 1.3f, lr)};
+      double lw = 0;
+      bool lsame = true;
+      for (const Case& c : lora) {
+        sft::set_num_threads(1);
+        const std::vector<float> one = run(c);
+        sft::set_num_threads(2);
+        const std::vector<float> two = run(c);
+        lw = std::max(lw, check(c, two));
+        lsame = lsame && std::memcmp(one.data(), two.data(), one.size() * 4) == 0;
+      }
+      sft::set_num_threads(0);
+      report(std::string("gemm ") + isa_name(isa) + ": LoRA rank-16 shapes vs double", lw, 1.0);
+      if (!lsame) failures++;
+      std::printf("%s gemm %s: LoRA rank-16 shapes give the same bits on 1 and 2 threads\n", lsame ? "ok  " : "FAIL", isa_name(isa));
+    }
+    // LoRA dropout masks: each kernel drops exactly the elements uniform01_key(key, i) < p drops
+    // (the mask every backend regenerates), at an odd offset and length, p = 0 dropping nothing.
+    for (double p : {0.0, 0.05, 0.3, 0.5, 0.999}) {
+      const int64_t n = 1037, i0 = 4099;
+      const uint64_t key = sft::rng::stream_key(11, sft::rng::dropout_stream(3));
+      const float kp = float(1.0 / (1.0 - p));
+      std::vector<float> x(n), out(n, 0.f), acc(n, 2.f);
+      for (int64_t j = 0; j < n; j++) x[size_t(j)] = float(j % 13) - 6.f;
+      kernels().dropout(out.data(), x.data(), n, i0, key, sft::rng::drop_threshold(p), kp);
+      kernels().dropout_add(acc.data(), x.data(), n, i0, key, sft::rng::drop_threshold(p), kp);
+      int64_t bad = 0;
+      for (int64_t j = 0; j < n; j++) {
+        const bool drop = sft::rng::uniform01_key(key, uint64_t(i0 + j)) < p;
+        const float want = drop ? 0.f : x[size_t(j)] * kp;
+        bad += out[size_t(j)] != want || acc[size_t(j)] != (drop ? 2.f : std::fmaf(x[size_t(j)], kp, 2.f));
+      }
+      report(std::string("dropout ") + isa_name(isa) + ": mask of p = " + std::to_string(p) + " (elements wrong)", double(bad), 0.5);
     }
   }
   set_isa(keep);
