@@ -20,7 +20,7 @@ namespace {
 // nothing: the others take its chunks. A chunk's range does not depend on who runs it, so results
 // do not either. A successful claim proves the job is still running (the caller waits for every
 // claimed chunk to finish), which is what makes reading job_ after it safe.
-// Idle threads spin briefly (kSpin) before they sleep on a condition variable: at batch-1 decode a
+// Idle threads spin briefly (kSpin, longer than the serial gaps between a decode token's regions) before they sleep on a condition variable: at batch-1 decode a
 // region lasts microseconds and the next one follows within microseconds, and a futex sleep and
 // wake-up per region (tens of microseconds when the other core is busy) cost more than the work.
 class Pool {
@@ -102,7 +102,7 @@ class Pool {
   // Spins until done() or about kSpin has passed; whether done() came true.
   template <class F>
   static bool spin_until(const F& done) {
-    constexpr auto kSpin = std::chrono::microseconds(200);
+    constexpr auto kSpin = std::chrono::microseconds(50);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0;; i++) {
       if (done()) return true;

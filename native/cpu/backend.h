@@ -45,10 +45,11 @@ class CpuBackend {
 
   // ---- memory ----------------------------------------------------------------------------------
   void* alloc(MemKind kind, size_t bytes) {
-    // Blocks of megabytes (the weights, the KV cache) on 2 MiB pages where the kernel allows it
+    // Weights and the KV cache, when megabytes, on 2 MiB pages where the kernel allows it
     // (transparent huge pages, "madvise" mode): decode streams every weight once per token, and
-    // 4 KiB pages cost a TLB miss every 4 KiB of that stream.
-    const bool huge = bytes >= (size_t(4) << 20);
+    // 4 KiB pages cost a TLB miss every 4 KiB of that stream. Activations and workspace stay on
+    // 4 KiB pages (huge ones would round every block up, and raise the peak RSS of training).
+    const bool huge = (kind == MemKind::Weights || kind == MemKind::KvCache) && bytes >= (size_t(4) << 20);
     void* p = huge ? std::aligned_alloc(size_t(2) << 20, (bytes + (size_t(2) << 20) - 1) & ~((size_t(2) << 20) - 1))
                    : std::aligned_alloc(kPlanAlign, align_up(bytes));
 #ifdef MADV_HUGEPAGE
