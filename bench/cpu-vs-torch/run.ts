@@ -1,14 +1,17 @@
 // sft against PyTorch + peft on the same cores: the same random Llama-shaped models (HF folders), the
 // same token batches, LoRA r 16 on every linear layer, fp32, the same thread count, each measurement
 // in a process of its own, the two engines interleaved (order alternating) and medians reported.
-// Appends a table (tokens/s, ratio, peak RSS, CPU, load average) to docs/BENCHMARKS.md.
+// Appends a table (tokens/s, ratio, peak RSS, CPU, load average) to docs/BENCHMARKS.md. The decode
+// row also runs llama.cpp (node-llama-cpp's CPU binaries) on the same model converted to f32 GGUF.
 //
 //   npm run bench:cpu-vs-torch
 //   BENCH_REPEATS=5 BENCH_ONLY=decode BENCH_NO_APPEND=1 npm run bench:cpu-vs-torch
 //
 // The PyTorch side needs a Python with torch, transformers and peft: SFT_BENCH_PYTHON, else
 // bench/cpu-vs-torch/.venv, which is created offline from the machine's pip index when missing.
-// Without one, the sft column is measured alone and the note says why.
+// Without one, the sft column is measured alone and the note says why. llama.cpp: SFT_BENCH_LLAMA (a
+// folder whose node_modules holds node-llama-cpp), else bench/cpu-vs-torch/.llama, installed with npm
+// when missing; the conversion needs the gguf package in the same Python (pip-installed when missing).
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -18,6 +21,9 @@ import { initModel } from '../../src/model/init.js';
 import { packageRoot } from '../../src/native/binding.js';
 import { MODELS, WORKLOADS, tokenIds, workloadName, type Workload } from './workloads.js';
 import type { Job, Result } from './sft-worker.js';
+
+type Engine = 'sft' | 'torch' | 'llama';
+const LLAMA_VERSION = '3.22.1';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
@@ -46,6 +52,30 @@ function findPython(): { python?: string; why?: string } {
   return { python: py };
 }
 
+/** A folder with node-llama-cpp and its CPU binaries for this platform, installed when missing. */
+function findLlama(): { dir?: string; why?: string } {
+  const has = (dir: string) => existsSync(join(dir, 'node_modules', 'node-llama-cpp', 'dist', 'index.js'));
+  const given = process.env.SFT_BENCH_LLAMA;
+  if (given) return has(given) ? { dir: given } : { why: `SFT_BENCH_LLAMA=${given} has no node_modules/node-llama-cpp` };
+  const dir = join(here, '.llama');
+  if (has(dir)) return { dir };
+  console.log(`installing node-llama-cpp ${LLAMA_VERSION} into ${dir} ...`);
+  const binaries = `@node-llama-cpp/${process.platform}-${process.arch}@${LLAMA_VERSION}`;
+  const npm = spawnSync('npm', ['install', '--no-save', '--omit=optional', '--no-audit', '--no-fund', '--prefix', dir, `node-llama-cpp@${LLAMA_VERSION}`, binaries], { stdio: 'inherit', timeout: 10 * 60_000 });
+  if (npm.status !== 0 || !has(dir)) return { why: `npm could not install node-llama-cpp ${LLAMA_VERSION} and ${binaries} (offline?)` };
+  return { dir };
+}
+
+/** The model as f32 GGUF (to_gguf.py), with the bench's Python; pip installs gguf when it is missing. */
+function toGguf(python: string | undefined, modelDir: string, out: string): { file?: string; why?: string } {
+  if (!python) return { why: 'no Python to convert the model to GGUF' };
+  const ok = () => spawnSync(python, ['-c', 'import gguf, safetensors, numpy'], { stdio: 'ignore' }).status === 0;
+  if (!ok()) spawnSync(python, ['-m', 'pip', 'install', '--quiet', 'gguf'], { stdio: 'inherit', timeout: 5 * 60_000 });
+  if (!ok()) return { why: `${python} cannot import gguf (pip install gguf failed)` };
+  const r = spawnSync(python, [join(here, 'to_gguf.py'), modelDir, out], { encoding: 'utf8' });
+  return r.status === 0 ? { file: out } : { why: `to_gguf.py failed: ${r.stderr.trim().split('\n').pop()}` };
+}
+
 function cpuName(): string {
   let name = cpus()[0]?.model ?? 'unknown CPU';
   try {
@@ -56,12 +86,14 @@ function cpuName(): string {
   return name;
 }
 
-function measure(engine: 'sft' | 'torch', job: Job, python?: string): Result {
+function measure(engine: Engine, job: Job, python?: string, llama?: { dir: string; gguf: string }): Result {
   const p = engine === 'sft'
     ? spawnSync(process.execPath, ['--import', 'tsx', join(here, 'sft-worker.ts'), JSON.stringify(job)], { encoding: 'utf8', cwd: packageRoot })
-    : spawnSync(python!, [join(here, 'torch-worker.py'), JSON.stringify(job)], {
-      encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(job.threads), MKL_NUM_THREADS: String(job.threads), TRANSFORMERS_VERBOSITY: 'error' },
-    });
+    : engine === 'llama'
+      ? spawnSync(process.execPath, [join(here, 'llama-worker.mjs'), JSON.stringify({ ...job, gguf: llama!.gguf, llamaDir: llama!.dir })], { encoding: 'utf8' })
+      : spawnSync(python!, [join(here, 'torch-worker.py'), JSON.stringify(job)], {
+        encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(job.threads), MKL_NUM_THREADS: String(job.threads), TRANSFORMERS_VERBOSITY: 'error' },
+      });
   if (p.status !== 0) throw new Error(`${engine} on ${workloadName(job.workload)} failed:\n${p.stderr.slice(-3000)}`);
   return JSON.parse(p.stdout.trim().split('\n').pop()!) as Result;
 }
@@ -88,14 +120,34 @@ async function main(): Promise<void> {
     return { modelDir: m.dir, workload: w, idsFile, threads: THREADS, ...counts(w) } satisfies Job;
   });
 
+  // llama.cpp runs the decode rows only (its training has no LoRA peer of this shape).
+  const ggufs = new Map<string, string>();
+  let llamaWhy: string | undefined;
+  let llamaDir: string | undefined;
+  if (jobs.some((j) => j.workload.kind === 'decode')) {
+    const found = findLlama();
+    llamaDir = found.dir, llamaWhy = found.why;
+    for (const m of new Set(jobs.filter((j) => j.workload.kind === 'decode').map((j) => j.workload.model))) {
+      if (!llamaDir) break;
+      const g = toGguf(python, models.get(m)!.dir, join(root, `${m}.gguf`));
+      if (g.file) ggufs.set(m, g.file);
+      else llamaWhy = g.why;
+    }
+  }
+  if (llamaWhy) console.log(`llama.cpp peer skipped: ${llamaWhy}`);
+
   const load0 = loadavg()[0];
-  const results = jobs.map(() => ({ sft: [] as Result[], torch: [] as Result[] }));
+  const results = jobs.map(() => ({ sft: [] as Result[], torch: [] as Result[], llama: [] as Result[] }));
   for (let rep = 0; rep < REPEATS; rep++) {
     jobs.forEach((job, i) => {
-      // Alternate which engine goes first, so neither always runs on a warmer (or hotter) machine.
-      const order: ('sft' | 'torch')[] = python ? (rep % 2 === 0 ? ['sft', 'torch'] : ['torch', 'sft']) : ['sft'];
+      const engines: Engine[] = ['sft'];
+      if (python) engines.push('torch');
+      const gguf = ggufs.get(job.workload.model);
+      if (job.workload.kind === 'decode' && gguf && llamaDir) engines.push('llama');
+      // Rotate which engine goes first, so none always runs on a warmer (or hotter) machine.
+      const order = engines.map((_, k) => engines[(k + rep) % engines.length]);
       for (const engine of order) {
-        const r = measure(engine, job, python);
+        const r = measure(engine, job, python, gguf && llamaDir ? { dir: llamaDir, gguf } : undefined);
         results[i][engine].push(r);
         console.log(`  rep ${rep + 1}/${REPEATS} ${engine.padEnd(5)} ${workloadName(job.workload)}: ${r.tokensPerSecond.toFixed(0)} tok/s, ${r.rssMiB.toFixed(0)} MiB`);
       }
@@ -104,17 +156,19 @@ async function main(): Promise<void> {
   const load1 = loadavg()[0];
 
   const rows = jobs.map((job, i) => {
-    const s = results[i].sft, t = results[i].torch;
+    const s = results[i].sft, t = results[i].torch, l = results[i].llama;
     const st = median(s.map((r) => r.tokensPerSecond));
     const tt = t.length ? median(t.map((r) => r.tokensPerSecond)) : NaN;
-    const check = agreement(job.workload, s[0], t[0]);
+    const lt = l.length ? median(l.map((r) => r.tokensPerSecond)) : NaN;
+    const check = [agreement(job.workload, s[0], t[0]), l.length ? `llama.cpp: ${agreement(job.workload, s[0], l[0])}` : ''].filter((x) => x && x !== '—').join('; ') || '—';
     const fmt = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '—');
     const rss = (rs: Result[]) => (rs.length ? `${Math.round(median(rs.map((r) => r.rssMiB)))} MiB` : '—');
-    return `| ${workloadName(job.workload)} | ${fmt(st)} | ${fmt(tt)} | ${Number.isFinite(tt) ? (st / tt).toFixed(2) : '—'} | ${rss(s)} | ${rss(t)} | ${check} |`;
+    const ratio = (a: number, b: number) => (Number.isFinite(b) ? (a / b).toFixed(2) : '—');
+    return `| ${workloadName(job.workload)} | ${fmt(st)} | ${fmt(tt)} | ${ratio(st, tt)} | ${fmt(lt)} | ${ratio(st, lt)} | ${rss(s)} | ${rss(t)} | ${check} |`;
   });
   const table = [
-    '| workload | sft tok/s | PyTorch+peft tok/s | sft / PyTorch | sft peak RSS | PyTorch peak RSS | same computation |',
-    '|---|---|---|---|---|---|---|',
+    '| workload | sft tok/s | PyTorch+peft tok/s | sft / PyTorch | llama.cpp tok/s | sft / llama.cpp | sft peak RSS | PyTorch peak RSS | same computation |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...rows,
   ];
   console.log(table.join('\n'));
@@ -129,7 +183,7 @@ async function main(): Promise<void> {
     '',
     `### sft vs PyTorch + peft on the CPU — ${new Date().toISOString().slice(0, 10)}${commit ? ` (commit ${commit})` : ''}`,
     '',
-    `Machine: ${cpuName()}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; ${THREADS} threads for each engine; load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end. Node ${process.version}${versions ? `; ${versions} (sdpa attention)` : `; PyTorch peer skipped: ${why}`}.`,
+    `Machine: ${cpuName()}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; ${THREADS} threads for each engine; load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end. Node ${process.version}${versions ? `; ${versions} (sdpa attention)` : `; PyTorch peer skipped: ${why}`}; ${llamaWhy ? `llama.cpp peer skipped: ${llamaWhy}` : ggufs.size ? `llama.cpp through node-llama-cpp ${LLAMA_VERSION} (CPU binaries, the model converted to f32 GGUF by to_gguf.py), decode row only` : 'llama.cpp: no decode row'}.`,
     `Command: \`npm run bench:cpu-vs-torch\` (BENCH_REPEATS=${REPEATS}${ONLY ? `, BENCH_ONLY=${process.env.BENCH_ONLY}` : ''}). Medians of ${REPEATS} interleaved runs, each in its own process. Models: ${modelsText}; random weights, random token ids (every position a target). Training: LoRA r 16, alpha 32, dropout 0.05 on every linear layer but lm_head, fp32, AdamW, clipping 1.0; tokens/s = positions per second of forward + backward + update. Decode: prefill and greedy tokens at batch 1 (transformers' generate with its KV cache). "Same computation": the first training loss of both engines on the same weights and ids, or whether the greedy tokens are equal.`,
     '',
     ...table,

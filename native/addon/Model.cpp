@@ -73,6 +73,7 @@ class Worker : public Napi::AsyncWorker {
       if (m.find("cudaErrorMemoryAllocation") != std::string::npos) m += " in " + What() + " — " + oom_advice(model_->engine().memory_plan());
       SetError(m);
     }
+    rest_threads();  // back to JavaScript: the pool's workers need not spin for the next call
   }
   virtual void Run() = 0;
   // What the worker was doing, for error messages (shapes included where they matter).

@@ -11,8 +11,15 @@ namespace sft {
 void set_num_threads(int n);
 int num_threads();
 
+// Tells the pool that no parallel work follows soon (an engine call has returned to JavaScript):
+// its workers stop spinning and sleep, leaving the cores to the event loop and other processes.
+void rest_threads();
+
 // Calls fn(begin, end) on disjoint chunks covering [0, n). Blocks until all chunks are done.
-// Chunks are at least `grain` long so tiny loops stay on the calling thread.
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+// Chunks are at least `grain` long so tiny loops stay on the calling thread. There are at most
+// threads x chunks_per_thread of them, claimed by whichever thread is free: more than one per
+// thread balances a loop when a core is shared with other processes (the threads that run take
+// the chunks of one that does not), where fn's results do not depend on where chunks begin.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn, int chunks_per_thread = 1);
 
 }  // namespace sft

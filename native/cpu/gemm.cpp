@@ -248,9 +248,10 @@ void gemv_driver(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const fl
     x = gathered.data(), ldx = K;
   }
   const int64_t groups = (N + 3) / 4;
+  // Rows are independent, so chunks may be small: four per thread, for balance on shared cores.
   parallel_for(groups, std::max<int64_t>(1, 16384 / (M * K)), [&](int64_t g0, int64_t g1) {
     rows(M, g0 * 4, std::min(N, g1 * 4), K, x, ldx, C, ldc, alpha, beta);
-  });
+  }, 4);
 }
 
 // One side at most nr wide (LoRA's rank-r products: x A^T, dy B, and the adapter gradients dB and

@@ -418,8 +418,10 @@ void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
 void check_attention();  // test_attention.cpp
+void check_threads();  // test_threads.cpp
 
 int main() {
+  check_threads();
   check_quant();
   check_gemm_isas();
   check_ops();
