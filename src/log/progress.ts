@@ -41,6 +41,7 @@ export class Progress {
   private first = 0;
   private startMs = 0;
   private stats: ProgressStats = {};
+  private step = 0;
 
   constructor(opts: ProgressOptions = {}) {
     this.stream = opts.stream ?? process.stdout;
@@ -55,6 +56,7 @@ export class Progress {
     this.first = first;
     this.startMs = this.now();
     this.stats = {};
+    this.step = first;
     if (!this.useBar) return;
     this.multi = new cliProgress.MultiBar(
       {
@@ -73,11 +75,19 @@ export class Progress {
   /** Records that `step` optimizer steps are done; stats left out keep their last value. */
   update(step: number, stats: ProgressStats = {}): void {
     this.stats = { ...this.stats, ...stats };
+    this.step = step;
     if (this.bar) {
       this.bar.update(step, this.payload(step));
       return;
     }
     if (step % this.logEvery === 0 || step === this.total) this.write(this.line(step));
+  }
+
+  /** Records stats between steps (an evaluation's loss): the bar shows them now, plain lines from the
+   *  next step on — no second line for a step already printed. */
+  record(stats: ProgressStats): void {
+    this.stats = { ...this.stats, ...stats };
+    this.bar?.update(this.step, this.payload(this.step));
   }
 
   /** Prints a line of text without breaking the bar. */

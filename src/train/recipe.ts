@@ -461,7 +461,7 @@ async function loop(
       st.best_global_step = done;
       best = ' (best so far)';
     }
-    progress.update(done, { evalLoss: r.loss });
+    progress.record({ evalLoss: r.loss });
     progress.log(`step ${done}: eval_loss ${r.loss.toFixed(4)} over ${r.tokens} tokens of ${r.samples} samples${best}`);
     return true;
   };

@@ -84,11 +84,14 @@ test('plain lines carry epoch, grad norm and the last eval loss', () => {
   p.start(8);
   now = 4_000;
   p.update(2, { loss: 1.5, lr: 1e-3, epoch: 0.5, gradNorm: 0.5 });
-  p.update(2, { evalLoss: 1.625 });
+  // An evaluation after step 2 is recorded, not printed as step 2 again (the run logs its own line).
+  p.record({ evalLoss: 1.625 });
+  now = 6_000;
+  p.update(3, { loss: 1.25 });
   assert.equal(
     out.text(),
     'step 2/8 | epoch 0.50 | loss 1.5000 | grad_norm 0.500 | lr 1.00e-03 | elapsed 0:00:04 | ETA 0:00:12\n' +
-      'step 2/8 | epoch 0.50 | loss 1.5000 | grad_norm 0.500 | lr 1.00e-03 | eval_loss 1.6250 | elapsed 0:00:04 | ETA 0:00:12\n',
+      'step 3/8 | epoch 0.50 | loss 1.2500 | grad_norm 0.500 | lr 1.00e-03 | eval_loss 1.6250 | elapsed 0:00:06 | ETA 0:00:10\n',
   );
 });
 
