@@ -140,13 +140,21 @@ class LoadWeightsWorker : public Worker {
   bool partial_;
 };
 
-class ForwardBackwardWorker : public Worker {
+// The loss of one batch: with gradients (forwardBackward: adds d(scale * loss)/dparam, dropout of
+// `step`), or without, in eval mode (forwardLoss: no dropout, no logits copied to JavaScript).
+class LossWorker : public Worker {
  public:
-  ForwardBackwardWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, std::vector<int32_t> labels, int64_t B,
-                        int64_t T, double scale, int64_t step)
-      : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T), scale_(scale), step_(step) {}
-  void Run() override { loss_ = model_->engine().forward_backward(ids_.data(), labels_.data(), B_, T_, scale_, step_, &count_); }
-  std::string What() const override { return "forward/backward of a batch of " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
+  LossWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, std::vector<int32_t> labels, int64_t B, int64_t T,
+             bool grad, double scale = 0, int64_t step = 0)
+      : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T), grad_(grad), scale_(scale), step_(step) {}
+  void Run() override {
+    auto& e = model_->engine();
+    loss_ = grad_ ? e.forward_backward(ids_.data(), labels_.data(), B_, T_, scale_, step_, &count_)
+                  : e.forward_loss(ids_.data(), labels_.data(), B_, T_, 0, false, &count_);
+  }
+  std::string What() const override {
+    return std::string(grad_ ? "forward/backward" : "forward") + " of a batch of " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens";
+  }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("lossSum", loss_);
@@ -157,29 +165,9 @@ class ForwardBackwardWorker : public Worker {
  private:
   std::vector<int32_t> ids_, labels_;
   int64_t B_, T_;
+  bool grad_;
   double scale_;
   int64_t step_, count_ = 0;
-  double loss_ = 0;
-};
-
-// The loss of a batch without gradients, in eval mode (no dropout): what evaluation during
-// training needs, without copying batch x seqLen x vocab logits to JavaScript.
-class ForwardLossWorker : public Worker {
- public:
-  ForwardLossWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, std::vector<int32_t> labels, int64_t B, int64_t T)
-      : Worker(m, env), ids_(std::move(ids)), labels_(std::move(labels)), B_(B), T_(T) {}
-  void Run() override { loss_ = model_->engine().forward_loss(ids_.data(), labels_.data(), B_, T_, 0, false, &count_); }
-  std::string What() const override { return "forward of a batch of " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("lossSum", loss_);
-    o.Set("tokens", double(count_));
-    return o;
-  }
-
- private:
-  std::vector<int32_t> ids_, labels_;
-  int64_t B_, T_, count_ = 0;
   double loss_ = 0;
 };
 
@@ -442,19 +430,25 @@ Napi::Value Model::SetTensor(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Model::ForwardBackward(const Napi::CallbackInfo& info) {
+// forwardBackward(ids, labels, batch, seqLen, lossScale, step) and forwardLoss(ids, labels, batch, seqLen).
+static Napi::Value queue_loss(Model* m, const Napi::CallbackInfo& info, bool grad) {
   Napi::Env env = info.Env();
   auto ids = to_ids(info[0], "ids");
   auto labels = to_ids(info[1], "labels");
   const int64_t B = info[2].As<Napi::Number>().Int64Value(), T = info[3].As<Napi::Number>().Int64Value();
   if (int64_t(ids.size()) != B * T || labels.size() != ids.size())
-    throw Napi::RangeError::New(env, "forwardBackward: ids and labels must both hold batch * seqLen values");
-  auto* w = new ForwardBackwardWorker(this, env, std::move(ids), std::move(labels), B, T,
-                                      info[4].As<Napi::Number>().DoubleValue(), info[5].As<Napi::Number>().Int64Value());
+    throw Napi::RangeError::New(env, std::string(grad ? "forwardBackward" : "forwardLoss") + ": ids and labels must both hold batch * seqLen values");
+  auto* w = grad ? new LossWorker(m, env, std::move(ids), std::move(labels), B, T, true, info[4].As<Napi::Number>().DoubleValue(),
+                                  info[5].As<Napi::Number>().Int64Value())
+                 : new LossWorker(m, env, std::move(ids), std::move(labels), B, T, false);
   auto p = w->Promise();
   w->Queue();
   return p;
 }
+
+Napi::Value Model::ForwardBackward(const Napi::CallbackInfo& info) { return queue_loss(this, info, true); }
+
+Napi::Value Model::ForwardLoss(const Napi::CallbackInfo& info) { return queue_loss(this, info, false); }
 
 Napi::Value Model::ZeroGrad(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -532,19 +526,6 @@ Napi::Value Model::SetOptimizerState(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e.what());
   }
   return env.Undefined();
-}
-
-Napi::Value Model::ForwardLoss(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto ids = to_ids(info[0], "ids");
-  auto labels = to_ids(info[1], "labels");
-  const int64_t B = info[2].As<Napi::Number>().Int64Value(), T = info[3].As<Napi::Number>().Int64Value();
-  if (int64_t(ids.size()) != B * T || labels.size() != ids.size())
-    throw Napi::RangeError::New(env, "forwardLoss: ids and labels must both hold batch * seqLen values");
-  auto* w = new ForwardLossWorker(this, env, std::move(ids), std::move(labels), B, T);
-  auto p = w->Promise();
-  w->Queue();
-  return p;
 }
 
 Napi::Value Model::Logits(const Napi::CallbackInfo& info) {

@@ -74,7 +74,7 @@ export async function scoreMerge(opts: {
     });
     try {
       const first = { size: Math.min(opts.n, data.size), get: (i: number) => data.get(i) };
-      const score = async (m: NativeModel) => (await evalLoss(m, first, { batchSize: 1, maxRows: 1, padId: 0, vocabSize: opts.vocabSize }))!;
+      const score = async (m: NativeModel) => (await evalLoss(m, first, { batchSize: 1, maxRows: 1, padId: 0 }))!;
       const a = await score(opts.nf4), b = await score(opts.merged);
       return { samples: first.size, tokens: a.tokens, nf4: a.loss, merged: b.loss };
     } finally {

@@ -61,7 +61,6 @@ export interface EvalLossOptions {
   /** Most rows in one forward pass: the run's planned batch, so evaluation allocates nothing. */
   maxRows: number;
   padId: number;
-  vocabSize: number;
   /** Polled between forward passes: true abandons the evaluation (resolves undefined). */
   shouldStop?: () => boolean | Promise<boolean>;
 }

@@ -444,7 +444,7 @@ async function loop(
     if (!s.evalData) return true;
     const t = Date.now();
     const r = await evalLoss(model, s.evalData, {
-      batchSize: cfg.per_device_eval_batch_size, maxRows: bs, padId: s.padId, vocabSize: s.native.vocabSize, shouldStop: poller(shouldStop, 250),
+      batchSize: cfg.per_device_eval_batch_size, maxRows: bs, padId: s.padId, shouldStop: poller(shouldStop, 250),
     });
     if (!r) return false;
     const secs = (Date.now() - t) / 1000;
