@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cpu/bf16.h"
+
 namespace sft::cpu {
 
 // C[m, n] = beta * C[m, n] + alpha * sum_k opA[m, k] * opB[n, k]
@@ -52,6 +54,17 @@ void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda
 // (in slices of kGemvMaxM rows, each reading W again).
 void gemv_half(bool bf16, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const uint16_t* W,
                int64_t ldw, float beta, float* C, int64_t ldc);
+
+// bf16 operands (CpuBackend<bf16>), fp32 accumulation, gemm's conventions: C[m, n] = beta C + alpha
+// sum_k opA[m, k] opB[n, k], with C in float (gradients) or bf16 (activations; each element rounded
+// once, from the fp32 result of the whole sum). gemm_bf16.cpp holds the kernels.
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
+               int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
+               int64_t ldb, float beta, bf16* C, int64_t ldc);
+// gemm_q4 with bf16 activations A and output C (QLoRA in bf16).
+void gemm_q4_bf16(bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const Nf4Weight& W,
+                  float beta, bf16* C, int64_t ldc);
 
 // Tests and tuning: fixed blocking (kc, mc, nc) instead of the caches' (0, 0, 0 restores them).
 void set_gemm_blocking(int64_t kc, int64_t mc, int64_t nc);
