@@ -5,12 +5,13 @@ import { randomInt } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
+import { precisionOptions, withPrecision, type PrecisionArgs } from '../precision-option.js';
 import { hasSystemPart } from '../../data/templates.js';
 import { resolveTemplate } from '../../data/chat-template.js';
 import { ChatSession } from '../../chat/session.js';
 import { SftError } from '../../errors.js';
 
-interface ChatArgs {
+interface ChatArgs extends PrecisionArgs {
   device: DeviceFlag;
   model: string;
   adapter?: string;
@@ -31,7 +32,7 @@ const chat: CommandModule<object, ChatArgs> = {
   command: 'chat',
   describe: 'Chat with a model and optional LoRA adapter (REPL on a terminal; one user turn per line when piped)',
   builder: (y: Argv<object>): Argv<ChatArgs> =>
-    withDevice(y)
+    withPrecision(withDevice(y))
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
       .option('template', { type: 'string', describe: "Chat template name, or chat_template for the model's own (default: the adapter's training template, else the model's chat_template)" })
@@ -51,7 +52,7 @@ const chat: CommandModule<object, ChatArgs> = {
     checkSampling(argv);
     // Loaded on use: the engine (native addon) stays out of `sft --help` and of tests of this file's helpers.
     const { loadModel } = await import('../../model/load.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device), ...precisionOptions(argv) });
     const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);

@@ -5,11 +5,12 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
+import { precisionOptions, withPrecision, type PrecisionArgs } from '../precision-option.js';
 import { SftError } from '../../errors.js';
 import { BENCHMARKS, type BenchmarkName } from '../../eval/datasets.js';
 import { TEMPLATE_NAMES } from '../../data/templates.js';
 
-interface EvalArgs {
+interface EvalArgs extends PrecisionArgs {
   device: DeviceFlag;
   ceval?: string;
   cmmlu?: string;
@@ -30,7 +31,7 @@ const evalCommand: CommandModule<object, EvalArgs> = {
   command: 'eval',
   describe: 'Few-shot accuracy on C-Eval, CMMLU or MMLU (the datasets\' own files and prompt formats)',
   builder: (y: Argv<object>): Argv<EvalArgs> =>
-    withDevice(y)
+    withPrecision(withDevice(y))
       .option('ceval', { type: 'string', describe: 'C-Eval data folder (dev/, val/, test/ of {subject}_{split}.csv)' })
       .option('cmmlu', { type: 'string', describe: 'CMMLU data folder (dev/, test/ of {subject}.csv)' })
       .option('mmlu', { type: 'string', describe: 'MMLU data folder (dev/, val/, test/ of {subject}_{split}.csv)' })
@@ -60,7 +61,7 @@ const evalCommand: CommandModule<object, EvalArgs> = {
     const plan = planEval({ benchmark, dir, split, subjects, shots: argv.shots, template: argv.template, batchSize: argv.batchSize });
     // Loaded on use: the engine (native addon) stays out of `sft --help`.
     const { loadModel } = await import('../../model/load.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device), ...precisionOptions(argv) });
     const tokDir = argv.adapter && existsSync(join(argv.adapter, 'tokenizer.json')) ? argv.adapter : argv.model;
     const report = await runEval(plan, {
       model: loaded.model,

@@ -2,10 +2,11 @@
 // perplexity — a quick check that a model, an adapter or a converted checkpoint computes what it should.
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
+import { precisionOptions, withPrecision, type PrecisionArgs } from '../precision-option.js';
 import { scoreIds } from '../../chat/score.js';
 import { SftError } from '../../errors.js';
 
-interface ScoreArgs {
+interface ScoreArgs extends PrecisionArgs {
   device: DeviceFlag;
   model: string;
   adapter?: string;
@@ -19,7 +20,7 @@ const score: CommandModule<object, ScoreArgs> = {
   command: 'score',
   describe: 'Print the log-probability of each token of a text, the mean loss and the perplexity',
   builder: (y: Argv<object>): Argv<ScoreArgs> =>
-    withDevice(y)
+    withPrecision(withDevice(y))
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
       .option('text', { type: 'string', describe: 'Text to score (tokenized without BOS/EOS)' })
@@ -34,7 +35,7 @@ const score: CommandModule<object, ScoreArgs> = {
   handler: async (argv) => {
     // Loaded on use: the engine (native addon) stays out of `sft --help` and of tests of this file's helpers.
     const { loadModel } = await import('../../model/load.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device), ...precisionOptions(argv) });
     const { tok } = loaded;
     let ids = argv.ids !== undefined ? parseIds(argv.ids) : tok.encode(argv.text ?? '');
     if (argv.bos) {

@@ -5,11 +5,12 @@ import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { deviceFromFlag, withDevice, type DeviceFlag } from '../device-option.js';
+import { precisionOptions, withPrecision, type PrecisionArgs } from '../precision-option.js';
 import { CHAT_TEMPLATE, getTemplate } from '../../data/templates.js';
 import { resolveTemplate } from '../../data/chat-template.js';
 import { SftError } from '../../errors.js';
 
-interface ServeArgs {
+interface ServeArgs extends PrecisionArgs {
   device: DeviceFlag;
   model: string;
   adapter?: string;
@@ -31,7 +32,7 @@ const serve: CommandModule<object, ServeArgs> = {
   command: 'serve',
   describe: 'OpenAI-compatible HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health',
   builder: (y: Argv<object>): Argv<ServeArgs> =>
-    withDevice(y)
+    withPrecision(withDevice(y))
       .option('model', { type: 'string', demandOption: true, describe: 'HF model folder (config.json, weights, tokenizer)' })
       .option('adapter', { type: 'string', describe: 'PEFT LoRA adapter folder to apply' })
       .option('template', { type: 'string', describe: "Chat template for /v1/chat/completions, or chat_template for the model's own (default: the adapter's training template, else the model's chat_template)" })
@@ -64,7 +65,7 @@ const serve: CommandModule<object, ServeArgs> = {
     if (argv.template !== undefined && argv.template !== CHAT_TEMPLATE) getTemplate(argv.template);
     const { loadModel } = await import('../../model/load.js');
     const { FifoScheduler } = await import('../../serve/scheduler.js');
-    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device) });
+    const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device), ...precisionOptions(argv) });
     const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
