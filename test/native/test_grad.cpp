@@ -419,6 +419,7 @@ void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
 void check_attention();  // test_attention.cpp
 void check_threads();  // test_threads.cpp
+void check_bf16_ops();  // test_bf16_ops.cpp
 
 int main() {
   check_threads();
@@ -426,6 +427,7 @@ int main() {
   check_gemm_isas();
   check_ops();
   check_attention();
+  check_bf16_ops();
   check_models();
   check_lora_merge();
   check_kv_cache();
