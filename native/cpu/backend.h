@@ -221,8 +221,8 @@ class CpuBackend {
   }
 
   // ---- LoRA dropout: element i dropped when uniform01_key(key, i) < p (core/random.h) -------------
-  // fp32 runs the vectorised mask kernels; bf16 runs them too, on fp32 copies of slices of kSlice
-  // elements (widened, masked and scaled, rounded once); double runs the scalar form.
+  // fp32 runs the vectorised mask kernels; bf16 runs them too, on fp32 copies of slices of
+  // cpu::kSlice elements (widened, masked and scaled, rounded once); double runs the scalar form.
   void dropout_forward(T* out, const T* x, int64_t rows, int64_t cols, double p, uint64_t key) {
     const G keep = G(1.0 / (1.0 - p));
     const uint64_t thr = rng::drop_threshold(p);
@@ -230,9 +230,9 @@ class CpuBackend {
       if constexpr (std::is_same<T, float>::value) {
         cpu::kernels().dropout(out + i0, x + i0, i1 - i0, i0, key, thr, keep);
       } else if constexpr (kBf16) {
-        float buf[kSlice];
-        for (int64_t s = i0; s < i1; s += kSlice) {
-          const int64_t n = std::min<int64_t>(kSlice, i1 - s);
+        float buf[cpu::kSlice];
+        for (int64_t s = i0; s < i1; s += cpu::kSlice) {
+          const int64_t n = std::min<int64_t>(cpu::kSlice, i1 - s);
           cpu::widen(buf, x + s, n);
           cpu::kernels().dropout(buf, buf, n, s, key, thr, keep);
           cpu::narrow(out + s, buf, n);
@@ -249,9 +249,9 @@ class CpuBackend {
       if constexpr (std::is_same<T, float>::value) {
         cpu::kernels().dropout_add(dx + i0, dxd + i0, i1 - i0, i0, key, thr, keep);
       } else if constexpr (kBf16) {
-        float acc[kSlice], add[kSlice];
-        for (int64_t s = i0; s < i1; s += kSlice) {
-          const int64_t m = std::min<int64_t>(kSlice, i1 - s);
+        float acc[cpu::kSlice], add[cpu::kSlice];
+        for (int64_t s = i0; s < i1; s += cpu::kSlice) {
+          const int64_t m = std::min<int64_t>(cpu::kSlice, i1 - s);
           cpu::widen(acc, dx + s, m);
           cpu::widen(add, dxd + s, m);
           cpu::kernels().dropout_add(acc, add, m, s, key, thr, keep);
@@ -324,9 +324,6 @@ class CpuBackend {
   // The codes that mean 0 in bitsandbytes' dynamic maps (what fresh 8-bit moments hold).
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
-
- private:
-  static constexpr int64_t kSlice = 512;  // bf16 dropout: fp32 copies on the stack, 2 x 2 KiB
 };
 
 }  // namespace sft

@@ -1,18 +1,31 @@
 // Linear layers: y = x W^T + b. All three products run through one GEMM (cpu/mixed.h: fp32 or
 // double kernels, or the bf16 ones with fp32 accumulation); the backward products read one operand
 // transposed so K is contiguous for both.
+#include <type_traits>
+#include <vector>
+
 #include "core/threads.h"
 #include "cpu/mixed.h"
 #include "cpu/ops.h"
 
 namespace sft::cpu {
 
+// bf16 rows are widened into a buffer, summed in fp32 and rounded once (cpu/mixed.h).
 template <typename T>
 void add_bias(T* out, const T* bias, int64_t M, int64_t N) {
-  using A = Acc<T>;
   parallel_for(M, 64, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; m++)
-      for (int64_t n = 0; n < N; n++) out[m * N + n] = T(A(out[m * N + n]) + A(bias[n]));
+    if constexpr (std::is_same<T, bf16>::value) {
+      std::vector<float> b(static_cast<size_t>(N)), row(static_cast<size_t>(N));
+      widen(b.data(), bias, N);
+      for (int64_t m = m0; m < m1; m++) {
+        widen(row.data(), out + m * N, N);
+        for (int64_t n = 0; n < N; n++) row[size_t(n)] += b[size_t(n)];
+        narrow(out + m * N, row.data(), N);
+      }
+    } else {
+      for (int64_t m = m0; m < m1; m++)
+        for (int64_t n = 0; n < N; n++) out[m * N + n] += bias[n];
+    }
   });
 }
 

@@ -11,14 +11,17 @@
 
 namespace sft::cpu {
 
-// dst[i] = float(src[i]) / bf16(src[i]) (round to nearest even): plain loops over the inline
-// conversions, which the compiler turns into vector shifts and selects (x86-64-v3: 8 lanes).
+// dst[i] = float(src[i]): a plain loop the compiler turns into vector widening shifts (exact).
 inline void widen(float* __restrict dst, const bf16* __restrict src, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] = float(src[i]);
 }
-inline void narrow(bf16* __restrict dst, const float* __restrict src, int64_t n) {
-  for (int64_t i = 0; i < n; i++) dst[i] = bf16(src[i]);
-}
+// dst[i] = bf16(src[i]), bit for bit bf16.h's rounding (nearest even): AVX512-BF16's conversion
+// where the CPU has it, else the inline rounding vectorised (cpu/convert.cpp).
+void narrow(bf16* dst, const float* src, int64_t n);
+
+// bf16 elementwise ops run their fp32 loop on slices of this many elements, widened into (and
+// narrowed from) fp32 buffers on the stack: the conversions stay in bulk, SIMD-friendly loops.
+constexpr int64_t kSlice = 512;
 
 // C[m, n] = beta C + alpha sum_k opA[m, k] opB[n, k] (gemm's conventions, cpu/gemm.h) for T's
 // operands: float and double through gemm<T> (C is T), bf16 through gemm_bf16 with fp32
