@@ -230,12 +230,12 @@ class CpuBackend {
       if constexpr (std::is_same<T, float>::value) {
         cpu::kernels().dropout(out + i0, x + i0, i1 - i0, i0, key, thr, keep);
       } else if constexpr (kBf16) {
-        float buf[cpu::kSlice];
+        float in[cpu::kSlice], res[cpu::kSlice];  // two buffers: the kernel's operands are __restrict
         for (int64_t s = i0; s < i1; s += cpu::kSlice) {
           const int64_t n = std::min<int64_t>(cpu::kSlice, i1 - s);
-          cpu::widen(buf, x + s, n);
-          cpu::kernels().dropout(buf, buf, n, s, key, thr, keep);
-          cpu::narrow(out + s, buf, n);
+          cpu::widen(in, x + s, n);
+          cpu::kernels().dropout(res, in, n, s, key, thr, keep);
+          cpu::narrow(out + s, res, n);
         }
       } else {
         for (int64_t i = i0; i < i1; i++) out[i] = rng::dropped(key, uint64_t(i), thr) ? T(0) : x[i] * keep;
