@@ -9,6 +9,7 @@
 //   BENCH_STEPS=10               steps per row (default 30)
 //   BENCH_ROWS=1,4               only these rows (indices into ROWS below)
 //   BENCH_APPEND=0               print the table only (repeated runs for medians)
+//   BENCH_BF16=1                 bf16: true (bf16 weights and activations, fp32 masters and moments)
 //
 // tokens/s counts every position the engine computed (padding included), as the progress bar does.
 import { appendFileSync, mkdtempSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ const ROWS: Row[] = [
   { name: '~10M Llama, seq 1024', hidden: 384, layers: 6, heads: 6, kvHeads: 2, intermediate: 1024, vocab: 4096, batch: 1, seq: 1024, checkpointing: false },
 ];
 const STEPS = Number(process.env.BENCH_STEPS ?? 30);
+const BF16 = process.env.BENCH_BF16 === '1';
 
 /** One row, in this process: prints one JSON line. */
 async function runRow(r: Row): Promise<void> {
@@ -48,6 +50,7 @@ async function runRow(r: Row): Promise<void> {
     output_dir: join(root, 'out'), model_name_or_path: join(root, 'model'), train_file: data, template_name: 'qwen',
     max_seq_length: r.seq, per_device_train_batch_size: r.batch, max_steps: STEPS, learning_rate: 1e-3, lora_rank: 16, lora_alpha: 32,
     lora_dropout: 0.05, logging_steps: STEPS, save_strategy: 'no', disable_tqdm: true, seed: 1, gradient_checkpointing: r.checkpointing,
+    bf16: BF16,
   });
   const cpu0 = process.cpuUsage();
   const res = await train(config, { print: () => {}, stream: sink() });
@@ -77,7 +80,7 @@ async function main() {
     `### CPU LoRA training — ${new Date().toISOString().slice(0, 10)}${commit ? ` (commit ${commit})` : ''}`,
     '',
     `Machine: ${cpu}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; Node ${process.version}. Command: \`npm run bench:cpu\` (BENCH_STEPS=${STEPS}${process.env.BENCH_ROWS ? `, BENCH_ROWS=${process.env.BENCH_ROWS}` : ''}).`,
-    'Data: data/demo.jsonl (rows past seq 128: each conversation\'s turns repeated past the length, truncated to it), qwen template, batches padded to their longest sample, LoRA r 16 on all linear layers, dropout 0.05, fp32. CPU time: user + system seconds of all threads while training. Peak RSS is the whole process (Node + model + data).',
+    `Data: data/demo.jsonl (rows past seq 128: each conversation's turns repeated past the length, truncated to it), qwen template, batches padded to their longest sample, LoRA r 16 on all linear layers, dropout 0.05, ${BF16 ? 'bf16 (bf16: true)' : 'fp32'}. CPU time: user + system seconds of all threads while training. Peak RSS is the whole process (Node + model + data).`,
     '',
     '| model | params | hidden/layers/heads/kv/inter/vocab | batch x seq | steps | runtime | tokens/s | CPU time | peak RSS |',
     '|---|---|---|---|---|---|---|---|---|',

@@ -13,7 +13,7 @@ export interface Result { seconds: number; units: number; tokensPerSecond: numbe
 
 async function run(job: Job): Promise<Result> {
   const w = job.workload;
-  const { model, native: cfg } = await loadBase(job.modelDir, { threads: job.threads });
+  const { model, native: cfg } = await loadBase(job.modelDir, { threads: job.threads, dtype: w.kind === 'train' && w.bf16 ? 'bf16' : 'f32' });
   const bytes = readFileSync(job.idsFile);
   // A copy: a small file's Buffer may be a view into a larger shared pool.
   const ids = new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));

@@ -2,6 +2,7 @@
 and the same ids. Prints one JSON line. Run by run.ts with the benchmark's virtual environment:
     python torch-worker.py '<json job>'
 """
+import contextlib
 import json
 import resource
 import sys
@@ -35,9 +36,13 @@ def main(job):
         ids = torch.from_numpy(ids_np).view(w["batch"], w["seq"])
         state = {"step": 0}
 
+        # bf16: the CPU autocast HF's Trainer uses for bf16=True (weights stay fp32, matmuls in bf16).
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if w.get("bf16") else contextlib.nullcontext
+
         def unit():
             nonlocal first_loss
-            loss = model(input_ids=ids, labels=ids).loss
+            with autocast():
+                loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()

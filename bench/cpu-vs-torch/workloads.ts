@@ -11,24 +11,28 @@ export const MODELS: ModelShape[] = [
 ];
 
 export type Workload =
-  | { kind: 'train'; model: string; batch: number; seq: number; checkpointing: boolean }
+  | { kind: 'train'; model: string; batch: number; seq: number; checkpointing: boolean; bf16?: boolean }
   | { kind: 'score'; model: string; seq: number }
   | { kind: 'decode'; model: string; prompt: number; tokens: number };
 
 /** The rows of issue 13's table, in its order. LoRA r 16 (alpha 32, dropout 0.05) on every linear
- *  layer but lm_head; fp32; AdamW with clipping at 1.0. */
+ *  layer but lm_head; fp32, or bf16 (sft: bf16 weights and activations, fp32 masters and moments;
+ *  PyTorch: its CPU autocast to bfloat16 around forward and loss, what HF's Trainer runs for
+ *  bf16=True on the CPU); AdamW with clipping at 1.0. */
 export const WORKLOADS: Workload[] = [
   { kind: 'train', model: '11M', batch: 8, seq: 128, checkpointing: false },
   { kind: 'train', model: '11M', batch: 2, seq: 512, checkpointing: false },
   { kind: 'train', model: '11M', batch: 1, seq: 1024, checkpointing: false },
   { kind: 'train', model: '11M', batch: 8, seq: 128, checkpointing: true },
   { kind: 'train', model: '79M', batch: 8, seq: 128, checkpointing: false },
+  { kind: 'train', model: '11M', batch: 8, seq: 128, checkpointing: false, bf16: true },
+  { kind: 'train', model: '11M', batch: 2, seq: 512, checkpointing: false, bf16: true },
   { kind: 'score', model: '11M', seq: 512 },
   { kind: 'decode', model: '11M', prompt: 16, tokens: 128 },
 ];
 
 export function workloadName(w: Workload): string {
-  if (w.kind === 'train') return `LoRA train, ${w.model} Llama, ${w.batch} × ${w.seq}${w.checkpointing ? ', checkpointing' : ''}`;
+  if (w.kind === 'train') return `LoRA train, ${w.model} Llama, ${w.batch} × ${w.seq}${w.checkpointing ? ', checkpointing' : ''}${w.bf16 ? ', bf16' : ''}`;
   if (w.kind === 'score') return `score ${w.seq} tokens, ${w.model} Llama`;
   return `greedy decode batch 1, ${w.model} Llama (${w.prompt}-token prompt, ${w.tokens} new)`;
 }

@@ -13,11 +13,11 @@
 //
 // A backend class provides (see CpuBackend for the reference implementation of each):
 //
-//   types      T      storage of frozen weights and activations (cpu: float|double; cuda: float|bf16)
+//   types      T      storage of frozen weights and activations (cpu: float|double|bf16; cuda: float|bf16)
 //              G      trainable master weights, gradients, optimizer moments, per-row statistics,
-//                     rotary tables (cpu: = T; cuda: float)
+//                     rotary tables (float for bf16; cpu float|double: = T)
 //              Saved  element of what attention keeps for its backward: each row's logsumexp
-//                     [B, nh, Tq] (cpu: in T; cuda: float) — opaque to models, sized by
+//                     [B, nh, Tq] (in G) — opaque to models, sized by
 //                     attention_saved_elems()
 //              Nf4    a quantized weight matrix (QLoRA), or a placeholder when unsupported
 //   memory     alloc(kind, bytes) -> device pointer, release(ptr), upload/download

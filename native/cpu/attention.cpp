@@ -14,6 +14,9 @@
 // one query head: T x hd each, per thread), so each is packed once, not once per block pair.
 // Blocks start at multiples of BQ/BK from 0 whatever the thread count, and each gradient row is
 // summed by one thread in a fixed order: results are the same run to run and for any thread count.
+// bf16 storage (T = bf16, A = Acc<T> = float): q, k, v and dY are widened to fp32 as they are packed
+// (decoding's few rows widen each k/v row once), everything inside runs the fp32 kernels, lse is
+// fp32, and the outputs and gradient rows are rounded once when written.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -94,19 +97,31 @@ void mm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, in
 // Where one (batch, head) finds its rows; the public forms differ only in the head strides.
 template <typename T>
 struct Layout {
+  using A = Acc<T>;
   const T* q;
   int64_t ldq, qhs;
   const T* k;
   const T* v;
   int64_t ldkv, kvhs;
-  const T* slopes;  // ALiBi, or null
+  const A* slopes;  // ALiBi, or null
   int64_t B, Tq, Tk, p0;
   int nh, nkv, hd;
   const T* qrow(int64_t b, int64_t h, int64_t i) const { return q + (b * Tq + i) * ldq + h * qhs; }
   const T* krow(int64_t b, int64_t g, int64_t j) const { return k + (b * Tk + j) * ldkv + g * kvhs; }
   const T* vrow(int64_t b, int64_t g, int64_t j) const { return v + (b * Tk + j) * ldkv + g * kvhs; }
-  T scale() const { return T(1.0 / std::sqrt(double(hd))); }
+  A scale() const { return A(1.0 / std::sqrt(double(hd))); }
 };
+
+// Row p (hd values) in the compute type: p itself when T is it, else widened into buf.
+template <typename T>
+inline const Acc<T>* widened(const T* p, int hd, Acc<T>* buf) {
+  if constexpr (std::is_same<T, Acc<T>>::value) {
+    return p;
+  } else {
+    for (int d = 0; d < hd; d++) buf[d] = Acc<T>(p[d]);
+    return buf;
+  }
+}
 
 // x[c] = exp(x[c] - sub) for c < n; returns their sum. fp32 runs vexp (the exponentials are a
 // large part of attention's time); double (the gradient checks) runs std::exp.
@@ -162,10 +177,11 @@ inline int64_t visible(const Layout<T>& L, int64_t i, int64_t j0, int64_t nk) {
 }
 
 template <typename T>
-void attention_fwd(T* out, T* lse, const Layout<T>& L) {
+void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
+  using A = Acc<T>;
   const int hd = L.hd, group = L.nh / L.nkv;
-  const int64_t hdp = padded_hd<T>(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
-  const T scale = L.scale();
+  const int64_t hdp = padded_hd<A>(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
+  const A scale = L.scale();
   // Work item = (batch, head, query block): rows are independent, so any split is exact. A chunk
   // gets at least ~2^19 multiply-adds, so that a short decode step is not split for less work than
   // waking a thread costs.
@@ -173,19 +189,20 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
   parallel_for(L.B * L.nh * nqb, (int64_t(1) << 19) / item_work + 1, [&](int64_t w0, int64_t w1) {
     // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
     const int64_t rows = std::min(BQ, L.Tq), packed = rows < kMR ? 0 : 1;
-    std::vector<T> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
-        s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows));
+    std::vector<A> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
+        s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows)),
+        kw(static_cast<size_t>(hd)), vw(static_cast<size_t>(hd));  // a k/v row widened (bf16, few rows)
     for (int64_t w = w0; w < w1; w++) {
       const int64_t b = w / (L.nh * nqb), h = (w / nqb) % L.nh, i0 = (w % nqb) * BQ;
       const int64_t g = h / group, mq = std::min(BQ, L.Tq - i0);
-      const T slope = L.slopes ? L.slopes[h] : T(0);
+      const A slope = L.slopes ? L.slopes[h] : A(0);
       for (int64_t r = 0; r < mq; r++) {
         const T* src = L.qrow(b, h, i0 + r);
-        for (int d = 0; d < hd; d++) qs[r * hd + d] = src[d] * scale;
+        for (int d = 0; d < hd; d++) qs[r * hd + d] = A(src[d]) * scale;
       }
-      std::fill(o.begin(), o.begin() + mq * hdp, T(0));
-      std::fill(mx.begin(), mx.begin() + mq, T(-INFINITY));
-      std::fill(sum.begin(), sum.begin() + mq, T(0));
+      std::fill(o.begin(), o.begin() + mq * hdp, A(0));
+      std::fill(mx.begin(), mx.begin() + mq, A(-INFINITY));
+      std::fill(sum.begin(), sum.begin() + mq, A(0));
       const int64_t kend = L.p0 + i0 + mq;  // keys the block's last query sees
       for (int64_t j0 = 0; j0 < kend; j0 += BK) {
         const int64_t nk = std::min(BK, kend - j0);
@@ -193,47 +210,51 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
         // products and axpys on their rows in place instead.
         const bool few = mq < kMR;
         if (few) {
-          for (int64_t r = 0; r < mq; r++)
-            for (int64_t c = 0; c < nk; c++) s[r * BK + c] = dot(qs.data() + r * hd, L.krow(b, g, j0 + c), hd);
+          for (int64_t c = 0; c < nk; c++) {
+            const A* kr = widened(L.krow(b, g, j0 + c), hd, kw.data());
+            for (int64_t r = 0; r < mq; r++) s[r * BK + c] = dot(qs.data() + r * hd, kr, hd);
+          }
         } else {
           for (int64_t c = 0; c < nk; c++) {
             const T* kr = L.krow(b, g, j0 + c);
             const T* vr = L.vrow(b, g, j0 + c);
-            for (int d = 0; d < hd; d++) kt[d * BK + c] = kr[d];
-            std::copy(vr, vr + hd, vb.data() + c * hdp);
+            for (int d = 0; d < hd; d++) kt[d * BK + c] = A(kr[d]);
+            for (int d = 0; d < hd; d++) vb[c * hdp + d] = A(vr[d]);
           }
-          mm<T, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
+          mm<A, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
         }
         for (int64_t r = 0; r < mq; r++) {
-          T* sr = s.data() + r * BK;
+          A* sr = s.data() + r * BK;
           const int64_t n = visible(L, i0 + r, j0, nk);
           if (L.slopes)
-            for (int64_t c = 0; c < n; c++) sr[c] += slope * T(j0 + c);
-          const T m = row_max(sr, n, mx[r]);
+            for (int64_t c = 0; c < n; c++) sr[c] += slope * A(j0 + c);
+          const A m = row_max(sr, n, mx[r]);
           // Before its first visible key a row's max is -inf: nothing to rescale, and no -inf - -inf.
-          const T alpha = mx[r] == T(-INFINITY) ? T(0) : std::exp(mx[r] - m);
-          const T add = exp_sub_sum(sr, n, m);
+          const A alpha = mx[r] == A(-INFINITY) ? A(0) : std::exp(mx[r] - m);
+          const A add = exp_sub_sum(sr, n, m);
           for (int64_t c = n; c < nk; c++) sr[c] = 0;
-          if (alpha != T(1)) {
-            T* orow = o.data() + r * hdp;
+          if (alpha != A(1)) {
+            A* orow = o.data() + r * hdp;
             for (int64_t d = 0; d < hdp; d++) orow[d] *= alpha;
           }
           sum[r] = sum[r] * alpha + add;
           mx[r] = m;
         }
-        if (few) {
-          for (int64_t r = 0; r < mq; r++)
-            for (int64_t c = 0; c < visible(L, i0 + r, j0, nk); c++)
-              axpy(o.data() + r * hdp, s[r * BK + c], L.vrow(b, g, j0 + c), hd);
+        if (few) {  // key-major, so that each v row is widened once; every o row still sums keys in order
+          for (int64_t c = 0; c < nk; c++) {
+            const A* vr = widened(L.vrow(b, g, j0 + c), hd, vw.data());
+            for (int64_t r = 0; r < mq; r++)
+              if (c < visible(L, i0 + r, j0, nk)) axpy(o.data() + r * hdp, s[r * BK + c], vr, hd);
+          }
         } else {
-          mm<T, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
+          mm<A, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
         }
       }
       for (int64_t r = 0; r < mq; r++) {
         const int64_t i = i0 + r;
-        const T inv = T(1) / sum[r];
+        const A inv = A(1) / sum[r];
         T* dst = out + (b * L.Tq + i) * ldo + h * hd;
-        for (int d = 0; d < hd; d++) dst[d] = o[r * hdp + d] * inv;
+        for (int d = 0; d < hd; d++) dst[d] = T(o[r * hdp + d] * inv);
         if (lse) lse[(b * L.nh + h) * L.Tq + i] = mx[r] + std::log(sum[r]);
       }
     }
@@ -241,17 +262,18 @@ void attention_fwd(T* out, T* lse, const Layout<T>& L) {
 }
 
 template <typename T>
-void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const Layout<T>& L) {
+void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc<T>* lse, const Layout<T>& L) {
+  using A = Acc<T>;
   const int hd = L.hd, group = L.nh / L.nkv;
-  const int64_t hdp = padded_hd<T>(hd), ldo = int64_t(L.nh) * hd, Tq = L.Tq, Tk = L.Tk;
+  const int64_t hdp = padded_hd<A>(hd), ldo = int64_t(L.nh) * hd, Tq = L.Tq, Tk = L.Tk;
   const int64_t tkp = round_up(Tk, BK);
-  const T scale = L.scale();
+  const A scale = L.scale();
   // Work item = (batch, kv head): it owns dk/dv of that kv head and dq of its query heads, so no
   // two threads write the same gradient row; the query heads of its group run one after another.
   parallel_for(L.B * L.nkv, 1, [&](int64_t w0, int64_t w1) {
     // Whole-sequence packed operands of one kv head (K^T, V^T for the score products, K s for dQ)
     // and of one query head (Q s, dY, the dQ sum); tiles of one block pair (P, dP/dS, dK, dV sums).
-    std::vector<T> kt(size_t(hd * tkp)), vt(size_t(hd * tkp)), ks(size_t(Tk * hdp)), qs(size_t(Tq * hdp)),
+    std::vector<A> kt(size_t(hd * tkp)), vt(size_t(hd * tkp)), ks(size_t(Tk * hdp)), qs(size_t(Tq * hdp)),
         dy(size_t(Tq * hdp)), dqs(size_t(Tq * hdp)), p(size_t(BQ * BK)), ds(size_t(BQ * BK)),
         dks(size_t(BK * hdp)), dvs(size_t(BK * hdp)), drow(static_cast<size_t>(Tq));
     for (int64_t w = w0; w < w1; w++) {
@@ -260,63 +282,63 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* ls
         const T* kr = L.krow(b, g, j);
         const T* vr = L.vrow(b, g, j);
         for (int d = 0; d < hd; d++) {
-          kt[d * tkp + j] = kr[d];
-          vt[d * tkp + j] = vr[d];
-          ks[j * hdp + d] = kr[d] * scale;
+          kt[d * tkp + j] = A(kr[d]);
+          vt[d * tkp + j] = A(vr[d]);
+          ks[j * hdp + d] = A(kr[d]) * scale;
         }
       }
       for (int64_t h = g * group; h < (g + 1) * group; h++) {
-        const T slope = L.slopes ? L.slopes[h] : T(0);
-        const T* lrow = lse + (b * L.nh + h) * Tq;
+        const A slope = L.slopes ? L.slopes[h] : A(0);
+        const A* lrow = lse + (b * L.nh + h) * Tq;
         for (int64_t i = 0; i < Tq; i++) {
           const T* qr = L.qrow(b, h, i);
           const T* yr = out + (b * Tq + i) * ldo + h * hd;
           const T* gr = dout + (b * Tq + i) * ldo + h * hd;
-          T dsum = 0;
+          A dsum = 0;
           for (int d = 0; d < hd; d++) {
-            qs[i * hdp + d] = qr[d] * scale;  // as the forward rounds it: the same scores again
-            dy[i * hdp + d] = gr[d];
-            dsum += gr[d] * yr[d];
+            qs[i * hdp + d] = A(qr[d]) * scale;  // as the forward rounds it: the same scores again
+            dy[i * hdp + d] = A(gr[d]);
+            dsum += A(gr[d]) * A(yr[d]);
           }
           drow[i] = dsum;
         }
-        std::fill(dqs.begin(), dqs.end(), T(0));
+        std::fill(dqs.begin(), dqs.end(), A(0));
         for (int64_t j0 = 0; j0 < Tk; j0 += BK) {
           const int64_t nk = std::min(BK, Tk - j0);
           const int64_t first = std::max<int64_t>(0, j0 - L.p0);  // first query that sees key j0
           if (first >= Tq) break;
-          std::fill(dks.begin(), dks.end(), T(0));
-          std::fill(dvs.begin(), dvs.end(), T(0));
+          std::fill(dks.begin(), dks.end(), A(0));
+          std::fill(dvs.begin(), dvs.end(), A(0));
           for (int64_t i0 = first / BQ * BQ; i0 < Tq; i0 += BQ) {
             const int64_t mq = std::min(BQ, Tq - i0);
-            const T* qb = qs.data() + i0 * hdp;
-            const T* yb = dy.data() + i0 * hdp;
-            mm<T, false>(mq, nk, hd, qb, hdp, kt.data() + j0, tkp, p.data(), BK, false);
-            mm<T, false>(mq, nk, hd, yb, hdp, vt.data() + j0, tkp, ds.data(), BK, false);
+            const A* qb = qs.data() + i0 * hdp;
+            const A* yb = dy.data() + i0 * hdp;
+            mm<A, false>(mq, nk, hd, qb, hdp, kt.data() + j0, tkp, p.data(), BK, false);
+            mm<A, false>(mq, nk, hd, yb, hdp, vt.data() + j0, tkp, ds.data(), BK, false);
             for (int64_t r = 0; r < mq; r++) {
               const int64_t i = i0 + r, n = visible(L, i, j0, nk);
-              T* pr = p.data() + r * BK;
-              T* dr = ds.data() + r * BK;
-              const T dd = drow[i];
+              A* pr = p.data() + r * BK;
+              A* dr = ds.data() + r * BK;
+              const A dd = drow[i];
               if (L.slopes)  // the scores exactly as the forward formed them
-                for (int64_t c = 0; c < n; c++) pr[c] += slope * T(j0 + c);
+                for (int64_t c = 0; c < n; c++) pr[c] += slope * A(j0 + c);
               exp_sub_sum(pr, n, lrow[i]);
               for (int64_t c = 0; c < n; c++) dr[c] = pr[c] * (dr[c] - dd);
               for (int64_t c = n; c < nk; c++) pr[c] = 0, dr[c] = 0;
             }
-            mm<T, true>(nk, hd, mq, p.data(), BK, yb, hdp, dvs.data(), hdp, true);
-            mm<T, true>(nk, hd, mq, ds.data(), BK, qb, hdp, dks.data(), hdp, true);
-            mm<T, false>(mq, hd, nk, ds.data(), BK, ks.data() + j0 * hdp, hdp, dqs.data() + i0 * hdp, hdp, true);
+            mm<A, true>(nk, hd, mq, p.data(), BK, yb, hdp, dvs.data(), hdp, true);
+            mm<A, true>(nk, hd, mq, ds.data(), BK, qb, hdp, dks.data(), hdp, true);
+            mm<A, false>(mq, hd, nk, ds.data(), BK, ks.data() + j0 * hdp, hdp, dqs.data() + i0 * hdp, hdp, true);
           }
           for (int64_t c = 0; c < nk; c++) {
             T* kd = dk + (b * Tk + j0 + c) * L.ldkv + g * L.kvhs;
             T* vd = dv + (b * Tk + j0 + c) * L.ldkv + g * L.kvhs;
-            for (int d = 0; d < hd; d++) kd[d] += dks[c * hdp + d], vd[d] += dvs[c * hdp + d];
+            for (int d = 0; d < hd; d++) kd[d] = T(A(kd[d]) + dks[c * hdp + d]), vd[d] = T(A(vd[d]) + dvs[c * hdp + d]);
           }
         }
         for (int64_t i = 0; i < Tq; i++) {
           T* qd = dq + (b * Tq + i) * L.ldq + h * L.qhs;
-          for (int d = 0; d < hd; d++) qd[d] += dqs[i * hdp + d];
+          for (int d = 0; d < hd; d++) qd[d] = T(A(qd[d]) + dqs[i * hdp + d]);
         }
       }
     }
@@ -326,13 +348,13 @@ void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* ls
 }  // namespace
 
 template <typename T>
-void attention_forward(T* out, T* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
+void attention_forward(T* out, Acc<T>* lse, const T* q, int64_t ldq, const T* k, const T* v, int64_t ldkv,
                        int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int nkv, int hd) {
   attention_fwd<T>(out, lse, {q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd});
 }
 
 template <typename T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q, int64_t ldq,
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc<T>* lse, const T* q, int64_t ldq,
                         const T* k, const T* v, int64_t ldkv, int64_t B, int64_t Tq, int64_t Tk,
                         int64_t p0, int nh, int nkv, int hd) {
   attention_bwd<T>(dq, dk, dv, dout, out, lse, {q, ldq, hd, k, v, ldkv, hd, nullptr, B, Tq, Tk, p0, nh, nkv, hd});
@@ -351,32 +373,34 @@ void alibi_slopes(T* out, int n) {
 }
 
 template <typename T>
-void alibi_attention_forward(T* out, T* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
-                             int64_t ldkv, int64_t kvhs, const T* slopes, int64_t B, int64_t Tq, int64_t Tk,
+void alibi_attention_forward(T* out, Acc<T>* lse, const T* q, int64_t ldq, int64_t qhs, const T* k, const T* v,
+                             int64_t ldkv, int64_t kvhs, const Acc<T>* slopes, int64_t B, int64_t Tq, int64_t Tk,
                              int64_t p0, int nh, int hd) {
   attention_fwd<T>(out, lse, {q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd});
 }
 
 template <typename T>
-void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const T* lse, const T* q,
+void alibi_attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc<T>* lse, const T* q,
                               int64_t ldq, int64_t qhs, const T* k, const T* v, int64_t ldkv, int64_t kvhs,
-                              const T* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
+                              const Acc<T>* slopes, int64_t B, int64_t Tq, int64_t Tk, int64_t p0, int nh, int hd) {
   attention_bwd<T>(dq, dk, dv, dout, out, lse, {q, ldq, qhs, k, v, ldkv, kvhs, slopes, B, Tq, Tk, p0, nh, nh, hd});
 }
 
-#define SFT_INSTANTIATE(T)                                                                                       \
-  template void attention_forward<T>(T*, T*, const T*, int64_t, const T*, const T*, int64_t, int64_t, int64_t,  \
-                                     int64_t, int64_t, int, int, int);                                          \
-  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t, const T*,    \
-                                      const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int);    \
-  template void alibi_slopes<T>(T*, int);                                                                        \
-  template void alibi_attention_forward<T>(T*, T*, const T*, int64_t, int64_t, const T*, const T*, int64_t,     \
-                                           int64_t, const T*, int64_t, int64_t, int64_t, int64_t, int, int);    \
-  template void alibi_attention_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, int64_t,        \
-                                            int64_t, const T*, const T*, int64_t, int64_t, const T*, int64_t,   \
+#define SFT_INSTANTIATE(T)                                                                                         \
+  template void attention_forward<T>(T*, Acc<T>*, const T*, int64_t, const T*, const T*, int64_t, int64_t, int64_t,  \
+                                     int64_t, int64_t, int, int, int);                                               \
+  template void attention_backward<T>(T*, T*, T*, const T*, const T*, const Acc<T>*, const T*, int64_t, const T*,    \
+                                      const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int);         \
+  template void alibi_attention_forward<T>(T*, Acc<T>*, const T*, int64_t, int64_t, const T*, const T*, int64_t,     \
+                                           int64_t, const Acc<T>*, int64_t, int64_t, int64_t, int64_t, int, int);    \
+  template void alibi_attention_backward<T>(T*, T*, T*, const T*, const T*, const Acc<T>*, const T*, int64_t,        \
+                                            int64_t, const T*, const T*, int64_t, int64_t, const Acc<T>*, int64_t,   \
                                             int64_t, int64_t, int64_t, int, int);
 SFT_INSTANTIATE(float)
 SFT_INSTANTIATE(double)
+SFT_INSTANTIATE(bf16)
 #undef SFT_INSTANTIATE
+template void alibi_slopes<float>(float*, int);
+template void alibi_slopes<double>(double*, int);
 
 }  // namespace sft::cpu

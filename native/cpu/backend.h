@@ -1,7 +1,10 @@
 // The CPU backend: the reference implementation of the backend contract (backend/backend.h).
 // "Device" memory is host memory (256-byte aligned, zero-filled); every op is the native/cpu/
 // function of the same name, so this file is the map from the contract to the CPU kernels.
-// T = float for real use, double for the finite-difference checks; G = T (no master copies).
+// T = float for real use, double for the finite-difference checks, with G = T (no master copies);
+// or T = bf16 (`bf16: true`): frozen weights and activations in bf16, G = float for the trainable
+// masters, gradients, moments, statistics, rotary/ALiBi tables and attention's logsumexp, as the
+// CUDA backend's bf16. The ops widen bf16 to fp32 on load and round once on store (cpu/ops.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -25,6 +28,7 @@
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "cpu/mixed.h"
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 
@@ -34,11 +38,13 @@ template <typename Elem>
 class CpuBackend {
  public:
   using T = Elem;
-  using G = Elem;
-  using Saved = Elem;  // attention keeps each row's logsumexp [B, nh, Tq]
+  using G = cpu::Acc<Elem>;
+  using Saved = G;  // attention keeps each row's logsumexp [B, nh, Tq]
   using Nf4 = cpu::Nf4Weight;
+  static constexpr bool kBf16 = std::is_same<Elem, cpu::bf16>::value;
   static constexpr Device device = Device::Cpu;
-  static constexpr Compute compute = std::is_same<Elem, double>::value ? Compute::F64 : Compute::F32;
+  static constexpr Compute compute =
+      kBf16 ? Compute::BF16 : std::is_same<Elem, double>::value ? Compute::F64 : Compute::F32;
 
   static bool supports(Op) { return true; }
   static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t /*Tk*/) { return B * nh * Tq; }
@@ -93,7 +99,7 @@ class CpuBackend {
   }
   template <typename E, typename D>
   void download_values(D* dst, const E* src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = D(cpu::Acc<E>(src[i]));
   }
 
   // ---- linear ------------------------------------------------------------------------------------
@@ -111,8 +117,7 @@ class CpuBackend {
   template <typename C>
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const T* A, int64_t lda, const T* B,
             int64_t ldb, double beta, C* out, int64_t ldc) {
-    static_assert(std::is_same<C, T>::value, "the CPU backend multiplies in one type");
-    cpu::gemm<T>(ta, tb, M, N, K, T(alpha), A, lda, B, ldb, T(beta), out, ldc);
+    cpu::gemm_t<T, C>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, out, ldc);
   }
 
   // ---- NF4 (QLoRA) -------------------------------------------------------------------------------
@@ -140,10 +145,12 @@ class CpuBackend {
     for (int64_t r = r0; r < r0 + n; r++) q.decode_row(out + (r - r0) * q.cols, r, 0, q.cols);
   }
   void linear_forward_nf4(T* y, const T* x, const Nf4& W, int64_t M, int64_t K, int64_t N, bool accumulate) {
-    cpu::gemm_q4<T>(false, M, N, K, T(1), x, K, W, accumulate ? T(1) : T(0), y, N);
+    if constexpr (kBf16) cpu::gemm_q4_bf16(false, M, N, K, 1.0f, x, K, W, accumulate ? 1.0f : 0.0f, y, N);
+    else cpu::gemm_q4<T>(false, M, N, K, T(1), x, K, W, accumulate ? T(1) : T(0), y, N);
   }
   void linear_backward_nf4(T* dx, const T* dy, const Nf4& W, int64_t M, int64_t K, int64_t N) {
-    cpu::gemm_q4<T>(true, M, K, N, T(1), dy, N, W, T(1), dx, K);
+    if constexpr (kBf16) cpu::gemm_q4_bf16(true, M, K, N, 1.0f, dy, N, W, 1.0f, dx, K);
+    else cpu::gemm_q4<T>(true, M, K, N, T(1), dy, N, W, T(1), dx, K);
   }
 
   // ---- norms -------------------------------------------------------------------------------------
@@ -210,27 +217,46 @@ class CpuBackend {
     cpu::embedding_backward<T>(dtable, dout, ids, n, C);
   }
   double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, int64_t* count) {
-    return cpu::cross_entropy<T>(logits, targets, N, V, T(scale), grad, count);
+    return cpu::cross_entropy<T>(logits, targets, N, V, G(scale), grad, count);
   }
 
   // ---- LoRA dropout: element i dropped when uniform01_key(key, i) < p (core/random.h) -------------
+  // fp32 runs the vectorised mask kernels; bf16 runs them too, on fp32 copies of slices of
+  // cpu::kSlice elements (widened, masked and scaled, rounded once); double runs the scalar form.
   void dropout_forward(T* out, const T* x, int64_t rows, int64_t cols, double p, uint64_t key) {
-    const T keep = T(1.0 / (1.0 - p));
+    const G keep = G(1.0 / (1.0 - p));
     const uint64_t thr = rng::drop_threshold(p);
     parallel_for(rows * cols, 1 << 14, [&](int64_t i0, int64_t i1) {
       if constexpr (std::is_same<T, float>::value) {
         cpu::kernels().dropout(out + i0, x + i0, i1 - i0, i0, key, thr, keep);
+      } else if constexpr (kBf16) {
+        float in[cpu::kSlice], res[cpu::kSlice];  // two buffers: the kernel's operands are __restrict
+        for (int64_t s = i0; s < i1; s += cpu::kSlice) {
+          const int64_t n = std::min<int64_t>(cpu::kSlice, i1 - s);
+          cpu::widen(in, x + s, n);
+          cpu::kernels().dropout(res, in, n, s, key, thr, keep);
+          cpu::narrow(out + s, res, n);
+        }
       } else {
         for (int64_t i = i0; i < i1; i++) out[i] = rng::dropped(key, uint64_t(i), thr) ? T(0) : x[i] * keep;
       }
     });
   }
   void dropout_backward_add(T* dx, const T* dxd, int64_t n, double p, uint64_t key) {
-    const T keep = T(1.0 / (1.0 - p));
+    const G keep = G(1.0 / (1.0 - p));
     const uint64_t thr = rng::drop_threshold(p);
     parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
       if constexpr (std::is_same<T, float>::value) {
         cpu::kernels().dropout_add(dx + i0, dxd + i0, i1 - i0, i0, key, thr, keep);
+      } else if constexpr (kBf16) {
+        float acc[cpu::kSlice], add[cpu::kSlice];
+        for (int64_t s = i0; s < i1; s += cpu::kSlice) {
+          const int64_t m = std::min<int64_t>(cpu::kSlice, i1 - s);
+          cpu::widen(acc, dx + s, m);
+          cpu::widen(add, dxd + s, m);
+          cpu::kernels().dropout_add(acc, add, m, s, key, thr, keep);
+          cpu::narrow(dx + s, acc, m);  // kept elements rounded once; dropped ones unchanged (exact)
+        }
       } else {
         for (int64_t i = i0; i < i1; i++)
           if (!rng::dropped(key, uint64_t(i), thr)) dx[i] = std::fma(dxd[i], keep, dx[i]);
@@ -242,19 +268,26 @@ class CpuBackend {
   void copy_2d(T* dst, int64_t ld_dst, const T* src, int64_t ld_src, int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++) std::memcpy(dst + r * ld_dst, src + r * ld_src, size_t(cols) * sizeof(T));
   }
+  // Sums in the wider of the two types (bf16 is widened), rounded once into dst.
   template <typename D, typename S>
   void add_into(D* dst, const S* src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+    for (int64_t i = 0; i < n; i++) dst[i] = D(cpu::Acc<D>(dst[i]) + cpu::Acc<S>(src[i]));
   }
   // dst[c] += src[r * ld + c] for r = 0, 1, ... in order.
   template <typename D, typename S>
   void add_rows_into(D* dst, const S* src, int64_t rows, int64_t cols, int64_t ld_src) {
     for (int64_t r = 0; r < rows; r++)
-      for (int64_t c = 0; c < cols; c++) dst[c] += src[r * ld_src + c];
+      for (int64_t c = 0; c < cols; c++) dst[c] = D(cpu::Acc<D>(dst[c]) + cpu::Acc<S>(src[r * ld_src + c]));
   }
+  // Element conversion (bf16 rounded to nearest even): masters to compute copies after each step.
   template <typename S, typename D>
   void cast(D* dst, const S* src, int64_t n) {
-    for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
+    if constexpr (std::is_same<S, float>::value && std::is_same<D, cpu::bf16>::value)
+      parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) { cpu::narrow(dst + i0, src + i0, i1 - i0); });
+    else if constexpr (std::is_same<S, cpu::bf16>::value && std::is_same<D, float>::value)
+      parallel_for(n, 1 << 16, [&](int64_t i0, int64_t i1) { cpu::widen(dst + i0, src + i0, i1 - i0); });
+    else
+      for (int64_t i = 0; i < n; i++) dst[i] = D(src[i]);
   }
   // dst[i] = mean + std * z_i, z_i standard normal (Box-Muller on elements 2i, 2i + 1 of stream key).
   template <typename E>

@@ -1,4 +1,4 @@
-// Token embedding lookup and its scatter-add backward.
+// Token embedding lookup and its scatter-add backward (the table's gradient in Acc<T>: it is trainable).
 #include <cstring>
 
 #include "core/threads.h"
@@ -15,18 +15,22 @@ void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t n, in
 
 // Serial over tokens: two tokens may share an id, so rows are added in order (deterministic).
 template <typename T>
-void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
+void embedding_backward(Acc<T>* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
+  using A = Acc<T>;
   parallel_for(C, 256, [&](int64_t c0, int64_t c1) {
     for (int64_t i = 0; i < n; i++) {
-      T* row = dtable + int64_t(ids[i]) * C;
-      for (int64_t c = c0; c < c1; c++) row[c] += dout[i * C + c];
+      A* row = dtable + int64_t(ids[i]) * C;
+      for (int64_t c = c0; c < c1; c++) row[c] += A(dout[i * C + c]);
     }
   });
 }
 
-template void embedding_forward<float>(float*, const int32_t*, const float*, int64_t, int64_t);
-template void embedding_forward<double>(double*, const int32_t*, const double*, int64_t, int64_t);
-template void embedding_backward<float>(float*, const float*, const int32_t*, int64_t, int64_t);
-template void embedding_backward<double>(double*, const double*, const int32_t*, int64_t, int64_t);
+#define SFT_INSTANTIATE(T)                                                          \
+  template void embedding_forward<T>(T*, const int32_t*, const T*, int64_t, int64_t); \
+  template void embedding_backward<T>(Acc<T>*, const T*, const int32_t*, int64_t, int64_t);
+SFT_INSTANTIATE(float)
+SFT_INSTANTIATE(double)
+SFT_INSTANTIATE(bf16)
+#undef SFT_INSTANTIATE
 
 }  // namespace sft::cpu

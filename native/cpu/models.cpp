@@ -1,4 +1,5 @@
-// The model families on the CPU backend: float for real use, double for the gradient checks.
+// The model families on the CPU backend: float for real use, bf16 (bf16 weights and activations,
+// fp32 masters and gradients), double for the gradient checks.
 #include <memory>
 #include <stdexcept>
 
@@ -19,9 +20,9 @@ std::unique_ptr<ModelBase> make_cpu_model(const ModelConfig& cfg, Compute comput
   switch (compute) {
     case Compute::F32: return make_for<float>(cfg, meta);
     case Compute::F64: return make_for<double>(cfg, meta);
-    case Compute::BF16: break;
+    case Compute::BF16: return make_for<cpu::bf16>(cfg, meta);
   }
-  throw std::runtime_error("bf16 compute is not available on the CPU backend yet: the CPU trains in fp32");
+  throw std::runtime_error("unknown compute type for the CPU backend");
 }
 
 }  // namespace sft

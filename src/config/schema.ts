@@ -58,7 +58,8 @@
 //   save_steps                  | 500            | yes (< 1 = ratio)
 //   save_total_limit            | null           | yes (null = keep all checkpoints)
 //   seed                        | 42             | yes
-//   fp16, bf16                  | false          | cuda: bf16 compute; cpu: fp32; fp16 adds dynamic loss scaling; both -> error
+//   fp16, bf16                  | false          | bf16: bf16 compute (cuda and cpu); fp16: bf16 on cuda, fp32 on cpu,
+//                               |                | with dynamic loss scaling; both -> error
 //   gradient_checkpointing      | false          | yes (layers recomputed in backward)
 //   report_to                   | "none"         | none, tensorboard, wandb, all yes (metrics.jsonl always written);
 //                               |                | other integrations (mlflow, ...) -> notice, ignored
@@ -472,12 +473,11 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   save_total_limit: { check: orNull(int(1, 1e6)), default: null, implemented: 'yes', help: 'keep at most N checkpoints; null = all' },
   seed: { check: int(0, 2 ** 32 - 1), default: 42, implemented: 'yes', help: 'seed for LoRA init, dropout and data order' },
   fp16: {
-    check: bool(), default: false, implemented: 'partly', help: 'dynamic loss scaling as torch.amp.GradScaler (inf/NaN steps skipped, scale in checkpoints); compute: bf16 on a GPU, fp32 on the CPU',
-    support: () => notice('fp16=true: dynamic loss scaling runs as in HF (GradScaler); the compute is bf16 on a GPU (no fp16 kernels; bf16 needs no scaling) and fp32 on the CPU'),
+    check: bool(), default: false, implemented: 'partly', help: 'dynamic loss scaling as torch.amp.GradScaler (inf/NaN steps skipped, scale in checkpoints); compute: bf16 on a GPU, fp32 on the CPU (bf16: true computes bf16 on both)',
+    support: () => notice('fp16=true: dynamic loss scaling runs as in HF (GradScaler); there are no fp16 kernels: the compute is bf16 on a GPU and fp32 on the CPU; bf16=true trains in bf16 on both (fp32\'s range: no scaling needed)'),
   },
   bf16: {
-    check: bool(), default: false, implemented: 'partly', help: 'bfloat16 weights and activations on a GPU (fp32 master weights and optimizer); the CPU trains in fp32',
-    support: () => notice('bf16=true: bf16 compute on a GPU; on the CPU the run trains in fp32'),
+    check: bool(), default: false, implemented: 'yes', help: 'bfloat16 frozen weights and activations with fp32 master weights, gradients and optimizer state, on a GPU and on the CPU (as torch.autocast with bfloat16); saved adapters are fp32',
   },
   gradient_checkpointing: {
     check: bool(), default: false, implemented: 'yes', help: 'keep only each layer input; recompute the layer in backward (less memory, more compute)',

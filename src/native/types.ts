@@ -23,8 +23,8 @@ export interface NativeModelConfig {
   qkvBias: boolean;
   /** lm_head rows are L2-normalised before use (Baichuan2 NormHead). */
   normHead: boolean;
-  /** Compute precision: f32; bf16 (cuda only: bf16 weights and activations, fp32 masters, gradients
-   *  and optimizer state); f64 exists for gradient checks in tests. */
+  /** Compute precision: f32; bf16 (bf16 weights and activations, fp32 masters, gradients and
+   *  optimizer state, on either backend); f64 (cpu) exists for gradient checks in tests. */
   dtype?: 'f32' | 'f64' | 'bf16';
   /** Which backend computes (default cpu). */
   device?: Device;

@@ -186,19 +186,20 @@ function eightBitOptim(cfg: TrainConfig): boolean {
   return isEightBitOptim(cfg.optim);
 }
 
-/** The compute precision on this device: bf16 and fp16 mean bf16 on a GPU, fp32 on the CPU. fp16
- *  runs its dynamic loss scaling (GradScaler's rules, the scale in checkpoints, overflow steps
- *  skipped) wherever it computes: the cuda backend has no fp16 kernels, and every card it builds for
- *  (sm_80 and later) computes bf16, whose fp32 range needs no scaling; fp16's skipped steps and
- *  learning-rate schedule stay what the config asked for. */
+/** The compute precision on this device: bf16 means bf16 on both backends (bf16 frozen weights and
+ *  activations; fp32 masters, gradients and optimizer state); fp16 means bf16 on a GPU and fp32 on
+ *  the CPU. fp16 runs its dynamic loss scaling (GradScaler's rules, the scale in checkpoints,
+ *  overflow steps skipped) wherever it computes: neither backend has fp16 kernels, and every card
+ *  the cuda backend builds for (sm_80 and later) computes bf16, whose fp32 range needs no scaling;
+ *  fp16's skipped steps and learning-rate schedule stay what the config asked for. */
 function precision(cfg: TrainConfig, device: Device, print: (l: string) => void): 'f32' | 'bf16' {
   const scaling = 'dynamic loss scaling runs as with fp16 (scale 65536, halved on an inf/NaN gradient, which skips the step; doubled after 2000 clean steps)';
   if (device === 'cuda') {
     if (cfg.fp16) print(`  fp16=true: this GPU computes bf16 (same range as fp32, no fp16 underflow), so the run trains in bf16 (bf16=true says so without the scaler); ${scaling}`);
     return cfg.bf16 || cfg.fp16 ? 'bf16' : 'f32';
   }
-  if (cfg.bf16) print('  bf16=true: the CPU backend trains in fp32');
-  if (cfg.fp16) print(`  fp16=true: the CPU backend trains in fp32; ${scaling}`);
+  if (cfg.bf16) return 'bf16';
+  if (cfg.fp16) print(`  fp16=true: the CPU backend has no fp16 kernels, so the run trains in fp32; ${scaling}; bf16=true trains in bf16 on the CPU, without scaling`);
   return 'f32';
 }
 

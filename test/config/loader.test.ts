@@ -251,8 +251,8 @@ test('notices for accepted but unimplemented values', () => {
     assert.ok(notices.some((s) => parts.every((p) => s.includes(p))), `no notice with ${parts.join(' + ')} in ${JSON.stringify(notices)}`);
   assert.ok(!load({ bits: 4 }).notices.some((n) => n.includes('bits=4')), 'bits=4 (NF4 QLoRA) is implemented: no notice');
   has(load({ bits: 8 }).notices, 'bits=8 is not implemented yet');
-  has(load({ fp16: true }).notices, 'fp16=true', 'dynamic loss scaling', 'bf16 on a GPU', 'fp32 on the CPU');
-  has(load({ bf16: true }).notices, 'bf16=true', 'fp32');
+  has(load({ fp16: true }).notices, 'fp16=true', 'dynamic loss scaling', 'bf16 on a GPU', 'fp32 on the CPU', 'bf16=true trains in bf16');
+  assert.deepEqual(load({ bf16: true }).notices, [], 'bf16 is implemented on both backends: no notice');
   assert.deepEqual(load({ gradient_checkpointing: true }).notices, []);
   has(load({ optim: 'paged_adamw_32bit' }).notices, 'optim="paged_adamw_32bit"', 'only matters on the GPU', 'same update');
   assert.deepEqual(load({ optim: 'adamw_8bit' }).notices, []);

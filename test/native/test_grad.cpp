@@ -419,6 +419,8 @@ void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
 void check_attention();  // test_attention.cpp
 void check_threads();  // test_threads.cpp
+void check_bf16_ops();  // test_bf16_ops.cpp
+void check_bf16_models();  // test_bf16_models.cpp
 
 int main() {
   check_threads();
@@ -426,12 +428,14 @@ int main() {
   check_gemm_isas();
   check_ops();
   check_attention();
+  check_bf16_ops();
   check_models();
   check_lora_merge();
   check_kv_cache();
   check_prompt_tuning();
   check_checkpointing();
   check_bloom();
+  check_bf16_models();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }
