@@ -129,8 +129,8 @@ void gemm_tile(int64_t kc, const float* __restrict Ap, const float* __restrict B
 }
 
 // R rows (R = MR, or 1 for the last few) x NV vectors of columns of the skinny product.
-template <int R, int NV>
-void skinny_rows(int n, int64_t K, const float* __restrict A, int64_t sm, int64_t sk, const float* __restrict Bp,
+template <int R, int NV, class L>
+void skinny_rows(int n, int64_t K, const typename L::E* __restrict A, int64_t sm, int64_t sk, const float* __restrict Bp,
                  float* __restrict C, int64_t rs, int64_t cs, float alpha, float beta) {
   V acc[R][NV];
   for (int i = 0; i < R; i++)
@@ -138,10 +138,10 @@ void skinny_rows(int n, int64_t K, const float* __restrict A, int64_t sm, int64_
   for (int64_t k = 0; k < K; k++) {
     V b[NV];
     for (int v = 0; v < NV; v++) b[v] = load(Bp + k * NR + v * W);
-    const float* a = A + k * sk;
+    const typename L::E* a = A + k * sk;
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++) {
-      const float ai = a[i * sm];
+      const float ai = L::one(a[i * sm]);
       for (int v = 0; v < NV; v++) acc[i][v] += ai * b[v];
     }
   }
@@ -162,21 +162,70 @@ void skinny_rows(int n, int64_t K, const float* __restrict A, int64_t sm, int64_
     }
 }
 
-template <int NV>
-void skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C, int64_t rs,
-            int64_t cs, float alpha, float beta) {
+template <int NV, class L>
+void skinny(int64_t rows, int n, int64_t K, const typename L::E* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+            int64_t rs, int64_t cs, float alpha, float beta) {
   int64_t m = 0;
-  for (; m + MR <= rows; m += MR) skinny_rows<MR, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
-  for (; m < rows; m++) skinny_rows<1, NV>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+  for (; m + MR <= rows; m += MR) skinny_rows<MR, NV, L>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
+  for (; m < rows; m++) skinny_rows<1, NV, L>(n, K, A + m * sm, sm, sk, Bp, C + m * rs, rs, cs, alpha, beta);
 }
 
 void gemm_skinny(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
                  int64_t rs, int64_t cs, float alpha, float beta) {
   if (n <= W)
-    skinny<1>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+    skinny<1, F32>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
   else
-    skinny<2>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+    skinny<2, F32>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
 }
+void gemm_skinny_bf16(int64_t rows, int n, int64_t K, const uint16_t* A, int64_t sm, int64_t sk, const float* Bp, float* C,
+                      int64_t rs, int64_t cs, float alpha, float beta) {
+  if (n <= W)
+    skinny<1, BF16>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+  else
+    skinny<2, BF16>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
+}
+
+#if defined(SFT_BF16_DP)
+// vdpbf16ps: each fp32 lane adds the products of one k-pair of bf16 values (exact in fp32), so a
+// tile is the fp32 kernel's with half the k steps and twice the multiply-adds per instruction. The
+// instruction treats bf16 subnormals as zero and flushes fp32 subnormal results (DAZ / FTZ).
+constexpr int MR16 = MR, NR16 = NR;
+void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* __restrict Bp, float* __restrict C,
+                    int64_t ldc, float alpha, float beta) {
+  __m512 c0[MR16], c1[MR16];
+  for (int i = 0; i < MR16; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
+  for (int i = 0; i < MR16; i++) __builtin_prefetch(C + i * ldc, 1);
+  const int64_t pairs = (kc + 1) / 2;
+  for (int64_t p = 0; p < pairs; p++) {
+    __builtin_prefetch(Bp + 8 * 2 * NR16);
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp), b1 = (__m512bh)_mm512_loadu_si512(Bp + 32);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR16; i++) {
+      int32_t pair;
+      std::memcpy(&pair, Ap + 2 * i, 4);
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      c0[i] = _mm512_dpbf16_ps(c0[i], a, b0);
+      c1[i] = _mm512_dpbf16_ps(c1[i], a, b1);
+    }
+    Ap += 2 * MR16;
+    Bp += 2 * NR16;
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int i = 0; i < MR16; i++) {
+    float* c = C + i * ldc;
+    if (beta == 0.f) {
+      _mm512_storeu_ps(c, _mm512_mul_ps(va, c0[i]));
+      _mm512_storeu_ps(c + 16, _mm512_mul_ps(va, c1[i]));
+    } else {
+      _mm512_storeu_ps(c, _mm512_add_ps(_mm512_mul_ps(va, c0[i]), _mm512_mul_ps(vb, _mm512_loadu_ps(c))));
+      _mm512_storeu_ps(c + 16, _mm512_add_ps(_mm512_mul_ps(va, c1[i]), _mm512_mul_ps(vb, _mm512_loadu_ps(c + 16))));
+    }
+  }
+}
+#define SFT_TILE_BF16 MR16, NR16, gemm_tile_bf16
+#else
+#define SFT_TILE_BF16 0, 0, nullptr
+#endif
 
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
@@ -346,8 +395,9 @@ float stream_sum(const float* x, int64_t n) {
   return s;
 }
 
-const Kernels kTable = {SFT_KERNELS_NAME, MR, NR, gemm_tile, gemm_skinny, gemv_f32, gemv_bf16, gemv_f16, dropout, dropout_add,
-                        fma_probe, stream_sum};
+const Kernels kTable = {SFT_KERNELS_NAME, MR,        NR,        gemm_tile,   gemm_skinny, gemm_skinny_bf16,
+                        SFT_TILE_BF16,    gemv_f32,  gemv_bf16, gemv_f16,    dropout,     dropout_add,
+                        fma_probe,        stream_sum};
 
 }  // namespace
 }  // namespace sft::cpu
