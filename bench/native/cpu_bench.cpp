@@ -182,18 +182,23 @@ int main(int argc, char** argv) {
         std::memcpy(&b, &W[i], 4);
         H[i] = uint16_t(b >> 16);
       }
+      std::vector<bf16> xh(x.size());
+      for (size_t i = 0; i < x.size(); i++) xh[i] = bf16(x[i]);
+      const bf16* Hb = reinterpret_cast<const bf16*>(H.data());
       const int inner = std::max<int64_t>(1, int64_t(2e7) / (N * K));
-      for (int dt = 0; dt < 3; dt++) {
+      for (int dt = 0; dt < 4; dt++) {  // fp32, bf16 and f16 weights with fp32 x; bf16 x and weights (gemm_bf16)
         auto run = [&] {
           for (int r = 0; r < inner; r++) {
             if (dt == 0) gemm<float>(false, false, 1, N, K, 1.f, x.data(), K, W.data(), K, 0.f, y.data(), N);
+            else if (dt == 3) gemm_bf16(false, false, 1, N, K, 1.f, xh.data(), K, Hb, K, 0.f, y.data(), N);
             else gemv_half(dt == 1, 1, N, K, 1.f, x.data(), K, H.data(), K, 0.f, y.data(), N);
           }
         };
         run();
         const double t = best_seconds(reps, run) / inner;
         const double bytes = double(N * K) * (dt == 0 ? 4 : 2);
-        std::printf("| %s | %s | %lld x %lld | %.1f | %.1f | %.0f %% |\n", isa_name(isa), dt == 0 ? "fp32" : dt == 1 ? "bf16" : "f16",
+        const char* what = dt == 0 ? "fp32" : dt == 1 ? "bf16" : dt == 2 ? "f16" : "bf16, bf16 x";
+        std::printf("| %s | %s | %lld x %lld | %.1f | %.1f | %.0f %% |\n", isa_name(isa), what,
                     (long long)N, (long long)K, 2.0 * N * K / t / 1e9, bytes / t / 1e9, 100 * bytes / t / 1e9 / bw);
       }
     }

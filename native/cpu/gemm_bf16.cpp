@@ -4,8 +4,9 @@
 //     multiply-adds per instruction.
 //   - Elsewhere (portable, avx2, avx512) packing widens bf16 to fp32 (exact) into the fp32 kernels'
 //     panels; the products are then the fp32 GEMM's.
-//   - Up to kGemvMaxM rows of A with op(B) = B (decode) take the GEMV: the x rows widened, the bf16
-//     weight streamed once through the kernels' gemv_bf16.
+//   - Up to kGemvMaxM rows of A with op(B) = B (decode) take the GEMV, the bf16 weight streamed once:
+//     vdpbf16ps on bf16 x and W where the kernels have it (gemv_bf16x), else the x rows widened and
+//     the kernels' gemv_bf16.
 //   - One side at most nr wide (LoRA's rank) takes the skinny kernel, reading the wide bf16 operand in
 //     place and widening as it goes.
 // C in bf16: the fp32 result of the whole sum is computed into a scratch block of rows (beta applied
@@ -62,8 +63,24 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   if (M <= 0 || N <= 0) return;
   const Kernels& k = kernels();
   if (M <= kGemvMaxM && !tb && K > 0) {
-    const float* x = widen_rows(ta, M, K, A, lda);
     const uint16_t* W = &B->bits;
+    if (k.gemv_bf16x) {  // x stays bf16: vdpbf16ps on both
+      const uint16_t* x = &A->bits;
+      int64_t ldx = lda;
+      if (ta) {  // op(A) = A^T: M columns of A, gathered into rows
+        static thread_local std::vector<uint16_t> g;
+        uint16_t* d = scratch(g, size_t(M * K));
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t kk = 0; kk < K; kk++) d[m * K + kk] = A[kk * lda + m].bits;
+        x = d, ldx = K;
+      }
+      const int64_t groups = (N + 3) / 4;
+      parallel_for(groups, std::max<int64_t>(1, 16384 / (M * K)), [&](int64_t g0, int64_t g1) {
+        k.gemv_bf16x(M, g0 * 4, std::min(N, g1 * 4), K, x, ldx, W, ldb, C, ldc, alpha, beta);
+      }, 4);
+      return;
+    }
+    const float* x = widen_rows(ta, M, K, A, lda);
     gemv_driver(false, M, N, K, alpha, x, K,
                 [&](int64_t m, int64_t n0, int64_t n1, int64_t kk, const float* xx, int64_t ldx, float* y, int64_t ldy,
                     float al, float be) { k.gemv_bf16(m, n0, n1, kk, xx, ldx, W, ldb, y, ldy, al, be); },

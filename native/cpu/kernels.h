@@ -29,6 +29,10 @@ struct Kernels {
   int mr16, nr16;
   void (*gemm_tile_bf16)(int64_t kc, const uint16_t* Ap, const uint16_t* Bp, float* C, int64_t ldc, float alpha,
                          float beta);
+  // GEMV rows with x in bf16 as well (vdpbf16ps over k-pairs of both, no widening; nullptr where the
+  // instruction set has none): gemv_bf16's contract otherwise.
+  void (*gemv_bf16x)(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
+                     int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
   // GEMV rows: y[m * ldy + n] = alpha * sum_k x[m * ldx + k] W[n * ldw + k] (+ beta * y) for
   // n in [n0, n1) and m < M (M <= kGemvMaxM). W is fp32, bf16 or IEEE f16 bits; fp32 accumulation.
   void (*gemv_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* W, int64_t ldw,

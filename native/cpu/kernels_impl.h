@@ -222,9 +222,76 @@ void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* _
     }
   }
 }
-#define SFT_TILE_BF16 MR16, NR16, gemm_tile_bf16
+
+inline void put16(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
+
+// x [M, K] and W rows both bf16: 32 k per vdpbf16ps, the last partial vector by masked (zeroing)
+// loads. M = 1 walks W row after row (one stream, as gemv_m), four accumulators over consecutive
+// vectors; M > 1 takes four W rows at a time, each weight vector reused by every x row.
+template <int M>
+void gemv16_m(int64_t n0, int64_t n1, int64_t K, const uint16_t* __restrict x, int64_t ldx, const uint16_t* __restrict Wt,
+              int64_t ldw, float* __restrict y, int64_t ldy, float alpha, float beta) {
+  const int64_t full = K / 32 * 32;
+  const __mmask32 tail = K > full ? __mmask32((1ull << (K - full)) - 1) : 0;
+  const auto ld = [](const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); };
+  const auto ldt = [tail](const uint16_t* p) { return (__m512bh)_mm512_maskz_loadu_epi16(tail, p); };
+  int64_t n = n0;
+  if (M == 1) {
+    for (; n < n1; n++) {
+      const uint16_t* w = Wt + n * ldw;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      int64_t k = 0;
+      for (; k + 128 <= full; k += 128) {
+        a0 = _mm512_dpbf16_ps(a0, ld(x + k), ld(w + k));
+        a1 = _mm512_dpbf16_ps(a1, ld(x + k + 32), ld(w + k + 32));
+        a2 = _mm512_dpbf16_ps(a2, ld(x + k + 64), ld(w + k + 64));
+        a3 = _mm512_dpbf16_ps(a3, ld(x + k + 96), ld(w + k + 96));
+      }
+      for (; k < full; k += 32) a0 = _mm512_dpbf16_ps(a0, ld(x + k), ld(w + k));
+      if (tail) a1 = _mm512_dpbf16_ps(a1, ldt(x + full), ldt(w + full));
+      put16(y + n, alpha, beta, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))));
+    }
+    return;
+  }
+  for (; n < n1; n += 4) {
+    const int rows = n1 - n >= 4 ? 4 : int(n1 - n);
+    __m512 acc[M][4];
+    for (int m = 0; m < M; m++)
+      for (int r = 0; r < 4; r++) acc[m][r] = _mm512_setzero_ps();
+    const uint16_t* w = Wt + n * ldw;
+    const auto step = [&](int64_t k, bool last) {
+      __m512bh wv[4];
+      for (int r = 0; r < 4; r++) wv[r] = r < rows ? (last ? ldt(w + r * ldw + k) : ld(w + r * ldw + k)) : (__m512bh)_mm512_setzero_si512();
+      for (int m = 0; m < M; m++) {
+        const __m512bh xv = last ? ldt(x + m * ldx + k) : ld(x + m * ldx + k);
+        for (int r = 0; r < 4; r++) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv, wv[r]);
+      }
+    };
+    for (int64_t k = 0; k < full; k += 32) step(k, false);
+    if (tail) step(full, true);
+    for (int m = 0; m < M; m++)
+      for (int r = 0; r < rows; r++) put16(y + m * ldy + n + r, alpha, beta, _mm512_reduce_add_ps(acc[m][r]));
+  }
+}
+
+void gemv_bf16x(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* Wt, int64_t ldw,
+                float* y, int64_t ldy, float alpha, float beta) {
+  for (int64_t m = 0; m < M;) {
+    const int64_t mm = M - m >= 4 ? 4 : M - m;
+    const uint16_t* xm = x + m * ldx;
+    float* ym = y + m * ldy;
+    switch (mm) {
+      case 1: gemv16_m<1>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      case 2: gemv16_m<2>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      case 3: gemv16_m<3>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+      default: gemv16_m<4>(n0, n1, K, xm, ldx, Wt, ldw, ym, ldy, alpha, beta); break;
+    }
+    m += mm;
+  }
+}
+#define SFT_TILE_BF16 MR16, NR16, gemm_tile_bf16, gemv_bf16x
 #else
-#define SFT_TILE_BF16 0, 0, nullptr
+#define SFT_TILE_BF16 0, 0, nullptr, nullptr
 #endif
 
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
