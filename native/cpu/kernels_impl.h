@@ -73,9 +73,18 @@ struct F32 {
 struct BF16 {
   typedef uint16_t E;
   static V vec(const uint16_t* p) {
+    // Zero-extend to 32 bits, shift into the high half. The intrinsics give one vpmovzxwd of the
+    // whole vector; __builtin_convertvector split it in 256-bit halves (-march=skylake-avx512 tunes
+    // for 256-bit vectors), which made the bf16 GEMV half as fast as the f16 one.
+#if SFT_VEC_BYTES == 64
+    const __m512i u = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+#elif SFT_VEC_BYTES == 32 && defined(__AVX2__)
+    const __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+#else
     V16 h;
     std::memcpy(&h, p, sizeof h);
     const V32 u = __builtin_convertvector(h, V32) << 16;
+#endif
     V v;
     std::memcpy(&v, &u, sizeof v);
     return v;
