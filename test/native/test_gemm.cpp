@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <string>
@@ -334,7 +335,27 @@ std::string name_h(const CaseH& c) {
 
 }  // namespace
 
+// CPUID detection (isa.cpp) agrees with the kernel's view of the CPU (/proc/cpuinfo's flags, Linux).
+void check_cpu_features() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, flags;
+  while (std::getline(f, line))
+    if (line.rfind("flags", 0) == 0) {
+      flags = line + " ";
+      break;
+    }
+  if (flags.empty() || !avx512bf16_kernels()) return;  // not Linux on x86, or a build without the kernels
+  const auto has = [&](const char* n) { return flags.find(std::string(" ") + n + " ") != std::string::npos; };
+  const bool bf = has("avx512_bf16") && has("avx512f") && has("avx512bw") && has("avx512vl");
+  const bool amx = has("amx_bf16") && has("amx_tile");
+  const bool ok = isa_available(Isa::Avx512Bf16) == bf && cpu_has_amx() == amx;
+  if (!ok) failures++;
+  std::printf("%s CPUID agrees with /proc/cpuinfo: avx512bf16 %s, AMX %s\n", ok ? "ok  " : "FAIL", bf ? "yes" : "no",
+              amx ? "yes" : "no");
+}
+
 void check_gemm_bf16() {
+  check_cpu_features();
   std::mt19937_64 rng(13);
   // Odd sizes in 1..70 in every dimension (M 1..4: the GEMV; N 16 / M 16: the skinny kernel), all
   // layouts, beta 0 (C NaN: must be ignored), 1 and another; then GEMV rows, LoRA's skinny shapes,
