@@ -7,15 +7,15 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "cpu/gemm_blocked.h"
 #include "cpu/isa.h"
 #include "cpu/quant.h"
-#include "cpu/gemm_blocked.h"
 #include "cpu/simd.h"
 
 namespace sft::cpu {
 using namespace detail;
+// double's tile kernel (the finite-difference checks), and the tile of the kernels in use.
 namespace {
-
 
 constexpr int kMrD = 6;
 constexpr int kNrD = 2 * (kVecBytes / int(sizeof(double)));

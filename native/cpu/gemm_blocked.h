@@ -28,8 +28,8 @@ struct Tile {
   void (*fn)(int64_t kc, const P* Ap, const P* Bp, T* C, int64_t ldc, T alpha, T beta);
 };
 
-// Blocking from the data caches: a kc x nr panel of B stays in half of L1 across the mc / mr strips
-// of A, an mc x kc block of A in half of L2, the whole packed B block (nc x kc) in a slice of L3.
+// Blocking from the data caches (gemm.cpp): a kc x nr strip of B reused across the mc / mr strips of
+// A, an mc x kc block of A in half of L2, the whole packed B block (nc x kc) in a slice of L3.
 struct Blocking {
   int64_t kc, mc, nc;
 };
