@@ -33,34 +33,38 @@ const float* widen_rows(bool ta, int64_t M, int64_t K, const bf16* A, int64_t ld
   return d;
 }
 
-// The fp32 result of rows [m0, m0 + rows) of C = beta C + alpha (...), computed by `product` into
-// scratch (beta applied there to the widened old C) and rounded once into the bf16 C; in blocks of
-// rows so the scratch stays near 8 MiB whatever M (each block packs op(B) again: at >= 256 rows a
-// block, a small share of its multiply-adds).
+// The fp32 result of C = beta C + alpha (...), computed block by block by product(m0, mm, n0, nn,
+// c, ldc) into scratch (beta applied there to the widened old C) and rounded once into the bf16 C.
+// Blocks of at most kCap floats (8 MiB) whatever the shape: whole rows while N is at most kCap / 256,
+// each block >= 256 rows (each packs op(B) again: a small share of its multiply-adds); a wider C
+// (a vocabulary's logits) in 256-row blocks of >= 8192 columns. `cols` false: whole rows only.
+constexpr int64_t kCap = int64_t(2) << 20;
 template <typename Product>
-void round_into(int64_t M, int64_t N, float beta, bf16* C, int64_t ldc, const Product& product) {
+void round_into(int64_t M, int64_t N, float beta, bf16* C, int64_t ldc, bool cols, const Product& product) {
   static thread_local std::vector<float> c32;
-  const int64_t rows = std::max<int64_t>(256, (int64_t(2) << 20) / N);
-  float* c = scratch(c32, size_t(std::min(M, rows) * N));
-  for (int64_t m0 = 0; m0 < M; m0 += rows) {
-    const int64_t mm = std::min(rows, M - m0);
-    // The widening and the rounding on every thread too (this pass costs 2-15 % of a 1024-row call).
-    const int64_t grain = std::max<int64_t>(1, 16384 / N);
-    if (beta != 0)
+  const int64_t cn = cols ? std::min(N, std::max<int64_t>(1, kCap / std::min<int64_t>(M, 256))) : N;
+  const int64_t rows = std::min(M, std::max<int64_t>(cols ? 1 : 256, kCap / cn));
+  float* c = scratch(c32, size_t(rows * cn));
+  for (int64_t m0 = 0; m0 < M; m0 += rows)
+    for (int64_t n0 = 0; n0 < N; n0 += cn) {
+      const int64_t mm = std::min(rows, M - m0), nn = std::min(cn, N - n0);
+      // The widening and the rounding on every thread too (this pass costs 2-15 % of a 1024-row call).
+      const int64_t grain = std::max<int64_t>(1, 16384 / nn);
+      if (beta != 0)
+        parallel_for(mm, grain, [&](int64_t r0, int64_t r1) {
+          for (int64_t m = r0; m < r1; m++)
+            for (int64_t n = 0; n < nn; n++) c[m * nn + n] = float(C[(m0 + m) * ldc + n0 + n]);
+        });
+      product(m0, mm, n0, nn, c, nn);
       parallel_for(mm, grain, [&](int64_t r0, int64_t r1) {
         for (int64_t m = r0; m < r1; m++)
-          for (int64_t n = 0; n < N; n++) c[m * N + n] = float(C[(m0 + m) * ldc + n]);
+          for (int64_t n = 0; n < nn; n++) C[(m0 + m) * ldc + n0 + n] = bf16(c[m * nn + n]);
       });
-    product(m0, mm, c, N);
-    parallel_for(mm, grain, [&](int64_t r0, int64_t r1) {
-      for (int64_t m = r0; m < r1; m++)
-        for (int64_t n = 0; n < N; n++) C[(m0 + m) * ldc + n] = bf16(c[m * N + n]);
-    });
-  }
+    }
 }
 
-// Rows [m0, m0 + mm) of op(A): op(A)[m, k] = ta ? A[k * lda + m] : A[m * lda + k].
-const bf16* rows_of(const bf16* A, bool ta, int64_t lda, int64_t m0) { return A + (ta ? m0 : m0 * lda); }
+// op(X) from row m0 on: op(X)[m, k] = trans ? X[k * ld + m] : X[m * ld + k].
+const bf16* rows_of(const bf16* X, bool trans, int64_t ld, int64_t m0) { return X + (trans ? m0 : m0 * ld); }
 
 }  // namespace
 
@@ -113,8 +117,8 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
                int64_t ldb, float beta, bf16* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  round_into(M, N, beta, C, ldc, [&](int64_t m0, int64_t mm, float* c, int64_t ldcc) {
-    gemm_bf16(ta, tb, mm, N, K, alpha, rows_of(A, ta, lda, m0), lda, B, ldb, beta, c, ldcc);
+  round_into(M, N, beta, C, ldc, true, [&](int64_t m0, int64_t mm, int64_t n0, int64_t nn, float* c, int64_t ldcc) {
+    gemm_bf16(ta, tb, mm, nn, K, alpha, rows_of(A, ta, lda, m0), lda, rows_of(B, tb, ldb, n0), ldb, beta, c, ldcc);
   });
 }
 
@@ -123,7 +127,8 @@ void gemm_q4_bf16(bool tb, int64_t M, int64_t N, int64_t K, float alpha, const b
   if (M <= 0 || N <= 0) return;
   // NF4 decodes to fp32 (code times the block's scale, not a bf16 value): fp32 panels, the A rows
   // widened while packing; the decode GEMV with widened x rows.
-  round_into(M, N, beta, C, ldc, [&](int64_t m0, int64_t mm, float* c, int64_t ldcc) {
+  // Whole rows only: an Nf4Weight has no view of a column range.
+  round_into(M, N, beta, C, ldc, false, [&](int64_t m0, int64_t mm, int64_t, int64_t, float* c, int64_t ldcc) {
     const bf16* a = A + m0 * lda;
     if (mm <= kGemvMaxM && !tb && K > 0) {
       gemm_q4<float>(tb, mm, N, K, alpha, widen_rows(false, mm, K, a, lda), K, W, beta, c, ldcc);

@@ -379,6 +379,9 @@ void check_gemm_bf16() {
   }
   for (int t = 0; t < 4; t++) cases.push_back(make_case_h(t & 1, t & 2, 300, 200, 700, 0.5f, betas[t % 3], rng));
   cases.push_back(make_case_h(false, false, 257, 1000, 1025, 1.f, 1.f, rng));
+  // bf16 C wider than its scratch (gemm_bf16.cpp: 8 Mi floats): blocks of rows and of columns.
+  cases.push_back(make_case_h(false, false, 257, 8200, 3, 1.f, 1.f, rng));
+  cases.push_back(make_case_h(true, true, 257, 8200, 5, -0.7f, 0.f, rng));
   const Isa keep = current_isa();
   for (Isa isa : isas()) {
     set_isa(isa);
