@@ -1,9 +1,10 @@
 // CPU kernel figures, per instruction set this machine runs: the FMA peak (probe), the memory
 // bandwidth (probe: a large buffer summed by every thread), fp32 GEMM GFLOP/s on the training
 // shapes of the ~11 M Llama at 8 x 128 tokens (and the share of the peak), and batch-1 GEMV
-// (decode) as GB/s of weights against the bandwidth, for fp32, bf16 and f16 weights.
+// (decode) as GB/s of weights against the bandwidth, for fp32, bf16 and f16 weights; bf16 GEMM
+// (gemm_bf16: bf16 operands, fp32 accumulation, fp32 or bf16 C) on the same shapes beside fp32.
 //
-//   build/sft_cpu_bench [--isa portable|avx2|avx512] [--threads N] [--quick] [--cpu-time]
+//   build/sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16] [--threads N] [--quick] [--cpu-time]
 //   (npm run bench:cpu-kernels)
 #include <algorithm>
 #include <chrono>
@@ -70,15 +71,15 @@ int main(int argc, char** argv) {
     else if (a == "--threads" && i + 1 < argc) set_num_threads(std::atoi(argv[++i]));
     else if (a == "--isa" && i + 1 < argc) {
       const std::string want = argv[++i];
-      for (Isa x : {Isa::Portable, Isa::Avx2, Isa::Avx512})
+      for (Isa x : kAllIsas)
         if (want == isa_name(x)) isas.push_back(x);
     } else {
-      std::fprintf(stderr, "usage: sft_cpu_bench [--isa portable|avx2|avx512] [--threads N] [--quick] [--cpu-time]\n");
+      std::fprintf(stderr, "usage: sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16] [--threads N] [--quick] [--cpu-time]\n");
       return 2;
     }
   }
   if (isas.empty())
-    for (Isa x : {Isa::Portable, Isa::Avx2, Isa::Avx512})
+    for (Isa x : kAllIsas)
       if (isa_available(x)) isas.push_back(x);
   const int T = num_threads();
   g_threads = T;
@@ -87,6 +88,8 @@ int main(int argc, char** argv) {
   std::printf("timing: %s\n", g_cpu_time ? "CPU seconds / threads (--cpu-time)" : "wall clock");
   std::printf("CPU: %s, %d threads; L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; default kernels %s\n", cpu_model().c_str(), T,
               (long long)c.l1d >> 10, (long long)c.l2 >> 10, (long long)c.l3 >> 10, isa_name(default_isa()));
+  std::printf("AVX512_BF16: %s; AMX (tile + bf16): %s%s\n", isa_available(Isa::Avx512Bf16) ? "yes" : "no",
+              cpu_has_amx() ? "yes" : "no", cpu_has_amx() ? " (no AMX kernels yet: bf16 runs the avx512bf16 path)" : "");
 
   // Memory bandwidth: 256 MiB (far past any L3 here) read by every thread, a slice each.
   const int64_t nbw = int64_t(64) << 20;
@@ -118,8 +121,9 @@ int main(int argc, char** argv) {
       {"down dx    dy W ", true, 1024, 1024, 384},   {"gate/up dx dy W ", true, 1024, 384, 1024},
       {"lm_head dx dy W ", true, 1024, 384, 4096},
   };
-  std::printf("| isa | FMA peak GFLOP/s (%d threads) | shape | M x N x K | GFLOP/s | %% of peak | prepacked B GFLOP/s |\n", T);
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("| isa | FMA peak GFLOP/s (%d threads) | shape | M x N x K | GFLOP/s | %% of peak | prepacked B GFLOP/s |"
+              " bf16 GFLOP/s (fp32 C) | bf16 (bf16 C) | bf16 / fp32 |\n", T);
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (Isa isa : isas) {
     set_isa(isa);
     const Kernels& k = kernels();
@@ -145,9 +149,21 @@ int main(int argc, char** argv) {
       PackedB pb;
       gemm_pack_b(pb, P.data(), s.tb, s.N, s.K, B.data(), ldb);
       const double tp = best_seconds(reps, [&] { gemm_prepacked(false, s.M, 1.f, A.data(), s.K, pb, 0.f, C.data(), s.N); });
-      const double gf = 2.0 * s.M * s.N * s.K / t / 1e9, gp = 2.0 * s.M * s.N * s.K / tp / 1e9;
-      std::printf("| %s | %.0f | %s | %lld x %lld x %lld | %.0f | %.0f %% | %.0f |\n", isa_name(isa), peak, s.what,
-                  (long long)s.M, (long long)s.N, (long long)s.K, gf, 100 * gf / peak, gp);
+      std::vector<bf16> Ah(A.size()), Bh(B.size()), Ch(C.size());
+      for (size_t i = 0; i < A.size(); i++) Ah[i] = bf16(A[i]);
+      for (size_t i = 0; i < B.size(); i++) Bh[i] = bf16(B[i]);
+      gemm_bf16(false, s.tb, s.M, s.N, s.K, 1.f, Ah.data(), s.K, Bh.data(), ldb, 0.f, C.data(), s.N);  // warm-up
+      const double th = best_seconds(reps, [&] {
+        gemm_bf16(false, s.tb, s.M, s.N, s.K, 1.f, Ah.data(), s.K, Bh.data(), ldb, 0.f, C.data(), s.N);
+      });
+      gemm_bf16(false, s.tb, s.M, s.N, s.K, 1.f, Ah.data(), s.K, Bh.data(), ldb, 0.f, Ch.data(), s.N);
+      const double thh = best_seconds(reps, [&] {
+        gemm_bf16(false, s.tb, s.M, s.N, s.K, 1.f, Ah.data(), s.K, Bh.data(), ldb, 0.f, Ch.data(), s.N);
+      });
+      const double fl = 2.0 * s.M * s.N * s.K;
+      const double gf = fl / t / 1e9, gp = fl / tp / 1e9, gh = fl / th / 1e9, ghh = fl / thh / 1e9;
+      std::printf("| %s | %.0f | %s | %lld x %lld x %lld | %.0f | %.0f %% | %.0f | %.0f | %.0f | %.2f |\n", isa_name(isa), peak,
+                  s.what, (long long)s.M, (long long)s.N, (long long)s.K, gf, 100 * gf / peak, gp, gh, ghh, gh / gf);
     }
   }
 
@@ -166,18 +182,23 @@ int main(int argc, char** argv) {
         std::memcpy(&b, &W[i], 4);
         H[i] = uint16_t(b >> 16);
       }
+      std::vector<bf16> xh(x.size());
+      for (size_t i = 0; i < x.size(); i++) xh[i] = bf16(x[i]);
+      const bf16* Hb = reinterpret_cast<const bf16*>(H.data());
       const int inner = std::max<int64_t>(1, int64_t(2e7) / (N * K));
-      for (int dt = 0; dt < 3; dt++) {
+      for (int dt = 0; dt < 4; dt++) {  // fp32, bf16 and f16 weights with fp32 x; bf16 x and weights (gemm_bf16)
         auto run = [&] {
           for (int r = 0; r < inner; r++) {
             if (dt == 0) gemm<float>(false, false, 1, N, K, 1.f, x.data(), K, W.data(), K, 0.f, y.data(), N);
+            else if (dt == 3) gemm_bf16(false, false, 1, N, K, 1.f, xh.data(), K, Hb, K, 0.f, y.data(), N);
             else gemv_half(dt == 1, 1, N, K, 1.f, x.data(), K, H.data(), K, 0.f, y.data(), N);
           }
         };
         run();
         const double t = best_seconds(reps, run) / inner;
         const double bytes = double(N * K) * (dt == 0 ? 4 : 2);
-        std::printf("| %s | %s | %lld x %lld | %.1f | %.1f | %.0f %% |\n", isa_name(isa), dt == 0 ? "fp32" : dt == 1 ? "bf16" : "f16",
+        const char* what = dt == 0 ? "fp32" : dt == 1 ? "bf16" : dt == 2 ? "f16" : "bf16, bf16 x";
+        std::printf("| %s | %s | %lld x %lld | %.1f | %.1f | %.0f %% |\n", isa_name(isa), what,
                     (long long)N, (long long)K, 2.0 * N * K / t / 1e9, bytes / t / 1e9, 100 * bytes / t / 1e9 / bw);
       }
     }

@@ -77,7 +77,7 @@ Napi::Value CpuKernels(const Napi::CallbackInfo& info) {
   o.Set("isa", sft::cpu::isa_name(sft::cpu::current_isa()));
   Napi::Array avail = Napi::Array::New(env);
   uint32_t n = 0;
-  for (auto i : {sft::cpu::Isa::Portable, sft::cpu::Isa::Avx2, sft::cpu::Isa::Avx512})
+  for (auto i : sft::cpu::kAllIsas)
     if (sft::cpu::isa_available(i)) avail.Set(n++, sft::cpu::isa_name(i));
   o.Set("available", avail);
   return o;

@@ -1,57 +1,147 @@
-// bf16 GEMM (cpu/gemm.h). Reference form: operands widened to fp32 (exact) and multiplied by the
-// fp32 GEMM; the result rounded to bf16 once where C is bf16.
+// bf16 GEMM (cpu/gemm.h): bf16 operands, fp32 accumulation.
+//   - Where the kernels have a bf16 micro-kernel (avx512bf16: vdpbf16ps), both operands are packed as
+//     bf16 with k in pairs and multiplied by it: half the bytes of fp32 panels, twice the
+//     multiply-adds per instruction.
+//   - Elsewhere (portable, avx2, avx512) packing widens bf16 to fp32 (exact) into the fp32 kernels'
+//     panels; the products are then the fp32 GEMM's.
+//   - Up to kGemvMaxM rows of A with op(B) = B (decode) take the GEMV, the bf16 weight streamed once:
+//     vdpbf16ps on bf16 x and W where the kernels have it (gemv_bf16x), else the x rows widened and
+//     the kernels' gemv_bf16.
+//   - One side at most nr wide (LoRA's rank) takes the skinny kernel, reading the wide bf16 operand in
+//     place and widening as it goes.
+// C in bf16: the fp32 result of the whole sum is computed into a scratch block of rows (beta applied
+// in fp32 to the widened old C) and rounded once into C.
+#include <algorithm>
 #include <vector>
 
 #include "core/threads.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_blocked.h"
+#include "cpu/isa.h"
+#include "cpu/quant.h"
 
 namespace sft::cpu {
+using namespace detail;
 namespace {
 
-std::vector<float> widen(const bf16* x, int64_t rows, int64_t cols, int64_t ld) {
-  std::vector<float> out(size_t(rows * cols));
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t c = 0; c < cols; c++) out[size_t(r * cols + c)] = float(x[r * ld + c]);
-  return out;
+// op(A)'s M rows as dense fp32 rows [M, K] in this thread's scratch (the GEMV's x).
+const float* widen_rows(bool ta, int64_t M, int64_t K, const bf16* A, int64_t lda) {
+  static thread_local std::vector<float> x;
+  float* d = scratch(x, size_t(M * K));
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t k = 0; k < K; k++) d[m * K + k] = float(ta ? A[k * lda + m] : A[m * lda + k]);
+  return d;
 }
 
-// op(X) stored as [rows, cols] (rows = the dimension that is not K when not transposed).
-std::vector<float> widen_op(const bf16* X, bool trans, int64_t outer, int64_t K, int64_t ld) {
-  return trans ? widen(X, K, outer, ld) : widen(X, outer, K, ld);
+// The fp32 result of C = beta C + alpha (...), computed block by block by product(m0, mm, n0, nn,
+// c, ldc) into scratch (beta applied there to the widened old C) and rounded once into the bf16 C.
+// Blocks of at most kCap floats (8 MiB) whatever the shape: whole rows while N is at most kCap / 256,
+// each block >= 256 rows (each packs op(B) again: a small share of its multiply-adds); a wider C
+// (a vocabulary's logits) in 256-row blocks of >= 8192 columns. `cols` false: whole rows only.
+constexpr int64_t kCap = int64_t(2) << 20;
+template <typename Product>
+void round_into(int64_t M, int64_t N, float beta, bf16* C, int64_t ldc, bool cols, const Product& product) {
+  static thread_local std::vector<float> c32;
+  const int64_t cn = cols ? std::min(N, std::max<int64_t>(1, kCap / std::min<int64_t>(M, 256))) : N;
+  const int64_t rows = std::min(M, std::max<int64_t>(cols ? 1 : 256, kCap / cn));
+  float* c = scratch(c32, size_t(rows * cn));
+  for (int64_t m0 = 0; m0 < M; m0 += rows)
+    for (int64_t n0 = 0; n0 < N; n0 += cn) {
+      const int64_t mm = std::min(rows, M - m0), nn = std::min(cn, N - n0);
+      // The widening and the rounding on every thread too (this pass costs 2-15 % of a 1024-row call).
+      const int64_t grain = std::max<int64_t>(1, 16384 / nn);
+      if (beta != 0)
+        parallel_for(mm, grain, [&](int64_t r0, int64_t r1) {
+          for (int64_t m = r0; m < r1; m++)
+            for (int64_t n = 0; n < nn; n++) c[m * nn + n] = float(C[(m0 + m) * ldc + n0 + n]);
+        });
+      product(m0, mm, n0, nn, c, nn);
+      parallel_for(mm, grain, [&](int64_t r0, int64_t r1) {
+        for (int64_t m = r0; m < r1; m++)
+          for (int64_t n = 0; n < nn; n++) C[(m0 + m) * ldc + n0 + n] = bf16(c[m * nn + n]);
+      });
+    }
 }
+
+// op(X) from row m0 on: op(X)[m, k] = trans ? X[k * ld + m] : X[m * ld + k].
+const bf16* rows_of(const bf16* X, bool trans, int64_t ld, int64_t m0) { return X + (trans ? m0 : m0 * ld); }
 
 }  // namespace
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
                int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  const std::vector<float> a = widen_op(A, ta, M, K, lda), b = widen_op(B, tb, N, K, ldb);
-  gemm<float>(ta, tb, M, N, K, alpha, a.data(), ta ? M : K, b.data(), tb ? N : K, beta, C, ldc);
+  const Kernels& k = kernels();
+  if (M <= kGemvMaxM && !tb && K > 0) {
+    const uint16_t* W = &B->bits;
+    if (k.gemv_bf16x) {  // x stays bf16: vdpbf16ps on both
+      const uint16_t* x = &A->bits;
+      int64_t ldx = lda;
+      if (ta) {  // op(A) = A^T: M columns of A, gathered into rows
+        static thread_local std::vector<uint16_t> g;
+        uint16_t* d = scratch(g, size_t(M * K));
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t kk = 0; kk < K; kk++) d[m * K + kk] = A[kk * lda + m].bits;
+        x = d, ldx = K;
+      }
+      const int64_t groups = (N + 3) / 4;
+      parallel_for(groups, std::max<int64_t>(1, 16384 / (M * K)), [&](int64_t g0, int64_t g1) {
+        k.gemv_bf16x(M, g0 * 4, std::min(N, g1 * 4), K, x, ldx, W, ldb, C, ldc, alpha, beta);
+      }, 4);
+      return;
+    }
+    const float* x = widen_rows(ta, M, K, A, lda);
+    gemv_driver(false, M, N, K, alpha, x, K,
+                [&](int64_t m, int64_t n0, int64_t n1, int64_t kk, const float* xx, int64_t ldx, float* y, int64_t ldy,
+                    float al, float be) { k.gemv_bf16(m, n0, n1, kk, xx, ldx, W, ldb, y, ldy, al, be); },
+                beta, C, ldc);
+    return;
+  }
+  if (skinny_gemm<bf16>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (k.gemm_tile_bf16) {
+    const Tile<uint16_t, float> tk{k.mr16, k.nr16, 2, k.gemm_tile_bf16};
+    const auto pairs = [](const bf16* X, int64_t ld, bool trans, int R) {
+      return [=](uint16_t* dst, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
+        pack_pairs(dst, X, ld, trans, R, r0, r1, k0, kc, s0, s1);
+      };
+    };
+    gemm_driver(M, N, K, alpha, pairs(A, lda, ta, tk.mr), pairs(B, ldb, tb, tk.nr), (const uint16_t*)nullptr, tk,
+                blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
+    return;
+  }
+  const Tile<float, float> tk{k.mr, k.nr, 1, k.gemm_tile};
+  gemm_driver(M, N, K, alpha, packer<float, bf16>(A, lda, ta, tk.mr), packer<float, bf16>(B, ldb, tb, tk.nr),
+              (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float)), beta, C, ldc);
 }
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
                int64_t ldb, float beta, bf16* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  std::vector<float> c(size_t(M * N), 0.0f);
-  if (beta != 0)
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) c[size_t(m * N + n)] = float(C[m * ldc + n]);
-  gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, c.data(), N);
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) C[m * ldc + n] = bf16(c[size_t(m * N + n)]);
+  round_into(M, N, beta, C, ldc, true, [&](int64_t m0, int64_t mm, int64_t n0, int64_t nn, float* c, int64_t ldcc) {
+    gemm_bf16(ta, tb, mm, nn, K, alpha, rows_of(A, ta, lda, m0), lda, rows_of(B, tb, ldb, n0), ldb, beta, c, ldcc);
+  });
 }
 
 void gemm_q4_bf16(bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const Nf4Weight& W,
                   float beta, bf16* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  const std::vector<float> a = widen(A, M, K, lda);
-  std::vector<float> c(size_t(M * N), 0.0f);
-  if (beta != 0)
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) c[size_t(m * N + n)] = float(C[m * ldc + n]);
-  gemm_q4<float>(tb, M, N, K, alpha, a.data(), K, W, beta, c.data(), N);
-  for (int64_t m = 0; m < M; m++)
-    for (int64_t n = 0; n < N; n++) C[m * ldc + n] = bf16(c[size_t(m * N + n)]);
+  // NF4 decodes to fp32 (code times the block's scale, not a bf16 value): fp32 panels, the A rows
+  // widened while packing; the decode GEMV with widened x rows.
+  // Whole rows only: an Nf4Weight has no view of a column range.
+  round_into(M, N, beta, C, ldc, false, [&](int64_t m0, int64_t mm, int64_t, int64_t, float* c, int64_t ldcc) {
+    const bf16* a = A + m0 * lda;
+    if (mm <= kGemvMaxM && !tb && K > 0) {
+      gemm_q4<float>(tb, mm, N, K, alpha, widen_rows(false, mm, K, a, lda), K, W, beta, c, ldcc);
+      return;
+    }
+    const Kernels& k = kernels();
+    const Tile<float, float> tk{k.mr, k.nr, 1, k.gemm_tile};
+    gemm_driver(mm, N, K, alpha, packer<float, bf16>(a, lda, false, tk.mr),
+                [&](float* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
+                  pack_nf4<float>(dst, W, tb, tk.nr, n0, n1, k0, kc, s0, s1);
+                },
+                (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float)), beta, c, ldcc);
+  });
 }
 
 }  // namespace sft::cpu

@@ -1,6 +1,9 @@
 #include "cpu/isa.h"
 
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <atomic>
 #include <cstdlib>
@@ -15,9 +18,20 @@ const Kernels* table_of(Isa isa) {
     case Isa::Portable: return portable_kernels();
     case Isa::Avx2: return avx2_kernels();
     case Isa::Avx512: return avx512_kernels();
+    case Isa::Avx512Bf16: return avx512bf16_kernels();
   }
   return nullptr;
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// CPUID leaf 7 sub-leaf `sub`, register EAX (0), EBX (1), ECX (2) or EDX (3); 0 where the leaf is absent.
+uint32_t cpuid7(unsigned sub, int reg) {
+  unsigned r[4] = {0, 0, 0, 0};
+  if (__get_cpuid_max(0, nullptr) < 7) return 0;
+  __cpuid_count(7, sub, r[0], r[1], r[2], r[3]);
+  return r[reg];
+}
+#endif
 
 bool cpu_has(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -29,6 +43,8 @@ bool cpu_has(Isa isa) {
     case Isa::Avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // AVX512_BF16: CPUID.(EAX=7, ECX=1):EAX bit 5; the zmm state is the one AVX-512 needs.
+    case Isa::Avx512Bf16: return cpu_has(Isa::Avx512) && (cpuid7(1, 0) >> 5 & 1);
   }
   return false;
 #else
@@ -38,7 +54,7 @@ bool cpu_has(Isa isa) {
 
 std::string available_list() {
   std::string s;
-  for (Isa i : {Isa::Portable, Isa::Avx2, Isa::Avx512})
+  for (Isa i : kAllIsas)
     if (isa_available(i)) s += std::string(s.empty() ? "" : ", ") + isa_name(i);
   return s;
 }
@@ -47,18 +63,19 @@ Isa choose() {
   const char* env = std::getenv("SFT_CPU_ISA");
   if (env && *env) {
     const std::string want = env;
-    for (Isa i : {Isa::Portable, Isa::Avx2, Isa::Avx512}) {
+    for (Isa i : kAllIsas) {
       if (want != isa_name(i)) continue;
       if (!isa_available(i))
         throw std::runtime_error("SFT_CPU_ISA=" + want + ": this CPU or build cannot run it; available: " + available_list());
       return i;
     }
-    throw std::runtime_error("SFT_CPU_ISA=" + want + " is not one of portable, avx2, avx512 (available here: " +
+    throw std::runtime_error("SFT_CPU_ISA=" + want + " is not one of portable, avx2, avx512, avx512bf16 (available here: " +
                              available_list() + ")");
   }
-  for (Isa i : {Isa::Avx512, Isa::Avx2})
-    if (isa_available(i)) return i;
-  return Isa::Portable;
+  Isa best = Isa::Portable;
+  for (Isa i : kAllIsas)
+    if (isa_available(i)) best = i;
+  return best;
 }
 
 struct State {
@@ -101,6 +118,7 @@ const char* isa_name(Isa isa) {
     case Isa::Portable: return "portable";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Avx512Bf16: return "avx512bf16";
   }
   return "?";
 }
@@ -135,6 +153,15 @@ void check_baseline() {
   if (!missing.empty())
     throw std::runtime_error("this sft build was compiled for CPUs with " + missing +
                              ", which this CPU lacks; rebuild it here (SFT_CPU_BASELINE=x86-64 npm rebuild)");
+#endif
+}
+
+bool cpu_has_amx() {
+#if defined(__x86_64__) || defined(__i386__)
+  const uint32_t edx = cpuid7(0, 3);
+  return (edx >> 22 & 1) && (edx >> 24 & 1);  // AMX-BF16, AMX-TILE
+#else
+  return false;
 #endif
 }
 

@@ -19,6 +19,20 @@ struct Kernels {
   // as one k-major strip of nr columns, zero beyond n. Each element sums k in order, in one pass.
   void (*gemm_skinny)(int64_t rows, int n, int64_t K, const float* A, int64_t sm, int64_t sk, const float* Bp, float* C,
                       int64_t rs, int64_t cs, float alpha, float beta);
+  // The same with the wide operand A in bf16 (widened as it is read; the sums are the fp32 ones).
+  void (*gemm_skinny_bf16)(int64_t rows, int n, int64_t K, const uint16_t* A, int64_t sm, int64_t sk, const float* Bp,
+                           float* C, int64_t rs, int64_t cs, float alpha, float beta);
+  // The bf16 GEMM micro-kernel (vdpbf16ps; nullptr where the instruction set has none, and the bf16
+  // GEMM widens into the fp32 panels instead): an mr16 x nr16 tile of fp32 C from bf16 panels whose
+  // k runs in pairs, Ap[(p * mr16 + i) * 2 + e] = opA[i, 2p + e] and Bp[(p * nr16 + j) * 2 + e] =
+  // opB[j, 2p + e], over ceil(kc / 2) pairs (an odd kc's last pair is zero-padded); C as gemm_tile.
+  int mr16, nr16;
+  void (*gemm_tile_bf16)(int64_t kc, const uint16_t* Ap, const uint16_t* Bp, float* C, int64_t ldc, float alpha,
+                         float beta);
+  // GEMV rows with x in bf16 as well (vdpbf16ps over k-pairs of both, no widening; nullptr where the
+  // instruction set has none): gemv_bf16's contract otherwise.
+  void (*gemv_bf16x)(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x, int64_t ldx, const uint16_t* W,
+                     int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
   // GEMV rows: y[m * ldy + n] = alpha * sum_k x[m * ldx + k] W[n * ldw + k] (+ beta * y) for
   // n in [n0, n1) and m < M (M <= kGemvMaxM). W is fp32, bf16 or IEEE f16 bits; fp32 accumulation.
   void (*gemv_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const float* W, int64_t ldw,
@@ -44,5 +58,6 @@ constexpr int64_t kGemvMaxM = 4;  // up to this many rows of A, GEMV (W streamed
 const Kernels* portable_kernels();
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();
+const Kernels* avx512bf16_kernels();
 
 }  // namespace sft::cpu
