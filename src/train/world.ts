@@ -36,9 +36,9 @@ export function joinWorld(device: Device): World {
     barrier() {
       if (w.size > 1) comm.barrier();
     },
-    abort(why) {
+    abort(why): never {
       process.stderr.write(`rank ${w.rank} of ${w.size}: ${why}\nstopping every rank (the last complete checkpoint in output_dir is intact)\n`);
-      comm.abort(1);
+      return comm.abort(1);
     },
   };
 }
