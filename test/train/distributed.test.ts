@@ -82,23 +82,23 @@ test('2 MPI ranks x 2 rows = 1 rank x 4 rows: the same losses and adapter (dropo
 
 test('a rank killed after a checkpoint stops the job; the checkpoint resumes on 2 ranks to the uninterrupted result', { skip }, async () => {
   const outFull = join(root, 'full'), outKilled = join(root, 'killed');
-  const full = mpiTrain(2, base(outFull));
+  // A longer run, so that the kill lands after checkpoint-3 and well before the end.
+  const long = { max_steps: 40 };
+  const full = mpiTrain(2, base(outFull, long));
   assert.equal(await full.done, 0, full.output());
-  // Slow steps (a long run) so the kill lands after checkpoint-3 and before the end.
-  const killed = mpiTrain(2, base(outKilled, { max_steps: 6 }));
+  const killed = mpiTrain(2, base(outKilled, long));
   const until = Date.now() + 60_000;
   while (!existsSync(join(outKilled, 'checkpoint-3', 'sft_manifest.json'))) {
     if (Date.now() > until) assert.fail(killed.output());
     await new Promise((r) => setTimeout(r, 5));
   }
-  const ps = spawnSync('pgrep', ['-f', `-P`, String(killed.child.pid)]);
-  void ps;
   const rank1 = spawnSync('sh', ['-c', `pgrep -P ${killed.child.pid} | tail -1`]).stdout.toString().trim();
-  if (rank1) process.kill(Number(rank1), 'SIGKILL');
+  assert.ok(rank1, 'no rank process found under mpirun');
+  process.kill(Number(rank1), 'SIGKILL');
   const code = await killed.done;
-  if (code === 0) return;  // the run finished before the kill landed: nothing to resume (seen on fast machines)
-  assert.notEqual(code, 0);
-  const resumed = mpiTrain(2, base(outKilled), ['--resume', 'checkpoint-3']);
+  assert.notEqual(code, 0, `the job went on after a rank was killed:\n${killed.output()}`);
+  assert.ok(!existsSync(join(outKilled, 'adapter_model.safetensors')), 'a killed job wrote a final adapter');
+  const resumed = mpiTrain(2, base(outKilled, long), ['--resume', 'checkpoint-3']);
   assert.equal(await resumed.done, 0, resumed.output());
   const d = maxDiff(adapter(outFull), adapter(outKilled));
   assert.equal(d, 0, `resumed adapter differs by ${d}`);
