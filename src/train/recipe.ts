@@ -111,7 +111,8 @@ interface Setup {
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
   // Data parallel (mpirun/srun): rank 0 alone prints and writes; the others follow it silently.
-  const world = opts.dryRun ? undefined : joinWorld(cfg.device === 'cpu' ? 'cpu' : resolveDevice(cfg.device, () => {}, cfg.threads || undefined));
+  // NCCL where the run will compute on a GPU (a cuda run without one is refused by setup, saying why).
+  const world = opts.dryRun ? undefined : joinWorld(cfg.device !== 'cpu' && !cudaUnavailable() ? 'cuda' : 'cpu');
   if (world && world.size > 1) {
     try {
       return await trainRank(cfg, opts, world);
