@@ -108,3 +108,14 @@ test('resume with another world size is refused, naming both', { skip }, async (
   const out = join(root, 'two');  // written by the first test with 2 ranks
   await assert.rejects(train(configFromObject(base(out)).config, { resume: 'checkpoint-3', print: () => {}, stream: { write: () => true } as never }), /2 rank\(s\); this run has 1/);
 });
+
+test('sft train --nproc-per-node 2 runs the same command as 2 MPI ranks', { skip }, async () => {
+  const out = join(root, 'nproc');
+  const file = join(root, 'nproc.json');
+  writeFileSync(file, JSON.stringify(base(out, { max_steps: 2, save_strategy: 'no' })));
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(packageRoot, 'test', 'helpers', 'sft-entry.ts'), 'train', '--config', file, '--nproc-per-node', '2'], { cwd: packageRoot, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /x 2 ranks \(mpi\)/);
+  assert.equal((r.stdout.match(/^Training:/gm) ?? []).length, 1, 'rank 1 printed too');
+  assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
+});
