@@ -16,6 +16,17 @@ export async function launchLocal(n: number, argv: string[]): Promise<number> {
     throw new SftError('--nproc-per-node needs mpirun (Open MPI), which is not installed: apt-get install openmpi-bin libopenmpi-dev (Debian/Ubuntu), then rebuild sft (npm run build:native) so it builds sft_mpi.so');
   }
   const child = spawn('mpirun', [...mpiRunArgs(n), process.execPath, ...process.execArgv, ...argv], { stdio: 'inherit' });
-  // Ctrl-C reaches mpirun (same process group), which stops every rank.
-  return new Promise((res) => child.on('exit', (code, sig) => res(code ?? (sig ? 128 + 15 : 1))));
+  // Ctrl-C reaches every rank (one process group): they stop at the same step, rank 0 saves the
+  // checkpoint. This process waits for them; a SIGTERM sent to it alone goes on to mpirun.
+  const onInt = () => {};
+  const onTerm = () => child.kill('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return new Promise((res) =>
+    child.on('exit', (code, sig) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      res(code ?? (sig ? 128 + 15 : 1));
+    }),
+  );
 }
