@@ -12,6 +12,7 @@
 #include <string>
 #include <mutex>
 
+#include "addon/Comm.h"
 #include "addon/memory.h"
 #include "core/threads.h"
 
@@ -193,6 +194,22 @@ class AdamWWorker : public Worker {
   bool finite_ = true;
 };
 
+// The flat gradient block summed over the data-parallel ranks, in place (comm/comm.h).
+class AllReduceGradsWorker : public Worker {
+ public:
+  using Worker::Worker;
+  void Run() override {
+    const ModelBase::GradBlock g = model_->engine().grad_block();
+    comm::Communicator& w = world();
+    if (w.size() == 1 || !g.data) return;
+    if (g.device && std::string(w.backend()) != "nccl")
+      throw std::runtime_error(std::string("the gradients are in GPU memory but the communicator is ") + w.backend() + " (CPU buffers)");
+    if (g.f64) w.all_reduce_sum(static_cast<double*>(g.data), g.count);
+    else w.all_reduce_sum(static_cast<float*>(g.data), g.count);
+  }
+  std::string What() const override { return "the gradient all-reduce"; }
+};
+
 class LogitsWorker : public Worker {
  public:
   LogitsWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, int64_t B, int64_t T, bool cached)
@@ -225,6 +242,8 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("getGrad", &Model::GetGrad),
                       InstanceMethod("forwardBackward", &Model::ForwardBackward),
                       InstanceMethod("forwardLoss", &Model::ForwardLoss), InstanceMethod("zeroGrad", &Model::ZeroGrad),
+                      InstanceMethod("allReduceGrads", &Model::AllReduceGrads),
+                      InstanceMethod("setDropoutRowOffset", &Model::SetDropoutRowOffset),
                       InstanceMethod("adamwStep", &Model::AdamWStep),
                       InstanceMethod("getOptimizerState", &Model::GetOptimizerState),
                       InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
@@ -453,6 +472,19 @@ Napi::Value Model::ForwardLoss(const Napi::CallbackInfo& info) { return queue_lo
 Napi::Value Model::ZeroGrad(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   engine_->zero_grad();
+  return info.Env().Undefined();
+}
+
+Napi::Value Model::AllReduceGrads(const Napi::CallbackInfo& info) {
+  auto* w = new AllReduceGradsWorker(this, info.Env());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::SetDropoutRowOffset(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  engine_->set_dropout_row_offset(info[0].As<Napi::Number>().Int64Value());
   return info.Env().Undefined();
 }
 

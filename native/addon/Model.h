@@ -32,6 +32,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
   Napi::Value ForwardLoss(const Napi::CallbackInfo& info);
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
+  Napi::Value AllReduceGrads(const Napi::CallbackInfo& info);
+  Napi::Value SetDropoutRowOffset(const Napi::CallbackInfo& info);
   Napi::Value AdamWStep(const Napi::CallbackInfo& info);
   Napi::Value GetOptimizerState(const Napi::CallbackInfo& info);
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info);

@@ -1,6 +1,7 @@
 // Registers the addon's exports; each exposed class lives in its own file.
 #include <napi.h>
 
+#include "addon/Comm.h"
 #include "addon/Model.h"
 #include "backend/registry.h"
 #include "model/modules.h"
@@ -94,6 +95,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   sft::register_cuda_backend();
 #endif
   exports.Set("Model", sft::addon::Model::Init(env));
+  exports.Set("comm", sft::addon::CommExports(env));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("archInfo", Napi::Function::New(env, ArchInfo));
   exports.Set("tensorName", Napi::Function::New(env, TensorName));

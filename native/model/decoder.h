@@ -84,6 +84,8 @@ class Decoder : public OptimizerStore<Bk> {
   }
   int64_t cache_length() const override { return kv_.len.empty() ? 0 : kv_.len[0]; }
 
+  void set_dropout_row_offset(int64_t rows) override { dropout_row0_ = rows; }
+
   void set_gradient_checkpointing(bool on) override {
     if (on == checkpointing_) return;
     checkpointing_ = on;
@@ -187,6 +189,7 @@ class Decoder : public OptimizerStore<Bk> {
     bk.upload(top_.ids, ids, size_t(B * Tu) * sizeof(int32_t));
 
     arch().embed_forward(top_.x, top_.ids, B, Tu, nv);
+    this->lora_ws_.mask_row0 = dropout_row0_ * T_;
     for (int64_t l = 0; l < c.layers; l++) {
       // With checkpointing only the layer's input is kept; backward recomputes the rest.
       if (mode == Mode::Train && checkpointing_) bk.copy(layers_[size_t(l)].x_in, top_.x, size_t(N * H) * sizeof(T));
@@ -337,6 +340,7 @@ class Decoder : public OptimizerStore<Bk> {
   Cap cap_;
   bool locked_ = false;  // plan() fixed the training capacity
   bool checkpointing_ = false;
+  int64_t dropout_row0_ = 0;  // set_dropout_row_offset
   Param<Bk>* prompt_ = nullptr;
   struct Last {
     int64_t B = 0, T = 0, nv = 0, step = 0;

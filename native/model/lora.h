@@ -30,8 +30,10 @@ struct Lora {
   double dropout;
   uint64_t seed;
   int64_t rank() const { return A->shape[0]; }
-  // The key of this adapter's dropout mask at a training step.
-  uint64_t mask_key(int64_t step) const { return rng::stream_key(seed, rng::dropout_stream(step)); }
+  // The key of this adapter's dropout mask at a training step; element i of the mask is mix(key + i)
+  // (core/random.h), so `elem0` shifts the micro-batch's elements to where they sit in the global
+  // batch of a data-parallel step (each rank draws the rows the one-rank run would draw for them).
+  uint64_t mask_key(int64_t step, int64_t elem0 = 0) const { return rng::stream_key(seed, rng::dropout_stream(step)) + uint64_t(elem0); }
 };
 
 template <class Bk>
@@ -53,6 +55,7 @@ template <class Bk>
 struct LoraScratch {
   typename Bk::T* dha = nullptr;  // [M, r]
   typename Bk::T* xd = nullptr;   // [M, in], adapters with dropout: the dropped-out input, then its gradient
+  int64_t mask_row0 = 0;          // the micro-batch's first token row in its global batch (data parallel)
 };
 
 // Lays out one linear's adapter activations for M rows.
@@ -84,7 +87,7 @@ void linear_forward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* y, const type
     const int64_t r = lo.rank();
     const T* xin = x;
     if (mode == Mode::Train && lo.dropout > 0) {
-      bk.dropout_forward(ws.xd, x, M, lin.in, lo.dropout, lo.mask_key(step));
+      bk.dropout_forward(ws.xd, x, M, lin.in, lo.dropout, lo.mask_key(step, ws.mask_row0 * lin.in));
       xin = ws.xd;
     }
     bk.template gemm<T>(false, false, M, r, lin.in, 1.0, xin, lin.in, lo.A->w, lin.in, 0.0, s.ha, r);
@@ -117,14 +120,14 @@ void linear_backward(Bk& bk, const Linear<Bk>& lin, typename Bk::T* dx, const ty
     // dha[M, r] = scale * dys B
     bk.template gemm<T>(false, true, M, r, rows, lo.scale, dys, lin.out, lo.B->w, r, 0.0, ws.dha, r);
     // dA[r, in] += dha^T xin, the forward's input rebuilt from the same mask
-    if (dropped) bk.dropout_forward(ws.xd, x, M, in, lo.dropout, lo.mask_key(step));
+    if (dropped) bk.dropout_forward(ws.xd, x, M, in, lo.dropout, lo.mask_key(step, ws.mask_row0 * in));
     bk.template gemm<G>(true, true, r, in, M, 1.0, ws.dha, r, dropped ? ws.xd : x, in, 1.0, lo.A->g, in);
     // dx += dha A, masked and rescaled like the forward's dropout (ws.xd is free again)
     if (!dropped) {
       bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 1.0, dx, in);
     } else {
       bk.template gemm<T>(false, true, M, in, r, 1.0, ws.dha, r, lo.A->w, in, 0.0, ws.xd, in);
-      bk.dropout_backward_add(dx, ws.xd, M * in, lo.dropout, lo.mask_key(step));
+      bk.dropout_backward_add(dx, ws.xd, M * in, lo.dropout, lo.mask_key(step, ws.mask_row0 * in));
     }
   }
 }

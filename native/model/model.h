@@ -128,6 +128,17 @@ class ModelBase {
   virtual double forward_loss(const int32_t* ids, const int32_t* labels, int64_t B, int64_t T,
                               int64_t step, bool training, int64_t* count) = 0;
   virtual void zero_grad() = 0;
+  // Data parallel: the next batches' first row is row `rows` of the step's global batch, so LoRA
+  // dropout draws the masks the one-rank run draws for those rows (0 without data parallelism).
+  virtual void set_dropout_row_offset(int64_t rows) = 0;
+  // The flat gradient block (all trainable gradients, parameter order, padding zeroed), which a
+  // communicator all-reduces in place; `device`: the pointer is GPU memory.
+  struct GradBlock {
+    void* data = nullptr;
+    int64_t count = 0;
+    bool f64 = false, device = false;
+  };
+  virtual GradBlock grad_block() = 0;
   virtual double grad_norm() const = 0;
   // AdamW state for checkpoints: the step count and each trainable tensor's first/second moments
   // (empty before the first step). Restoring them makes a resumed run continue bit for bit.

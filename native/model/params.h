@@ -189,6 +189,10 @@ class ParamStore : public ModelBase {
     if (grads_.data()) bk_.zero(grads_.data(), grads_.bytes());
   }
 
+  GradBlock grad_block() override {
+    return {grads_.data(), int64_t(grads_.bytes() / sizeof(G)), sizeof(G) == 8, Bk::device == Device::Cuda};
+  }
+
   double grad_norm() const override {
     // The flat block in parameter order, padding included (zeros add nothing): one pass, and the
     // same summation order as a walk over the parameters.

@@ -144,6 +144,11 @@ export interface NativeModel {
    *  forwardBackward's (-100 ignored). Resolves with the summed loss and the number of label tokens. */
   forwardLoss(ids: Int32Array, labels: Int32Array, batch: number, seqLen: number): Promise<{ lossSum: number; tokens: number }>;
   zeroGrad(): void;
+  /** Data parallel: sums the flat gradient block over the ranks in place (comm.init() first). */
+  allReduceGrads(): Promise<void>;
+  /** Data parallel: the next batches start at row `rows` of the step's global batch, so LoRA
+   *  dropout draws the masks a one-rank run draws for those rows. */
+  setDropoutRowOffset(rows: number): void;
   /** AdamW state for checkpoints: optimizer steps taken and each trainable tensor's moments
    *  (empty arrays before the first step). */
   getOptimizerState(): OptimizerState;
@@ -183,5 +188,24 @@ export interface NativeAddon {
   /** The engine's name for a checkpoint tensor (Bloom's optional "transformer." prefix added), or
    *  null when the engine has no use for it (lm_head of a tied model, rotary inv_freq buffers). */
   tensorName(arch: Arch, tieWordEmbeddings: boolean, name: string): string | null;
+  /** The data-parallel world (native/comm): init() reads the launcher's environment (mpirun/srun:
+   *  MPI; a GPU run adds NCCL); without a launcher rank 0 of 1, backend "single". */
+  comm: {
+    init(opts: { device: Device }): CommWorld;
+    /** In place: each element summed over the ranks (synchronous: a few scalars per step). */
+    allReduceSum(values: Float64Array): void;
+    barrier(): void;
+    /** Stops every rank of the job (MPI_Abort); never returns. */
+    abort(code: number): never;
+  };
   version: string;
+}
+
+export interface CommWorld {
+  rank: number;
+  size: number;
+  localRank: number;
+  backend: 'single' | 'mpi' | 'nccl';
+  /** "mpi", "slurm", "torchrun", or "" when not launched by one. */
+  launcher: string;
 }

@@ -50,6 +50,9 @@ export interface TrainerState {
   last_eval_step: number;
   /** fp16's dynamic loss scale (null: the run does not scale), as accelerate saves GradScaler's state. */
   grad_scaler: LossScalerState | null;
+  /** Data-parallel ranks the run trains on (1 in checkpoints of an sft before issue 16): every step's
+   *  global batch is per_device_train_batch_size x gradient_accumulation_steps x world_size. */
+  world_size: number;
 }
 
 export interface AdapterConfigInfo {

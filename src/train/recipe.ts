@@ -22,6 +22,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
+import { Writable } from 'node:stream';
 import { evaluates, isEightBitOptim, type TrainConfig } from '../config/schema.js';
 import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
@@ -57,6 +58,7 @@ import { poller } from '../util/interrupt.js';
 import { nonFiniteUpdate } from './diverged.js';
 import { epochEndsAt, evalLoss, evalPlan, isNewBest } from './evaluation.js';
 import { LossScaler, type LossScalerOptions } from './loss-scaler.js';
+import { joinWorld, shardRows, type World } from './world.js';
 
 export interface TrainRunOptions {
   /** Print the memory plan and samples with their trained spans marked; load no weight, train nothing. */
@@ -104,16 +106,33 @@ interface Setup {
   targets: string[];
   padId: number;
   allocationsAfterPlan: Record<string, number>;
+  world: World;
 }
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
-  const print = opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
+  // Data parallel (mpirun/srun): rank 0 alone prints and writes; the others follow it silently.
+  // NCCL where the run will compute on a GPU (a cuda run without one is refused by setup, saying why).
+  const world = opts.dryRun ? undefined : joinWorld(cfg.device !== 'cpu' && !cudaUnavailable() ? 'cuda' : 'cpu');
+  if (world && world.size > 1) {
+    try {
+      return await trainRank(cfg, opts, world);
+    } catch (err) {
+      world.abort(err instanceof Error ? err.message : String(err));
+    }
+  }
+  return trainRank(cfg, opts, world);
+}
+
+async function trainRank(cfg: TrainConfig, opts: TrainRunOptions, world: World | undefined): Promise<TrainResult> {
+  const quiet = world !== undefined && !world.main;
+  const print = quiet ? () => {} : opts.print ?? ((l: string) => process.stdout.write(l + '\n'));
   // Before anything reads it (the resume check, the saved sft_config.json): the name the run trains with.
   cfg = withTemplateName(cfg, print);
-  if (!opts.dryRun) {
+  if (!opts.dryRun && !quiet) {
     prepareOutputDir(cfg, opts.resume !== undefined, print);
     removeStaleTemporaries(cfg.output_dir);
   }
+  world?.barrier();  // the other ranks read output_dir once rank 0 prepared it
   const resumeDir = opts.resume !== undefined && !opts.dryRun ? resolveCheckpoint(cfg.output_dir, opts.resume) : undefined;
   if (resumeDir) {
     // Everything that can be checked without the model, before minutes go into loading it.
@@ -128,16 +147,18 @@ export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promi
     await dryRun(cfg, print, opts.skipBadLines ?? false);
     return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
   }
-  const s = await setup(cfg, print, opts.skipBadLines ?? false);
+  const s = await setup(cfg, print, opts.skipBadLines ?? false, world!);
   // The tokenized data stays on disk while the run may still be resumed (interrupted, failed).
   let done = false;
   try {
-    const r = await loop(s, print, opts.stream ?? process.stdout, opts.shouldStop ?? (() => false), resumeDir, opts.lossScaler);
+    const stream = quiet ? nowhere() : opts.stream ?? process.stdout;
+    const r = await loop(s, print, stream, opts.shouldStop ?? (() => false), resumeDir, opts.lossScaler);
     done = !r.interrupted;
+    s.world.barrier();  // every rank is done with the tokenized data before rank 0 removes it
     return r;
   } finally {
     for (const d of [s.data, s.evalData]) {
-      if (done) d?.remove();
+      if (done && !quiet) d?.remove();
       else d?.close();
     }
   }
@@ -156,7 +177,17 @@ function withTemplateName(cfg: TrainConfig, print: (l: string) => void): TrainCo
   return { ...cfg, template_name: name };
 }
 
-async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<Setup> {
+/** What ranks other than 0 log to: nothing (rank 0 alone writes metrics). */
+function silentReporters(): Pick<Reporters, 'log' | 'summary' | 'close'> {
+  return { log: () => {}, summary: () => {}, close: async () => {} };
+}
+
+/** A stream that drops what is written (the progress of ranks other than 0). */
+function nowhere(): NodeJS.WritableStream & { isTTY?: boolean } {
+  return new Writable({ write: (_c, _e, cb) => cb() });
+}
+
+async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean, world: World): Promise<Setup> {
   const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   const dtype = precision(cfg, device, print);
   checkDeviceSupports(cfg, device);
@@ -167,14 +198,17 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   const template = resolveTemplate(cfg.template_name, tok);
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
   const padId = tok.padId ?? tok.eosId ?? 0;
+  // Rank 0 tokenizes into output_dir's cache first; the other ranks then reuse it (no write race).
+  if (!world.main) world.barrier();
   const data = await readData(cfg, tok, template, native.vocabSize, skipBadLines, print);
   const evalData = evaluates(cfg) ? await readData(cfg, tok, template, native.vocabSize, skipBadLines, print, 'eval') : undefined;
+  if (world.main) world.barrier();
   const targets = prepareModel(cfg, model, native, tok, print);
   // The whole run's memory, once: activations for the largest batch, the optimizer's state.
   // Evaluation's forward passes fit in it (evalLoss takes at most that many rows per pass).
   model.plan(planRequest(cfg));
   print(`  ${planSummary(model.memoryPlan())}`);
-  return { cfg, model, native, tok, data, evalData, targets, padId, allocationsAfterPlan: model.memoryStats().allocations };
+  return { cfg, model, native, tok, data, evalData, targets, padId, allocationsAfterPlan: model.memoryStats().allocations, world };
 }
 
 /** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
@@ -376,10 +410,13 @@ async function loop(
   resumeDir?: string,
   scalerOptions?: LossScalerOptions,
 ): Promise<TrainResult> {
-  const { cfg, model, data } = s;
+  const { cfg, model, data, world } = s;
   const bs = cfg.per_device_train_batch_size;
   const accum = cfg.gradient_accumulation_steps;
-  const perEpoch = batchesPerEpoch(data.size, bs);
+  // As HF: a step's global batch is bs x accum x world size; micro-batches are global (bs x world
+  // rows), each rank computing its bs rows of them, so the data order does not depend on the world.
+  const globalBs = bs * world.size;
+  const perEpoch = batchesPerEpoch(data.size, globalBs);
   const totalSteps = totalTrainSteps({ maxSteps: cfg.max_steps, numTrainEpochs: cfg.num_train_epochs, batchesPerEpoch: perEpoch, gradientAccumulationSteps: accum });
   const warmup = resolveWarmup(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
   const logEvery = Math.max(1, resolveInterval(cfg.logging_steps, totalSteps));
@@ -397,7 +434,7 @@ async function loop(
   // Everything the loop carries from step to step lives in `st`, which is what a checkpoint saves.
   let st: TrainerState = {
     global_step: 0, micro_batches: 0, losses: [], log_loss_sum: 0, log_steps: 0, tokens_seen: 0, total_steps: totalSteps,
-    best_metric: null, best_global_step: null, best_model_checkpoint: null, last_eval_step: 0, grad_scaler: null,
+    best_metric: null, best_global_step: null, best_model_checkpoint: null, last_eval_step: 0, grad_scaler: null, world_size: world.size,
   };
   mkdirSync(cfg.output_dir, { recursive: true });
   const shapes = (ps: { name: string; shape: number[] }[]) => ps.map((p) => ({ name: p.name, shape: p.shape }));
@@ -410,14 +447,18 @@ async function loop(
     } catch (err) {
       throw resumeFailure(resumeDir, err, cfg, run);
     }
+    if (checked.state.world_size !== world.size) {
+      throw new SftError(`${resumeDir} was written by a run on ${checked.state.world_size} rank(s); this run has ${world.size}: resume with the same number of ranks (mpirun -np ${checked.state.world_size} / --nproc-per-node ${checked.state.world_size}), which continues it exactly — re-sharding to another world size is not supported yet`);
+    }
     st = await applyCheckpoint(checked, model);
     st.total_steps = totalSteps;
+    st.world_size = world.size;
     // As HF: a best checkpoint that is gone (rotated, deleted) is forgotten, its metric kept.
     if (st.best_model_checkpoint !== null && !existsSync(st.best_model_checkpoint)) {
       print(`  the best checkpoint recorded in ${resumeDir} (${st.best_model_checkpoint}) no longer exists; it is forgotten (best ${metricName(cfg)} so far: ${st.best_metric})`);
       st.best_model_checkpoint = null;
     }
-    keepMetricsUpTo(cfg.output_dir, st.global_step);
+    if (world.main) keepMetricsUpTo(cfg.output_dir, st.global_step);
     print(`Resuming from ${resumeDir}: step ${st.global_step} of ${totalSteps}, ${st.micro_batches} micro-batches consumed`);
   }
   // fp16: the loss scale carries on from the checkpoint (a run that did not scale starts afresh).
@@ -425,14 +466,16 @@ async function loop(
   st.grad_scaler = scaler?.state() ?? null;
   // As HF's Trainer: a skipped step does not advance the learning-rate schedule (nor AdamW's step).
   const lrFor = (done: number) => lrAt(done - (scaler?.skippedSteps ?? 0), schedule);
-  print(`Training: ${totalSteps} steps of ${bs} x ${accum} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
+  const ranks = world.size > 1 ? ` x ${world.size} ranks (${world.backend})` : '';
+  print(`Training: ${totalSteps} steps of ${bs} x ${accum}${ranks} samples (${perEpoch} batches per epoch), warmup ${warmup}, ${cfg.lr_scheduler_type} schedule`);
   if (s.evalData) print(`Evaluation: ${cfg.eval_file} ${evals.describe} (${s.evalData.size} samples, ${s.evalData.stats.targetTokens} trained tokens)`);
 
   // metrics.jsonl always; TensorBoard / wandb per report_to; loss.svg when the run ends.
-  const reporters = await Reporters.open(cfg, cfg.output_dir, print, { append: resumeDir !== undefined });
+  const reporters = world.main ? await Reporters.open(cfg, cfg.output_dir, print, { append: resumeDir !== undefined }) : silentReporters();
   const progress = new Progress({ stream, bar: !cfg.disable_tqdm, logEvery });
-  const micro = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);
-  const ahead = microBatches(data, bs, cfg.seed, s.padId, st.micro_batches);  // the same ones, counted first
+  const mine = (b: Batch) => (world.size > 1 ? shardRows(b, world.rank, bs) : b);
+  const micro = microBatches(data, globalBs, cfg.seed, s.padId, st.micro_batches);
+  const ahead = microBatches(data, globalBs, cfg.seed, s.padId, st.micro_batches);  // the same ones, counted first
   let sinceLogTokens = 0, sinceLogMs = Date.now();
   const t0 = Date.now();
   const stepsAtStart = st.global_step;
@@ -444,8 +487,10 @@ async function loop(
   const evaluate = async (done: number): Promise<boolean> => {
     if (!s.evalData) return true;
     const t = Date.now();
+    // Every rank evaluates the whole eval set (same weights, same result): a stop is taken at the
+    // next step's collective, so no rank leaves an evaluation alone.
     const r = await evalLoss(model, s.evalData, {
-      batchSize: cfg.per_device_eval_batch_size, maxRows: bs, padId: s.padId, shouldStop: poller(shouldStop, 250),
+      batchSize: cfg.per_device_eval_batch_size, maxRows: bs, padId: s.padId, shouldStop: world.size > 1 ? async () => false : poller(shouldStop, 250),
     });
     if (!r) return false;
     const secs = (Date.now() - t) / 1000;
@@ -472,6 +517,7 @@ async function loop(
       const dir = join(cfg.output_dir, `checkpoint-${st.best_global_step}`);
       if (st.best_global_step === done || existsSync(dir)) st.best_model_checkpoint = dir;
     }
+    if (!world.main) return join(cfg.output_dir, `checkpoint-${done}`);
     const dir = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
     rotateCheckpoints(cfg.output_dir, cfg.save_total_limit, st.best_model_checkpoint);
     return dir;
@@ -495,24 +541,38 @@ async function loop(
       // the loss scaled by 1 / that count. Both poll for a stop (at most every 250 ms, so a short
       // step is asked only at its end); a stop mid-step drops the partial step, leaving `st` as
       // the last complete step left it, and that is what the checkpoint below saves.
-      const stopNow = poller(shouldStop, 250);
+      // Data parallel: the target count and the stop are summed over the ranks before the first
+      // forward (every rank stops at the same step), the gradients and the loss after the last.
+      const distributed = world.size > 1;
+      const stopNow = distributed ? async () => false : poller(shouldStop, 250);
       let targetsInStep = 0;
       for (let i = 0; i < accum; i++) {
         if ((interrupted = await stopNow())) break;
-        const b = ahead.next();
+        const b = mine(ahead.next());
         targetsInStep += countTargets(shiftLabels(b.labels, b.indices.length, b.seqLen));
+      }
+      if (distributed) {
+        const [targets, stops] = world.sum([targetsInStep, shouldStop() ? 1 : 0]);
+        targetsInStep = targets;
+        interrupted = stops > 0;
       }
       if (interrupted) break;
       model.zeroGrad();
       let lossSum = 0, tokensInStep = 0;
       for (let i = 0; i < accum; i++) {
         if ((interrupted = await stopNow())) break;
-        const b = micro.next();
+        const b = mine(micro.next());
+        if (!b.indices.length) continue;  // the epoch's last global batch has no rows for this rank
+        model.setDropoutRowOffset(distributed ? world.rank * bs : 0);
         const r = await model.forwardBackward(b.ids, shiftLabels(b.labels, b.indices.length, b.seqLen), b.indices.length, b.seqLen, (scaler?.scale ?? 1) / Math.max(1, targetsInStep), step * accum + i);
         lossSum += r.lossSum;
         tokensInStep += b.ids.length;
       }
       if (interrupted) break;
+      if (distributed) {
+        await model.allReduceGrads();
+        [lossSum, tokensInStep] = world.sum([lossSum, tokensInStep]);
+      }
       st.tokens_seen += tokensInStep;
       sinceLogTokens += tokensInStep;
       const loss = lossSum / Math.max(1, targetsInStep);
@@ -556,7 +616,7 @@ async function loop(
         interrupted = true;
         break;
       }
-      if (shouldStop()) {
+      if (world.size === 1 && shouldStop()) {
         interrupted = true;
         break;
       }
@@ -577,20 +637,20 @@ async function loop(
     print(`Interrupted after step ${st.global_step}: checkpoint saved to ${saved}`);
   } else {
     bestNote = await finishBest(s, st, totalSteps, run, print);
-    saveFinalOutput(cfg.output_dir, model, cfg, adapter);
+    if (world.main) saveFinalOutput(cfg.output_dir, model, cfg, adapter);
   }
   const stepsRun = st.global_step - stepsAtStart;
   const nonEmbedding = s.model.baseParams().filter((p) => !/embed_tokens|lm_head/.test(p.name)).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
   const result = trainSummary({
     runtimeSec: runtime,
-    samples: stepsRun * bs * accum,
+    samples: stepsRun * globalBs * accum,
     steps: stepsRun,
     trainLoss: st.losses.length ? st.losses.reduce((a, b) => a + b, 0) / st.losses.length : NaN,
     totalFlos: flosFor(st.tokens_seen, nonEmbedding),
     epoch: round((st.global_step * accum) / perEpoch, 4),
     tokens: st.tokens_seen - tokensAtStart,
   });
-  if (!interrupted) writeFileAtomic(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
+  if (!interrupted && world.main) writeFileAtomic(join(cfg.output_dir, 'train_results.json'), JSON.stringify(result, null, 2) + '\n');
   reporters.summary(st.global_step, result);
   await reporters.close();
   printMetrics('train', result, (l) => stream.write(l));
@@ -629,7 +689,7 @@ async function finishBest(s: Setup, st: TrainerState, totalSteps: number, run: R
     }
     print(`load_best_model_at_end: the final output in ${cfg.output_dir} is ${where}'s`);
   }
-  if (cfg.save_total_limit === 1 && where !== null) {
+  if (cfg.save_total_limit === 1 && where !== null && s.world.main) {
     for (const c of listCheckpoints(cfg.output_dir)) if (c.dir !== where) rmSync(c.dir, { recursive: true, force: true });
   }
   if (where === null) return `Best ${name}: ${value} at step ${st.best_global_step} (no checkpoint was saved at that step)`;

@@ -147,7 +147,7 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
     if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min || x > max) throw bad(key, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`);
     return x;
   };
-  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps', 'best_metric', 'best_global_step', 'best_model_checkpoint', 'last_eval_step', 'grad_scaler'];
+  const KNOWN = ['global_step', 'micro_batches', 'losses', 'log_loss_sum', 'log_steps', 'tokens_seen', 'total_steps', 'best_metric', 'best_global_step', 'best_model_checkpoint', 'last_eval_step', 'grad_scaler', 'world_size'];
   const unknown = Object.keys(v).filter((k) => !KNOWN.includes(k));
   if (unknown.length) throw new SftError(`${file}: unknown key ${clip(JSON.stringify(unknown[0]))}: not a trainer state this sft wrote`);
   const step = int('global_step', 0);  // 0: stopped inside the first step (nothing trained yet)
@@ -183,7 +183,7 @@ export function checkTrainerState(file: string, v: Record<string, unknown>, expe
   return {
     global_step: step, micro_batches: micro, losses: losses as number[], log_loss_sum: logSum, log_steps: logSteps, tokens_seen: int('tokens_seen', 0), total_steps: int('total_steps', 1),
     best_metric: bestMetric, best_global_step: bestStep, best_model_checkpoint: bestDir, last_eval_step: lastEval,
-    grad_scaler: scaler,
+    grad_scaler: scaler, world_size: v.world_size === undefined ? 1 : int('world_size', 1),
   };
 }
 

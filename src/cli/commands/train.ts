@@ -6,12 +6,14 @@ import { keysHelp } from '../../config/key-help.js';
 import { contextNotice } from '../../model/hfconfig.js';
 import { clearStopRequest, requestStop, signalExitCode } from '../../util/interrupt.js';
 import { onClosedOutput } from '../closed-output.js';
+import { SftError } from '../../errors.js';
 
 interface TrainArgs {
   config: string;
   'dry-run': boolean;
   resume?: string;
   'skip-bad-lines': boolean;
+  'nproc-per-node'?: number;
   _: (string | number)[];
 }
 
@@ -23,6 +25,7 @@ const train: CommandModule<object, TrainArgs> = {
       .option('config', { type: 'string', demandOption: true, describe: 'Training config (JSON, Firefly train_args keys)' })
       .option('dry-run', { type: 'boolean', default: false, describe: 'Show samples with their trained spans marked, then stop' })
       .option('skip-bad-lines', { type: 'boolean', default: false, describe: 'Skip (count and report) malformed or non-UTF-8 data lines instead of stopping' })
+      .option('nproc-per-node', { type: 'number', describe: 'Data parallel on this machine: N ranks under mpirun (Open MPI), the global batch per_device_train_batch_size x gradient_accumulation_steps x N' })
       .option('resume', { type: 'string', describe: 'Continue from a checkpoint in output_dir: latest (default when given bare) or checkpoint-N' })
       // Config overrides are not yargs options: hand them to the config loader untouched.
       .parserConfiguration({ 'unknown-options-as-args': true, 'parse-positional-numbers': false })
@@ -30,6 +33,15 @@ const train: CommandModule<object, TrainArgs> = {
       .example('$0 train --config configs/qwen2-7b.json --learning_rate 1e-4 --output_dir out/x', 'override keys')
       .epilogue(keysHelp(Math.min(100, process.stdout.columns || 100))) as unknown as Argv<TrainArgs>,
   handler: async (argv) => {
+    const nproc = argv['nproc-per-node'];
+    if (nproc !== undefined && nproc !== 1) {
+      if (!Number.isInteger(nproc) || nproc < 1) throw new SftError(`--nproc-per-node must be a positive integer, got ${nproc}`);
+      // The same command as N ranks; each rank runs this handler again without the option.
+      const { launchLocal } = await import('../launch.js');
+      const args = process.argv.slice(1).filter((a, i, all) => !/^--nproc-per-node(=|$)/.test(a) && !/^--nproc-per-node$/.test(all[i - 1] ?? ''));
+      process.exitCode = await launchLocal(nproc, args);
+      return;
+    }
     const overrides = argv._.slice(1).map(String);
     const { config, notices } = loadConfig(argv.config, overrides);
     const context = contextNotice(config.model_name_or_path, config.max_seq_length);
