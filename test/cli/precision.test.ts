@@ -36,7 +36,7 @@ test('score --load-in-4bit equals fp32 scoring of the dequantized NF4 base', asy
   assert.ok(maxDiff(nf4, full) > 1e-3, 'the base was not quantized');
 });
 
-test('score --dtype bf16 is within bf16 rounding of fp32, and is not fp32', { skip: 'the CPU bf16 backend is not merged yet' }, () => {
+test('score --dtype bf16 is within bf16 rounding of fp32, and is not fp32', () => {
   const f32 = logprobs(['--model', modelDir]);
   const b16 = logprobs(['--model', modelDir, '--dtype', 'bf16']);
   const d = maxDiff(f32, b16);
