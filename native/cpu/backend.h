@@ -135,6 +135,8 @@ class CpuBackend {
     const size_t scales = double_quant ? blocks + (blocks + cpu::kQ8Block - 1) / cpu::kQ8Block * 4 : blocks * 4;
     return size_t((n + 1) / 2) + scales + 4;
   }
+  // The GEMM decodes NF4 tiles as it packs them: no dequantized matrix, no workspace.
+  static size_t nf4_workspace_bytes(int64_t, int64_t) { return 0; }
   // Rows [r0, r0 + n) dequantized into host floats.
   void nf4_decode_rows(float* out, const Nf4& q, int64_t r0, int64_t n) {
     for (int64_t r = r0; r < r0 + n; r++) q.decode_row(out + (r - r0) * q.cols, r, 0, q.cols);

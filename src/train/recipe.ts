@@ -159,7 +159,6 @@ function withTemplateName(cfg: TrainConfig, print: (l: string) => void): TrainCo
 async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<Setup> {
   const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   const dtype = precision(cfg, device, print);
-  checkDeviceSupports(cfg, device);
   print(runLine(cfg, cfg.template_name, device, dtype));
   print(`Loading ${cfg.model_name_or_path} …`);
   const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
@@ -200,16 +199,6 @@ function precision(cfg: TrainConfig, device: Device, print: (l: string) => void)
   if (cfg.bf16) print('  bf16=true: the CPU backend trains in fp32');
   if (cfg.fp16) print(`  fp16=true: the CPU backend trains in fp32; ${scaling}`);
   return 'f32';
-}
-
-/** What the cuda backend does not do yet, refused before anything is loaded. */
-function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
-  if (device !== 'cuda') return;
-  if (cfg.bits === 4) {
-    const mode = cfg.train_mode === 'qlora' ? 'train_mode "qlora" (Firefly\'s default when train_mode is not set) quantises the base to 4 bits, which' : 'bits 4 (an NF4 base)';
-    throw new SftError(`${mode} is not available on the cuda backend yet; use device "cpu", or train_mode "lora" with bits 16 for LoRA on a 16-bit base`);
-  }
-  if (eightBitOptim(cfg)) throw new SftError(`optim "${cfg.optim}" (8-bit AdamW states) is not available on the cuda backend yet; use optim "adamw_torch" (or device "cpu")`);
 }
 
 /** train_file, or eval_file (`which` "eval"): encoded the same way, cached apart. */
@@ -334,7 +323,6 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
     device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   }
   const dtype = precision(cfg, device, print);
-  checkDeviceSupports(cfg, device);
   print(runLine(cfg, cfg.template_name, device, dtype));
   const { native } = readHfConfig(cfg.model_name_or_path);
   try {
