@@ -290,6 +290,10 @@ class CpuBackend {
                          double b1, double b2, double eps, double wd, int64_t t, double grad_scale) {
     cpu::adamw_update_8bit<G>(p, g, m8, m_absmax, v8, v_absmax, n, lr, b1, b2, eps, wd, t, grad_scale);
   }
+  // Paged AdamW pages optimizer states between host and device memory; on the CPU they are host
+  // memory already: nothing to page, the block stays where it is.
+  void page_optimizer(bool) {}
+  static size_t paged_optimizer_bytes(bool) { return 0; }
   // The codes that mean 0 in bitsandbytes' dynamic maps (what fresh 8-bit moments hold).
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -23,6 +24,7 @@
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 #include "cuda/ops.cuh"
+#include "cuda/paged_adamw.cuh"
 #include "cuda/types.h"
 
 namespace sft {
@@ -76,6 +78,8 @@ class CudaBackend {
   ~CudaBackend() {
     if (stream_) {
       cudaStreamSynchronize(stream_);
+      pager_.reset();
+      for (const auto& b : host_blocks_) cudaFreeHost(b.first);
       if (nf4_ws_) cudaFree(nf4_ws_);
       if (maps_) cudaFree(maps_);
       cudaStreamDestroy(stream_);
@@ -86,6 +90,16 @@ class CudaBackend {
   void* alloc(MemKind kind, size_t bytes) {
     ensure();
     void* p = nullptr;
+    if (kind == MemKind::Optimizer && paged_) {  // paged AdamW: the moments in pinned host memory
+      const cudaError_t e = cudaMallocHost(&p, align_up(bytes));
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        throw OutOfMemory(kind, bytes, "out of pinned host memory allocating " + mib(bytes) + " of paged optimizer states");
+      }
+      std::memset(p, 0, bytes);
+      host_blocks_.push_back({static_cast<char*>(p), align_up(bytes)});
+      return p;
+    }
     const cudaError_t e = cudaMalloc(&p, align_up(bytes));
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();
@@ -100,22 +114,40 @@ class CudaBackend {
   }
   void release(void* p) {
     cudaStreamSynchronize(stream_);  // nothing queued may still use it
+    for (size_t i = 0; i < host_blocks_.size(); i++)
+      if (host_blocks_[i].first == p) {
+        host_blocks_.erase(host_blocks_.begin() + long(i));
+        cudaFreeHost(p);
+        return;
+      }
     cudaFree(p);
   }
+  // Memory of kind k is device memory, except paged optimizer states (pinned host blocks): copies
+  // to, from and within those wait for the stream, then run on the host.
   void upload(void* dst, const void* src, size_t n) {
+    if (!n) return;
+    if (on_host(dst)) return sync(), void(std::memcpy(dst, src, n));
     // From pageable memory the copy is staged before the call returns, so src may be reused.
-    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
+    SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
   }
   void download(void* dst, const void* src, size_t n) {
     if (!n) return;
+    if (on_host(src)) return sync(), void(std::memcpy(dst, src, n));
     SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
     sync();
   }
   void copy(void* dst, const void* src, size_t n) {
-    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+    if (!n) return;
+    const bool hd = on_host(dst), hs = on_host(src);
+    if (hd && hs) return sync(), void(std::memcpy(dst, src, n));
+    if (hd) return download(dst, src, n);
+    if (hs) return upload(dst, src, n);
+    SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
   }
   void zero(void* dst, size_t n) {
-    if (n) SFT_CUDA_CHECK(cudaMemsetAsync(dst, 0, n, stream_));
+    if (!n) return;
+    if (on_host(dst)) return sync(), void(std::memset(dst, 0, n));
+    SFT_CUDA_CHECK(cudaMemsetAsync(dst, 0, n, stream_));
   }
   void sync() { SFT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   size_t free_bytes() {
@@ -369,16 +401,27 @@ class CudaBackend {
     }
     return ss;
   }
+  // Moments in a paged (pinned host) block go through the pager, in pages overlapped with the
+  // update; the result is the unpaged kernel's, bit for bit.
   void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
                     int64_t t, double grad_scale) {
-    cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    if (on_host(m)) pager().update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    else cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
   }
   void adamw_update_8bit(G* p, const G* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax, int64_t n, double lr,
                          double b1, double b2, double eps, double wd, int64_t t, double grad_scale) {
     ensure_maps();
-    cuda::adamw_update_8bit(p, g, m8, m_absmax, v8, v_absmax, maps_, maps_ + 256, n, lr, b1, b2, eps, wd, t, grad_scale,
-                            stream_);
+    if (on_host(m8))
+      pager().update_8bit(p, g, m8, m_absmax, v8, v_absmax, maps_, maps_ + 256, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    else
+      cuda::adamw_update_8bit(p, g, m8, m_absmax, v8, v_absmax, maps_, maps_ + 256, n, lr, b1, b2, eps, wd, t, grad_scale,
+                              stream_);
   }
+  // Paged AdamW (paged_adamw_32bit / _8bit): optimizer blocks allocated from now on live in pinned
+  // host memory and page through kPageElems-element device buffers.
+  void page_optimizer(bool on) { paged_ = on; }
+  // What paging keeps on the device: the pager's page buffers.
+  static size_t paged_optimizer_bytes(bool eight_bit) { return cuda::AdamWPager::device_bytes(kPageElems, eight_bit); }
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
 
@@ -389,6 +432,18 @@ class CudaBackend {
 
  private:
   static constexpr int64_t kChunk = int64_t(1) << 22;  // host staging: 4 Mi elements at a time
+  static constexpr int64_t kPageElems = int64_t(1) << 20;  // paged AdamW: 1 Mi elements a page (whole 256-blocks)
+
+  bool on_host(const void* p) const {
+    const char* c = static_cast<const char*>(p);
+    for (const auto& b : host_blocks_)
+      if (c >= b.first && c < b.first + b.second) return true;
+    return false;
+  }
+  cuda::AdamWPager& pager() {
+    if (!pager_) pager_ = std::make_unique<cuda::AdamWPager>(kPageElems);
+    return *pager_;
+  }
 
   static std::string mib(size_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; }
 
@@ -461,6 +516,9 @@ class CudaBackend {
   float* maps_ = nullptr;  // device: signed map [256] then unsigned map [256]
   T* nf4_ws_ = nullptr;    // the dequantized layer compute reads (Workspace)
   size_t nf4_ws_bytes_ = 0;
+  bool paged_ = false;                                    // optimizer blocks in pinned host memory
+  std::vector<std::pair<char*, size_t>> host_blocks_;     // those blocks (base, bytes)
+  std::unique_ptr<cuda::AdamWPager> pager_;
 };
 
 }  // namespace sft

@@ -22,7 +22,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
-import { evaluates, isEightBitOptim, type TrainConfig } from '../config/schema.js';
+import { evaluates, isEightBitOptim, isPagedOptim, type TrainConfig } from '../config/schema.js';
 import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { checkConfigAgainstCheckpoint, loadBase } from '../model/load.js';
@@ -178,7 +178,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
 
 /** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
 function planRequest(cfg: TrainConfig) {
-  return { batch: cfg.per_device_train_batch_size, seqLen: cfg.max_seq_length, train: true, optimizer: true, eightBit: eightBitOptim(cfg) };
+  return { batch: cfg.per_device_train_batch_size, seqLen: cfg.max_seq_length, train: true, optimizer: true, eightBit: eightBitOptim(cfg), paged: isPagedOptim(cfg.optim) };
 }
 
 function eightBitOptim(cfg: TrainConfig): boolean {
@@ -510,7 +510,7 @@ async function loop(
       if (!Number.isFinite(loss)) throw notUpdated('loss', loss);
       const lr = lrFor(step);
       const { gradNorm, weightsFinite } = await model.adamwStep({
-        lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit, inverseScale: scaler?.inverse ?? 1,
+        lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit, paged: isPagedOptim(cfg.optim), inverseScale: scaler?.inverse ?? 1,
       });
       // With fp16 loss scaling an inf/NaN gradient is an overflow of the scale: the step was skipped
       // (no update) and the scale backs off, as GradScaler does; without it, divergence.

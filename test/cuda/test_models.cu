@@ -13,6 +13,7 @@
 //     normalisation), prompt tuning (the virtual tokens' gradient) and gradient checkpointing, fp32.
 //  5. QLoRA (NF4 base, double quantization): the quantized base bit for bit, the dry run's plan,
 //     logits, and three training steps (8-bit AdamW on llama) against the CPU's QLoRA.
+//  6. paged AdamW (32- and 8-bit states in pinned host memory) = the unpaged run, bit for bit.
 // Prints one line per comparison (check.h). NOT A GPU RESULT under the emulator: scripts/gpu-check.sh
 // runs the same checks on a real GPU.
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include "../native/check.h"
 #include "backend/registry.h"
 #include "fixture.h"
+#include "cuda/backend.h"
 #include "model/modules.h"
 
 #ifndef SFT_SOURCE_DIR
@@ -452,6 +454,45 @@ void check_qlora(const Case& c, Compute k) {
   report(n + "trained adapter after 3 " + (eight_bit ? "8-bit " : "") + "AdamW steps", worst_w, f32 ? 1e-5 : kBf16Loss);
 }
 
+// 6. Paged AdamW through the model (optim paged_adamw_32bit / _8bit): the states in pinned host
+// memory, paged through the backend's pager, give the unpaged run's adapters and moments bit for
+// bit over three steps; the plan's optimizer kind is the pager's device buffers only.
+void check_paged_training(const Case& c) {
+  for (bool eight_bit : {false, true}) {
+    const std::string n = "cuda " + c.arch + " fp32 paged AdamW (" + (eight_bit ? "8-bit" : "32-bit") + ") vs unpaged: ";
+    const Weights w = scaled_weights(c, 48);
+    auto a = build(c, w, Device::Cuda, Compute::F32, 0.1), b = build(c, w, Device::Cuda, Compute::F32, 0.1);
+    sft::PlanRequest plan;
+    plan.batch = c.B, plan.seq = c.T, plan.train = true, plan.optimizer = true, plan.eight_bit = eight_bit, plan.min_8bit_size = 0;
+    a->plan(plan);
+    plan.paged = true;
+    b->plan(plan);
+    const sft::KindPlan& opt = b->memory_plan()[sft::MemKind::Optimizer];
+    report(n + "the plan's optimizer kind is the device pages only",
+           opt.bytes == sft::CudaBackend<float>::paged_optimizer_bytes(eight_bit) && a->memory_plan()[sft::MemKind::Optimizer].bytes > 0 ? 0.0 : 1.0, 0.5);
+    sft::AdamWOptions o;
+    o.lr = 1e-3, o.weight_decay = 0.01, o.max_grad_norm = 1e-3, o.eight_bit = eight_bit, o.min_8bit_size = 0;
+    for (int64_t step = 0; step < 3; step++) {
+      int64_t n1 = 0, n2 = 0;
+      a->zero_grad(), b->zero_grad();
+      a->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n1);
+      b->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n2);
+      a->adamw_step(o);
+      sft::AdamWOptions op = o;
+      op.paged = true;
+      b->adamw_step(op);
+    }
+    bool same = true;
+    for (const auto& p : a->trainable_params()) {
+      same = same && a->get_tensor(p.name) == b->get_tensor(p.name);
+      const sft::Moments x = a->get_moments(p.name), y = b->get_moments(p.name);
+      same = same && x.m == y.m && x.v == y.v && x.m8 == y.m8 && x.v8 == y.v8 && x.m_absmax == y.m_absmax && x.v_absmax == y.v_absmax;
+      same = same && (eight_bit ? !y.m8.empty() : !y.m.empty());
+    }
+    report(n + "adapters and moments after 3 steps, bit for bit", same ? 0.0 : 1.0, 0.5);
+  }
+}
+
 }  // namespace
 
 // Runs every model check (or only those of one architecture); returns the failures it added.
@@ -467,7 +508,7 @@ int run_model_checks(const std::string& only_arch) {
       check_randomize(c);
       check_checkpointing(c);
       for (Compute k : {Compute::F32, Compute::BF16}) check_qlora(c, k);
-      if (c.arch == "llama") check_out_of_memory(c);
+      if (c.arch == "llama") check_out_of_memory(c), check_paged_training(c);
     } catch (const std::exception& e) {
       std::printf("FAIL cuda %s: exception: %s\n", arch, e.what());
       failures++;

@@ -56,11 +56,11 @@ void check_quantize(bool double_quant, bool big) {
   auto gq = gb.nf4_quantize(w.data(), rows, cols, gsegs, double_quant);
   bool bytes = gq->parts.size() == cq->segments.size();
   size_t planned = 0;
+  for (int64_t r : seg_rows) planned += sft::CudaBackend<float>::nf4_bytes_for(r * cols, double_quant);
   for (size_t s = 0; bytes && s < cq->segments.size(); s++) {
     const cpu::Nf4Tensor& t = cq->segments[s].t;
     const auto& pt = gq->parts[s];
     const size_t n = size_t(t.numel), blocks = (n + 63) / 64;
-    planned += sft::CudaBackend<float>::nf4_bytes_for(int64_t(n), double_quant);
     bytes = bytes && pt.row0 == cq->segments[s].row0 && pt.rows == cq->segments[s].rows;
     bytes = bytes && same(down(pt.packed, t.packed.size()), t.packed);
     if (double_quant) {
