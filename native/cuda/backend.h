@@ -3,7 +3,9 @@
 // copy is queued on it in order, and only downloads (and the two ops that return host values:
 // the loss and the gradient norm) wait for it. Memory per kind is one cudaMalloc each (the plan);
 // the kernels' few temporaries come from the stream-ordered pool, whose release threshold is set
-// so that after the first step they reuse memory instead of allocating it.
+// so that after the first step they reuse memory instead of allocating it. Two exceptions: paged
+// AdamW's optimizer block is pinned host memory (paged through cuda/paged_adamw.cuh), and each NF4
+// weight is an allocation of its own (Weights), dequantized per layer into one workspace buffer.
 //
 // T = float or bf16 (activations and frozen weights); G = float: trainable master weights,
 // gradients, moments, statistics. Attention saves each row's logsumexp, not its probabilities.

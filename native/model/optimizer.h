@@ -106,6 +106,21 @@ class OptimizerStore : public LoraStore<Bk> {
     return std::isfinite(const_cast<Bk&>(this->bk_).sum_squares(xs.data(), ns.data(), int(xs.size())));
   }
 
+  // Paged states (a GPU backend): the plan's optimizer kind is the device's page buffers, and the
+  // states themselves are named as host memory.
+  MemoryPlan memory_plan() const override {
+    MemoryPlan m = LoraStore<Bk>::memory_plan();
+    const size_t dev = Bk::paged_optimizer_bytes(eight_bit_);
+    KindPlan& k = m[MemKind::Optimizer];
+    if (!paged_ || !dev || !k.bytes) return m;
+    const size_t host = k.bytes;
+    k.entries.clear();
+    k.entries.push_back({"AdamW pages on the device (the states, " + std::to_string((host + (1 << 20) - 1) >> 20) +
+                             " MiB, in pinned host memory)", dev});
+    k.bytes = dev;
+    return m;
+  }
+
  protected:
   // The optimizer block for the current trainable set and format (a relayout keeps the moments of
   // tensors whose format stays). Fresh 8-bit codes are the maps' code of 0, scales 0.
@@ -140,21 +155,6 @@ class OptimizerStore : public LoraStore<Bk> {
       }
     eight_bit_ = eight_bit, min_8bit_ = min_8bit, paged_ = paged;
     this->optimizer_stale_ = false;
-  }
-
-  // Paged states (a GPU backend): the plan's optimizer kind is the device's page buffers, and the
-  // states themselves are named as host memory.
-  MemoryPlan memory_plan() const override {
-    MemoryPlan m = LoraStore<Bk>::memory_plan();
-    const size_t dev = Bk::paged_optimizer_bytes(eight_bit_);
-    KindPlan& k = m[MemKind::Optimizer];
-    if (!paged_ || !dev || !k.bytes) return m;
-    const size_t host = k.bytes;
-    k.entries.clear();
-    k.entries.push_back({"AdamW pages on the device (the states, " + std::to_string((host + (1 << 20) - 1) >> 20) +
-                             " MiB, in pinned host memory)", dev});
-    k.bytes = dev;
-    return m;
   }
 
   Block<Bk> optim_;
