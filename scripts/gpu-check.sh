@@ -3,12 +3,15 @@
 # GPU only (cmake, no npm: the GPU machine has no Node), then, within SFT_DEADLINE_S (450 s):
 #   1. every kernel against the CPU backend, and whole models — llama, qwen2, baichuan, baichuan2,
 #      bloom — against the CPU and the transformers/peft fixtures (3 LoRA training steps fp32 and
-#      bf16, KV-cache generation, full and prompt tuning): sft_cuda_tests
+#      bf16, KV-cache generation, full and prompt tuning, QLoRA on an NF4 base with 8-bit AdamW;
+#      the NF4 quantizer, NF4 linear, 8-bit and paged AdamW against the CPU's): sft_cuda_tests
 #   2. attention on tensor cores (issue 14): bf16 fwd+bwd at seq 2048, head_dim 128 (and GQA 4:1,
 #      head_dim 64) beside a bf16 GEMM: TFLOP/s and the share of the GEMM rate, in summary.txt
 #   3. one Llama-2-7B-shaped LoRA step (r64 on every linear, bf16, random weights made on the
 #      device, the micro-batch filling the card), seq 512 and 2048: median step time, tokens/s,
 #      MFU, plan and device memory: sft_cuda_tests --step
+#   3b. one Llama-2-7B-shaped QLoRA step (NF4 base, r64, seq 1024, micro-batch 1, checkpointing):
+#      its plan and the device memory it holds, one line in summary.txt
 #   4. the kernel micro-benchmarks (medians) and PyTorch on the same shapes (bench/gpu/torch_ref.py)
 #   5. compute-sanitizer: memcheck on one whole model (llama: every phase of step 1), racecheck on
 #      the attention kernels (SIMT and tensor-core)
@@ -23,8 +26,8 @@
 # Environment: OUT, SFT_DEADLINE_S (default 450: later steps shorten or skip to end by then),
 # SFT_BUILD_DIR (default ./build-gpu), SFT_GPU_ARCH (e.g. 90; default: the GPU's compute capability),
 # SFT_CUBLAS_ROOT (folder with include/cublasLt.h + lib/libcublasLt.so.*; default: the toolkit's,
-# else PyTorch's nvidia-cublas wheel), SFT_SKIP (space-separated steps to skip: attention step bench
-# torch sanitizer). A build that fails with cuBLASLt is retried without it (the tiled GEMM: slow but
+# else PyTorch's nvidia-cublas wheel), SFT_SKIP (space-separated steps to skip: attention step qlora
+# bench torch sanitizer). A build that fails with cuBLASLt is retried without it (the tiled GEMM: slow but
 # correct), and said so in summary.txt.
 # Written in a session without a GPU; its first real run is the first time this code executes on
 # hardware. Exit status: 0 when the build and every check passed (benchmarks never fail it).
@@ -157,6 +160,17 @@ step "7B-shaped LoRA step"
 if ! skipped step; then
   timeout "$(budget 150)" "$BIN" --step --seq 512,2048 --steps 5 --json "$OUT/step.json"
   done_step "7B step" "$?" "step.json"
+fi
+
+# QLoRA's memory (issue 15): the 7B shape on an NF4 base, seq 1024, micro-batch 1, r64, checkpointing.
+# Its one line goes to summary.txt (the eight files are taken).
+step "7B-shaped QLoRA step (memory)"
+if ! skipped qlora; then
+  Q_TXT=$(mktemp)
+  timeout "$(budget 120)" "$BIN" --step --qlora --ckpt --seq 1024 --batch 1 --steps 3 | tee "$Q_TXT"
+  rc=${PIPESTATUS[0]}
+  done_step "7B QLoRA step" "$rc" "$(grep -o 'seq .*' "$Q_TXT" | head -1)"
+  rm -f "$Q_TXT"
 fi
 
 step "kernel benchmarks"

@@ -495,6 +495,7 @@ Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
   a.lr = get("lr"), a.beta1 = get("beta1"), a.beta2 = get("beta2"), a.eps = get("eps");
   a.weight_decay = get("weightDecay"), a.max_grad_norm = get("maxGradNorm");
   a.eight_bit = o.Has("eightBit") && o.Get("eightBit").ToBoolean().Value();
+  a.paged = o.Has("paged") && o.Get("paged").ToBoolean().Value();
   if (o.Has("inverseScale")) a.inv_scale = get("inverseScale");
   auto* w = new AdamWWorker(this, info.Env(), a);
   auto p = w->Promise();
@@ -614,6 +615,7 @@ Napi::Value Model::Plan(const Napi::CallbackInfo& info) {
   r.train = o.Get("train").ToBoolean().Value();
   r.optimizer = o.Get("optimizer").ToBoolean().Value();
   r.eight_bit = o.Get("eightBit").ToBoolean().Value();
+  r.paged = o.Get("paged").ToBoolean().Value();
   std::lock_guard<std::mutex> lock(mu_);
   try {
     engine_->plan(r);

@@ -29,7 +29,8 @@
 //
 // Ops (forward / backward), and where each backend implements them:
 //   linear (gemm + bias)     linear_forward / linear_backward, add_bias, bias_backward, gemm
-//   NF4 linear (QLoRA)       nf4_quantize, linear_forward_nf4 / linear_backward_nf4
+//   NF4 linear (QLoRA)       nf4_quantize, nf4_bytes(_for), nf4_workspace_bytes, nf4_decode_rows,
+//                            linear_forward_nf4 / linear_backward_nf4
 //   RMSNorm, LayerNorm       rmsnorm_forward / _backward, layernorm_forward / _backward
 //   NormHead row norm        l2norm_rows_forward / _backward
 //   rotary embeddings        rope_forward / rope_backward

@@ -140,6 +140,8 @@ class CpuBackend {
     const size_t scales = double_quant ? blocks + (blocks + cpu::kQ8Block - 1) / cpu::kQ8Block * 4 : blocks * 4;
     return size_t((n + 1) / 2) + scales + 4;
   }
+  // The GEMM decodes NF4 tiles as it packs them: no dequantized matrix, no workspace.
+  static size_t nf4_workspace_bytes(int64_t, int64_t) { return 0; }
   // Rows [r0, r0 + n) dequantized into host floats.
   void nf4_decode_rows(float* out, const Nf4& q, int64_t r0, int64_t n) {
     for (int64_t r = r0; r < r0 + n; r++) q.decode_row(out + (r - r0) * q.cols, r, 0, q.cols);
@@ -321,6 +323,10 @@ class CpuBackend {
                          double b1, double b2, double eps, double wd, int64_t t, double grad_scale) {
     cpu::adamw_update_8bit<G>(p, g, m8, m_absmax, v8, v_absmax, n, lr, b1, b2, eps, wd, t, grad_scale);
   }
+  // Paged AdamW pages optimizer states between host and device memory; on the CPU they are host
+  // memory already: nothing to page, the block stays where it is.
+  void page_optimizer(bool) {}
+  static size_t paged_optimizer_bytes(bool) { return 0; }
   // The codes that mean 0 in bitsandbytes' dynamic maps (what fresh 8-bit moments hold).
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }

@@ -1,6 +1,7 @@
 // Fused AdamW (one pass, memory bound) and a two-launch, fixed-order global gradient norm.
 #include "cuda/adamw.cuh"
 #include "cuda/common.cuh"
+#include "cuda/dynamic_map.cuh"
 
 #include <cmath>
 #include <cstring>
@@ -27,6 +28,35 @@ __global__ void adamw_kernel(float* p, bf16* p_copy, const float* g, float* m, f
     const float pn = pi - __fdiv_rn(step_size * mi, denom);
     p[i] = pn;
     if (kCopy) p_copy[i] = from_f32<bf16>(pn);
+  }
+}
+
+// 8-bit AdamW (bitsandbytes' blockwise states, as cpu::adamw_update_8bit): one block of 256 threads
+// per 256 elements. Each thread decodes its moments (map value * block scale), takes the same
+// update as adamw_kernel, and the block re-quantizes: the new scales are the block's max |m| and
+// max v, the codes the nearest map entries of m / max|m| and v / max v.
+constexpr int kQ8 = 256;
+__global__ void adamw_8bit_kernel(float* p, const float* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax,
+                                  const float* smap, const float* umap, int64_t n, float step_size, float bc2_sqrt,
+                                  float decay, float b1, float b2, float eps, float gs) {
+  __shared__ float red[32];
+  const int64_t b = blockIdx.x, i = b * kQ8 + threadIdx.x;
+  const bool in = i < n;
+  float mi = 0.f, vi = 0.f;
+  if (in) {
+    const float gi = g[i] * gs;
+    const float m0 = __fmul_rn(smap[m8[i]], m_absmax[b]), v0 = __fmul_rn(umap[v8[i]], v_absmax[b]);
+    const float pi = p[i] * decay;
+    mi = b1 * m0 + (1.f - b1) * gi;
+    vi = b2 * v0 + (1.f - b2) * gi * gi;
+    const float denom = __fdiv_rn(__fsqrt_rn(vi), bc2_sqrt) + eps;
+    p[i] = pi - __fdiv_rn(step_size * mi, denom);
+  }
+  const float ma = block_max(fabsf(mi), red), va = block_max(vi, red);
+  if (threadIdx.x == 0) m_absmax[b] = ma, v_absmax[b] = va;
+  if (in) {
+    m8[i] = map_index_dev(smap, __fmul_rn(mi, ma > 0 ? __fdiv_rn(1.0f, ma) : 0.0f));
+    v8[i] = map_index_dev(umap, __fmul_rn(vi, va > 0 ? __fdiv_rn(1.0f, va) : 0.0f));
   }
 }
 
@@ -82,6 +112,21 @@ void adamw_update_copy(float* p, bf16* p_copy, const float* g, float* m, float* 
   if (n <= 0) return;
   adamw_launch<true>(p, p_copy, g, m, v, n, lr, b1, b2, eps, weight_decay, t, grad_scale, stream);
   SFT_CUDA_CHECK_LAUNCH("adamw_update_copy");
+}
+
+void adamw_update_8bit(float* p, const float* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax,
+                       const float* smap, const float* umap, int64_t n, double lr, double b1, double b2, double eps,
+                       double weight_decay, int64_t t, double grad_scale, cudaStream_t stream) {
+  if (n <= 0) return;
+  const int64_t blocks = (n + kQ8 - 1) / kQ8;
+  if (blocks > 2147483647LL) throw std::runtime_error("adamw_update_8bit: too many blocks");
+  const double bc1 = 1.0 - std::pow(b1, double(t));
+  const double bc2 = 1.0 - std::pow(b2, double(t));
+  SFT_LAUNCH(unsigned(blocks), kQ8, 0, stream, adamw_8bit_kernel)(p, g, m8, m_absmax, v8, v_absmax, smap, umap, n,
+                                                          float(lr / bc1), float(std::sqrt(bc2)),
+                                                          float(1.0 - lr * weight_decay), float(b1), float(b2),
+                                                          float(eps), float(grad_scale));
+  SFT_CUDA_CHECK_LAUNCH("adamw_update_8bit");
 }
 
 double global_grad_norm(const float* const* grads, const int64_t* sizes, int count, cudaStream_t stream) {

@@ -20,6 +20,14 @@ void adamw_update_copy(float* p, bf16* p_copy, const float* g, float* m, float* 
                        double b2, double eps, double weight_decay, int64_t t, double grad_scale,
                        cudaStream_t stream = 0);
 
+// 8-bit AdamW, as cpu::adamw_update_8bit: m8/v8 (n codes) and m_absmax/v_absmax (one scale per 256
+// elements) are bitsandbytes' blockwise states, smap/umap the signed and unsigned dynamic maps
+// (cpu::dynamic_map_signed/unsigned, 256 floats each on the device). Each 256-block is decoded,
+// updated as adamw_update does, and re-quantized with its new max |m| and max v.
+void adamw_update_8bit(float* p, const float* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax,
+                       const float* smap, const float* umap, int64_t n, double lr, double b1, double b2, double eps,
+                       double weight_decay, int64_t t, double grad_scale, cudaStream_t stream = 0);
+
 // sqrt(sum of squares) over `count` device tensors (grads[i] has sizes[i] elements; both arrays on
 // the host). Two launches in all, whatever the count; the summation order is fixed (per tensor a
 // fixed number of chunks, then all partials in order), so the norm is repeatable. Waits for the

@@ -3,7 +3,9 @@
 // copy is queued on it in order, and only downloads (and the two ops that return host values:
 // the loss and the gradient norm) wait for it. Memory per kind is one cudaMalloc each (the plan);
 // the kernels' few temporaries come from the stream-ordered pool, whose release threshold is set
-// so that after the first step they reuse memory instead of allocating it.
+// so that after the first step they reuse memory instead of allocating it. Two exceptions: paged
+// AdamW's optimizer block is pinned host memory (paged through cuda/paged_adamw.cuh), and each NF4
+// weight is an allocation of its own (Weights), dequantized per layer into one workspace buffer.
 //
 // T = float or bf16 (activations and frozen weights); G = float: trainable master weights,
 // gradients, moments, statistics. Attention saves each row's logsumexp, not its probabilities.
@@ -15,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -23,6 +26,7 @@
 #include "cpu/ops.h"
 #include "cpu/quant.h"
 #include "cuda/ops.cuh"
+#include "cuda/paged_adamw.cuh"
 #include "cuda/types.h"
 
 namespace sft {
@@ -33,14 +37,41 @@ class CudaBackend {
   using T = Elem;
   using G = float;
   using Saved = float;  // attention's logsumexp [B, nh, Tq]
-  struct Nf4 {};        // QLoRA on the GPU is not written yet (supports(Nf4Linear) is false)
   struct Segment {
     int64_t row0, rows;
+  };
+  // A QLoRA weight matrix [rows, cols] on the device: one NF4 tensor per row segment (checkpoint
+  // tensor), in bitsandbytes' layout (cpu/quant.h): packed codes, and either the fp32 block scales
+  // or, with double quantization, their 8-bit codes, one fp32 scale per 256 of them and the offset.
+  // All parts live in one allocation (Weights), freed with the tensor.
+  struct Nf4 {
+    struct Part {
+      int64_t row0 = 0, rows = 0;
+      uint8_t* packed = nullptr;    // ceil(n/2) bytes, element 2j in the high nibble of byte j
+      float* absmax = nullptr;      // no double quantization: one scale per 64 weights
+      uint8_t* absmax_q = nullptr;  // double quantization: one code per 64 weights ...
+      float* absmax2 = nullptr;     // ... one scale per 256 codes ...
+      float* offset_dev = nullptr;  // ... and the mean of the scales (also on the host: offset)
+      float offset = 0;
+    };
+    int64_t rows = 0, cols = 0;
+    std::vector<Part> parts;
+    void* block = nullptr;
+    size_t bytes = 0;
+    cudaStream_t stream = nullptr;
+    Nf4() = default;
+    Nf4(const Nf4&) = delete;
+    Nf4& operator=(const Nf4&) = delete;
+    ~Nf4() {
+      if (!block) return;
+      cudaStreamSynchronize(stream);  // nothing queued may still read it
+      cudaFree(block);
+    }
   };
   static constexpr Device device = Device::Cuda;
   static constexpr Compute compute = std::is_same<Elem, float>::value ? Compute::F32 : Compute::BF16;
 
-  static bool supports(Op op) { return op != Op::Nf4Linear && op != Op::AdamW8bit; }
+  static bool supports(Op) { return true; }
   static int64_t attention_saved_elems(int64_t B, int64_t nh, int64_t Tq, int64_t /*Tk*/) { return B * nh * Tq; }
 
   CudaBackend() = default;
@@ -49,6 +80,10 @@ class CudaBackend {
   ~CudaBackend() {
     if (stream_) {
       cudaStreamSynchronize(stream_);
+      pager_.reset();
+      for (const auto& b : host_blocks_) cudaFreeHost(b.first);
+      if (nf4_ws_) cudaFree(nf4_ws_);
+      if (maps_) cudaFree(maps_);
       cudaStreamDestroy(stream_);
     }
   }
@@ -57,6 +92,16 @@ class CudaBackend {
   void* alloc(MemKind kind, size_t bytes) {
     ensure();
     void* p = nullptr;
+    if (kind == MemKind::Optimizer && paged_) {  // paged AdamW: the moments in pinned host memory
+      const cudaError_t e = cudaMallocHost(&p, align_up(bytes));
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        throw OutOfMemory(kind, bytes, "out of pinned host memory allocating " + mib(bytes) + " of paged optimizer states");
+      }
+      std::memset(p, 0, bytes);
+      host_blocks_.push_back({static_cast<char*>(p), align_up(bytes)});
+      return p;
+    }
     const cudaError_t e = cudaMalloc(&p, align_up(bytes));
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();
@@ -71,22 +116,40 @@ class CudaBackend {
   }
   void release(void* p) {
     cudaStreamSynchronize(stream_);  // nothing queued may still use it
+    for (size_t i = 0; i < host_blocks_.size(); i++)
+      if (host_blocks_[i].first == p) {
+        host_blocks_.erase(host_blocks_.begin() + long(i));
+        cudaFreeHost(p);
+        return;
+      }
     cudaFree(p);
   }
+  // Memory of kind k is device memory, except paged optimizer states (pinned host blocks): copies
+  // to, from and within those wait for the stream, then run on the host.
   void upload(void* dst, const void* src, size_t n) {
+    if (!n) return;
+    if (on_host(dst)) return sync(), void(std::memcpy(dst, src, n));
     // From pageable memory the copy is staged before the call returns, so src may be reused.
-    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
+    SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
   }
   void download(void* dst, const void* src, size_t n) {
     if (!n) return;
+    if (on_host(src)) return sync(), void(std::memcpy(dst, src, n));
     SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
     sync();
   }
   void copy(void* dst, const void* src, size_t n) {
-    if (n) SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+    if (!n) return;
+    const bool hd = on_host(dst), hs = on_host(src);
+    if (hd && hs) return sync(), void(std::memcpy(dst, src, n));
+    if (hd) return download(dst, src, n);
+    if (hs) return upload(dst, src, n);
+    SFT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
   }
   void zero(void* dst, size_t n) {
-    if (n) SFT_CUDA_CHECK(cudaMemsetAsync(dst, 0, n, stream_));
+    if (!n) return;
+    if (on_host(dst)) return sync(), void(std::memset(dst, 0, n));
+    SFT_CUDA_CHECK(cudaMemsetAsync(dst, 0, n, stream_));
   }
   void sync() { SFT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   size_t free_bytes() {
@@ -133,14 +196,100 @@ class CudaBackend {
     cuda::gemm<T, C>(ta, tb, M, N, K, float(alpha), A, lda, B, ldb, float(beta), out, ldc, stream_);
   }
 
-  // ---- NF4 (QLoRA): not on the GPU yet ---------------------------------------------------------------
-  [[noreturn]] static void no_nf4() { throw std::runtime_error("QLoRA (NF4 weights) is not available on the cuda backend yet"); }
-  std::unique_ptr<Nf4> nf4_quantize(const float*, int64_t, int64_t, const std::vector<Segment>&, bool) { no_nf4(); }
-  static size_t nf4_bytes(const Nf4&) { return 0; }
-  static size_t nf4_bytes_for(int64_t, bool) { no_nf4(); }
-  void nf4_decode_rows(float*, const Nf4&, int64_t, int64_t) { no_nf4(); }
-  void linear_forward_nf4(T*, const T*, const Nf4&, int64_t, int64_t, int64_t, bool) { no_nf4(); }
-  void linear_backward_nf4(T*, const T*, const Nf4&, int64_t, int64_t, int64_t) { no_nf4(); }
+  // ---- NF4 (QLoRA) -------------------------------------------------------------------------------
+  // Quantized on the device from host floats, a chunk at a time (a float staging buffer of at most
+  // kChunk elements: the full-precision matrix is never on the device as a whole), bit-identical
+  // to the CPU's quantizer (cuda/quant.cuh). Compute dequantizes a layer into ONE reused workspace
+  // buffer of T, sized by the largest quantized matrix, and runs the ordinary GEMM on it. (A GEMM
+  // that dequantizes NF4 tiles in shared memory, with no workspace, is a later optimisation.)
+  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
+                                    bool double_quant) {
+    ensure_maps();
+    auto q = std::make_unique<Nf4>();
+    q->rows = rows, q->cols = cols, q->stream = stream_;
+    int64_t largest = 0;
+    for (const auto& sg : segs) q->bytes += nf4_bytes_for(sg.rows * cols, double_quant), largest = std::max(largest, sg.rows * cols);
+    q->block = alloc(MemKind::Weights, q->bytes);
+    uint8_t* at = static_cast<uint8_t*>(q->block);
+    auto carve = [&](size_t bytes) {
+      uint8_t* p = at;
+      at += align_up(bytes);
+      return p;
+    };
+    float* stage = nullptr;
+    SFT_CUDA_CHECK(cudaMallocAsync(&stage, size_t(std::max<int64_t>(1, std::min(largest, kChunk))) * sizeof(float), stream_));
+    for (const auto& sg : segs) {
+      typename Nf4::Part pt;
+      pt.row0 = sg.row0, pt.rows = sg.rows;
+      const int64_t n = sg.rows * cols, blocks = (n + cpu::kNf4Block - 1) / cpu::kNf4Block;
+      pt.packed = carve(size_t((n + 1) / 2));
+      float* absmax = nullptr;  // the fp32 scales: the part's own, or a temporary that double quantization codes
+      if (double_quant) {
+        pt.absmax_q = carve(size_t(blocks));
+        pt.absmax2 = reinterpret_cast<float*>(carve(size_t((blocks + cpu::kQ8Block - 1) / cpu::kQ8Block) * 4));
+        pt.offset_dev = reinterpret_cast<float*>(carve(4));
+        SFT_CUDA_CHECK(cudaMallocAsync(&absmax, size_t(std::max<int64_t>(blocks, 1)) * 4, stream_));
+      } else {
+        pt.absmax = absmax = reinterpret_cast<float*>(carve(size_t(blocks) * 4));
+      }
+      // kChunk is a multiple of 64: every chunk starts a block and a byte.
+      const float* src = w + sg.row0 * cols;
+      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+        const int64_t m = std::min(kChunk, n - c0);
+        upload(stage, src + c0, size_t(m) * sizeof(float));
+        cuda::nf4_quantize<float>(pt.packed + c0 / 2, absmax + c0 / cpu::kNf4Block, stage, m, stream_);
+      }
+      if (double_quant) {
+        cuda::nf4_double_quantize(pt.absmax_q, pt.absmax2, pt.offset_dev, absmax, maps_, blocks, stream_);
+        download(&pt.offset, pt.offset_dev, 4);
+        SFT_CUDA_CHECK(cudaFreeAsync(absmax, stream_));
+      }
+      q->parts.push_back(pt);
+    }
+    SFT_CUDA_CHECK(cudaFreeAsync(stage, stream_));
+    // The dequantization workspace grows to the largest matrix quantized so far.
+    const size_t ws = nf4_workspace_bytes(rows, cols);
+    if (ws > nf4_ws_bytes_) {
+      if (nf4_ws_) release(nf4_ws_);
+      nf4_ws_ = nullptr, nf4_ws_bytes_ = 0;
+      nf4_ws_ = static_cast<T*>(alloc(MemKind::Workspace, ws));
+      nf4_ws_bytes_ = ws;
+    }
+    return q;
+  }
+  static size_t nf4_bytes(const Nf4& q) { return q.bytes; }
+  // What nf4_quantize takes on the device for one tensor of n elements (its parts 256-byte aligned).
+  static size_t nf4_bytes_for(int64_t n, bool double_quant) {
+    const size_t blocks = size_t((n + cpu::kNf4Block - 1) / cpu::kNf4Block);
+    const size_t packed = align_up(size_t((n + 1) / 2));
+    if (!double_quant) return packed + align_up(blocks * 4);
+    return packed + align_up(blocks) + align_up((blocks + cpu::kQ8Block - 1) / cpu::kQ8Block * 4) + align_up(4);
+  }
+  // The one dequantization buffer compute uses for a matrix [rows, cols] (the largest one counts).
+  static size_t nf4_workspace_bytes(int64_t rows, int64_t cols) { return align_up(size_t(rows * cols) * sizeof(T)); }
+  // Rows [r0, r0 + n) dequantized into host floats (merging, checks).
+  void nf4_decode_rows(float* out, const Nf4& q, int64_t r0, int64_t n) {
+    if (n <= 0) return;
+    float* tmp = nullptr;
+    SFT_CUDA_CHECK(cudaMallocAsync(&tmp, size_t(n * q.cols) * sizeof(float), stream_));
+    int64_t covered = 0;
+    for (const auto& pt : q.parts) {
+      const int64_t ra = std::max(r0, pt.row0), rb = std::min(r0 + n, pt.row0 + pt.rows);
+      if (ra >= rb) continue;
+      nf4_decode_part(tmp + (ra - r0) * q.cols, pt, (ra - pt.row0) * q.cols, (rb - ra) * q.cols);
+      covered += rb - ra;
+    }
+    if (covered == n) download(out, tmp, size_t(n * q.cols) * sizeof(float));
+    SFT_CUDA_CHECK(cudaFreeAsync(tmp, stream_));
+    if (covered != n) throw std::runtime_error("nf4_decode_rows: rows out of range of the NF4 weight");
+  }
+  void linear_forward_nf4(T* y, const T* x, const Nf4& W, int64_t M, int64_t K, int64_t N, bool accumulate) {
+    linear_forward(y, x, nf4_dequantized(W), nullptr, M, K, N, accumulate);
+  }
+  // dx += dy W (the base is frozen: no weight gradient).
+  void linear_backward_nf4(T* dx, const T* dy, const Nf4& W, int64_t M, int64_t K, int64_t N) {
+    if (dx) linear_backward(dx, nullptr, nullptr, dy, nullptr, nf4_dequantized(W), M, K, N);
+  }
 
   // ---- norms -------------------------------------------------------------------------------------
   void rmsnorm_forward(T* y, G* rstd, const T* x, const T* w, int64_t N, int64_t C, double eps) {
@@ -254,14 +403,27 @@ class CudaBackend {
     }
     return ss;
   }
+  // Moments in a paged (pinned host) block go through the pager, in pages overlapped with the
+  // update; the result is the unpaged kernel's, bit for bit.
   void adamw_update(G* p, const G* g, G* m, G* v, int64_t n, double lr, double b1, double b2, double eps, double wd,
                     int64_t t, double grad_scale) {
-    cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    if (on_host(m)) pager().update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    else cuda::adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
   }
-  void adamw_update_8bit(G*, const G*, uint8_t*, float*, uint8_t*, float*, int64_t, double, double, double, double, double,
-                         int64_t, double) {
-    throw std::runtime_error("8-bit AdamW (adamw_8bit, paged_adamw_8bit) is not available on the cuda backend yet; use adamw_torch");
+  void adamw_update_8bit(G* p, const G* g, uint8_t* m8, float* m_absmax, uint8_t* v8, float* v_absmax, int64_t n, double lr,
+                         double b1, double b2, double eps, double wd, int64_t t, double grad_scale) {
+    ensure_maps();
+    if (on_host(m8))
+      pager().update_8bit(p, g, m8, m_absmax, v8, v_absmax, maps_, maps_ + 256, n, lr, b1, b2, eps, wd, t, grad_scale, stream_);
+    else
+      cuda::adamw_update_8bit(p, g, m8, m_absmax, v8, v_absmax, maps_, maps_ + 256, n, lr, b1, b2, eps, wd, t, grad_scale,
+                              stream_);
   }
+  // Paged AdamW (paged_adamw_32bit / _8bit): optimizer blocks allocated from now on live in pinned
+  // host memory and page through kPageElems-element device buffers.
+  void page_optimizer(bool on) { paged_ = on; }
+  // What paging keeps on the device: the pager's page buffers.
+  static size_t paged_optimizer_bytes(bool eight_bit) { return cuda::AdamWPager::device_bytes(kPageElems, eight_bit); }
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
 
@@ -272,6 +434,18 @@ class CudaBackend {
 
  private:
   static constexpr int64_t kChunk = int64_t(1) << 22;  // host staging: 4 Mi elements at a time
+  static constexpr int64_t kPageElems = int64_t(1) << 20;  // paged AdamW: 1 Mi elements a page (whole 256-blocks)
+
+  bool on_host(const void* p) const {
+    const char* c = static_cast<const char*>(p);
+    for (const auto& b : host_blocks_)
+      if (c >= b.first && c < b.first + b.second) return true;
+    return false;
+  }
+  cuda::AdamWPager& pager() {
+    if (!pager_) pager_ = std::make_unique<cuda::AdamWPager>(kPageElems);
+    return *pager_;
+  }
 
   static std::string mib(size_t b) { return std::to_string((b + (1 << 20) - 1) >> 20) + " MiB"; }
 
@@ -316,7 +490,37 @@ class CudaBackend {
     cudaGetLastError();
   }
 
+  // bitsandbytes' signed then unsigned dynamic map (256 floats each), uploaded on first use: NF4's
+  // double quantization and 8-bit AdamW's moments.
+  void ensure_maps() {
+    if (maps_) return;
+    ensure();
+    std::vector<float> m(cpu::dynamic_map_signed());
+    m.insert(m.end(), cpu::dynamic_map_unsigned().begin(), cpu::dynamic_map_unsigned().end());
+    SFT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&maps_), m.size() * sizeof(float)));
+    upload(maps_, m.data(), m.size() * sizeof(float));
+  }
+
+  // Elements [first, first + n) of one NF4 part into out (E = float or T).
+  template <typename E>
+  void nf4_decode_part(E* out, const typename Nf4::Part& pt, int64_t first, int64_t n) {
+    if (pt.absmax_q) cuda::nf4_dequantize_dq<E>(out, pt.packed, pt.absmax_q, pt.absmax2, maps_, pt.offset, n, stream_, first);
+    else cuda::nf4_dequantize<E>(out, pt.packed, pt.absmax, n, stream_, first);
+  }
+  // W dequantized into the workspace (valid until the next call: ops are ordered on one stream).
+  const T* nf4_dequantized(const Nf4& W) {
+    if (nf4_workspace_bytes(W.rows, W.cols) > nf4_ws_bytes_) throw std::runtime_error("NF4 weight larger than the dequantization workspace");
+    for (const auto& pt : W.parts) nf4_decode_part<T>(nf4_ws_ + pt.row0 * W.cols, pt, 0, pt.rows * W.cols);
+    return nf4_ws_;
+  }
+
   cudaStream_t stream_ = nullptr;
+  float* maps_ = nullptr;  // device: signed map [256] then unsigned map [256]
+  T* nf4_ws_ = nullptr;    // the dequantized layer compute reads (Workspace)
+  size_t nf4_ws_bytes_ = 0;
+  bool paged_ = false;                                    // optimizer blocks in pinned host memory
+  std::vector<std::pair<char*, size_t>> host_blocks_;     // those blocks (base, bytes)
+  std::unique_ptr<cuda::AdamWPager> pager_;
 };
 
 }  // namespace sft

@@ -1,8 +1,9 @@
 // NF4 quantization (one warp per 64-block; the double quantization one block per 256 scales) and
-// dequantization (one thread per packed byte, two weights, grid-stride).
+// dequantization (one thread per weight, grid-stride).
 #include "cuda/quant.cuh"
 #include "cuda/common.cuh"
 #include "core/nf4_codes.h"
+#include "cuda/dynamic_map.cuh"
 
 #include <stdexcept>
 
@@ -25,17 +26,16 @@ __global__ void decode_absmax_kernel(float* absmax, const uint8_t* absmax_q, con
     absmax[b] = dq_absmax(absmax_q, absmax2, code, offset, b);
 }
 
-// Both weights of a byte lie in one 64-block (64 is even), so one scale serves the pair.
+// out[j] = element first + j of the tensor: one thread per weight (any first, so that rows of a
+// tensor decode on their own: nf4_decode_rows).
 template <typename T, bool kDouble>
 __global__ void nf4_kernel(T* out, const uint8_t* packed, const float* absmax, const uint8_t* absmax_q,
-                           const float* absmax2, const float* code, float offset, int64_t n) {
-  const int64_t bytes = (n + 1) / 2;
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < bytes; j += int64_t(gridDim.x) * blockDim.x) {
-    const uint8_t byte = packed[j];
-    const int64_t i = 2 * j;
+                           const float* absmax2, const float* code, float offset, int64_t first, int64_t n) {
+  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < n; j += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = first + j;
+    const uint8_t byte = packed[i >> 1];
     const float a = kDouble ? dq_absmax(absmax_q, absmax2, code, offset, i / kBlock) : absmax[i / kBlock];
-    out[i] = from_f32<T>(__fmul_rn(kNF4Dev[byte >> 4], a));
-    if (i + 1 < n) out[i + 1] = from_f32<T>(__fmul_rn(kNF4Dev[byte & 15], a));
+    out[j] = from_f32<T>(__fmul_rn(kNF4Dev[(i & 1) ? (byte & 15) : (byte >> 4)], a));
   }
 }
 
@@ -44,19 +44,6 @@ __device__ __forceinline__ uint8_t nf4_index_dev(float v) {
   uint8_t i = 0;
   while (i < 15 && v > __fmul_rn(0.5f, __fadd_rn(kNF4Dev[i], kNF4Dev[i + 1]))) i++;
   return i;
-}
-
-// cpu::map_index over the sorted 256-entry map: lower_bound, then the nearer neighbour (ties low).
-__device__ __forceinline__ uint8_t map_index_dev(const float* map, float v) {
-  int lo = 0, hi = 256;  // first index with map[i] >= v
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (map[mid] < v) lo = mid + 1;
-    else hi = mid;
-  }
-  if (lo == 0) return 0;
-  if (lo == 256) return 255;
-  return uint8_t(__fadd_rn(v, -map[lo - 1]) <= __fadd_rn(map[lo], -v) ? lo - 1 : lo);
 }
 
 // One warp per 64-block: lane j holds elements 2j and 2j+1 and writes byte j. The max is exact in
@@ -136,27 +123,27 @@ void nf4_decode_absmax(float* absmax, const uint8_t* absmax_q, const float* absm
 }
 
 template <typename T>
-void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t n, cudaStream_t stream) {
+void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t n, cudaStream_t stream, int64_t first) {
   if (n <= 0) return;
-  SFT_LAUNCH(grid_for((n + 1) / 2, 256), 256, 0, stream, nf4_kernel<T, false>)(out, packed, absmax, nullptr, nullptr,
-                                                                      nullptr, 0.f, n);
+  SFT_LAUNCH(grid_for(n, 256), 256, 0, stream, nf4_kernel<T, false>)(out, packed, absmax, nullptr, nullptr, nullptr, 0.f,
+                                                            first, n);
   SFT_CUDA_CHECK_LAUNCH("nf4_dequantize");
 }
 
 template <typename T>
 void nf4_dequantize_dq(T* out, const uint8_t* packed, const uint8_t* absmax_q, const float* absmax2,
-                       const float* code, float offset, int64_t n, cudaStream_t stream) {
+                       const float* code, float offset, int64_t n, cudaStream_t stream, int64_t first) {
   if (n <= 0) return;
-  SFT_LAUNCH(grid_for((n + 1) / 2, 256), 256, 0, stream, nf4_kernel<T, true>)(out, packed, nullptr, absmax_q, absmax2,
-                                                                     code, offset, n);
+  SFT_LAUNCH(grid_for(n, 256), 256, 0, stream, nf4_kernel<T, true>)(out, packed, nullptr, absmax_q, absmax2, code, offset,
+                                                           first, n);
   SFT_CUDA_CHECK_LAUNCH("nf4_dequantize_dq");
 }
 
-template void nf4_dequantize<float>(float*, const uint8_t*, const float*, int64_t, cudaStream_t);
-template void nf4_dequantize<bf16>(bf16*, const uint8_t*, const float*, int64_t, cudaStream_t);
+template void nf4_dequantize<float>(float*, const uint8_t*, const float*, int64_t, cudaStream_t, int64_t);
+template void nf4_dequantize<bf16>(bf16*, const uint8_t*, const float*, int64_t, cudaStream_t, int64_t);
 template void nf4_dequantize_dq<float>(float*, const uint8_t*, const uint8_t*, const float*, const float*, float,
-                                       int64_t, cudaStream_t);
+                                       int64_t, cudaStream_t, int64_t);
 template void nf4_dequantize_dq<bf16>(bf16*, const uint8_t*, const uint8_t*, const float*, const float*, float,
-                                      int64_t, cudaStream_t);
+                                      int64_t, cudaStream_t, int64_t);
 
 }  // namespace sft::cuda

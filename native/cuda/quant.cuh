@@ -5,7 +5,7 @@
 // caller uploads once: the kernels take it as a device pointer, as bitsandbytes' do).
 // The products use IEEE-rounded multiply/add intrinsics, so the fp32 results equal the CPU's bit
 // for bit.
-// NOT YET RUN ON A GPU: checked only by test/cuda/test_kernels.cu, which needs one.
+// NOT YET RUN ON A GPU: checked under the CPU emulator (test/cuda/test_nf4_quant.cu, test_kernels.cu).
 #pragma once
 #include <cstdint>
 
@@ -16,13 +16,15 @@ namespace sft::cuda {
 // absmax[b] = code[absmax_q[b]] * absmax2[b / 256] + offset, for b < blocks (decode once at load).
 void nf4_decode_absmax(float* absmax, const uint8_t* absmax_q, const float* absmax2, const float* code,
                        float offset, int64_t blocks, cudaStream_t stream = 0);
-// out[i] = NF4[nibble i] * absmax[i / 64], i < n (T = float or bf16).
+// out[j] = NF4[nibble i] * absmax[i / 64] for i = first + j, j < n (T = float or bf16): elements
+// [first, first + n) of the tensor (first = 0: all of it).
 template <typename T>
-void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t n, cudaStream_t stream = 0);
+void nf4_dequantize(T* out, const uint8_t* packed, const float* absmax, int64_t n, cudaStream_t stream = 0,
+                    int64_t first = 0);
 // The same with the double-quantized scales decoded on the fly (no fp32 absmax array on the GPU).
 template <typename T>
 void nf4_dequantize_dq(T* out, const uint8_t* packed, const uint8_t* absmax_q, const float* absmax2,
-                       const float* code, float offset, int64_t n, cudaStream_t stream = 0);
+                       const float* code, float offset, int64_t n, cudaStream_t stream = 0, int64_t first = 0);
 
 // Quantization, bit-identical to cpu::nf4_quantize_tensor (a checkpoint quantized on the GPU while it
 // loads equals the CPU's). nf4_quantize: packed[ceil(n/2)] and absmax[ceil(n/64)] of x[n] (T = float

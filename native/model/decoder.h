@@ -136,7 +136,7 @@ class Decoder : public OptimizerStore<Bk> {
       grow_kv(r.kv_slots, r.kv_positions + nv);
       if (cap_.positions < kv_.capacity) apply_cap({std::max<int64_t>(cap_.B, 1), std::max<int64_t>(cap_.T, 1), kv_.capacity, cap_.train});
     }
-    if (r.train && r.optimizer) this->lay_out_optimizer(r.eight_bit, r.min_8bit_size);
+    if (r.train && r.optimizer) this->lay_out_optimizer(r.eight_bit, r.min_8bit_size, r.paged);
   }
 
  protected:

@@ -211,6 +211,7 @@ class LoraStore : public ParamStore<Bk> {
         if (v.p == p) segs.push_back({v.row0, v.rows});
       }
       before += p->numel() * int64_t(sizeof(T));
+      this->nf4_workspace_ = std::max(this->nf4_workspace_, Bk::nf4_workspace_bytes(lin->out, lin->in));
       if (this->meta_) {  // sizes only
         for (const auto& s : segs) after += int64_t(Bk::nf4_bytes_for(s.rows * lin->in, double_quant));
         p->q = std::make_unique<typename Bk::Nf4>();

@@ -61,6 +61,9 @@ struct AdamWOptions {
   // bitsandbytes does; smaller tensors keep 32-bit states.
   bool eight_bit = false;
   int64_t min_8bit_size = 4096;
+  // Paged AdamW (paged_adamw_32bit / _8bit): on a GPU the moments live in pinned host memory and
+  // page through the device in chunks (the update is the same); on the CPU nothing changes.
+  bool paged = false;
 };
 
 // A run's memory plan request: activations for `batch` x `seq` tokens (training: what backward
@@ -72,6 +75,7 @@ struct PlanRequest {
   bool optimizer = false;  // lay out the AdamW state now (training)
   bool eight_bit = false;  // ... as 8-bit blockwise moments for tensors of >= min_8bit_size elements
   int64_t min_8bit_size = 4096;
+  bool paged = false;      // ... in pinned host memory, paged to the device (AdamWOptions::paged)
 };
 
 // How often each kind was (re)allocated: a training loop that stays within its plan adds nothing.

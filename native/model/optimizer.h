@@ -52,9 +52,9 @@ class OptimizerStore : public LoraStore<Bk> {
     step_ = step;
     if (s.m.empty() && s.m8.empty()) return;  // saved before the first step: nothing to restore
     // The saved format decides the layout: 8-bit codes mean 8-bit states for tensors this large.
-    if (!s.m8.empty()) lay_out_optimizer(true, min_8bit_);
-    else if (n >= min_8bit_) lay_out_optimizer(false, min_8bit_);
-    else lay_out_optimizer(eight_bit_, min_8bit_);
+    if (!s.m8.empty()) lay_out_optimizer(true, min_8bit_, paged_);
+    else if (n >= min_8bit_) lay_out_optimizer(false, min_8bit_, paged_);
+    else lay_out_optimizer(eight_bit_, min_8bit_, paged_);
     if (!s.m8.empty() != (p.m8 != nullptr)) bad("8-bit and 32-bit states mixed differently than this run lays them out");
     if (p.m8) {
       this->bk_.upload(p.m8, s.m8.data(), size_t(n)), this->bk_.upload(p.v8, s.v8.data(), size_t(n));
@@ -77,7 +77,7 @@ class OptimizerStore : public LoraStore<Bk> {
     if (o.max_grad_norm > 0) clip = std::min(1.0, o.max_grad_norm / (norm + 1e-6));
     if (!std::isfinite(norm)) return norm;  // never write NaN/Inf into the weights; caller reports
     const double g_mul = clip * o.inv_scale;
-    lay_out_optimizer(o.eight_bit, o.min_8bit_size);
+    lay_out_optimizer(o.eight_bit, o.min_8bit_size, o.paged);
     step_++;
     for (auto& p : this->params_) {
       if (!p.trainable) continue;
@@ -106,14 +106,30 @@ class OptimizerStore : public LoraStore<Bk> {
     return std::isfinite(const_cast<Bk&>(this->bk_).sum_squares(xs.data(), ns.data(), int(xs.size())));
   }
 
+  // Paged states (a GPU backend): the plan's optimizer kind is the device's page buffers, and the
+  // states themselves are named as host memory.
+  MemoryPlan memory_plan() const override {
+    MemoryPlan m = LoraStore<Bk>::memory_plan();
+    const size_t dev = Bk::paged_optimizer_bytes(eight_bit_);
+    KindPlan& k = m[MemKind::Optimizer];
+    if (!paged_ || !dev || !k.bytes) return m;
+    const size_t host = k.bytes;
+    k.entries.clear();
+    k.entries.push_back({"AdamW pages on the device (the states, " + std::to_string((host + (1 << 20) - 1) >> 20) +
+                             " MiB, in pinned host memory)", dev});
+    k.bytes = dev;
+    return m;
+  }
+
  protected:
   // The optimizer block for the current trainable set and format (a relayout keeps the moments of
   // tensors whose format stays). Fresh 8-bit codes are the maps' code of 0, scales 0.
-  void lay_out_optimizer(bool eight_bit, int64_t min_8bit) {
-    if (!this->optimizer_stale_ && eight_bit == eight_bit_ && min_8bit == min_8bit_) return;
+  void lay_out_optimizer(bool eight_bit, int64_t min_8bit, bool paged) {
+    if (!this->optimizer_stale_ && eight_bit == eight_bit_ && min_8bit == min_8bit_ && paged == paged_) return;
     if (moments_live_ && eight_bit != eight_bit_ && !this->optimizer_stale_)
       throw std::runtime_error(std::string("the AdamW states are ") + (eight_bit_ ? "8-bit" : "32-bit") + " but this step asks for " +
                                (eight_bit ? "8-bit" : "32-bit") + " states; keep optim the same when resuming");
+    this->bk_.page_optimizer(paged);  // where the block below is allocated (paged: pinned host memory)
     std::vector<Param<Bk>*> fresh8;
     for (auto& p : this->params_)
       if (p.trainable && eight_bit && p.numel() >= min_8bit && !p.m8) fresh8.push_back(&p);
@@ -137,7 +153,7 @@ class OptimizerStore : public LoraStore<Bk> {
         std::fill(z.begin(), z.end(), Bk::zero_code_unsigned());
         this->bk_.upload(p->v8, z.data(), z.size());
       }
-    eight_bit_ = eight_bit, min_8bit_ = min_8bit;
+    eight_bit_ = eight_bit, min_8bit_ = min_8bit, paged_ = paged;
     this->optimizer_stale_ = false;
   }
 
@@ -146,6 +162,7 @@ class OptimizerStore : public LoraStore<Bk> {
   bool moments_live_ = false;  // a step was taken or moments restored (else get_moments is empty)
   bool eight_bit_ = false;
   int64_t min_8bit_ = 4096;
+  bool paged_ = false;
 
  private:
   Param<Bk>& trainable(const std::string& name) const {

@@ -206,6 +206,10 @@ class ParamStore : public ModelBase {
       m[MemKind::Weights].bytes += nf4_bytes_;
       m[MemKind::Weights].entries.push_back({"NF4 linear weights (" + std::to_string(nf4_count_) + " tensors)", nf4_bytes_});
     }
+    if (nf4_workspace_) {  // the backend's one buffer an NF4 layer is dequantized into (0 on the CPU)
+      m[MemKind::Workspace].bytes += nf4_workspace_;
+      m[MemKind::Workspace].entries.push_back({"NF4 dequantized layer (the largest)", nf4_workspace_});
+    }
     return m;
   }
   MemoryStats memory_stats() const override { return stats_; }
@@ -345,6 +349,7 @@ class ParamStore : public ModelBase {
   MemoryStats stats_;
   size_t nf4_bytes_ = 0;
   int64_t nf4_count_ = 0;
+  size_t nf4_workspace_ = 0;
 };
 
 }  // namespace sft::model

@@ -46,7 +46,7 @@
 //   adam_beta1/2, adam_epsilon  | .9,.999,1e-8   | yes
 //   max_grad_norm               | 1.0            | yes (0 = no clipping)
 //   optim                       | "adamw_torch"  | adamw_torch(_fused), adamw_hf, adamw yes (same AdamW);
-//                               |                | paged_adamw_32bit -> notice: plain AdamW, same maths;
+//                               |                | paged_adamw_32bit/_8bit: states paged from pinned host memory on a GPU;
 //                               |                | 8-/4-bit AdamW variants -> notice: 32-bit states;
 //                               |                | any other HF optimizer -> error "not implemented yet"
 //   lr_scheduler_type           | "linear"       | constant, constant_with_warmup, linear, cosine yes;
@@ -116,6 +116,10 @@ const OTHER_OPTIMIZERS = [
 /** Optimizers whose AdamW states the engine keeps in 8-bit blocks (bitsandbytes' layout). */
 export function isEightBitOptim(optim: string): boolean {
   return ['adamw_8bit', 'adamw_bnb_8bit', 'paged_adamw_8bit'].includes(optim);
+}
+/** Optimizers whose states page between pinned host memory and the GPU (the same update). */
+export function isPagedOptim(optim: string): boolean {
+  return ['paged_adamw_32bit', 'paged_adamw_8bit'].includes(optim);
 }
 export const OPTIMIZERS = [...ADAMW, ...ADAMW_PAGED, ...ADAMW_LOW_BIT, ...OTHER_OPTIMIZERS] as const;
 export type Optimizer = (typeof OPTIMIZERS)[number];
@@ -445,8 +449,8 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
     help: 'adamw_torch / adamw_hf / adamw; adamw_8bit / paged_adamw_8bit: 8-bit blockwise states; paged variants page only on the GPU',
     support: (v) => {
       if ((ADAMW as readonly string[]).includes(v)) return undefined;
-      if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": paging optimizer states to host memory only matters on the GPU (not implemented yet); using AdamW with 32-bit states (same update)`);
-      if (v === 'paged_adamw_8bit') return notice(`optim="${v}": 8-bit AdamW states; paging them to host memory only matters on the GPU (not implemented yet)`);
+      if ((ADAMW_PAGED as readonly string[]).includes(v)) return notice(`optim="${v}": AdamW with 32-bit states; on the GPU they live in pinned host memory and page to the device in chunks (same update); on the CPU, plain AdamW`);
+      if (v === 'paged_adamw_8bit') return notice(`optim="${v}": 8-bit AdamW states; on the GPU they live in pinned host memory and page to the device in chunks (same update)`);
       if (v === 'adamw_8bit' || v === 'adamw_bnb_8bit') return undefined;
       if ((ADAMW_LOW_BIT as readonly string[]).includes(v)) return notice(`optim="${v}": these low-bit states are not implemented yet in this build; using AdamW with 32-bit states (adamw_8bit is available)`);
       return notYet(`optim="${v}"`, 'use optim "adamw_torch"');

@@ -71,6 +71,8 @@ export interface PlanRequest {
   train?: boolean;
   optimizer?: boolean;
   eightBit?: boolean;
+  /** Paged AdamW: on a GPU the optimizer state lives in pinned host memory (the plan counts only its device pages). */
+  paged?: boolean;
   kvSlots?: number;
   kvPositions?: number;
 }
@@ -95,6 +97,8 @@ export interface AdamWOptions {
   maxGradNorm: number;
   /** 8-bit blockwise moments (bitsandbytes' 8-bit AdamW) for tensors of >= 4096 elements. */
   eightBit?: boolean;
+  /** Paged AdamW (paged_adamw_32bit / _8bit): on a GPU the moments page from pinned host memory; same update. */
+  paged?: boolean;
   /** fp16 loss scaling: the gradients are loss_scale x the true ones; they are multiplied by this
    *  (1 / loss_scale) before the norm, the clipping and the update (default 1). */
   inverseScale?: number;

@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import { evaluates, isEightBitOptim, type TrainConfig } from '../config/schema.js';
+import { evaluates, isEightBitOptim, isPagedOptim, type TrainConfig } from '../config/schema.js';
 import type { Device, NativeModel, NativeModelConfig } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { checkConfigAgainstCheckpoint, loadBase } from '../model/load.js';
@@ -190,7 +190,6 @@ function nowhere(): NodeJS.WritableStream & { isTTY?: boolean } {
 async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean, world: World): Promise<Setup> {
   const device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   const dtype = precision(cfg, device, print);
-  checkDeviceSupports(cfg, device);
   print(runLine(cfg, cfg.template_name, device, dtype));
   print(`Loading ${cfg.model_name_or_path} …`);
   const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
@@ -213,7 +212,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
 
 /** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
 function planRequest(cfg: TrainConfig) {
-  return { batch: cfg.per_device_train_batch_size, seqLen: cfg.max_seq_length, train: true, optimizer: true, eightBit: eightBitOptim(cfg) };
+  return { batch: cfg.per_device_train_batch_size, seqLen: cfg.max_seq_length, train: true, optimizer: true, eightBit: eightBitOptim(cfg), paged: isPagedOptim(cfg.optim) };
 }
 
 function eightBitOptim(cfg: TrainConfig): boolean {
@@ -235,16 +234,6 @@ function precision(cfg: TrainConfig, device: Device, print: (l: string) => void)
   if (cfg.bf16) return 'bf16';
   if (cfg.fp16) print(`  fp16=true: the CPU backend has no fp16 kernels, so the run trains in fp32; ${scaling}; bf16=true trains in bf16 on the CPU, without scaling`);
   return 'f32';
-}
-
-/** What the cuda backend does not do yet, refused before anything is loaded. */
-function checkDeviceSupports(cfg: TrainConfig, device: Device): void {
-  if (device !== 'cuda') return;
-  if (cfg.bits === 4) {
-    const mode = cfg.train_mode === 'qlora' ? 'train_mode "qlora" (Firefly\'s default when train_mode is not set) quantises the base to 4 bits, which' : 'bits 4 (an NF4 base)';
-    throw new SftError(`${mode} is not available on the cuda backend yet; use device "cpu", or train_mode "lora" with bits 16 for LoRA on a 16-bit base`);
-  }
-  if (eightBitOptim(cfg)) throw new SftError(`optim "${cfg.optim}" (8-bit AdamW states) is not available on the cuda backend yet; use optim "adamw_torch" (or device "cpu")`);
 }
 
 /** train_file, or eval_file (`which` "eval"): encoded the same way, cached apart. */
@@ -369,7 +358,6 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
     device = resolveDevice(cfg.device, print, cfg.threads || undefined);
   }
   const dtype = precision(cfg, device, print);
-  checkDeviceSupports(cfg, device);
   print(runLine(cfg, cfg.template_name, device, dtype));
   const { native } = readHfConfig(cfg.model_name_or_path);
   try {
@@ -583,7 +571,7 @@ async function loop(
       if (!Number.isFinite(loss)) throw notUpdated('loss', loss);
       const lr = lrFor(step);
       const { gradNorm, weightsFinite } = await model.adamwStep({
-        lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit, inverseScale: scaler?.inverse ?? 1,
+        lr, beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm, eightBit, paged: isPagedOptim(cfg.optim), inverseScale: scaler?.inverse ?? 1,
       });
       // With fp16 loss scaling an inf/NaN gradient is an overflow of the scale: the step was skipped
       // (no update) and the scale backs off, as GradScaler does; without it, divergence.

@@ -254,9 +254,9 @@ test('notices for accepted but unimplemented values', () => {
   has(load({ fp16: true }).notices, 'fp16=true', 'dynamic loss scaling', 'bf16 on a GPU', 'fp32 on the CPU', 'bf16=true trains in bf16');
   assert.deepEqual(load({ bf16: true }).notices, [], 'bf16 is implemented on both backends: no notice');
   assert.deepEqual(load({ gradient_checkpointing: true }).notices, []);
-  has(load({ optim: 'paged_adamw_32bit' }).notices, 'optim="paged_adamw_32bit"', 'only matters on the GPU', 'same update');
+  has(load({ optim: 'paged_adamw_32bit' }).notices, 'optim="paged_adamw_32bit"', 'pinned host memory', 'same update');
   assert.deepEqual(load({ optim: 'adamw_8bit' }).notices, []);
-  has(load({ optim: 'paged_adamw_8bit' }).notices, 'optim="paged_adamw_8bit"', '8-bit AdamW states', 'only matters on the GPU');
+  has(load({ optim: 'paged_adamw_8bit' }).notices, 'optim="paged_adamw_8bit"', '8-bit AdamW states', 'pinned host memory');
   has(load({ optim: 'adamw_torch_4bit' }).notices, 'optim="adamw_torch_4bit"', '32-bit states');
   has(load({ report_to: ['tensorboard', 'mlflow'] }).notices, 'report_to=mlflow is not implemented yet', 'metrics.jsonl');
   assert.deepEqual(load({ report_to: ['tensorboard', 'wandb'] }).notices, []);

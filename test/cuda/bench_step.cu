@@ -1,6 +1,6 @@
 // One whole LoRA training step of a Llama-2-7B-shaped model through the CUDA backend, timed:
 //
-//   sft_cuda_tests --step [--seq 512,2048] [--steps 5] [--ckpt] [--batch B] [--json FILE] [--tiny]
+//   sft_cuda_tests --step [--seq 512,2048] [--steps 5] [--ckpt] [--batch B] [--json FILE] [--tiny] [--qlora]
 //
 // The model: hidden 4096, intermediate 11008, 32 layers of 32 heads, vocab 32000, random bf16
 // weights made on the device (randomize()), LoRA rank 64 (alpha 16, dropout 0.05) on every linear
@@ -16,6 +16,9 @@
 // products 6 N r (in + out) per adapter. MFU = FLOPs / time / the card's dense bf16 peak (989
 // TFLOP/s for H100/H200 SXM; --peak to override).
 // --tiny: a 2-layer model of hidden 256 instead (a quick run, and what the emulator can afford).
+// --qlora: the linear weights quantized to NF4 (double quantization) after randomize(), as QLoRA
+// trains; "device memory in use" is then what a 7B QLoRA step holds after its steps (the blocks
+// plus what the stream-ordered pool kept: its peak, as the pool releases nothing).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -64,9 +67,10 @@ double flops_per_step(const sft::ModelConfig& c, int64_t B, int64_t T, int64_t r
   return base + attn + lora;
 }
 
-size_t planned_bytes(const sft::ModelConfig& c, int64_t B, int64_t T, bool ckpt) {
+size_t planned_bytes(const sft::ModelConfig& c, int64_t B, int64_t T, bool ckpt, bool qlora) {
   auto m = sft::make_model(c, sft::ModelOptions{sft::Device::Cuda, sft::Compute::BF16, /*meta=*/true});
   m->set_gradient_checkpointing(ckpt);
+  if (qlora) m->quantize_nf4(true);
   m->add_lora(lora(c));
   sft::PlanRequest r;
   r.batch = B, r.seq = T, r.train = true, r.optimizer = true;
@@ -79,7 +83,7 @@ size_t planned_bytes(const sft::ModelConfig& c, int64_t B, int64_t T, bool ckpt)
 int run_step_bench(int argc, char** argv) {
   std::vector<int64_t> seqs = {512, 2048};
   int steps = 5;
-  bool ckpt = false, tiny = false;
+  bool ckpt = false, tiny = false, qlora = false;
   int64_t fixed_batch = 0;
   double peak = 989e12;
   std::string json;
@@ -91,6 +95,7 @@ int run_step_bench(int argc, char** argv) {
     } else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (a == "--ckpt") ckpt = true;
     else if (a == "--tiny") tiny = true;
+    else if (a == "--qlora") qlora = true;
     else if (a == "--batch" && i + 1 < argc) fixed_batch = std::atoll(argv[++i]);
     else if (a == "--peak" && i + 1 < argc) peak = std::atof(argv[++i]);
     else if (a == "--json" && i + 1 < argc) json = argv[++i];
@@ -100,18 +105,19 @@ int run_step_bench(int argc, char** argv) {
   SFT_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   cudaDeviceProp prop;
   SFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("step bench: %s, %.1f GiB free of %.1f; model %s, LoRA r64 on all linear layers, bf16, checkpointing %s\n",
+  std::printf("step bench: %s, %.1f GiB free of %.1f; model %s, %s r64 on all linear layers, bf16, checkpointing %s\n",
               prop.name, double(free0) / (1 << 30), double(total) / (1 << 30), tiny ? "tiny (2 x 256)" : "Llama-2-7B-shaped",
-              ckpt ? "on" : "off");
+              qlora ? "QLoRA (NF4 base)" : "LoRA", ckpt ? "on" : "off");
   std::string rows;
   for (int64_t T : seqs) {
     int64_t B = fixed_batch > 0 ? fixed_batch : 1;
-    while (!fixed_batch && B < 256 && planned_bytes(c, 2 * B, T, ckpt) < size_t(0.85 * double(free0))) B *= 2;
-    const size_t plan = planned_bytes(c, B, T, ckpt);
+    while (!fixed_batch && B < 256 && planned_bytes(c, 2 * B, T, ckpt, qlora) < size_t(0.85 * double(free0))) B *= 2;
+    const size_t plan = planned_bytes(c, B, T, ckpt, qlora);
     auto t_load = Clock::now();
     auto m = sft::make_model(c, sft::ModelOptions{sft::Device::Cuda, sft::Compute::BF16, false});
     m->set_gradient_checkpointing(ckpt);
     m->randomize(7);
+    if (qlora) m->quantize_nf4(true);
     m->add_lora(lora(c));
     sft::PlanRequest r;
     r.batch = B, r.seq = T, r.train = true, r.optimizer = true;
@@ -145,9 +151,9 @@ int run_step_bench(int argc, char** argv) {
     char row[512];
     std::snprintf(row, sizeof row,
                   "%s{\"seq\": %ld, \"batch\": %ld, \"step_s\": %.5f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
-                  "\"plan_gib\": %.3f, \"used_gib\": %.3f, \"checkpointing\": %s}",
+                  "\"plan_gib\": %.3f, \"used_gib\": %.3f, \"checkpointing\": %s, \"qlora\": %s}",
                   rows.empty() ? "" : ", ", long(T), long(B), med, double(B * T) / med, fl / med / 1e12, fl / med / peak,
-                  double(plan) / (1 << 30), used, ckpt ? "true" : "false");
+                  double(plan) / (1 << 30), used, ckpt ? "true" : "false", qlora ? "true" : "false");
     rows += row;
   }
   if (!json.empty()) {

@@ -6,7 +6,7 @@
 //   sft_cuda_tests                 the checks
 //   sft_cuda_tests --only NAME     only the checks of one op family (rmsnorm, rope, swiglu, embedding,
 //                                  cross-entropy, adamw, nf4, gemm, attention, linear, tensor, dropout,
-//                                  layernorm, l2norm, gelu, alibi, mma), e.g. under a sanitizer
+//                                  layernorm, l2norm, gelu, alibi, mma, paged, qlora), e.g. under a sanitizer
 //   sft_cuda_tests --no-large      skip the long-sequence attention case (sanitizers are slow)
 //   sft_cuda_tests --only models --arch llama   whole-model checks of one architecture
 //   sft_cuda_tests --bench         micro-benchmarks instead (bench_kernels.cu; --json FILE, --quick)
@@ -752,6 +752,7 @@ int run_model_checks(const std::string& only_arch);  // test_models.cu: whole mo
 int run_step_bench(int argc, char** argv);  // bench_step.cu: one 7B-shaped LoRA step, timed
 void run_paged_checks();  // test_paged.cu: paged AdamW and its page plan
 void run_nf4_quant_checks();  // test_nf4_quant.cu: NF4 quantization against the CPU's
+void run_qlora_checks();  // test_qlora.cu: the backend's NF4 tensors, NF4 linear and 8-bit AdamW against the CPU's
 
 int main(int argc, char** argv) {
   sft::register_cuda_backend();
@@ -775,7 +776,7 @@ int main(int argc, char** argv) {
   const char* families[] = {"rmsnorm", "rope",   "swiglu",    "embedding", "cross-entropy", "adamw",
                             "nf4",     "gemm",   "attention", "linear",    "tensor",        "dropout",
                             "layernorm", "l2norm", "gelu",    "alibi",     "mma",       "paged",
-                            "models"};
+                            "qlora",   "models"};
   if (!only.empty() && std::none_of(std::begin(families), std::end(families), [&](const char* f) { return only == f; })) {
     std::printf("unknown --only %s (one of:", only.c_str());
     for (const char* f : families) std::printf(" %s", f);
@@ -797,6 +798,7 @@ int main(int argc, char** argv) {
     if (want("adamw")) check_adamw(), check_adamw_copy();
     if (want("paged")) run_paged_checks();
     if (want("nf4")) check_nf4(), run_nf4_quant_checks();
+    if (want("qlora")) run_qlora_checks();
     if (want("gemm")) {
       check_col_major_mapping();
       check_gemm<float, float>(false);

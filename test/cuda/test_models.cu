@@ -11,6 +11,9 @@
 //  3. greedy KV-cache generation of 32 tokens: the same tokens as the CPU's (fp32).
 //  4. full fine-tuning (every base weight's gradient: embedding, norms, biases, NormHead's
 //     normalisation), prompt tuning (the virtual tokens' gradient) and gradient checkpointing, fp32.
+//  5. QLoRA (NF4 base, double quantization): the quantized base bit for bit, the dry run's plan,
+//     logits, and three training steps (8-bit AdamW on llama) against the CPU's QLoRA.
+//  6. paged AdamW (32- and 8-bit states in pinned host memory) = the unpaged run, bit for bit.
 // Prints one line per comparison (check.h). NOT A GPU RESULT under the emulator: scripts/gpu-check.sh
 // runs the same checks on a real GPU.
 #include <algorithm>
@@ -25,6 +28,7 @@
 #include "../native/check.h"
 #include "backend/registry.h"
 #include "fixture.h"
+#include "cuda/backend.h"
 #include "model/modules.h"
 
 #ifndef SFT_SOURCE_DIR
@@ -361,6 +365,134 @@ void check_out_of_memory(const Case& c) {
 #endif
 }
 
+// 5. QLoRA: the base's linear weights quantized to NF4 (double quantization) on each backend, LoRA
+// on top; the GPU with gradient checkpointing (QLoRA's usual setting), the CPU without. The
+// quantized base equals the CPU's bit for bit (every NF4 weight dequantized, every other tensor),
+// the meta model's plan (the dry run) is the plan the run allocates, and three training steps
+// (dropout 0.1, clipping, AdamW; 8-bit AdamW on llama) match the CPU's.
+std::unique_ptr<ModelBase> build_qlora(const Case& c, const Weights& w, Device d, Compute k, bool rounded, bool meta = false) {
+  auto m = sft::make_model(c.cfg, sft::ModelOptions{d, k, meta});
+  if (!meta)
+    for (const auto& [name, v0] : w.base) {
+      std::vector<double> v = v0;
+      if (rounded)
+        for (auto& x : v) x = round_bf16(x);
+      m->set_tensor(name, v.data(), int64_t(v.size()));
+    }
+  m->quantize_nf4(true);
+  sft::LoraOptions o;
+  o.targets = lora_targets(c);
+  o.rank = int64_t(c.adapter_cfg["r"].num);
+  o.alpha = c.adapter_cfg["lora_alpha"].num;
+  o.dropout = 0.1;
+  o.seed = 7;
+  m->add_lora(o);
+  if (!meta)
+    for (const auto& [name, v0] : w.adapter) {
+      std::vector<double> v = v0;
+      if (rounded)
+        for (auto& x : v) x = round_bf16(x);
+      m->set_tensor(name, v.data(), int64_t(v.size()));
+    }
+  return m;
+}
+
+void check_qlora(const Case& c, Compute k) {
+  const std::string n = "cuda " + c.arch + " " + kname(k) + " QLoRA vs cpu QLoRA: ";
+  const bool f32 = k == Compute::F32, eight_bit = c.arch == "llama";
+  const Weights w = scaled_weights(c, 47);
+  auto cpu = build_qlora(c, w, Device::Cpu, Compute::F32, !f32);
+  auto gpu = build_qlora(c, w, Device::Cuda, k, false);
+  gpu->set_gradient_checkpointing(true);
+  bool base_same = true;
+  for (const auto& p : cpu->base_params()) base_same = base_same && gpu->get_tensor(p.name) == cpu->get_tensor(p.name);
+  report(n + "the quantized base (NF4 weights dequantized, the rest as stored) = CPU's, bit for bit", base_same ? 0.0 : 1.0, 0.5);
+  sft::PlanRequest plan;
+  plan.batch = c.B, plan.seq = c.T, plan.train = true, plan.optimizer = true, plan.eight_bit = eight_bit, plan.min_8bit_size = 0;
+  cpu->plan(plan);
+  gpu->plan(plan);
+  {
+    auto meta = build_qlora(c, w, Device::Cuda, k, false, true);
+    meta->set_gradient_checkpointing(true);
+    meta->plan(plan);
+    const sft::MemoryPlan a = meta->memory_plan(), b = gpu->memory_plan();
+    bool same_plan = b[sft::MemKind::Workspace].bytes > 0;
+    for (size_t i = 0; i < size_t(sft::MemKind::Count); i++) same_plan = same_plan && a.kinds[i].bytes == b.kinds[i].bytes;
+    report(n + "the meta model's plan (dry run) = the run's, NF4 weights and their workspace included", same_plan ? 0.0 : 1.0, 0.5);
+  }
+  const Vec l1 = as_vec(cpu->logits(c.ids.data(), c.B, c.T)), l2 = as_vec(gpu->logits(c.ids.data(), c.B, c.T));
+  report(n + "logits", rel_err(l2, l1), f32 ? 1e-5 : kBf16Median);
+  sft::AdamWOptions o;
+  o.lr = 1e-3, o.weight_decay = 0.01, o.max_grad_norm = 1e-3;
+  o.eight_bit = eight_bit, o.min_8bit_size = 0;
+  double worst_loss = 0, worst_grad = 0, first_grad = 0;
+  std::string where;
+  std::vector<double> errs;
+  for (int64_t step = 0; step < 3; step++) {
+    int64_t n1 = 0, n2 = 0;
+    cpu->zero_grad(), gpu->zero_grad();
+    const double a = cpu->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n1);
+    const double b = gpu->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n2);
+    worst_loss = std::max(worst_loss, std::fabs(a - b) / std::fabs(a));
+    for (const auto& p : cpu->trainable_params()) {
+      const double e = rel_err(gpu->get_grad(p.name), cpu->get_grad(p.name));
+      errs.push_back(e);
+      if (step == 0) first_grad = std::max(first_grad, e);
+      if (e > worst_grad) worst_grad = e, where = p.name + " at step " + std::to_string(step);
+    }
+    cpu->adamw_step(o), gpu->adamw_step(o);
+  }
+  report(n + "loss, 3 steps (worst)", worst_loss, f32 ? 1e-5 : kBf16Loss);
+  if (!f32) report(n + "LoRA gradients, 3 steps (median)", median(errs), kBf16Median);
+  // fp32: at the first step both sides hold the same weights, and the gradients agree to rounding
+  // (1e-5). After an AdamW step the adapters differ by a few 1e-6 (the update is about +-lr wherever
+  // |g| is small, whatever its rounding), which the q/k/v gradients amplify several times: 3e-5 then.
+  if (f32) report(n + "every LoRA gradient, first step (worst)", first_grad, 1e-5);
+  report(n + "every LoRA gradient, 3 steps (worst: " + where.substr(where.find("layers.") + 7) + ")", worst_grad, f32 ? 3e-5 : kBf16Worst);
+  double worst_w = 0;
+  for (const auto& p : cpu->trainable_params()) worst_w = std::max(worst_w, rel_err(gpu->get_tensor(p.name), cpu->get_tensor(p.name)));
+  report(n + "trained adapter after 3 " + (eight_bit ? "8-bit " : "") + "AdamW steps", worst_w, f32 ? 1e-5 : kBf16Loss);
+}
+
+// 6. Paged AdamW through the model (optim paged_adamw_32bit / _8bit): the states in pinned host
+// memory, paged through the backend's pager, give the unpaged run's adapters and moments bit for
+// bit over three steps; the plan's optimizer kind is the pager's device buffers only.
+void check_paged_training(const Case& c) {
+  for (bool eight_bit : {false, true}) {
+    const std::string n = "cuda " + c.arch + " fp32 paged AdamW (" + (eight_bit ? "8-bit" : "32-bit") + ") vs unpaged: ";
+    const Weights w = scaled_weights(c, 48);
+    auto a = build(c, w, Device::Cuda, Compute::F32, 0.1), b = build(c, w, Device::Cuda, Compute::F32, 0.1);
+    sft::PlanRequest plan;
+    plan.batch = c.B, plan.seq = c.T, plan.train = true, plan.optimizer = true, plan.eight_bit = eight_bit, plan.min_8bit_size = 0;
+    a->plan(plan);
+    plan.paged = true;
+    b->plan(plan);
+    const sft::KindPlan& opt = b->memory_plan()[sft::MemKind::Optimizer];
+    report(n + "the plan's optimizer kind is the device pages only",
+           opt.bytes == sft::CudaBackend<float>::paged_optimizer_bytes(eight_bit) && a->memory_plan()[sft::MemKind::Optimizer].bytes > 0 ? 0.0 : 1.0, 0.5);
+    sft::AdamWOptions o;
+    o.lr = 1e-3, o.weight_decay = 0.01, o.max_grad_norm = 1e-3, o.eight_bit = eight_bit, o.min_8bit_size = 0;
+    for (int64_t step = 0; step < 3; step++) {
+      int64_t n1 = 0, n2 = 0;
+      a->zero_grad(), b->zero_grad();
+      a->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n1);
+      b->forward_backward(c.ids.data(), c.targets.data(), c.B, c.T, 1.0 / double(c.tokens), step, &n2);
+      a->adamw_step(o);
+      sft::AdamWOptions op = o;
+      op.paged = true;
+      b->adamw_step(op);
+    }
+    bool same = true;
+    for (const auto& p : a->trainable_params()) {
+      same = same && a->get_tensor(p.name) == b->get_tensor(p.name);
+      const sft::Moments x = a->get_moments(p.name), y = b->get_moments(p.name);
+      same = same && x.m == y.m && x.v == y.v && x.m8 == y.m8 && x.v8 == y.v8 && x.m_absmax == y.m_absmax && x.v_absmax == y.v_absmax;
+      same = same && (eight_bit ? !y.m8.empty() : !y.m.empty());
+    }
+    report(n + "adapters and moments after 3 steps, bit for bit", same ? 0.0 : 1.0, 0.5);
+  }
+}
+
 }  // namespace
 
 // Runs every model check (or only those of one architecture); returns the failures it added.
@@ -375,7 +507,8 @@ int run_model_checks(const std::string& only_arch) {
       check_full_and_prompt(c);
       check_randomize(c);
       check_checkpointing(c);
-      if (c.arch == "llama") check_out_of_memory(c);
+      for (Compute k : {Compute::F32, Compute::BF16}) check_qlora(c, k);
+      if (c.arch == "llama") check_out_of_memory(c), check_paged_training(c);
     } catch (const std::exception& e) {
       std::printf("FAIL cuda %s: exception: %s\n", arch, e.what());
       failures++;

@@ -1,4 +1,4 @@
-// Paged AdamW (cuda/paged_adamw.cuh) against the unpaged kernel, bit for bit, and the page plan
+// Paged AdamW (cuda/paged_adamw.cuh), 32-bit and 8-bit, against the unpaged kernels, bit for bit, and the page plan
 // (backend/paging.h) on its own. Run by test_kernels.cu's main (--only paged).
 #include <cuda_runtime.h>
 
@@ -10,6 +10,7 @@
 
 #include "../native/check.h"
 #include "backend/paging.h"
+#include "cpu/quant.h"
 #include "cuda/adamw.cuh"
 #include "cuda/paged_adamw.cuh"
 #include "cuda_test_util.cuh"
@@ -105,9 +106,53 @@ void check_paged_adamw() {
   }
 }
 
+// 8-bit states through the pager (pages of 512 and 768: whole 256-blocks, and a tensor's last
+// page partial) against the unpaged 8-bit kernel: parameters, codes and block scales bit for bit.
+void check_paged_adamw_8bit() {
+  std::mt19937_64 r(13);
+  const std::vector<float> smap0 = sft::cpu::dynamic_map_signed(), umap0 = sft::cpu::dynamic_map_unsigned();
+  Dev<float> smap(smap0), umap(umap0);
+  const std::vector<int64_t> sizes = {1900, 37};
+  for (int64_t page : {512, 768}) {
+    cu::AdamWPager pager(page);
+    bool all = true;
+    cudaStream_t s;
+    SFT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (int64_t n : sizes) {
+      const int64_t blocks = (n + 255) / 256;
+      const std::vector<float> p0 = randf(n, r);
+      Dev<float> p_ref(p0), p_pag(p0), g(static_cast<size_t>(n));
+      Dev<uint8_t> m8(std::vector<uint8_t>(size_t(n), sft::cpu::map_index(smap0, 0.f))), v8(std::vector<uint8_t>(size_t(n), 0));
+      Dev<float> ma(std::vector<float>(size_t(blocks), 0.f)), va(std::vector<float>(size_t(blocks), 0.f));
+      uint8_t *hm8 = nullptr, *hv8 = nullptr;
+      float *hma = nullptr, *hva = nullptr;
+      SFT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&hm8), size_t(n)));
+      SFT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&hv8), size_t(n)));
+      SFT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&hma), size_t(blocks) * 4));
+      SFT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&hva), size_t(blocks) * 4));
+      std::memset(hm8, sft::cpu::map_index(smap0, 0.f), size_t(n)), std::memset(hv8, 0, size_t(n));
+      std::memset(hma, 0, size_t(blocks) * 4), std::memset(hva, 0, size_t(blocks) * 4);
+      for (int64_t t = 1; t <= 3; t++) {
+        g.upload(randf(n, r, 0.1));
+        cu::adamw_update_8bit(p_ref.p, g.p, m8.p, ma.p, v8.p, va.p, smap.p, umap.p, n, 1e-2, 0.9, 0.999, 1e-8, 0.01, t, 0.5, s);
+        pager.update_8bit(p_pag.p, g.p, hm8, hma, hv8, hva, smap.p, umap.p, n, 1e-2, 0.9, 0.999, 1e-8, 0.01, t, 0.5, s);
+      }
+      SFT_CUDA_CHECK(cudaStreamSynchronize(s));
+      all = all && same_bits(p_pag.get(), p_ref.get());
+      all = all && m8.get() == std::vector<uint8_t>(hm8, hm8 + n) && v8.get() == std::vector<uint8_t>(hv8, hv8 + n);
+      all = all && same_bits(ma.get(), std::vector<float>(hma, hma + blocks)) && same_bits(va.get(), std::vector<float>(hva, hva + blocks));
+      cudaFreeHost(hm8), cudaFreeHost(hv8), cudaFreeHost(hma), cudaFreeHost(hva);
+    }
+    SFT_CUDA_CHECK(cudaStreamDestroy(s));
+    report("cuda paged 8-bit AdamW, pages of " + std::to_string(page) + ": params, codes and scales = unpaged, bit for bit (3 steps, 2 tensors)",
+           all ? 0.0 : 1.0, 0.5);
+  }
+}
+
 }  // namespace
 
 void run_paged_checks() {
   check_page_plan();
   check_paged_adamw();
+  check_paged_adamw_8bit();
 }

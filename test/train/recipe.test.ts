@@ -161,6 +161,16 @@ test('device cuda without a GPU: the dry run still plans (for a GPU of unknown s
   assert.match(real.stderr, /device "cuda": .*use device "cpu" or "auto"/);
 });
 
+test('device cuda: QLoRA (train_mode qlora, bits 4) and 8-bit AdamW are planned, not refused; the plan holds the NF4 weights', () => {
+  if (native().backends().cudaDevices > 0) return;
+  const cfg = writeConfig({ ...settings, output_dir: join(root, 'dry-cuda-qlora'), bf16: true, train_mode: 'qlora', optim: 'paged_adamw_8bit' });
+  const dry = runCli(['train', '--config', cfg, '--dry-run', '--device', 'cuda']);
+  assert.equal(dry.status, 0, dry.stderr);
+  assert.doesNotMatch(dry.stdout + dry.stderr, /not available on the cuda backend/);
+  assert.match(dry.stdout, /QLoRA: linear weights quantized to NF4 with double quantization, [\d.]+ MiB -> [\d.]+ MiB/);
+  assert.match(dry.stdout, /Memory plan \(cuda bf16\)/);
+});
+
 test('config overrides on the command line reach the run; unknown keys are refused with a suggestion', () => {
   const cfg = writeConfig({ ...settings, output_dir: join(root, 'ovr') });
   const bad = runCli(['train', '--config', cfg, '--learning_rat', '1e-4']);
