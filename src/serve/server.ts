@@ -1,5 +1,5 @@
 // The OpenAI-compatible HTTP server on node:http: routes, who may call, body limit, errors, disconnects.
-//   POST /v1/chat/completions   POST /v1/completions   GET /v1/models[/ID]   GET /health
+//   POST /v1/chat/completions   POST /v1/completions   GET /v1/models[/ID]   GET /health   GET / (chat page)
 // Every failure is answered with OpenAI's error body and the server goes on serving.
 //
 // Who may call: a server on loopback is still reachable from every web page the user opens, so requests
@@ -17,6 +17,7 @@ import { ApiError, toApiError } from './api-error.js';
 import { readJsonBody, sendError, sendJson } from './http-io.js';
 import { parseChatRequest, parseCompletionRequest, type ModelContext } from './request.js';
 import { respond, type Outcome } from './respond.js';
+import { sendChatPage } from './chat-page.js';
 import type { Scheduler } from './scheduler.js';
 
 export interface ServeOptions {
@@ -65,6 +66,12 @@ export function createServeHandler(opts: ServeOptions): http.RequestListener {
     if (path.startsWith('/v1/') && keyCheck && !keyCheck(req.headers.authorization)) {
       throw new ApiError(401, 'Incorrect or missing API key: send "Authorization: Bearer <key>" with the key sft serve was started with.', 'invalid_request_error', null, 'invalid_api_key');
     }
+    if (path === '/' || path === '/index.html') {
+      // The chat page (chat-page.ts): static, so no key is needed to load it; its requests send the key.
+      only('GET');
+      sendChatPage(res, ctx.id, keyCheck !== undefined);
+      return undefined;
+    }
     if (path === '/health') {
       only('GET');
       // The scheduler's kind says how requests share the model: 'fifo' serves one at a time.
@@ -84,7 +91,7 @@ export function createServeHandler(opts: ServeOptions): http.RequestListener {
       return undefined;
     }
     const parse = path === '/v1/chat/completions' ? parseChatRequest : path === '/v1/completions' ? parseCompletionRequest : undefined;
-    if (!parse) throw new ApiError(404, `Invalid URL (${method} ${path}): sft serve answers /v1/chat/completions, /v1/completions, /v1/models and /health.`);
+    if (!parse) throw new ApiError(404, `Invalid URL (${method} ${path}): sft serve answers /v1/chat/completions, /v1/completions, /v1/models, /health and / (the chat page).`);
     only('POST');
     const request = parse(await readJsonBody(req, bodyLimit), ctx);
     if (scheduler.stats().queued >= maxQueued) {

@@ -271,6 +271,13 @@ function checkAnswer(c: Case, res: RawResponse | undefined): string {
   }
   if (c.mustRefuse) throw new Error(`${status} for a request that must be refused (${c.mustRefuse})`);
   if (status === 204) return String(status);
+  // The chat page at / (chat-page.ts): HTML, and only for GET.
+  if ((res.headers['content-type'] ?? '').startsWith('text/html')) {
+    assert.equal(c.method, 'GET');
+    assert.match(res.body, /^<!doctype html>/);
+    assert.match(res.headers['content-security-policy'] ?? '', /default-src 'none'/);
+    return `${status} page`;
+  }
   if ((res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
     const events = res.body.split('\n\n').filter((e) => e !== '');
     assert.equal(events.at(-1), 'data: [DONE]', 'a stream ends with [DONE]');

@@ -91,6 +91,7 @@ const serve: CommandModule<object, ServeArgs> = {
     }
     process.stderr.write(
       `sft serve: model "${id}" (template ${template.name}, context ${maxContext} tokens) at ${running.url}/v1\n` +
+        `  chat page: ${running.url}/\n` +
         '  requests are queued and generated one at a time (one KV cache)\n',
     );
     if (!LOOPBACK.has(argv.host)) {
