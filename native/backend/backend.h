@@ -38,7 +38,8 @@
 //   causal ALiBi attention   alibi_attention_forward / alibi_attention_backward
 //   SwiGLU, GELU (tanh)      swiglu_forward / _backward, gelu_forward / _backward
 //   token embedding          embedding_forward / embedding_backward
-//   cross-entropy (fused)    cross_entropy (the gradient overwrites the logits)
+//   cross-entropy (fused)    cross_entropy_rows (per-row losses; the gradient overwrites the logits),
+//                            loss_total (their sum in row order, and the count)
 //   LoRA dropout             dropout_forward / dropout_backward_add (masks from core/random.h)
 //   data movement            copy_2d, add_into, add_rows_into, cast, fill_normal
 //   optimizer                sum_squares (of one tensor or a list), adamw_update (+ adamw_update_copy),

@@ -218,8 +218,11 @@ class CpuBackend {
   void embedding_backward(G* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
     cpu::embedding_backward<T>(dtable, dout, ids, n, C);
   }
-  double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, int64_t* count) {
-    return cpu::cross_entropy<T>(logits, targets, N, V, G(scale), grad, count);
+  void cross_entropy_rows(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, double* row_loss) {
+    cpu::cross_entropy_rows<T>(logits, targets, N, V, G(scale), grad, row_loss);
+  }
+  double loss_total(const double* row_loss, const int32_t* targets, int64_t N, int64_t* count) {
+    return cpu::loss_total(row_loss, targets, N, count);
   }
 
   // ---- LoRA dropout: element i dropped when uniform01_key(key, i) < p (core/random.h) -------------

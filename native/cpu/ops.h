@@ -145,6 +145,12 @@ void embedding_backward(Acc<T>* dtable, const T* dout, const int32_t* ids, int64
 template <typename T>
 double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, Acc<T> scale, bool grad,
                      int64_t* count);
+// The same in two parts, for rows that come in chunks: each row's loss into row_loss[n] (0 where
+// ignored), then loss_total sums them in row order and counts the rows with a target.
+template <typename T>
+void cross_entropy_rows(T* logits, const int32_t* targets, int64_t N, int64_t V, Acc<T> scale, bool grad,
+                        double* row_loss);
+double loss_total(const double* row_loss, const int32_t* targets, int64_t N, int64_t* count);
 
 // One AdamW step (PyTorch's formulation, decoupled weight decay); g is multiplied by
 // grad_scale first (global-norm clipping). t is the 1-based step number.

@@ -360,8 +360,11 @@ class CudaBackend {
   void embedding_backward(G* dtable, const T* dout, const int32_t* ids, int64_t n, int64_t C) {
     cuda::embedding_backward<T>(dtable, dout, ids, n, C, stream_);
   }
-  double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, int64_t* count) {
-    return cuda::cross_entropy<T>(logits, targets, N, V, float(scale), grad, count, stream_);
+  void cross_entropy_rows(T* logits, const int32_t* targets, int64_t N, int64_t V, double scale, bool grad, double* row_loss) {
+    cuda::cross_entropy_rows<T>(logits, targets, N, V, float(scale), grad, row_loss, stream_);
+  }
+  double loss_total(const double* row_loss, const int32_t* targets, int64_t N, int64_t* count) {
+    return cuda::loss_total(row_loss, targets, N, count, stream_);
   }
 
   // ---- LoRA dropout (masks from core/random.h, as the CPU's) ----------------------------------------

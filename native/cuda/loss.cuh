@@ -17,6 +17,13 @@ double cross_entropy(T* logits, const int32_t* targets, int64_t N, int64_t V, fl
 // ignored; NaN where a target is >= V), *loss_sum and *count (device) their row-ordered sum.
 template <typename T>
 void cross_entropy_async(T* logits, const int32_t* targets, int64_t N, int64_t V, float scale, bool grad,
-                         float* row_loss, double* loss_sum, long long* count, cudaStream_t stream = 0);
+                         double* row_loss, double* loss_sum, long long* count, cudaStream_t stream = 0);
+// Its two parts, for rows that come in chunks (model/decoder.h): the row kernel alone (no wait),
+// then loss_total's row-ordered sum of row_loss[0, N) and count of rows with a target (host
+// values; waits for the stream).
+template <typename T>
+void cross_entropy_rows(T* logits, const int32_t* targets, int64_t N, int64_t V, float scale, bool grad, double* row_loss,
+                        cudaStream_t stream = 0);
+double loss_total(const double* row_loss, const int32_t* targets, int64_t N, int64_t* count, cudaStream_t stream = 0);
 
 }  // namespace sft::cuda

@@ -225,10 +225,9 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
   void final_forward(T* lnf, const T* x, int64_t N) { norm_fwd(lnf_, lnf, meanf_, rstdf_, x, N); }
   void final_backward(T* dx, const T* dlnf, const T* x, int64_t N) { norm_bwd(lnf_, dx, dlnf, x, meanf_, rstdf_, N); }
 
-  void head_backward(T* dlnf, const T* dlogits, const T* lnf, int64_t N) {
-    Param<Bk>* hp = head();
-    this->bk_.linear_backward(dlnf, hp->trainable ? hp->g : nullptr, nullptr, dlogits, lnf, hp->w, N, c_.hidden, c_.vocab);
-  }
+  // Where head_loss adds lm_head's gradient over its chunks (null when frozen).
+  G* head_grad_begin() { return head()->trainable ? head()->g : nullptr; }
+  void head_grad_end() {}
 
   // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the
   // activations backward needs.

@@ -7,13 +7,17 @@
 //   embed_forward    / embed_backward               embedding (+ Bloom's embedding LayerNorm)
 //   layer_forward    / layer_backward               one decoder layer
 //   final_forward    / final_backward               the final norm
-//   head_weights     / head_backward                lm_head (tied, NormHead)
+//   head_weights     / head_grad_begin, _end        lm_head (tied, NormHead)
 //   kv_width, workspace_ready, linears
 //
 // Memory: the activations and workspace are planned for a capacity (batch x sequence, training or
 // not) and allocated once; a call that fits reuses them, so the training loop allocates nothing.
 // plan() fixes the capacity for a run; a training batch beyond it is an error, an inference call
 // beyond it grows the plan.
+//
+// lm_head and the loss never hold the logits of the whole batch ([B*T, V]: 4.6 GiB fp32 for
+// Qwen2's 151,936 words at 8 x 1024 tokens): head_loss runs them over chunks of rows (tokens) in
+// one reused buffer, as Liger-kernel's fused linear cross-entropy does (see head_loss).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -45,7 +49,7 @@ class Decoder : public OptimizerStore<Bk> {
     this->check_ids(ids, B * Tu, this->config().vocab);
     forward(ids, B, Tu, Mode::Train, step);
     upload_targets(labels, B, Tu);
-    const double loss = this->bk_.cross_entropy(top_.logits, top_.targets, B * last_.T, this->config().vocab, scale, true, count);
+    const double loss = head_loss(scale, true, count);
     backward();
     return loss;
   }
@@ -55,15 +59,21 @@ class Decoder : public OptimizerStore<Bk> {
     this->check_ids(ids, B * Tu, this->config().vocab);
     forward(ids, B, Tu, training ? Mode::Train : Mode::Eval, step);
     upload_targets(labels, B, Tu);
-    return this->bk_.cross_entropy(top_.logits, top_.targets, B * last_.T, this->config().vocab, 1.0, false, count);
+    return head_loss(1.0, false, count);
   }
 
   std::vector<float> logits(const int32_t* ids, int64_t B, int64_t Tu) override {
     this->check_ids(ids, B * Tu, this->config().vocab);
     forward(ids, B, Tu, Mode::Eval, 0);
-    const int64_t V = this->config().vocab, T_ = last_.T, nv = last_.nv;
+    const int64_t V = this->config().vocab, H = this->config().hidden, T_ = last_.T, nv = last_.nv;
+    const T* W = arch().head_weights();
     std::vector<float> out(size_t(B * Tu * V));  // the real positions only (virtual ones dropped)
-    for (int64_t b = 0; b < B; b++) this->bk_.download_values(out.data() + b * Tu * V, top_.logits + (b * T_ + nv) * V, Tu * V);
+    for (int64_t b = 0; b < B; b++)  // each row's real positions, a chunk of head_rows_ at a time
+      for (int64_t t0 = 0; t0 < Tu; t0 += head_rows_) {
+        const int64_t n = std::min(head_rows_, Tu - t0);
+        this->bk_.linear_forward(top_.logits, top_.lnf + (b * T_ + nv + t0) * H, W, nullptr, n, H, V, false);
+        this->bk_.download_values(out.data() + (b * Tu + t0) * V, top_.logits, n * V);
+      }
     return out;
   }
 
@@ -85,6 +95,12 @@ class Decoder : public OptimizerStore<Bk> {
   int64_t cache_length() const override { return kv_.len.empty() ? 0 : kv_.len[0]; }
 
   void set_dropout_row_offset(int64_t rows) override { dropout_row0_ = rows; }
+
+  void set_head_chunk_rows(int64_t rows) override {
+    if (rows < 0) throw std::runtime_error("set_head_chunk_rows: negative row count");
+    head_rows_forced_ = rows;
+    if (cap_.B) apply_cap(cap_);
+  }
 
   void set_gradient_checkpointing(bool on) override {
     if (on == checkpointing_) return;
@@ -150,7 +166,8 @@ class Decoder : public OptimizerStore<Bk> {
     T* x = nullptr;          // the residual stream [N, H] (workspace)
     T* x_out = nullptr;      // the last layer's output, the final norm's input
     T* lnf = nullptr;        // the final norm's output
-    T* logits = nullptr;     // [N, V]; dlogits after the loss (cached generation: one row)
+    T* logits = nullptr;     // one chunk of lm_head's rows [head_rows_, V]; dlogits after the loss
+    double* row_loss = nullptr;  // the loss of each row [N] (head_loss sums them at the end)
     int32_t* ids = nullptr;  // the batch's token ids
     int32_t* targets = nullptr;
     T* dx = nullptr;         // backward: gradient of the residual stream
@@ -197,23 +214,55 @@ class Decoder : public OptimizerStore<Bk> {
     }
     bk.copy(top_.x_out, top_.x, size_t(N * H) * sizeof(T));
     arch().final_forward(top_.lnf, top_.x_out, N);
-    const T* W = arch().head_weights();
+    // lm_head runs where its logits are used: here for cached generation (the last position only),
+    // in head_loss (training, evaluation) and logits() (scoring), a chunk of rows at a time.
     if (mode == Mode::Cached) {
-      bk.linear_forward(top_.logits, top_.lnf + (N - 1) * H, W, nullptr, 1, H, V, false);
+      bk.linear_forward(top_.logits, top_.lnf + (N - 1) * H, arch().head_weights(), nullptr, 1, H, V, false);
       kv_len() = p0 + T_;
-    } else {
-      bk.linear_forward(top_.logits, top_.lnf, W, nullptr, N, H, V, false);
     }
     last_ = {B, T_, nv, step};
   }
 
-  // top_.logits holds dlogits (the loss wrote them in place).
+  // lm_head + cross-entropy over the last forward's rows, head_rows_ rows (tokens) at a time: each
+  // chunk's logits = lnf W^T go into the one chunk buffer, the loss turns them into its gradient
+  // scale * (softmax - onehot) in place, and with grad that goes at once into dlnf (= dlogits W,
+  // the input of backward) and lm_head's gradient (+= dlogits^T lnf, when it is trainable) before
+  // the next chunk reuses the buffer. Per-row losses are summed once at the end, in row order, so
+  // the loss does not depend on the chunking; gradients only by the order dW's chunks are added.
+  // Chunks of rows rather than of the vocabulary (the online-logsumexp alternative): a row's
+  // softmax needs its whole row, so vocabulary slices would need every slice's logits twice (once
+  // for the logsumexp, once for the gradient) or a rescaled second GEMM; row chunks keep the fused
+  // kernel as it is, one pass, and GEMMs as wide as the vocabulary. A chunk whose rows are all
+  // ignored (prompt, padding: -100) contributes nothing and is skipped.
+  double head_loss(double scale, bool grad, int64_t* count) {
+    const ModelConfig& c = this->config();
+    const int64_t N = last_.B * last_.T, H = c.hidden, V = c.vocab;
+    Bk& bk = this->bk_;
+    const T* W = arch().head_weights();
+    G* dW = nullptr;
+    if (grad) {
+      bk.zero(top_.dlnf, size_t(N * H) * sizeof(T));
+      dW = arch().head_grad_begin();
+    }
+    for (int64_t r0 = 0; r0 < N; r0 += head_rows_) {
+      const int64_t n = std::min(head_rows_, N - r0);
+      if (std::all_of(targets_.begin() + r0, targets_.begin() + r0 + n, [](int32_t t) { return t < 0; })) {
+        bk.zero(top_.row_loss + r0, size_t(n) * sizeof(double));
+        continue;
+      }
+      bk.linear_forward(top_.logits, top_.lnf + r0 * H, W, nullptr, n, H, V, false);
+      bk.cross_entropy_rows(top_.logits, top_.targets + r0, n, V, scale, grad, top_.row_loss + r0);
+      if (grad) bk.linear_backward(top_.dlnf + r0 * H, dW, nullptr, top_.logits, top_.lnf + r0 * H, W, n, H, V);
+    }
+    if (grad) arch().head_grad_end();
+    return bk.loss_total(top_.row_loss, top_.targets, N, count);
+  }
+
+  // After head_loss: top_.dlnf holds the gradient of the final norm's output.
   void backward() {
     const ModelConfig& c = this->config();
     const int64_t B = last_.B, T_ = last_.T, N = B * T_, H = c.hidden;
     Bk& bk = this->bk_;
-    bk.zero(top_.dlnf, size_t(N * H) * sizeof(T));
-    arch().head_backward(top_.dlnf, top_.logits, top_.lnf, N);
     bk.zero(top_.dx, size_t(N * H) * sizeof(T));
     arch().final_backward(top_.dx, top_.dlnf, top_.x_out, N);
     for (int64_t l = c.layers - 1; l >= 0; l--) {
@@ -289,7 +338,6 @@ class Decoder : public OptimizerStore<Bk> {
     }
     c.take(top_.x_out, N * H, "final hidden states");
     c.take(top_.lnf, N * H, "final norm output");
-    c.take(top_.logits, N * m.vocab, "logits");
     arch().lay_out_top(c, k.B, k.T, k.train);
   }
 
@@ -298,6 +346,9 @@ class Decoder : public OptimizerStore<Bk> {
     c.take(top_.x, N * H, "residual stream");
     c.take(top_.ids, N, "token ids");
     c.take(top_.targets, N, "targets");
+    head_rows_ = head_chunk_rows(N);
+    c.take(top_.logits, head_rows_ * this->config().vocab, "logits (lm_head chunk of " + std::to_string(head_rows_) + " rows)");
+    c.take(top_.row_loss, N, "loss per row");
     c.take(top_.dx, k.train ? N * H : 0, "d residual stream");
     c.take(top_.dlnf, k.train ? N * H : 0, "d final norm output");
     c.take(top_.xr, k.train && checkpointing_ ? N * H : 0, "recomputed layer input");
@@ -310,6 +361,16 @@ class Decoder : public OptimizerStore<Bk> {
     c.take(lora_ws_.dha, k.train ? N * max_r : 0, "LoRA backward (rank)");
     c.take(lora_ws_.xd, k.train ? N * max_in : 0, "LoRA dropout input");
     arch().lay_out_scratch(c, k.B, k.T, k.positions, k.train);
+  }
+
+  // Rows per lm_head chunk for N rows: at most kHeadChunkBytes of logits and kHeadChunkRows rows
+  // (enough for the GEMMs to run at full speed: at 1024 rows the head's GEMM is as wide as a
+  // layer's), or what set_head_chunk_rows forced (tests: tiny chunks against one whole chunk).
+  static constexpr int64_t kHeadChunkBytes = int64_t(128) << 20, kHeadChunkRows = 1024;
+  int64_t head_chunk_rows(int64_t N) const {
+    const int64_t fit = kHeadChunkBytes / (this->config().vocab * int64_t(sizeof(T)));
+    const int64_t r = head_rows_forced_ > 0 ? head_rows_forced_ : std::min(kHeadChunkRows, fit);
+    return std::max<int64_t>(1, std::min(r, N));
   }
 
   void grow_kv(int64_t slots, int64_t positions) {
@@ -326,12 +387,15 @@ class Decoder : public OptimizerStore<Bk> {
   void upload_targets(const int32_t* labels, int64_t B, int64_t Tu) {
     // Targets per internal position (B rows of nv + Tu): virtual positions never count.
     const int64_t nv = last_.nv, T_ = last_.T;
-    std::vector<int32_t> t(size_t(B * T_), -100);
+    std::vector<int32_t>& t = targets_;  // kept on the host: head_loss skips chunks without a target
+    t.assign(size_t(B * T_), -100);
     for (int64_t b = 0; b < B; b++) std::copy(labels + b * Tu, labels + (b + 1) * Tu, t.begin() + b * T_ + nv);
     this->bk_.upload(top_.targets, t.data(), t.size() * sizeof(int32_t));
   }
 
   Top top_;
+  std::vector<int32_t> targets_;  // the last batch's targets per internal position
+  int64_t head_rows_ = 1, head_rows_forced_ = 0;
   std::vector<LayerActs> layers_;  // saved per layer (training)
   LayerActs work_;                 // the layer eval passes run in / checkpointing recomputes in
   LoraScratch<Bk> lora_ws_;

@@ -257,16 +257,20 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
     this->bk_.rmsnorm_backward(dx, norm_->trainable ? norm_->g : nullptr, dlnf, x, norm_->w, rstdf_, N, c_.hidden);
   }
 
-  void head_backward(T* dlnf, const T* dlogits, const T* lnf, int64_t N) {
+  // Where head_loss adds lm_head's gradient over its chunks (null when frozen): the head's own
+  // gradient, or for NormHead the gradient of the normalised rows, which head_grad_end takes
+  // through the normalisation into the raw rows once all chunks are in.
+  G* head_grad_begin() {
     Param<Bk>* h = head();
-    const T* W = head_weights();
-    if (h->trainable && c_.norm_head) {  // through the row normalisation into the raw rows
-      this->bk_.zero(dWn_, size_t(c_.vocab * c_.hidden) * sizeof(G));
-      this->bk_.linear_backward(dlnf, dWn_, nullptr, dlogits, lnf, W, N, c_.hidden, c_.vocab);
-      this->bk_.l2norm_rows_backward(h->g, dWn_, h->w, c_.vocab, c_.hidden, 1e-12);
-    } else {
-      this->bk_.linear_backward(dlnf, h->trainable ? h->g : nullptr, nullptr, dlogits, lnf, W, N, c_.hidden, c_.vocab);
-    }
+    if (!h->trainable) return nullptr;
+    if (!c_.norm_head) return h->g;
+    this->bk_.zero(dWn_, size_t(c_.vocab * c_.hidden) * sizeof(G));
+    return dWn_;
+  }
+
+  void head_grad_end() {
+    Param<Bk>* h = head();
+    if (h->trainable && c_.norm_head) this->bk_.l2norm_rows_backward(h->g, dWn_, h->w, c_.vocab, c_.hidden, 1e-12);
   }
 
   // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the

@@ -162,6 +162,10 @@ class ModelBase {
   // Keep only the first n cached tokens (a shared prompt prefix is fed once, then reused).
   virtual void truncate_cache(int64_t n) = 0;
   virtual int64_t cache_length() const = 0;
+  // lm_head and the loss run over chunks of this many rows (tokens), never the whole batch's
+  // logits; 0 (the default) lets the memory plan choose (<= 128 MiB of logits, <= 1024 rows).
+  // Tests force tiny chunks to compare them with one whole chunk.
+  virtual void set_head_chunk_rows(int64_t rows) = 0;
 };
 
 // Where and how a model is built. meta: sizes only, no memory is ever taken (planning a run).

@@ -144,7 +144,7 @@ void bench_elementwise(const Shape& s) {
     for (int64_t i = 0; i < N; i++) t[i] = i % 10 == 0 ? -100 : int32_t((i * 31) % V);
     Dev<int32_t> gt(t);
     auto logits = rand_dev<bf16>(N * V);
-    Dev<float> row(N);
+    Dev<double> row(N);
     Dev<double> sum(1);
     Dev<long long> count(1);
     // With grad the logits turn into gradients; timing repeats on them (finite values throughout).

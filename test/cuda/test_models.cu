@@ -327,6 +327,41 @@ void check_checkpointing(const Case& c) {
   report("cuda " + c.arch + " fp32 with gradient checkpointing vs cpu without: loss and LoRA gradients", worst, 1e-5);
 }
 
+// lm_head + cross-entropy in chunks of 3 rows (model/decoder.h, head_loss: the chunk's logits, the
+// loss kernel in place, dlnf and lm_head's gradient from the chunk) against the same model in one
+// chunk, on the GPU, with every base weight trainable (lm_head, tied embeddings, NormHead) and the
+// batch's first row ignored: loss, every gradient, the eval loss and logits() within 1e-6 (fp32);
+// and against the CPU's one chunk within the fp32 tolerance of the other checks.
+void check_head_chunks(const Case& c) {
+  const std::string n = "cuda " + c.arch + " fp32: lm_head in chunks of 3 rows ";
+  const Weights w = scaled_weights(c, 47);
+  std::vector<int32_t> targets = c.targets;
+  std::fill(targets.begin(), targets.begin() + std::min<int64_t>(c.T, 4), -100);  // a chunk with nothing to learn: skipped
+  auto cpu = build(c, w, Device::Cpu, Compute::F32, 0.0, false);
+  auto one = build(c, w, Device::Cuda, Compute::F32, 0.0, false), chunked = build(c, w, Device::Cuda, Compute::F32, 0.0, false);
+  one->set_head_chunk_rows(c.B * c.T);
+  cpu->set_head_chunk_rows(c.B * c.T);
+  chunked->set_head_chunk_rows(3);
+  double loss[3], eval[3];
+  std::vector<Vec> grads[3], logits(3);
+  ModelBase* ms[3] = {cpu.get(), one.get(), chunked.get()};
+  for (int i = 0; i < 3; i++) {
+    ms[i]->set_base_trainable(true);
+    ms[i]->zero_grad();
+    loss[i] = ms[i]->forward_backward(c.ids.data(), targets.data(), c.B, c.T, 1.0 / double(c.tokens), 0, nullptr);
+    for (const auto& p : ms[i]->trainable_params()) grads[i].push_back(ms[i]->get_grad(p.name));
+    eval[i] = ms[i]->forward_loss(c.ids.data(), targets.data(), c.B, c.T, 0, false, nullptr);
+    logits[size_t(i)] = as_vec(ms[i]->logits(c.ids.data(), c.B, c.T));
+  }
+  auto worst = [&](int a, int b) {
+    double e = std::max(std::fabs(loss[a] - loss[b]) / std::fabs(loss[b]), std::fabs(eval[a] - eval[b]) / std::fabs(eval[b]));
+    for (size_t i = 0; i < grads[b].size(); i++) e = std::max(e, rel_err(grads[a][i], grads[b][i]));
+    return std::max(e, rel_err(logits[size_t(a)], logits[size_t(b)]));
+  };
+  report(n + "equal one chunk (loss, " + std::to_string(grads[1].size()) + " gradients, eval loss, logits)", worst(2, 1), 1e-6);
+  report(n + "vs cpu in one chunk", worst(2, 0), 1e-5);
+}
+
 // Random weights made on each backend (the benchmark's): the same model for one seed.
 void check_randomize(const Case& c) {
   auto cpu = sft::make_model(c.cfg, sft::ModelOptions{Device::Cpu, Compute::F32, false});
@@ -507,6 +542,7 @@ int run_model_checks(const std::string& only_arch) {
       check_full_and_prompt(c);
       check_randomize(c);
       check_checkpointing(c);
+      check_head_chunks(c);
       for (Compute k : {Compute::F32, Compute::BF16}) check_qlora(c, k);
       if (c.arch == "llama") check_out_of_memory(c), check_paged_training(c);
     } catch (const std::exception& e) {

@@ -215,6 +215,7 @@ static void check_models() {
       m->set_tensor(p.name, v.data(), n);
     }
     m->set_base_trainable(true);
+    m->set_head_chunk_rows(3);  // lm_head + loss over chunks of 3 rows (the last one partial)
     const int64_t B = 2, T = 5;
     std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3, 3, 9, 0, 11};
     std::vector<int32_t> labels = {5, 7, -100, 12, 4, -100, 9, 0, 11, 2};
@@ -414,6 +415,55 @@ static void check_checkpointing() {
   }
 }
 
+// lm_head + cross-entropy in chunks of rows (model/decoder.h, head_loss) against one chunk holding
+// every row: the loss, every gradient (full fine-tuning: lm_head, tied embeddings, NormHead's raw
+// rows, biases; LoRA; prompt tuning), the eval loss and logits(), in double (1e-12) and fp32 (1e-6).
+// Chunks of 3 rows over 2 x (3 virtual + 5) rows: a partial last chunk, and two chunks with every
+// row ignored, which head_loss skips (rows 0-2: row 0's virtual tokens; 6-8: row 0's last two
+// positions, -100, and row 1's first virtual token).
+static void check_head_chunks() {
+  for (const auto& var : variants_with_bloom()) {
+    for (bool f64 : {true, false}) {
+      double loss[2] = {0, 0}, eval[2] = {0, 0};
+      int64_t count[2] = {0, 0};
+      std::vector<Vec> grads[2];
+      Vec logits[2];
+      for (int chunked = 0; chunked < 2; chunked++) {
+        std::mt19937_64 rng(31);
+        auto m = f64 ? sft::make_model(var.cfg, true) : sft::make_model(var.cfg, sft::ModelOptions{sft::Device::Cpu, sft::Compute::F32, false});
+        randomize(*m, rng);
+        sft::LoraOptions lo;
+        lo.targets = var.targets;
+        lo.rank = 2, lo.alpha = 3, lo.dropout = 0.2, lo.seed = 5;
+        for (const auto& p : m->add_lora(lo)) {
+          Vec v = randn(p.shape[0] * p.shape[1], rng, 0.3);
+          m->set_tensor(p.name, v.data(), int64_t(v.size()));
+        }
+        Vec init = randn(3 * var.cfg.hidden, rng, 0.5);
+        std::vector<float> init_f(init.begin(), init.end());
+        m->add_prompt_tuning(3, init_f.data(), 0);
+        m->set_base_trainable(true);
+        m->set_head_chunk_rows(chunked ? 3 : 1000);
+        std::vector<int32_t> ids = {1, 5, 7, 2, 12, 3, 3, 9, 0, 11};
+        std::vector<int32_t> labels = {5, 7, -100, -100, -100, 3, 9, 0, 11, 2};
+        m->zero_grad();
+        loss[chunked] = m->forward_backward(ids.data(), labels.data(), 2, 5, 0.3, 2, &count[chunked]);
+        for (const auto& p : m->trainable_params()) grads[chunked].push_back(m->get_grad(p.name));
+        eval[chunked] = m->forward_loss(ids.data(), labels.data(), 2, 5, 0, false, nullptr);
+        const auto l = m->logits(ids.data(), 2, 5);
+        logits[chunked] = Vec(l.begin(), l.end());
+      }
+      const double tol = f64 ? 1e-12 : 1e-6;
+      double worst = std::max(std::fabs(loss[1] - loss[0]) / std::fabs(loss[0]), std::fabs(eval[1] - eval[0]) / std::fabs(eval[0]));
+      for (size_t i = 0; i < grads[0].size(); i++) worst = std::max(worst, rel_err(grads[1][i], grads[0][i]));
+      worst = std::max(worst, rel_err(logits[1], logits[0]));
+      if (count[0] != 7 || count[1] != 7) failures++, std::printf("FAIL %s: counted %lld / %lld rows, expected 7\n", var.name, (long long)count[0], (long long)count[1]);
+      report(std::string(var.name) + (f64 ? " (double)" : " (fp32)") + ": lm_head in chunks of 3 rows equals one chunk (loss, " +
+                 std::to_string(grads[0].size()) + " gradients, eval loss, logits)", worst, tol);
+    }
+  }
+}
+
 void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
@@ -434,6 +484,7 @@ int main() {
   check_kv_cache();
   check_prompt_tuning();
   check_checkpointing();
+  check_head_chunks();
   check_bloom();
   check_bf16_models();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
