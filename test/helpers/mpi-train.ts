@@ -27,12 +27,14 @@ export function mpiTrain(root: string, ranks: number, cfg: Record<string, unknow
 /** Every tensor of a safetensors file, as fp32. */
 export function tensors(file: string): Map<string, Float32Array> {
   const h = readSafetensorsHeader(file);
-  return new Map(Object.keys(h.tensors).map((n) => [n, readTensorF32(file, h, n)]));
+  // h.tensors is a Map: Object.keys of it is [] (which once made every comparison here vacuous).
+  return new Map([...h.tensors.keys()].map((n) => [n, readTensorF32(file, h, n)]));
 }
 
 export const adapter = (dir: string) => tensors(join(dir, 'adapter_model.safetensors'));
 
 export function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  assert.ok(a.size > 0, 'no tensors to compare');
   assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
   let d = 0;
   for (const [n, x] of a) x.forEach((v, i) => (d = Math.max(d, Math.abs(v - b.get(n)![i]))));
