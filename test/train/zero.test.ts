@@ -112,6 +112,16 @@ test('full fine-tuning with 8-bit AdamW, 3 ranks (cuts inside 8-bit tensors): Ze
   assert.ok(bytes(join(resumed, 'model.safetensors')).equals(bytes(join(plain, 'model.safetensors'))), 'the resumed ZeRO-1 run differs');
 });
 
+test('bf16 full fine-tuning (fp32 masters, bf16 compute copy), 2 ranks: ZeRO-1 = unsharded bit for bit, losses included', { skip }, async () => {
+  // The gathered masters must reach the compute copy: steps 2 to 4 compute with it.
+  const bf16 = { train_mode: 'full', bf16: true, learning_rate: 1e-3, max_steps: 4, save_steps: 3 };
+  const plain = join(root, 'bf16-plain'), zero = join(root, 'bf16-zero');
+  await mpiOk(2, base(plain, bf16));
+  await mpiOk(2, base(zero, { ...bf16, zero_stage: 1 }));
+  assert.deepEqual(losses(join(zero, 'checkpoint-3')), losses(join(plain, 'checkpoint-3')));
+  assert.ok(bytes(join(zero, 'model.safetensors')).equals(bytes(join(plain, 'model.safetensors'))), 'weights differ from the unsharded run');
+});
+
 // The plan shrinks to the slice. Two meta models (no memory), ranks 0 and 1 of 2: each holds about
 // half the unsharded optimizer kind, and together all of it (up to each buffer's 256-byte alignment).
 test("the memory plan's optimizer kind is this rank's slice; --dry-run --nproc-per-node 2 prints it", async () => {
