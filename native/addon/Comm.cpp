@@ -65,7 +65,7 @@ Napi::Value AllReduceSum(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "comm.allReduceSum: a Float64Array is required");
   auto a = info[0].As<Napi::Float64Array>();
   try {
-    (g_mpi ? *g_mpi : world()).all_reduce_sum(a.Data(), int64_t(a.ElementLength()));
+    host_world().all_reduce_sum(a.Data(), int64_t(a.ElementLength()));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -90,6 +90,7 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
 }  // namespace
 
 comm::Communicator& world() { return g_nccl ? *g_nccl : g_mpi ? *g_mpi : *g_single; }
+comm::Communicator& host_world() { return g_mpi ? *g_mpi : world(); }
 
 Napi::Object CommExports(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);

@@ -15,6 +15,7 @@
 #include "addon/Comm.h"
 #include "addon/memory.h"
 #include "core/threads.h"
+#include "model/optimizer.h"
 
 namespace sft::addon {
 namespace {
@@ -245,6 +246,7 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("allReduceGrads", &Model::AllReduceGrads),
                       InstanceMethod("setDropoutRowOffset", &Model::SetDropoutRowOffset),
                       InstanceMethod("adamwStep", &Model::AdamWStep),
+                      InstanceMethod("shardOptimizer", &Model::ShardOptimizer),
                       InstanceMethod("getOptimizerState", &Model::GetOptimizerState),
                       InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
                       InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
@@ -503,9 +505,57 @@ Napi::Value Model::AdamWStep(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// shardOptimizer({ rank, size }): ZeRO stage 1 (ModelBase::shard_optimizer). The new values are
+// all-gathered by this process's world, which must be that rank of that size when a step runs (a
+// meta model, the dry run's plan, never steps).
+Napi::Value Model::ShardOptimizer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "shardOptimizer({ rank, size }): object required");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const int rank = o.Get("rank").ToNumber().Int32Value(), size = o.Get("size").ToNumber().Int32Value();
+  auto gather = [rank, size](const ModelBase::GradBlock& g, const int64_t* offsets) {
+    comm::Communicator& w = world();
+    if (w.rank() != rank || w.size() != size)
+      throw std::runtime_error("the optimizer is sharded for rank " + std::to_string(rank) + " of " + std::to_string(size) + ", but this process is rank " +
+                               std::to_string(w.rank()) + " of " + std::to_string(w.size()));
+    if (g.device && std::string(w.backend()) != "nccl")
+      throw std::runtime_error(std::string("the parameters are in GPU memory but the communicator is ") + w.backend() + " (CPU buffers)");
+    if (g.f64) w.all_gather(static_cast<double*>(g.data), offsets);
+    else w.all_gather(static_cast<float*>(g.data), offsets);
+  };
+  std::lock_guard<std::mutex> lock(mu_);
+  try {
+    engine_->shard_optimizer(rank, size, gather);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
+namespace {
+
+// ZeRO-1: a tensor's moments from every rank's part (each filled its own, in host memory), in place.
+void gather_moments(Moments& m, const std::vector<int64_t>& off) {
+  comm::Communicator& w = host_world();
+  if (w.size() != int(off.size()) - 1)
+    throw std::runtime_error("the optimizer is sharded over " + std::to_string(off.size() - 1) + " ranks, but this world has " + std::to_string(w.size()));
+  if (!m.m.empty()) w.all_gather(m.m.data(), off.data()), w.all_gather(m.v.data(), off.data());
+  if (m.m8.empty()) return;
+  w.all_gather(m.m8.data(), off.data()), w.all_gather(m.v8.data(), off.data());
+  std::vector<int64_t> blocks(off.size());  // each part starts on a 256-block (the last: the end)
+  for (size_t r = 0; r < off.size(); r++) blocks[r] = (off[r] + model::kQ8Block - 1) / model::kQ8Block;
+  w.all_gather(m.m_absmax.data(), blocks.data()), w.all_gather(m.v_absmax.data(), blocks.data());
+}
+
+}  // namespace
+
+// Sharded (ZeRO-1): a collective, every rank calls it; rank 0 gets the whole state (the unsharded
+// layout, as a one-rank run saves it), the others the names with empty moments (they write nothing,
+// and each tensor is gathered in turn, so no rank holds the whole state twice).
 Napi::Value Model::GetOptimizerState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(mu_);
+  const bool sharded = engine_->optimizer_shards() > 1;
   Napi::Object out = Napi::Object::New(env);
   out.Set("step", double(engine_->optimizer_step()));
   auto params = engine_->trainable_params();
@@ -516,7 +566,15 @@ Napi::Value Model::GetOptimizerState(const Napi::CallbackInfo& info) {
     return a;
   };
   for (size_t i = 0; i < params.size(); i++) {
-    const Moments m = engine_->get_moments(params[i].name);
+    Moments m = engine_->get_moments(params[i].name);
+    if (sharded) {
+      try {
+        gather_moments(m, engine_->optimizer_shard(params[i].name));
+      } catch (const std::exception& e) {
+        throw Napi::Error::New(env, e.what());
+      }
+      if (host_world().rank() != 0) m = Moments{};
+    }
     Napi::Object t = Napi::Object::New(env);
     t.Set("name", params[i].name);
     t.Set("m", to_f32(env, m.m));

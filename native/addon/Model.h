@@ -35,6 +35,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value AllReduceGrads(const Napi::CallbackInfo& info);
   Napi::Value SetDropoutRowOffset(const Napi::CallbackInfo& info);
   Napi::Value AdamWStep(const Napi::CallbackInfo& info);
+  Napi::Value ShardOptimizer(const Napi::CallbackInfo& info);
   Napi::Value GetOptimizerState(const Napi::CallbackInfo& info);
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info);
   Napi::Value Logits(const Napi::CallbackInfo& info);

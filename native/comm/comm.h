@@ -18,6 +18,12 @@ class Communicator {
   // In place, elementwise sum over the ranks; every rank gets the same bits.
   virtual void all_reduce_sum(float* buf, int64_t n) = 0;
   virtual void all_reduce_sum(double* buf, int64_t n) = 0;
+  // In place, ZeRO's all-gather: rank r holds buf[offsets[r], offsets[r+1]) (size() + 1 ascending
+  // element offsets, the same on every rank; parts may be empty); afterwards every rank holds all
+  // of buf[offsets[0], offsets[size()]), bit for bit what each part's owner had.
+  virtual void all_gather(float* buf, const int64_t* offsets) = 0;
+  virtual void all_gather(double* buf, const int64_t* offsets) = 0;
+  virtual void all_gather(uint8_t* buf, const int64_t* offsets) = 0;
   virtual void broadcast(void* buf, int64_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // Stops every rank of the job (a rank that failed alone would leave the others waiting).
@@ -32,6 +38,9 @@ class SingleComm final : public Communicator {
   int size() const override { return 1; }
   void all_reduce_sum(float*, int64_t) override {}
   void all_reduce_sum(double*, int64_t) override {}
+  void all_gather(float*, const int64_t*) override {}
+  void all_gather(double*, const int64_t*) override {}
+  void all_gather(uint8_t*, const int64_t*) override {}
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
   [[noreturn]] void abort(int code) override;

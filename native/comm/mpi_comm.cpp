@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "comm/comm.h"
 
@@ -40,6 +41,9 @@ class MpiComm final : public Communicator {
   int size() const override { return size_; }
   void all_reduce_sum(float* buf, int64_t n) override { reduce(buf, n, MPI_FLOAT); }
   void all_reduce_sum(double* buf, int64_t n) override { reduce(buf, n, MPI_DOUBLE); }
+  void all_gather(float* buf, const int64_t* offsets) override { gather(buf, offsets, MPI_FLOAT); }
+  void all_gather(double* buf, const int64_t* offsets) override { gather(buf, offsets, MPI_DOUBLE); }
+  void all_gather(uint8_t* buf, const int64_t* offsets) override { gather(buf, offsets, MPI_BYTE); }
   void broadcast(void* buf, int64_t bytes, int root) override {
     for (int64_t off = 0; off < bytes; off += kBucket) {
       const int n = int(std::min<int64_t>(kBucket, bytes - off));
@@ -62,6 +66,18 @@ class MpiComm final : public Communicator {
       const int m = int(std::min<int64_t>(kBucket, n - off));
       check(MPI_Allreduce(MPI_IN_PLACE, buf + off, m, t, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
     }
+  }
+  // MPI_Allgatherv in place. Its counts and displacements are int: a buffer past INT_MAX elements
+  // goes as one bucketed broadcast per part instead (the same bits, each part from its owner).
+  template <class T>
+  void gather(T* buf, const int64_t* off, MPI_Datatype t) {
+    if (off[size_] - off[0] <= INT_MAX) {
+      std::vector<int> counts(static_cast<size_t>(size_)), displs(static_cast<size_t>(size_));
+      for (int r = 0; r < size_; r++) counts[size_t(r)] = int(off[r + 1] - off[r]), displs[size_t(r)] = int(off[r] - off[0]);
+      check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + off[0], counts.data(), displs.data(), t, MPI_COMM_WORLD), "MPI_Allgatherv");
+      return;
+    }
+    for (int r = 0; r < size_; r++) broadcast(buf + off[r], (off[r + 1] - off[r]) * int64_t(sizeof(T)), r);
   }
   int rank_ = 0, size_ = 1;
 };

@@ -18,6 +18,9 @@ struct Api {
   ncclResult_t (*CommInitRank)(ncclComm_t*, int nranks, ncclUniqueId id, int rank);
   ncclResult_t (*AllReduce)(const void* send, void* recv, size_t count, int dtype, int op, ncclComm_t, void* stream);
   ncclResult_t (*Broadcast)(const void* send, void* recv, size_t count, int dtype, int root, ncclComm_t, void* stream);
+  ncclResult_t (*AllGather)(const void* send, void* recv, size_t send_count, int dtype, ncclComm_t, void* stream);
+  ncclResult_t (*GroupStart)();
+  ncclResult_t (*GroupEnd)();
   ncclResult_t (*CommDestroy)(ncclComm_t);
   ncclResult_t (*CommAbort)(ncclComm_t);
   const char* (*GetErrorString)(ncclResult_t);

@@ -33,6 +33,9 @@ const Api& api() {
     r.CommInitRank = reinterpret_cast<decltype(r.CommInitRank)>(sym("ncclCommInitRank"));
     r.AllReduce = reinterpret_cast<decltype(r.AllReduce)>(sym("ncclAllReduce"));
     r.Broadcast = reinterpret_cast<decltype(r.Broadcast)>(sym("ncclBroadcast"));
+    r.AllGather = reinterpret_cast<decltype(r.AllGather)>(sym("ncclAllGather"));
+    r.GroupStart = reinterpret_cast<decltype(r.GroupStart)>(sym("ncclGroupStart"));
+    r.GroupEnd = reinterpret_cast<decltype(r.GroupEnd)>(sym("ncclGroupEnd"));
     r.CommDestroy = reinterpret_cast<decltype(r.CommDestroy)>(sym("ncclCommDestroy"));
     r.CommAbort = reinterpret_cast<decltype(r.CommAbort)>(sym("ncclCommAbort"));
     r.GetErrorString = reinterpret_cast<decltype(r.GetErrorString)>(sym("ncclGetErrorString"));
@@ -70,6 +73,9 @@ class NcclComm final : public Communicator {
   // GPU buffers are reduced in place; a host pointer (the loss and token sums) goes through scratch.
   void all_reduce_sum(float* buf, int64_t n) override { reduce(buf, n, ncclFloat32); }
   void all_reduce_sum(double* buf, int64_t n) override { reduce(buf, n, ncclFloat64); }
+  void all_gather(float* buf, const int64_t* offsets) override { gather(buf, offsets, ncclFloat32); }
+  void all_gather(double* buf, const int64_t* offsets) override { gather(buf, offsets, ncclFloat64); }
+  void all_gather(uint8_t* buf, const int64_t* offsets) override { gather(buf, offsets, ncclUint8); }
   void broadcast(void* buf, int64_t bytes, int root) override {
     staged(buf, bytes, [&](void* p) { check(api().Broadcast(p, p, size_t(bytes), ncclUint8, root, comm_, stream_), "ncclBroadcast"); });
   }
@@ -114,6 +120,28 @@ class NcclComm final : public Communicator {
         const size_t m = size_t(std::min<int64_t>(kBucket, n - off));
         check(api().AllReduce(static_cast<T*>(p) + off, static_cast<T*>(p) + off, m, dtype, ncclSum, comm_, stream_), "ncclAllReduce");
       }
+    });
+  }
+  // Equal parts, back to back: ncclAllGather in place (this rank's part is already where it goes).
+  // Unequal ones (ZeRO's slices end on 256-element blocks inside tensors): one broadcast per part
+  // in one group, NCCL's documented all-gather-v.
+  template <class T>
+  void gather(T* buf, const int64_t* off, int dtype) {
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // the parts were written on the compute stream
+    const int64_t n0 = off[1] - off[0];
+    bool equal = true;
+    for (int r = 0; r < size_; r++) equal = equal && off[r + 1] - off[r] == n0;
+    staged(buf + off[0], (off[size_] - off[0]) * int64_t(sizeof(T)), [&](void* p) {
+      T* b = static_cast<T*>(p) - off[0];
+      if (equal) {
+        check(api().AllGather(b + off[rank_], b + off[0], size_t(n0), dtype, comm_, stream_), "ncclAllGather");
+        return;
+      }
+      check(api().GroupStart(), "ncclGroupStart");
+      for (int r = 0; r < size_; r++)
+        if (off[r + 1] > off[r])
+          check(api().Broadcast(b + off[r], b + off[r], size_t(off[r + 1] - off[r]), dtype, r, comm_, stream_), "ncclBroadcast");
+      check(api().GroupEnd(), "ncclGroupEnd");
     });
   }
   int rank_, size_;

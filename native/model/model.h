@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -151,6 +152,20 @@ class ModelBase {
   virtual void set_moments(int64_t step, const std::string& name, const Moments& m) = 0;
   // Clip to max_grad_norm, then one AdamW step; returns the norm before clipping.
   virtual double adamw_step(const AdamWOptions& opts) = 0;
+  // ZeRO stage 1 (model/zero_shard.h): this process is rank `rank` of `size` data-parallel ranks
+  // and keeps the AdamW state of its slice of the trainable elements only. adamw_step then updates
+  // that slice (the norm is still the whole, all-reduced gradient's), stages every rank's new values
+  // in the flat gradient block and calls `gather` (an all-gather over that block, its parts at
+  // `offsets`, size + 1 element offsets), after which every rank holds all the new values. The
+  // gradients are spent by then: the block holds values, not gradients, until the next zero_grad.
+  // Set before the first step or restore; size 1 is the unsharded optimizer.
+  using ParamGather = std::function<void(const GradBlock& staging, const int64_t* offsets)>;
+  virtual void shard_optimizer(int rank, int size, ParamGather gather) = 0;
+  virtual int optimizer_shards() const = 0;
+  // Each rank's part of a trainable tensor's state, as size + 1 element offsets into the tensor
+  // (parts are contiguous and in rank order; 8-bit scales: the blocks from offsets[r] / 256 up).
+  // get_moments fills this rank's part only (zeros elsewhere); set_moments takes this rank's part.
+  virtual std::vector<int64_t> optimizer_shard(const std::string& name) const = 0;
   // Whether every value the optimizer updates (fp32 masters where compute is bf16) is finite: a
   // finite gradient can still make them NaN (adam_epsilon 0 over a zero gradient is 0/0).
   virtual bool trainable_finite() const = 0;

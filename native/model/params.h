@@ -43,6 +43,10 @@ struct Param {
   uint8_t* v8 = nullptr;
   float* m_absmax = nullptr;
   float* v_absmax = nullptr;
+  // The elements [opt_lo, opt_hi) whose AdamW state (m, v, m8, v8 and their scales) this rank
+  // holds: the whole tensor, or its ZeRO-1 slice (model/zero_shard.h); the state pointers point
+  // at that part's first element (and first 256-block).
+  int64_t opt_lo = 0, opt_hi = 0;
   std::unique_ptr<typename Bk::Nf4> q;  // QLoRA: the weight lives here, w is null
   int64_t numel() const {
     int64_t n = 1;

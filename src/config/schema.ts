@@ -69,7 +69,8 @@
 //   dataloader_num_workers      | 0              | no-effect
 //   remove_unused_columns       | true           | no-effect
 //   ddp_find_unused_parameters  | null           | no-effect
-//   deepspeed                   | null           | no-effect
+//   deepspeed                   | null           | zero_optimization.stage sets zero_stage (a path, JSON text or object);
+//                               |                | the rest of a DeepSpeed config -> notice, no effect
 //   local_rank                  | -1             | no-effect
 //   logging_dir                 | null           | yes (TensorBoard event files go there)
 //   run_name                    | null           | yes (the wandb run's name; default: output_dir's folder name)
@@ -77,12 +78,16 @@
 //   device                      | "auto"         | yes (sft key: cpu | cuda | auto)
 //   threads                     | 0              | yes (sft key: CPU threads, 0 = all cores)
 //   parse_special_tokens        | false          | yes (sft key: special-token strings in the data's messages become their ids)
+//   zero_stage                  | 0              | 1 yes (sft key: ZeRO-1, AdamW state sharded over data-parallel ranks);
+//                               |                | 2, 3 -> notice: run as 1 (gradients/parameters not sharded, same result)
 //
 // Every other key of HF TrainingArguments (4.x and 5.x), of the Model/DataArguments that HF-style
 // scripts carry (cache_dir, ...) and of older Firefly versions is in hf-keys.ts: accepted, applied
 // where sft can (use_cpu), otherwise named in the "no effect" notice or refused when it would change
 // the result. Anything else is an unknown key: one error lists them all, each with the nearest valid key.
 // Every number has a range (each check's `allowed` text; configs/README.md's table gives the same).
+
+import { readDeepSpeed } from './deepspeed.js';
 
 export const TRAIN_MODES = ['full', 'lora', 'qlora', 'prompt_tuning'] as const;
 export type TrainMode = (typeof TRAIN_MODES)[number];
@@ -213,6 +218,8 @@ export interface TrainConfig {
   threads: number;
   /** Special tokens written as text in the data's messages become their ids (default: text stays text). */
   parse_special_tokens: boolean;
+  /** ZeRO stage (DeepSpeed's numbering): >= 1 shards the AdamW state over the data-parallel ranks. */
+  zero_stage: number;
 }
 
 // ---- value checks -------------------------------------------------------------------------
@@ -326,6 +333,12 @@ const reportTo: Check<string[]> = {
   },
 };
 
+/** ZeRO's stage, DeepSpeed's numbering; the text says what each does here (train --help shows it). */
+const zeroStage: Check<number> = {
+  ...int(0, 3),
+  allowed: 'an integer from 0 to 3: 1 shards the AdamW state over the data-parallel ranks (each keeps 1/N of it); 2, 3 run as 1; 0 = off',
+};
+
 const maxSteps: Check<number> = {
   allowed: `-1 (train num_train_epochs) or an integer from 1 to ${show(MAX_STEPS)}`,
   text: 'number',
@@ -333,7 +346,7 @@ const maxSteps: Check<number> = {
 };
 
 const deepspeed: Check<string | Record<string, unknown> | null> = {
-  allowed: 'a path, a DeepSpeed config object, or null',
+  allowed: 'a DeepSpeed config (a path, JSON text or an object; its zero_optimization.stage sets zero_stage), or null',
   text: 'string',
   nullable: true,
   accept: (v) => (v === null || typeof v === 'string' || (typeof v === 'object' && !Array.isArray(v)) ? (v as string | Record<string, unknown> | null) : BAD),
@@ -499,7 +512,16 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   dataloader_num_workers: { check: int(0, MAX_WORKERS), default: 0, implemented: 'no-effect', help: 'PyTorch DataLoader workers' },
   remove_unused_columns: { check: bool(), default: true, implemented: 'no-effect', help: 'HF Trainer dataset plumbing' },
   ddp_find_unused_parameters: { check: orNull(bool()), default: null, implemented: 'no-effect', help: 'PyTorch DDP plumbing' },
-  deepspeed: { check: deepspeed, default: null, implemented: 'no-effect', help: 'DeepSpeed config' },
+  deepspeed: {
+    check: deepspeed, default: null, implemented: 'partly', help: 'DeepSpeed config (a path, JSON text or object): its zero_optimization.stage sets zero_stage; the rest has no effect',
+    support: (v) => {
+      if (v === null) return undefined;
+      const ds = readDeepSpeed(v);
+      if ('error' in ds || !ds.others.length) return undefined;  // errors: resolveBetweenKeys
+      const shown = ds.others.slice(0, 4).join(', ') + (ds.others.length > 4 ? `, ... (${ds.others.length} keys)` : '');
+      return notice(`deepspeed: only zero_optimization.stage is read from ${ds.source} (zero_stage ${ds.stage}); ${shown} ${ds.others.length > 1 ? 'have' : 'has'} no effect in sft (its own keys set the batch, precision and optimizer)`);
+    },
+  },
   local_rank: { check: int(-1, 65535), default: -1, implemented: 'no-effect', help: 'distributed rank, set by launchers' },
   logging_dir: { check: orNull(str()), default: null, implemented: 'yes', help: 'TensorBoard folder (default <output_dir>/runs/<date>_<host>, as HF)' },
   run_name: { check: orNull(str()), default: null, implemented: 'yes', help: "the wandb run's name (default: the name of output_dir's folder, as HF)" },
@@ -512,6 +534,14 @@ export const SCHEMA: { readonly [K in keyof TrainConfig]: KeySpec<TrainConfig[K]
   parse_special_tokens: {
     check: bool(), default: false, implemented: 'yes',
     help: "special tokens written as text in the data's messages (<|im_end|>, </s>, ...) become their ids; false: messages are text and only the template writes special tokens",
+  },
+  zero_stage: {
+    check: zeroStage, default: 0, implemented: 'partly',
+    help: 'ZeRO on a data-parallel run (mpirun / --nproc-per-node N): 1 = each rank keeps the AdamW state of 1/N of the trainable weights (same result, less memory); 2, 3 run as 1; 0 = off; set by a deepspeed config\'s zero_optimization.stage too',
+    support: (v) =>
+      v >= 2
+        ? notice(`ZeRO stage ${v}: sft runs ZeRO stage 1: the AdamW state is sharded over the ranks, the gradients${v === 3 ? ' and parameters are' : ' are'} not; the training result is the same, only the memory per rank differs`)
+        : undefined,
   },
 };
 
@@ -541,6 +571,12 @@ export function resolveBetweenKeys(cfg: TrainConfig, given: ReadonlySet<string>)
   }
   if (cfg.train_mode === 'full' && cfg.bits === 4) {
     errors.push('train_mode "full" trains every weight, which cannot stay 4-bit; set bits to 16 or 32, or use train_mode "qlora"');
+  }
+  if (cfg.deepspeed !== null) {
+    const ds = readDeepSpeed(cfg.deepspeed);
+    if ('error' in ds) errors.push(ds.error);
+    else if (!given.has('zero_stage')) cfg.zero_stage = ds.stage;
+    else if (cfg.zero_stage !== ds.stage) errors.push(`zero_stage ${cfg.zero_stage} and ${ds.source}'s zero_optimization.stage ${ds.stage} disagree; keep one of them`);
   }
   if (cfg.fp16 && cfg.bf16) errors.push('fp16 and bf16 are both true; at most one of them can be true');
   if (cfg.train_mode === 'prompt_tuning' && cfg.prompt_tuning_init === 'TEXT' && cfg.prompt_tuning_init_text.trim() === '') {

@@ -153,8 +153,14 @@ export interface NativeModel {
   /** Data parallel: the next batches start at row `rows` of the step's global batch, so LoRA
    *  dropout draws the masks a one-rank run draws for those rows. */
   setDropoutRowOffset(rows: number): void;
+  /** ZeRO stage 1: this process, rank `rank` of `size`, keeps the AdamW state of its 1/size slice
+   *  of the trainable elements only (cut on 8-bit AdamW's 256-element blocks); adamwStep updates
+   *  that slice and all-gathers the new values over comm's world, which must be that rank of that
+   *  size. Call before the first step, plan and setOptimizerState. size 1: unsharded. */
+  shardOptimizer(shard: { rank: number; size: number }): void;
   /** AdamW state for checkpoints: optimizer steps taken and each trainable tensor's moments
-   *  (empty arrays before the first step). */
+   *  (empty arrays before the first step), in the unsharded layout. Sharded (shardOptimizer), a
+   *  collective every rank calls: rank 0 gets the whole state, the others names with empty moments. */
   getOptimizerState(): OptimizerState;
   /** Restore what getOptimizerState returned (after addLora): the next step continues bit for bit. */
   setOptimizerState(state: OptimizerState): void;

@@ -14,7 +14,7 @@
 // the same way (src/io/atomic.ts). Reading a checkpoint back, with every check, is src/train/resume.ts.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { NativeModel } from '../native/types.js';
+import type { NativeModel, OptimizerState } from '../native/types.js';
 import type { TrainConfig } from '../config/schema.js';
 import { writeLoraAdapter, writePromptTuningAdapter, PROMPT_EMBEDDINGS } from '../io/peft.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -125,12 +125,12 @@ function copyTokenizerFiles(from: string, to: string): void {
 }
 
 /** Write checkpoint-<step> atomically; returns its path. */
-export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo, state: TrainerState): string {
+export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo, state: TrainerState, optimizer?: OptimizerState): string {
   const dir = join(outputDir, `checkpoint-${state.global_step}`);
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   try {
-    writeCheckpointFiles(tmp, model, cfg, adapter, state);
+    writeCheckpointFiles(tmp, model, cfg, adapter, state, optimizer);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     const path = (err as { path?: unknown }).path;
@@ -153,10 +153,11 @@ export function saveCheckpoint(outputDir: string, model: NativeModel, cfg: Train
   return dir;
 }
 
-function writeCheckpointFiles(tmp: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo, state: TrainerState): void {
+/** `optimizer`: the state already gathered (ZeRO-1, where gathering is a collective of every rank). */
+function writeCheckpointFiles(tmp: string, model: NativeModel, cfg: TrainConfig, adapter: AdapterConfigInfo, state: TrainerState, optimizer?: OptimizerState): void {
   mkdirSync(tmp, { recursive: true });
   writeTrainedFiles(tmp, model, cfg, adapter);
-  const opt = model.getOptimizerState();
+  const opt = optimizer ?? model.getOptimizerState();
   const tensors: TensorToWrite[] = opt.tensors.flatMap((t): TensorToWrite[] => {
     if (t.m8 && t.v8 && t.mAbsmax && t.vAbsmax) {  // 8-bit states are saved as they are: resume is exact
       return [

@@ -75,6 +75,8 @@ export interface TrainRunOptions {
   skipBadLines?: boolean;
   /** fp16's loss scaler settings (default GradScaler's); tests force overflows and growth with it. */
   lossScaler?: LossScalerOptions;
+  /** The dry run's plan is one rank's of this many (`--nproc-per-node N --dry-run`: ZeRO's slice). */
+  dryRunRanks?: number;
 }
 
 export interface TrainResult {
@@ -107,6 +109,8 @@ interface Setup {
   padId: number;
   allocationsAfterPlan: Record<string, number>;
   world: World;
+  /** ZeRO-1: the AdamW state is sharded over the ranks (gathered to rank 0 for checkpoints). */
+  sharded: boolean;
 }
 
 export async function train(cfg: TrainConfig, opts: TrainRunOptions = {}): Promise<TrainResult> {
@@ -144,7 +148,7 @@ async function trainRank(cfg: TrainConfig, opts: TrainRunOptions, world: World |
     }
   }
   if (opts.dryRun) {
-    await dryRun(cfg, print, opts.skipBadLines ?? false);
+    await dryRun(cfg, print, opts.skipBadLines ?? false, opts.dryRunRanks ?? 1);
     return { metrics: {}, steps: 0, losses: [], interrupted: false, outputDir: cfg.output_dir };
   }
   const s = await setup(cfg, print, opts.skipBadLines ?? false, world!);
@@ -203,11 +207,28 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   const evalData = evaluates(cfg) ? await readData(cfg, tok, template, native.vocabSize, skipBadLines, print, 'eval') : undefined;
   if (world.main) world.barrier();
   const targets = prepareModel(cfg, model, native, tok, print);
+  const sharded = shardForZero(cfg, model, world, print);
   // The whole run's memory, once: activations for the largest batch, the optimizer's state.
   // Evaluation's forward passes fit in it (evalLoss takes at most that many rows per pass).
   model.plan(planRequest(cfg));
   print(`  ${planSummary(model.memoryPlan())}`);
-  return { cfg, model, native, tok, data, evalData, targets, padId, allocationsAfterPlan: model.memoryStats().allocations, world };
+  return { cfg, model, native, tok, data, evalData, targets, padId, allocationsAfterPlan: model.memoryStats().allocations, world, sharded };
+}
+
+/** ZeRO (zero_stage >= 1, or a deepspeed config's zero_optimization.stage; docs/SCALING.md): each
+ *  of the world's N ranks keeps the AdamW state of its 1/N slice of the trainable weights, updates
+ *  that slice and all-gathers the new weights. One rank has nothing to shard. Before the plan, whose
+ *  optimizer kind is then this rank's slice. true: sharded. */
+function shardForZero(cfg: TrainConfig, model: NativeModel, ranks: { rank: number; size: number }, print: (l: string) => void, planned = false): boolean {
+  if (cfg.zero_stage < 1) return false;
+  if (ranks.size === 1) {
+    print(`  ZeRO stage ${cfg.zero_stage}: one rank, nothing to shard (ZeRO shards the AdamW state over data-parallel ranks: mpirun -np N or --nproc-per-node N)`);
+    return false;
+  }
+  model.shardOptimizer({ rank: ranks.rank, size: ranks.size });
+  const what = planned ? `the optimizer line below is rank ${ranks.rank}'s slice` : 'each keeps about 1/' + ranks.size;
+  print(`  ZeRO-1: the AdamW state is sharded over ${ranks.size} ranks (${what}); the updated weights are all-gathered after each step`);
+  return true;
 }
 
 /** What the run's plan holds: per_device_train_batch_size x max_seq_length, training, AdamW. */
@@ -348,7 +369,7 @@ function dataFingerprint(cfg: TrainConfig, file: string, template: string, vocab
 /** The dry run: the memory plan of this run on its device, from config.json alone (a meta model:
  *  no weight is read, no memory taken, no GPU needed), then the first samples with their trained
  *  spans marked (the tokenizer and the data only). */
-async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean): Promise<void> {
+async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines: boolean, ranks: number): Promise<void> {
   const why = cudaUnavailable();
   let device: Device;
   if (cfg.device === 'cuda' && why) {
@@ -368,6 +389,7 @@ async function dryRun(cfg: TrainConfig, print: (l: string) => void, skipBadLines
   }
   const model = new (addon().Model)({ ...native, device, dtype, meta: true });
   prepareModel(cfg, model, native, undefined, print);
+  shardForZero(cfg, model, { rank: 0, size: ranks }, print, true);
   model.plan(planRequest(cfg));
   print('');
   for (const line of planTable(model.memoryPlan())) print(line);
@@ -505,8 +527,10 @@ async function loop(
       const dir = join(cfg.output_dir, `checkpoint-${st.best_global_step}`);
       if (st.best_global_step === done || existsSync(dir)) st.best_model_checkpoint = dir;
     }
+    // ZeRO-1: every rank takes part in gathering the optimizer state, which rank 0 alone writes.
+    const optimizer = s.sharded ? model.getOptimizerState() : undefined;
     if (!world.main) return join(cfg.output_dir, `checkpoint-${done}`);
-    const dir = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st);
+    const dir = saveCheckpoint(cfg.output_dir, model, cfg, adapter, st, optimizer);
     rotateCheckpoints(cfg.output_dir, cfg.save_total_limit, st.best_model_checkpoint);
     return dir;
   };

@@ -275,11 +275,11 @@ test('qlora: 4 bits by default; contradicting bits is an error', () => {
 });
 
 test('plumbing keys: one notice naming each non-default one, silence for defaults', () => {
-  const { notices } = load({ dataloader_num_workers: 4, remove_unused_columns: false, ddp_find_unused_parameters: false, deepspeed: './ds.json' });
+  const { notices } = load({ dataloader_num_workers: 4, remove_unused_columns: false, ddp_find_unused_parameters: false });
   assert.equal(notices.length, 1);
   assert.equal(
     notices[0],
-    'dataloader_num_workers=4, remove_unused_columns=false, ddp_find_unused_parameters=false, deepspeed="./ds.json": have no effect in sft (PyTorch/HF plumbing); ignored',
+    'dataloader_num_workers=4, remove_unused_columns=false, ddp_find_unused_parameters=false: have no effect in sft (PyTorch/HF plumbing); ignored',
   );
   assert.deepEqual(load({ dataloader_num_workers: 0, remove_unused_columns: true, disable_tqdm: false }).notices, []);
   assert.equal(load({ use_unsloth: true }).notices[0], 'use_unsloth=true: has no effect in sft (PyTorch/HF plumbing); ignored');

@@ -469,11 +469,13 @@ void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
 void check_attention();  // test_attention.cpp
 void check_threads();  // test_threads.cpp
+void check_zero_shard();  // test_zero_shard.cpp
 void check_bf16_ops();  // test_bf16_ops.cpp
 void check_bf16_models();  // test_bf16_models.cpp
 
 int main() {
   check_threads();
+  check_zero_shard();
   check_quant();
   check_gemm_isas();
   check_ops();

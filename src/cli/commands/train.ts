@@ -34,8 +34,9 @@ const train: CommandModule<object, TrainArgs> = {
       .epilogue(keysHelp(Math.min(100, process.stdout.columns || 100))) as unknown as Argv<TrainArgs>,
   handler: async (argv) => {
     const nproc = argv['nproc-per-node'];
-    if (nproc !== undefined && nproc !== 1) {
-      if (!Number.isInteger(nproc) || nproc < 1) throw new SftError(`--nproc-per-node must be a positive integer, got ${nproc}`);
+    if (nproc !== undefined && !(Number.isInteger(nproc) && nproc >= 1)) throw new SftError(`--nproc-per-node must be a positive integer, got ${nproc}`);
+    // A dry run plans one rank of N (ZeRO's slice of the optimizer state) in this one process.
+    if (nproc !== undefined && nproc !== 1 && !argv['dry-run']) {
       // The same command as N ranks; each rank runs this handler again without the option.
       const { launchLocal } = await import('../launch.js');
       const args = process.argv.slice(1).filter((a, i, all) => !/^--nproc-per-node(=|$)/.test(a) && !/^--nproc-per-node$/.test(all[i - 1] ?? ''));
@@ -64,7 +65,7 @@ const train: CommandModule<object, TrainArgs> = {
     process.on('SIGTERM', onSignal);
     try {
       const resume = argv.resume === undefined ? undefined : argv.resume || 'latest';
-      const r = await run(config, { dryRun: argv['dry-run'], resume, skipBadLines: argv['skip-bad-lines'], shouldStop: () => stopSignal !== undefined });
+      const r = await run(config, { dryRun: argv['dry-run'], dryRunRanks: nproc, resume, skipBadLines: argv['skip-bad-lines'], shouldStop: () => stopSignal !== undefined });
       if (r.interrupted) {
         const again = ['sft train', '--config', argv.config, ...overrides, '--resume', 'latest'].join(' ');
         process.stderr.write(`Resume with: ${again}\n`);
