@@ -67,22 +67,50 @@ class Decoder : public OptimizerStore<Bk> {
     return out;
   }
 
-  std::vector<float> feed(const int32_t* ids, int64_t n) override {
+  std::vector<float> feed(const int32_t* ids, int64_t n, int64_t slot) override {
     if (n <= 0) throw std::runtime_error("feed: no tokens");
+    check_slot(slot);
     this->check_ids(ids, n, this->config().vocab);
+    spans_.assign(1, CachedSpan{slot, cache_length(slot), 0, 0});  // rows: set by forward (virtual tokens)
     forward(ids, 1, n, Mode::Cached, 0);
     std::vector<float> out(size_t(this->config().vocab));
     this->bk_.download_values(out.data(), top_.logits, this->config().vocab);
     return out;
   }
 
-  void reset_cache() override { kv_len() = 0; }
-  void truncate_cache(int64_t n) override {
-    if (n < 0 || n > kv_len())
-      throw std::runtime_error("truncateCache(" + std::to_string(n) + "): the cache holds " + std::to_string(kv_len()) + " tokens");
-    kv_len() = n;  // positions >= n are simply overwritten by the next feed
+  std::vector<float> decode(const int32_t* slots, const int32_t* ids, int64_t B) override {
+    if (B <= 0 || B > kDecodeBatchMax)
+      throw std::runtime_error("decode: " + std::to_string(B) + " sequences; one step takes 1.." + std::to_string(kDecodeBatchMax));
+    this->check_ids(ids, B, this->config().vocab);
+    spans_.clear();
+    for (int64_t b = 0; b < B; b++) {
+      check_slot(slots[b]);
+      for (int64_t c = 0; c < b; c++)
+        if (slots[c] == slots[b]) throw std::runtime_error("decode: slot " + std::to_string(slots[b]) + " appears twice");
+      if (cache_length(slots[b]) == 0) throw std::runtime_error("decode: slot " + std::to_string(slots[b]) + " holds no prompt; feed() it first");
+      spans_.push_back(CachedSpan{slots[b], cache_length(slots[b]), b, 1});
+    }
+    forward(ids, B, 1, Mode::Cached, 0);
+    const int64_t V = this->config().vocab;
+    std::vector<float> out(size_t(B * V));
+    this->bk_.download_values(out.data(), top_.logits, B * V);
+    return out;
   }
-  int64_t cache_length() const override { return kv_.len.empty() ? 0 : kv_.len[0]; }
+
+  void reset_cache(int64_t slot) override {
+    check_slot(slot);
+    if (size_t(slot) < kv_.len.size()) kv_.len[size_t(slot)] = 0;
+  }
+  void truncate_cache(int64_t n, int64_t slot) override {
+    check_slot(slot);
+    if (n < 0 || n > cache_length(slot))
+      throw std::runtime_error("truncateCache(" + std::to_string(n) + "): slot " + std::to_string(slot) + " holds " +
+                               std::to_string(cache_length(slot)) + " tokens");
+    if (size_t(slot) < kv_.len.size()) kv_.len[size_t(slot)] = n;  // positions >= n are overwritten by the next feed
+  }
+  int64_t cache_length(int64_t slot) const override {
+    return slot >= 0 && size_t(slot) < kv_.len.size() ? kv_.len[size_t(slot)] : 0;
+  }
 
   void set_dropout_row_offset(int64_t rows) override { dropout_row0_ = rows; }
 
@@ -168,7 +196,12 @@ class Decoder : public OptimizerStore<Bk> {
   // Virtual positions at the start of each row for this forward: all of them, except in cached
   // generation after the first feed (they are in the cache already).
   int64_t virtual_tokens(Mode mode) const {
-    return prompt_ && (mode != Mode::Cached || cache_length() == 0) ? prompt_->shape[0] : 0;
+    return prompt_ && (mode != Mode::Cached || spans_[0].p0 == 0) ? prompt_->shape[0] : 0;
+  }
+
+  void check_slot(int64_t slot) const {
+    // A slot holds a whole sequence's positions: more slots than sequences served at once waste memory.
+    if (slot < 0 || slot >= 64) throw std::runtime_error("KV cache slot " + std::to_string(slot) + " is out of range 0..63");
   }
 
   // The layer's buffers for this pass: its own when training saves them, else the working layer.
@@ -181,10 +214,15 @@ class Decoder : public OptimizerStore<Bk> {
     const int64_t nv = virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
     const int64_t N = B * T_, H = c.hidden, V = c.vocab;
-    if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
-    const int64_t p0 = mode == Mode::Cached ? cache_length() : 0;
-    if (mode == Mode::Cached) grow_kv(1, p0 + T_);
-    ensure_capacity(B, T_, mode == Mode::Train, p0 + T_);
+    // Cached: spans_ says which rows go to which slot at which position (feed: one span of T_ rows;
+    // decode: B spans of one row). The families read it in their layer_forward.
+    int64_t slots = 0, end = T_;
+    if (mode == Mode::Cached) {
+      if (spans_.size() == 1) spans_[0].rows = T_;
+      for (const CachedSpan& s : spans_) slots = std::max(slots, s.slot + 1), end = std::max(end, s.p0 + s.rows);
+      grow_kv(slots, end);
+    }
+    ensure_capacity(B, T_, mode == Mode::Train, end);
     Bk& bk = this->bk_;
     bk.upload(top_.ids, ids, size_t(B * Tu) * sizeof(int32_t));
 
@@ -193,14 +231,16 @@ class Decoder : public OptimizerStore<Bk> {
     for (int64_t l = 0; l < c.layers; l++) {
       // With checkpointing only the layer's input is kept; backward recomputes the rest.
       if (mode == Mode::Train && checkpointing_) bk.copy(layers_[size_t(l)].x_in, top_.x, size_t(N * H) * sizeof(T));
-      arch().layer_forward(l, top_.x, acts_for(l, mode), B, T_, p0, mode, step);
+      arch().layer_forward(l, top_.x, acts_for(l, mode), B, T_, mode, step);
     }
     bk.copy(top_.x_out, top_.x, size_t(N * H) * sizeof(T));
     arch().final_forward(top_.lnf, top_.x_out, N);
     const T* W = arch().head_weights();
     if (mode == Mode::Cached) {
-      bk.linear_forward(top_.logits, top_.lnf + (N - 1) * H, W, nullptr, 1, H, V, false);
-      kv_len() = p0 + T_;
+      // feed: the last row's logits only; decode: one row per sequence.
+      const int64_t rows = spans_.size() == 1 ? 1 : N;
+      bk.linear_forward(top_.logits, top_.lnf + (N - rows) * H, W, nullptr, rows, H, V, false);
+      for (const CachedSpan& s : spans_) kv_.len[size_t(s.slot)] = s.p0 + s.rows;
     } else {
       bk.linear_forward(top_.logits, top_.lnf, W, nullptr, N, H, V, false);
     }
@@ -220,7 +260,7 @@ class Decoder : public OptimizerStore<Bk> {
       LayerActs& L = acts_for(l, Mode::Train);
       if (checkpointing_) {  // recompute this layer's activations from its saved input (same dropout masks)
         bk.copy(top_.xr, layers_[size_t(l)].x_in, size_t(N * H) * sizeof(T));
-        arch().layer_forward(l, top_.xr, L, B, T_, 0, Mode::Train, last_.step);
+        arch().layer_forward(l, top_.xr, L, B, T_, Mode::Train, last_.step);
       }
       arch().layer_backward(l, top_.dx, L, B, T_, last_.step);
     }
@@ -318,10 +358,6 @@ class Decoder : public OptimizerStore<Bk> {
                   this->meta_, this->stats_.allocations[size_t(MemKind::KvCache)]);
   }
 
-  int64_t& kv_len() {
-    if (kv_.len.empty()) kv_.len.assign(1, 0);
-    return kv_.len[0];
-  }
 
   void upload_targets(const int32_t* labels, int64_t B, int64_t Tu) {
     // Targets per internal position (B rows of nv + Tu): virtual positions never count.
@@ -337,6 +373,11 @@ class Decoder : public OptimizerStore<Bk> {
   LoraScratch<Bk> lora_ws_;
   Block<Bk> acts_blk_, ws_blk_, kv_blk_;
   KvCache<Bk> kv_;
+  // A cached forward's rows [row0, row0 + rows) belong to `slot`, from position p0 on.
+  struct CachedSpan {
+    int64_t slot, p0, row0, rows;
+  };
+  std::vector<CachedSpan> spans_;
   Cap cap_;
   bool locked_ = false;  // plan() fixed the training capacity
   bool checkpointing_ = false;
