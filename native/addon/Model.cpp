@@ -211,22 +211,37 @@ class AllReduceGradsWorker : public Worker {
   std::string What() const override { return "the gradient all-reduce"; }
 };
 
+// logits (no cache), feed (cached, one slot) and decode (cached, one token for each of several slots).
 class LogitsWorker : public Worker {
  public:
-  LogitsWorker(Model* m, Napi::Env env, std::vector<int32_t> ids, int64_t B, int64_t T, bool cached)
-      : Worker(m, env), ids_(std::move(ids)), B_(B), T_(T), cached_(cached) {}
+  enum Kind { Full, Feed, Decode };
+  LogitsWorker(Model* m, Napi::Env env, Kind kind, std::vector<int32_t> ids, int64_t B, int64_t T, std::vector<int32_t> slots = {})
+      : Worker(m, env), kind_(kind), ids_(std::move(ids)), slots_(std::move(slots)), B_(B), T_(T) {}
   void Run() override {
-    out_ = cached_ ? model_->engine().feed(ids_.data(), int64_t(ids_.size())) : model_->engine().logits(ids_.data(), B_, T_);
+    ModelBase& e = model_->engine();
+    if (kind_ == Full) out_ = e.logits(ids_.data(), B_, T_);
+    else if (kind_ == Feed) out_ = e.feed(ids_.data(), int64_t(ids_.size()), B_);
+    else out_ = e.decode(slots_.data(), ids_.data(), int64_t(ids_.size()));
   }
-  std::string What() const override { return cached_ ? "generation" : "a forward pass over " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens"; }
+  std::string What() const override {
+    if (kind_ == Full) return "a forward pass over " + std::to_string(B_) + " x " + std::to_string(T_) + " tokens";
+    return kind_ == Feed ? "generation" : "a decode step of " + std::to_string(ids_.size()) + " sequences";
+  }
   Napi::Value Result(Napi::Env env) override { return to_f32(env, out_); }
 
  private:
-  std::vector<int32_t> ids_;
-  int64_t B_, T_;
-  bool cached_;
+  Kind kind_;
+  std::vector<int32_t> ids_, slots_;
+  int64_t B_, T_;  // Feed: B_ is the slot
   std::vector<float> out_;
 };
+
+// An optional slot argument (default 0).
+int64_t slot_arg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return 0;
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "slot must be a number");
+  return info[i].As<Napi::Number>().Int64Value();
+}
 
 }  // namespace
 
@@ -249,7 +264,8 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("shardOptimizer", &Model::ShardOptimizer),
                       InstanceMethod("getOptimizerState", &Model::GetOptimizerState),
                       InstanceMethod("setOptimizerState", &Model::SetOptimizerState), InstanceMethod("logits", &Model::Logits),
-                      InstanceMethod("feed", &Model::Feed), InstanceMethod("resetCache", &Model::ResetCache),
+                      InstanceMethod("feed", &Model::Feed), InstanceMethod("decode", &Model::Decode),
+                      InstanceMethod("resetCache", &Model::ResetCache),
                       InstanceMethod("truncateCache", &Model::TruncateCache),
                       InstanceMethod("cacheLength", &Model::CacheLength), InstanceMethod("plan", &Model::Plan),
                       InstanceMethod("memoryPlan", &Model::MemoryPlanJs),
@@ -624,7 +640,7 @@ Napi::Value Model::Logits(const Napi::CallbackInfo& info) {
   auto ids = to_ids(info[0], "ids");
   const int64_t B = info[1].As<Napi::Number>().Int64Value(), T = info[2].As<Napi::Number>().Int64Value();
   if (int64_t(ids.size()) != B * T) throw Napi::RangeError::New(env, "logits: ids must hold batch * seqLen values");
-  auto* w = new LogitsWorker(this, env, std::move(ids), B, T, false);
+  auto* w = new LogitsWorker(this, env, LogitsWorker::Full, std::move(ids), B, T);
   auto p = w->Promise();
   w->Queue();
   return p;
@@ -632,7 +648,17 @@ Napi::Value Model::Logits(const Napi::CallbackInfo& info) {
 
 Napi::Value Model::Feed(const Napi::CallbackInfo& info) {
   auto ids = to_ids(info[0], "ids");
-  auto* w = new LogitsWorker(this, info.Env(), std::move(ids), 1, 0, true);
+  auto* w = new LogitsWorker(this, info.Env(), LogitsWorker::Feed, std::move(ids), slot_arg(info, 1), 0);
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::Decode(const Napi::CallbackInfo& info) {
+  auto slots = to_ids(info[0], "slots");
+  auto ids = to_ids(info[1], "ids");
+  if (slots.size() != ids.size()) throw Napi::RangeError::New(info.Env(), "decode: slots and ids must have the same length");
+  auto* w = new LogitsWorker(this, info.Env(), LogitsWorker::Decode, std::move(ids), 0, 0, std::move(slots));
   auto p = w->Promise();
   w->Queue();
   return p;
@@ -640,14 +666,18 @@ Napi::Value Model::Feed(const Napi::CallbackInfo& info) {
 
 Napi::Value Model::ResetCache(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
-  engine_->reset_cache();
+  try {
+    engine_->reset_cache(slot_arg(info, 0));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
   return info.Env().Undefined();
 }
 
 Napi::Value Model::TruncateCache(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(mu_);
   try {
-    engine_->truncate_cache(info[0].As<Napi::Number>().Int64Value());
+    engine_->truncate_cache(info[0].As<Napi::Number>().Int64Value(), slot_arg(info, 1));
   } catch (const std::exception& e) {
     throw Napi::Error::New(info.Env(), e.what());
   }
@@ -655,7 +685,7 @@ Napi::Value Model::TruncateCache(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Model::CacheLength(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), double(engine_->cache_length()));
+  return Napi::Number::New(info.Env(), double(engine_->cache_length(slot_arg(info, 0))));
 }
 
 Napi::Value Model::Plan(const Napi::CallbackInfo& info) {

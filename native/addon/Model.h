@@ -40,6 +40,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info);
   Napi::Value Logits(const Napi::CallbackInfo& info);
   Napi::Value Feed(const Napi::CallbackInfo& info);
+  Napi::Value Decode(const Napi::CallbackInfo& info);
   Napi::Value ResetCache(const Napi::CallbackInfo& info);
   Napi::Value TruncateCache(const Napi::CallbackInfo& info);
   Napi::Value CacheLength(const Napi::CallbackInfo& info);

@@ -52,7 +52,7 @@ struct Kernels {
   float (*stream_sum)(const float* x, int64_t n);
 };
 
-constexpr int64_t kGemvMaxM = 4;  // up to this many rows of A, GEMV (W streamed once) beats packing
+constexpr int64_t kGemvMaxM = 8;  // up to this many rows of A (a decode batch), GEMV (W streamed once per 4 rows) beats packing
 
 // nullptr where the build has no kernels of that instruction set (other architectures, old compilers).
 const Kernels* portable_kernels();

@@ -235,8 +235,10 @@ void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* _
 inline void put16(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
 // x [M, K] and W rows both bf16: 32 k per vdpbf16ps, the last partial vector by masked (zeroing)
-// loads. M = 1 walks W row after row (one stream, as gemv_m), four accumulators over consecutive
-// vectors; M > 1 takes four W rows at a time, each weight vector reused by every x row.
+// loads. W is walked row after row (one stream the prefetcher follows); each weight vector is loaded
+// once and used by every x row. Every (x row, W row) pair gets the same sums in the same order, four
+// accumulators over consecutive vectors, whatever M and [n0, n1) are: a row's result does not depend
+// on the rows decoded beside it (continuous batching's greedy outputs equal a request's alone).
 template <int M>
 void gemv16_m(int64_t n0, int64_t n1, int64_t K, const uint16_t* __restrict x, int64_t ldx, const uint16_t* __restrict Wt,
               int64_t ldw, float* __restrict y, int64_t ldy, float alpha, float beta) {
@@ -244,42 +246,32 @@ void gemv16_m(int64_t n0, int64_t n1, int64_t K, const uint16_t* __restrict x, i
   const __mmask32 tail = K > full ? __mmask32((1ull << (K - full)) - 1) : 0;
   const auto ld = [](const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); };
   const auto ldt = [tail](const uint16_t* p) { return (__m512bh)_mm512_maskz_loadu_epi16(tail, p); };
-  int64_t n = n0;
-  if (M == 1) {
-    for (; n < n1; n++) {
-      const uint16_t* w = Wt + n * ldw;
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      int64_t k = 0;
-      for (; k + 128 <= full; k += 128) {
-        a0 = _mm512_dpbf16_ps(a0, ld(x + k), ld(w + k));
-        a1 = _mm512_dpbf16_ps(a1, ld(x + k + 32), ld(w + k + 32));
-        a2 = _mm512_dpbf16_ps(a2, ld(x + k + 64), ld(w + k + 64));
-        a3 = _mm512_dpbf16_ps(a3, ld(x + k + 96), ld(w + k + 96));
-      }
-      for (; k < full; k += 32) a0 = _mm512_dpbf16_ps(a0, ld(x + k), ld(w + k));
-      if (tail) a1 = _mm512_dpbf16_ps(a1, ldt(x + full), ldt(w + full));
-      put16(y + n, alpha, beta, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))));
-    }
-    return;
-  }
-  for (; n < n1; n += 4) {
-    const int rows = n1 - n >= 4 ? 4 : int(n1 - n);
-    __m512 acc[M][4];
-    for (int m = 0; m < M; m++)
-      for (int r = 0; r < 4; r++) acc[m][r] = _mm512_setzero_ps();
+  for (int64_t n = n0; n < n1; n++) {
     const uint16_t* w = Wt + n * ldw;
-    const auto step = [&](int64_t k, bool last) {
-      __m512bh wv[4];
-      for (int r = 0; r < 4; r++) wv[r] = r < rows ? (last ? ldt(w + r * ldw + k) : ld(w + r * ldw + k)) : (__m512bh)_mm512_setzero_si512();
-      for (int m = 0; m < M; m++) {
-        const __m512bh xv = last ? ldt(x + m * ldx + k) : ld(x + m * ldx + k);
-        for (int r = 0; r < 4; r++) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv, wv[r]);
-      }
-    };
-    for (int64_t k = 0; k < full; k += 32) step(k, false);
-    if (tail) step(full, true);
+    __m512 a[M][4];
     for (int m = 0; m < M; m++)
-      for (int r = 0; r < rows; r++) put16(y + m * ldy + n + r, alpha, beta, _mm512_reduce_add_ps(acc[m][r]));
+      for (int u = 0; u < 4; u++) a[m][u] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 128 <= full; k += 128) {
+      const __m512bh w0 = ld(w + k), w1 = ld(w + k + 32), w2 = ld(w + k + 64), w3 = ld(w + k + 96);
+      for (int m = 0; m < M; m++) {
+        const uint16_t* xm = x + m * ldx + k;
+        a[m][0] = _mm512_dpbf16_ps(a[m][0], ld(xm), w0);
+        a[m][1] = _mm512_dpbf16_ps(a[m][1], ld(xm + 32), w1);
+        a[m][2] = _mm512_dpbf16_ps(a[m][2], ld(xm + 64), w2);
+        a[m][3] = _mm512_dpbf16_ps(a[m][3], ld(xm + 96), w3);
+      }
+    }
+    for (; k < full; k += 32) {
+      const __m512bh w0 = ld(w + k);
+      for (int m = 0; m < M; m++) a[m][0] = _mm512_dpbf16_ps(a[m][0], ld(x + m * ldx + k), w0);
+    }
+    if (tail) {
+      const __m512bh w0 = ldt(w + full);
+      for (int m = 0; m < M; m++) a[m][1] = _mm512_dpbf16_ps(a[m][1], ldt(x + m * ldx + full), w0);
+    }
+    for (int m = 0; m < M; m++)
+      put16(y + m * ldy + n, alpha, beta, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[m][0], a[m][1]), _mm512_add_ps(a[m][2], a[m][3]))));
   }
 }
 
@@ -305,81 +297,35 @@ void gemv_bf16x(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x,
 
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
-// M rows of x against rows [n0, n1) of W, four W rows at a time (each weight is read once, every
-// x row reuses it from a register). One accumulator per (x row, W row); for M = 1 a second set over
-// alternate vectors keeps enough FMAs in flight.
+// M rows of x against rows [n0, n1) of W, W walked row after row (a single stream the prefetcher
+// follows: about twice the bandwidth of four interleaved row streams); each weight vector is loaded
+// (and widened) once and used by every x row. Every (x row, W row) pair gets the same sums in the
+// same order, two accumulators over alternate vectors, whatever M and [n0, n1) are: a row's result
+// does not depend on the rows decoded beside it (continuous batching's greedy outputs equal a
+// request's alone) nor on how threads split W.
 template <int M, class L>
 void gemv_m(int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const typename L::E* Wt, int64_t ldw, float* y,
             int64_t ldy, float alpha, float beta) {
-  constexpr int U = M == 1 ? 2 : 1;
-  int64_t n = n0;
-  if (M == 1) {
-    // One row after another: memory is read in order (a single stream the prefetcher follows,
-    // about twice the bandwidth of four interleaved row streams), with the same sums per row as
-    // the grouped loop below would compute (two accumulators over alternate vectors).
-    const int64_t full = n0 + (n1 - n0) / 4 * 4;
-    for (; n < full; n++) {
-      const typename L::E* w = Wt + n * ldw;
-      V a0 = V{}, a1 = V{};
-      int64_t k = 0;
-      for (; k + 2 * W <= K; k += 2 * W) {
-        a0 += load(x + k) * L::vec(w + k);
-        a1 += load(x + k + W) * L::vec(w + k + W);
-      }
-      for (; k + W <= K; k += W) a0 += load(x + k) * L::vec(w + k);
-      float s = hsum(a0 + a1);
-      for (; k < K; k++) s += x[k] * L::one(w[k]);
-      put(y + n, alpha, beta, s);
-    }
-  }
-  for (; n + 4 <= n1; n += 4) {
-    V acc[U][M][4];
-    for (int u = 0; u < U; u++)
-      for (int m = 0; m < M; m++)
-        for (int r = 0; r < 4; r++) acc[u][m][r] = V{};
+  for (int64_t n = n0; n < n1; n++) {
     const typename L::E* w = Wt + n * ldw;
+    V a0[M], a1[M];
+    for (int m = 0; m < M; m++) a0[m] = V{}, a1[m] = V{};
     int64_t k = 0;
-    for (; k + U * W <= K; k += U * W) {
-#pragma GCC unroll 2
-      for (int u = 0; u < U; u++) {
-        const V w0 = L::vec(w + k + u * W), w1 = L::vec(w + ldw + k + u * W), w2 = L::vec(w + 2 * ldw + k + u * W),
-                w3 = L::vec(w + 3 * ldw + k + u * W);
-        for (int m = 0; m < M; m++) {
-          const V xv = load(x + m * ldx + k + u * W);
-          acc[u][m][0] += xv * w0;
-          acc[u][m][1] += xv * w1;
-          acc[u][m][2] += xv * w2;
-          acc[u][m][3] += xv * w3;
-        }
-      }
-    }
-    for (; k + W <= K; k += W) {
-      const V w0 = L::vec(w + k), w1 = L::vec(w + ldw + k), w2 = L::vec(w + 2 * ldw + k), w3 = L::vec(w + 3 * ldw + k);
+    for (; k + 2 * W <= K; k += 2 * W) {
+      const V w0 = L::vec(w + k), w1 = L::vec(w + k + W);
       for (int m = 0; m < M; m++) {
-        const V xv = load(x + m * ldx + k);
-        acc[0][m][0] += xv * w0;
-        acc[0][m][1] += xv * w1;
-        acc[0][m][2] += xv * w2;
-        acc[0][m][3] += xv * w3;
+        a0[m] += load(x + m * ldx + k) * w0;
+        a1[m] += load(x + m * ldx + k + W) * w1;
       }
     }
-    for (int m = 0; m < M; m++)
-      for (int r = 0; r < 4; r++) {
-        V a = acc[0][m][r];
-        if (U == 2) a += acc[U - 1][m][r];
-        float s = hsum(a);
-        for (int64_t kk = k; kk < K; kk++) s += x[m * ldx + kk] * L::one(w[r * ldw + kk]);
-        put(y + m * ldy + n + r, alpha, beta, s);
-      }
-  }
-  for (; n < n1; n++) {
-    const typename L::E* w = Wt + n * ldw;
+    if (k + W <= K) {
+      const V w0 = L::vec(w + k);
+      for (int m = 0; m < M; m++) a0[m] += load(x + m * ldx + k) * w0;
+      k += W;
+    }
     for (int m = 0; m < M; m++) {
-      V a = V{};
-      int64_t k = 0;
-      for (; k + W <= K; k += W) a += load(x + m * ldx + k) * L::vec(w + k);
-      float s = hsum(a);
-      for (; k < K; k++) s += x[m * ldx + k] * L::one(w[k]);
+      float s = hsum(a0[m] + a1[m]);
+      for (int64_t kk = k; kk < K; kk++) s += x[m * ldx + kk] * L::one(w[kk]);
       put(y + m * ldy + n, alpha, beta, s);
     }
   }
@@ -388,7 +334,7 @@ void gemv_m(int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, cons
 template <class L>
 void gemv(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const typename L::E* Wt, int64_t ldw,
           float* y, int64_t ldy, float alpha, float beta) {
-  for (int64_t m = 0; m < M;) {  // M > 4 (not the engine's use) in slices of 4
+  for (int64_t m = 0; m < M;) {  // M > 4 (a decode batch) in slices of 4: each slice reads W again
     const int64_t mm = M - m >= 4 ? 4 : M - m;
     const float* xm = x + m * ldx;
     float* ym = y + m * ldy;

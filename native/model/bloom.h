@@ -231,7 +231,7 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
 
   // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the
   // activations backward needs.
-  void layer_forward(int64_t l, T* x, LayerActs& L, int64_t B, int64_t T_, int64_t p0, Mode mode, int64_t step) {
+  void layer_forward(int64_t l, T* x, LayerActs& L, int64_t B, int64_t T_, Mode mode, int64_t step) {
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim(), Q = 3 * H;
     const int nh = int(c_.heads);
     Bk& bk = this->bk_;
@@ -241,12 +241,16 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
     norm_fwd(Lw.ln1, L.ln1, L.mean1, L.rstd1, L.x_in, N);
     linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step, this->lora_ws_);
     if (mode == Mode::Cached) {
-      T* kc = this->kv_.keys(0, l);
-      T* vc = this->kv_.values(0, l);
-      // Row t, head h of the fused output (stride 3hd per head) to cache row p0 + t, head h.
-      bk.copy_2d(kc + p0 * H, hd, L.qkv + hd, 3 * hd, T_ * nh, hd);
-      bk.copy_2d(vc + p0 * H, hd, L.qkv + 2 * hd, 3 * hd, T_ * nh, hd);
-      bk.alibi_attention_forward(L.atty, nullptr, L.qkv, Q, 3 * hd, kc, vc, H, hd, slopes_, 1, T_, p0 + T_, p0, nh, int(hd));
+      for (const auto& s : this->spans_) {  // each span: one sequence's rows, from position p0 of its slot
+        const T* qkv = L.qkv + s.row0 * Q;
+        T* kc = this->kv_.keys(s.slot, l);
+        T* vc = this->kv_.values(s.slot, l);
+        // Row t, head h of the fused output (stride 3hd per head) to cache row p0 + t, head h.
+        bk.copy_2d(kc + s.p0 * H, hd, qkv + hd, 3 * hd, s.rows * nh, hd);
+        bk.copy_2d(vc + s.p0 * H, hd, qkv + 2 * hd, 3 * hd, s.rows * nh, hd);
+        bk.alibi_attention_forward(L.atty + s.row0 * H, nullptr, qkv, Q, 3 * hd, kc, vc, H, hd, slopes_, 1, s.rows, s.p0 + s.rows,
+                                   s.p0, nh, int(hd));
+      }
     } else {
       bk.alibi_attention_forward(L.atty, mode == Mode::Train ? L.att : nullptr, L.qkv, Q, 3 * hd, L.qkv + hd, L.qkv + 2 * hd,
                                  Q, 3 * hd, slopes_, B, T_, T_, 0, nh, int(hd));

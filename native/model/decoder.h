@@ -77,22 +77,58 @@ class Decoder : public OptimizerStore<Bk> {
     return out;
   }
 
-  std::vector<float> feed(const int32_t* ids, int64_t n) override {
+  std::vector<float> feed(const int32_t* ids, int64_t n, int64_t slot) override {
     if (n <= 0) throw std::runtime_error("feed: no tokens");
+    check_slot(slot);
     this->check_ids(ids, n, this->config().vocab);
+    spans_.assign(1, CachedSpan{slot, cache_length(slot), 0, 0});  // rows: set by forward (virtual tokens)
     forward(ids, 1, n, Mode::Cached, 0);
-    std::vector<float> out(size_t(this->config().vocab));
-    this->bk_.download_values(out.data(), top_.logits, this->config().vocab);
+    return cached_logits(1);
+  }
+
+  std::vector<float> decode(const int32_t* slots, const int32_t* ids, int64_t B) override {
+    if (B <= 0 || B > kDecodeBatchMax)
+      throw std::runtime_error("decode: " + std::to_string(B) + " sequences; one step takes 1.." + std::to_string(kDecodeBatchMax));
+    this->check_ids(ids, B, this->config().vocab);
+    spans_.clear();
+    for (int64_t b = 0; b < B; b++) {
+      check_slot(slots[b]);
+      for (int64_t c = 0; c < b; c++)
+        if (slots[c] == slots[b]) throw std::runtime_error("decode: slot " + std::to_string(slots[b]) + " appears twice");
+      if (cache_length(slots[b]) == 0) throw std::runtime_error("decode: slot " + std::to_string(slots[b]) + " holds no prompt; feed() it first");
+      spans_.push_back(CachedSpan{slots[b], cache_length(slots[b]), b, 1});
+    }
+    forward(ids, B, 1, Mode::Cached, 0);
+    return cached_logits(B);
+  }
+
+  // lm_head over the last `rows` rows of the last cached forward (feed: its last position; decode: one row
+  // per sequence), a chunk of head_rows_ at a time through the logits buffer.
+  std::vector<float> cached_logits(int64_t rows) {
+    const int64_t N = last_.B * last_.T, H = this->config().hidden, V = this->config().vocab;
+    std::vector<float> out(size_t(rows * V));
+    for (int64_t r0 = 0; r0 < rows; r0 += head_rows_) {
+      const int64_t n = std::min(head_rows_, rows - r0);
+      this->bk_.linear_forward(top_.logits, top_.lnf + (N - rows + r0) * H, arch().head_weights(), nullptr, n, H, V, false);
+      this->bk_.download_values(out.data() + r0 * V, top_.logits, n * V);
+    }
     return out;
   }
 
-  void reset_cache() override { kv_len() = 0; }
-  void truncate_cache(int64_t n) override {
-    if (n < 0 || n > kv_len())
-      throw std::runtime_error("truncateCache(" + std::to_string(n) + "): the cache holds " + std::to_string(kv_len()) + " tokens");
-    kv_len() = n;  // positions >= n are simply overwritten by the next feed
+  void reset_cache(int64_t slot) override {
+    check_slot(slot);
+    if (size_t(slot) < kv_.len.size()) kv_.len[size_t(slot)] = 0;
   }
-  int64_t cache_length() const override { return kv_.len.empty() ? 0 : kv_.len[0]; }
+  void truncate_cache(int64_t n, int64_t slot) override {
+    check_slot(slot);
+    if (n < 0 || n > cache_length(slot))
+      throw std::runtime_error("truncateCache(" + std::to_string(n) + "): slot " + std::to_string(slot) + " holds " +
+                               std::to_string(cache_length(slot)) + " tokens");
+    if (size_t(slot) < kv_.len.size()) kv_.len[size_t(slot)] = n;  // positions >= n are overwritten by the next feed
+  }
+  int64_t cache_length(int64_t slot) const override {
+    return slot >= 0 && size_t(slot) < kv_.len.size() ? kv_.len[size_t(slot)] : 0;
+  }
 
   void set_dropout_row_offset(int64_t rows) override { dropout_row0_ = rows; }
 
@@ -185,7 +221,12 @@ class Decoder : public OptimizerStore<Bk> {
   // Virtual positions at the start of each row for this forward: all of them, except in cached
   // generation after the first feed (they are in the cache already).
   int64_t virtual_tokens(Mode mode) const {
-    return prompt_ && (mode != Mode::Cached || cache_length() == 0) ? prompt_->shape[0] : 0;
+    return prompt_ && (mode != Mode::Cached || spans_[0].p0 == 0) ? prompt_->shape[0] : 0;
+  }
+
+  void check_slot(int64_t slot) const {
+    // A slot holds a whole sequence's positions: more slots than sequences served at once waste memory.
+    if (slot < 0 || slot >= 64) throw std::runtime_error("KV cache slot " + std::to_string(slot) + " is out of range 0..63");
   }
 
   // The layer's buffers for this pass: its own when training saves them, else the working layer.
@@ -198,10 +239,15 @@ class Decoder : public OptimizerStore<Bk> {
     const int64_t nv = virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
     const int64_t N = B * T_, H = c.hidden, V = c.vocab;
-    if (mode == Mode::Cached && B != 1) throw std::runtime_error("the KV cache holds one sequence (batch 1)");
-    const int64_t p0 = mode == Mode::Cached ? cache_length() : 0;
-    if (mode == Mode::Cached) grow_kv(1, p0 + T_);
-    ensure_capacity(B, T_, mode == Mode::Train, p0 + T_);
+    // Cached: spans_ says which rows go to which slot at which position (feed: one span of T_ rows;
+    // decode: B spans of one row). The families read it in their layer_forward.
+    int64_t slots = 0, end = T_;
+    if (mode == Mode::Cached) {
+      if (spans_.size() == 1) spans_[0].rows = T_;
+      for (const CachedSpan& s : spans_) slots = std::max(slots, s.slot + 1), end = std::max(end, s.p0 + s.rows);
+      grow_kv(slots, end);
+    }
+    ensure_capacity(B, T_, mode == Mode::Train, end);
     Bk& bk = this->bk_;
     bk.upload(top_.ids, ids, size_t(B * Tu) * sizeof(int32_t));
 
@@ -210,16 +256,14 @@ class Decoder : public OptimizerStore<Bk> {
     for (int64_t l = 0; l < c.layers; l++) {
       // With checkpointing only the layer's input is kept; backward recomputes the rest.
       if (mode == Mode::Train && checkpointing_) bk.copy(layers_[size_t(l)].x_in, top_.x, size_t(N * H) * sizeof(T));
-      arch().layer_forward(l, top_.x, acts_for(l, mode), B, T_, p0, mode, step);
+      arch().layer_forward(l, top_.x, acts_for(l, mode), B, T_, mode, step);
     }
     bk.copy(top_.x_out, top_.x, size_t(N * H) * sizeof(T));
     arch().final_forward(top_.lnf, top_.x_out, N);
-    // lm_head runs where its logits are used: here for cached generation (the last position only),
-    // in head_loss (training, evaluation) and logits() (scoring), a chunk of rows at a time.
-    if (mode == Mode::Cached) {
-      bk.linear_forward(top_.logits, top_.lnf + (N - 1) * H, arch().head_weights(), nullptr, 1, H, V, false);
-      kv_len() = p0 + T_;
-    }
+    // lm_head runs where its logits are used, a chunk of rows at a time: cached_logits (generation:
+    // the last position, or one row per sequence), head_loss (training, evaluation), logits() (scoring).
+    if (mode == Mode::Cached)
+      for (const CachedSpan& s : spans_) kv_.len[size_t(s.slot)] = s.p0 + s.rows;
     last_ = {B, T_, nv, step};
   }
 
@@ -269,7 +313,7 @@ class Decoder : public OptimizerStore<Bk> {
       LayerActs& L = acts_for(l, Mode::Train);
       if (checkpointing_) {  // recompute this layer's activations from its saved input (same dropout masks)
         bk.copy(top_.xr, layers_[size_t(l)].x_in, size_t(N * H) * sizeof(T));
-        arch().layer_forward(l, top_.xr, L, B, T_, 0, Mode::Train, last_.step);
+        arch().layer_forward(l, top_.xr, L, B, T_, Mode::Train, last_.step);
       }
       arch().layer_backward(l, top_.dx, L, B, T_, last_.step);
     }
@@ -379,10 +423,6 @@ class Decoder : public OptimizerStore<Bk> {
                   this->meta_, this->stats_.allocations[size_t(MemKind::KvCache)]);
   }
 
-  int64_t& kv_len() {
-    if (kv_.len.empty()) kv_.len.assign(1, 0);
-    return kv_.len[0];
-  }
 
   void upload_targets(const int32_t* labels, int64_t B, int64_t Tu) {
     // Targets per internal position (B rows of nv + Tu): virtual positions never count.
@@ -401,6 +441,11 @@ class Decoder : public OptimizerStore<Bk> {
   LoraScratch<Bk> lora_ws_;
   Block<Bk> acts_blk_, ws_blk_, kv_blk_;
   KvCache<Bk> kv_;
+  // A cached forward's rows [row0, row0 + rows) belong to `slot`, from position p0 on.
+  struct CachedSpan {
+    int64_t slot, p0, row0, rows;
+  };
+  std::vector<CachedSpan> spans_;
   Cap cap_;
   bool locked_ = false;  // plan() fixed the training capacity
   bool checkpointing_ = false;

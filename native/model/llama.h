@@ -275,7 +275,7 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
 
   // One decoder layer: x [B*T_, H] is the residual stream (input, then output); L receives the
   // activations backward needs.
-  void layer_forward(int64_t l, T* x, LayerActs& L, int64_t B, int64_t T_, int64_t p0, Mode mode, int64_t step) {
+  void layer_forward(int64_t l, T* x, LayerActs& L, int64_t B, int64_t T_, Mode mode, int64_t step) {
     const int64_t N = B * T_, H = c_.hidden, I = c_.intermediate, hd = c_.head_dim();
     const int64_t Q = c_.qkv_dim(), qdim = c_.heads * hd, kvdim = c_.kv_heads * hd;
     const int nh = int(c_.heads), nkv = int(c_.kv_heads);
@@ -285,15 +285,22 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
     bk.copy(L.x_in, x, size_t(N * H) * sizeof(T));
     bk.rmsnorm_forward(L.ln1, L.rstd1, L.x_in, Lw.ln1->w, N, H, c_.norm_eps);
     linear_forward(bk, Lw.qkv, L.qkv, L.ln1, N, L.lora, li, mode, step, this->lora_ws_);
-    bk.rope_forward(L.qkv, Q, N, T_, p0, nh, int(hd), cos_, sin_);
-    bk.rope_forward(L.qkv + qdim, Q, N, T_, p0, nkv, int(hd), cos_, sin_);
     if (mode == Mode::Cached) {
-      T* kc = this->kv_.keys(0, l);
-      T* vc = this->kv_.values(0, l);
-      bk.copy_2d(kc + p0 * kvdim, kvdim, L.qkv + qdim, Q, T_, kvdim);
-      bk.copy_2d(vc + p0 * kvdim, kvdim, L.qkv + qdim + kvdim, Q, T_, kvdim);
-      bk.attention_forward(L.atty, nullptr, L.qkv, Q, kc, vc, kvdim, 1, T_, p0 + T_, p0, nh, nkv, int(hd));
+      // Each span's rows are one sequence from position p0 on: rotate them there, append their keys
+      // and values to the slot's cache, attend over what it holds.
+      for (const auto& s : this->spans_) {
+        T* qkv = L.qkv + s.row0 * Q;
+        bk.rope_forward(qkv, Q, s.rows, s.rows, s.p0, nh, int(hd), cos_, sin_);
+        bk.rope_forward(qkv + qdim, Q, s.rows, s.rows, s.p0, nkv, int(hd), cos_, sin_);
+        T* kc = this->kv_.keys(s.slot, l);
+        T* vc = this->kv_.values(s.slot, l);
+        bk.copy_2d(kc + s.p0 * kvdim, kvdim, qkv + qdim, Q, s.rows, kvdim);
+        bk.copy_2d(vc + s.p0 * kvdim, kvdim, qkv + qdim + kvdim, Q, s.rows, kvdim);
+        bk.attention_forward(L.atty + s.row0 * qdim, nullptr, qkv, Q, kc, vc, kvdim, 1, s.rows, s.p0 + s.rows, s.p0, nh, nkv, int(hd));
+      }
     } else {
+      bk.rope_forward(L.qkv, Q, N, T_, 0, nh, int(hd), cos_, sin_);
+      bk.rope_forward(L.qkv + qdim, Q, N, T_, 0, nkv, int(hd), cos_, sin_);
       bk.attention_forward(L.atty, mode == Mode::Train ? L.att : nullptr, L.qkv, Q, L.qkv + qdim, L.qkv + qdim + kvdim, Q,
                            B, T_, T_, 0, nh, nkv, int(hd));
     }

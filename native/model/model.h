@@ -171,17 +171,27 @@ class ModelBase {
   virtual bool trainable_finite() const = 0;
   // Logits [B*T, vocab] for every position (no cache).
   virtual std::vector<float> logits(const int32_t* ids, int64_t B, int64_t T) = 0;
-  // KV cache, batch 1: append n tokens, return the logits of the last one.
-  virtual std::vector<float> feed(const int32_t* ids, int64_t n) = 0;
-  virtual void reset_cache() = 0;
-  // Keep only the first n cached tokens (a shared prompt prefix is fed once, then reused).
-  virtual void truncate_cache(int64_t n) = 0;
-  virtual int64_t cache_length() const = 0;
+  // The KV cache holds sequences in slots (0, 1, ...; chat and score use slot 0), each with its own
+  // length. feed: append n tokens to one slot, return the logits of the last one.
+  virtual std::vector<float> feed(const int32_t* ids, int64_t n, int64_t slot = 0) = 0;
+  // One token for each of B sequences in distinct slots, each already holding its prompt (continuous
+  // batching's decode step): their logits [B, vocab] from one forward, each row equal bit for bit to
+  // what feed() of that token alone would return (the engine's per-row arithmetic does not depend on
+  // the rows beside it; up to kDecodeBatchMax rows).
+  virtual std::vector<float> decode(const int32_t* slots, const int32_t* ids, int64_t B) = 0;
+  virtual void reset_cache(int64_t slot = 0) = 0;
+  // Keep only the first n cached tokens of a slot (a shared prompt prefix is fed once, then reused).
+  virtual void truncate_cache(int64_t n, int64_t slot = 0) = 0;
+  virtual int64_t cache_length(int64_t slot = 0) const = 0;
   // lm_head and the loss run over chunks of this many rows (tokens), never the whole batch's
   // logits; 0 (the default) lets the memory plan choose (<= 128 MiB of logits, <= 1024 rows).
   // Tests force tiny chunks to compare them with one whole chunk.
   virtual void set_head_chunk_rows(int64_t rows) = 0;
 };
+
+// The most sequences one decode() step takes: the CPU's GEMV path, whose rows do not depend on each
+// other, takes up to 8 rows (cpu/kernels.h kGemvMaxM); more would switch to the packed GEMM.
+constexpr int64_t kDecodeBatchMax = 8;
 
 // Where and how a model is built. meta: sizes only, no memory is ever taken (planning a run).
 struct ModelOptions {

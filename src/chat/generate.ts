@@ -1,5 +1,5 @@
-// Token-by-token generation over the engine's batch-1 KV cache: the prompt is fed once, then each sampled
-// token is fed alone. Text streams out as it becomes printable; stop ids and stop strings end the reply.
+// Token-by-token generation over one sequence of the engine's KV cache (`model` may be a view of one slot,
+// as the batching scheduler gives each request): the prompt is fed once, then each sampled token alone. Text streams out as it becomes printable; stop ids and stop strings end the reply.
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import { SftError } from '../errors.js';
@@ -44,7 +44,7 @@ export interface GenerateResult {
 }
 
 export async function* generate(
-  model: NativeModel,
+  model: Pick<NativeModel, 'feed'>,
   tok: Tok,
   promptIds: number[],
   opts: GenerateOptions,

@@ -169,14 +169,19 @@ export interface NativeModel {
   adamwStep(opts: AdamWOptions): Promise<{ gradNorm: number; weightsFinite: boolean }>;
   /** Logits for every position: Float32Array of batch*seqLen*vocab. No cache involved. */
   logits(ids: Int32Array, batch: number, seqLen: number): Promise<Float32Array>;
-  /** KV-cache generation, batch 1: append tokens to the cache and return the logits of the last one. */
-  feed(ids: Int32Array): Promise<Float32Array>;
-  /** Empty the KV cache. */
-  resetCache(): void;
-  /** Keep the first n cached tokens (reuse a shared prompt prefix: feed it once, truncate back to it). */
-  truncateCache(n: number): void;
-  /** Tokens currently in the KV cache. */
-  cacheLength(): number;
+  /** KV-cache generation: append tokens to one sequence's cache slot (default 0) and return the logits of
+   *  the last one. */
+  feed(ids: Int32Array, slot?: number): Promise<Float32Array>;
+  /** One decode step for several sequences (continuous batching): ids[i] appended to slot slots[i] (distinct
+   *  slots, each already fed its prompt; at most 8); logits [n, vocab], each row bit for bit what feed() of
+   *  that token alone returns. */
+  decode(slots: Int32Array, ids: Int32Array): Promise<Float32Array>;
+  /** Empty a slot of the KV cache (default 0). */
+  resetCache(slot?: number): void;
+  /** Keep the first n cached tokens of a slot (reuse a shared prompt prefix: feed it once, truncate back to it). */
+  truncateCache(n: number, slot?: number): void;
+  /** Tokens currently in a slot of the KV cache. */
+  cacheLength(slot?: number): number;
   /** Fix the run's memory (see PlanRequest). */
   plan(request: PlanRequest): void;
   /** What is allocated now (a meta model: what would be). */

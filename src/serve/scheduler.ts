@@ -10,8 +10,9 @@ import type { Tok } from '../tokenizer/types.js';
 import { generate, type GenerateChunk, type GenerateOptions, type GenerateResult } from '../chat/generate.js';
 
 export interface SchedulerStats {
-  /** 'fifo': one request generates at a time, the rest wait in arrival order. */
-  kind: 'fifo';
+  /** 'fifo': one request generates at a time, the rest wait in arrival order. 'continuous': up to maxBatch
+   *  requests decode together, one engine step for all (batch-scheduler.ts). */
+  kind: 'fifo' | 'continuous';
   /** Requests that can generate at once. */
   maxBatch: number;
   running: number;
@@ -116,7 +117,7 @@ export class FifoScheduler implements Scheduler {
   }
 }
 
-function sharedPrefix(a: number[], b: number[]): number {
+export function sharedPrefix(a: number[], b: number[]): number {
   let i = 0;
   while (i < a.length && i < b.length && a[i] === b[i]) i++;
   return i;

@@ -324,6 +324,28 @@ static void check_kv_cache() {
     auto b_got = m->feed(b_ids.data() + 3, 2);
     report(std::string(var.name) + ": truncate_cache then a new branch equals its full forward",
            rel_err(Vec(b_got.begin(), b_got.end()), Vec(b_full.begin() + 4 * V, b_full.end())), 1e-6);
+    // decode(): sequences of different lengths in slots 1, 3 and 4, one token each in one step, with
+    // lm_head in chunks of 2 rows (fewer than the step's rows): each row equals that sequence's full
+    // forward at its last position, and the slots' lengths advance by one.
+    m->set_head_chunk_rows(2);
+    const int32_t slots[3] = {1, 3, 4};
+    const std::vector<int32_t> seqs[3] = {{4, 8}, {1, 12, 0, 7}, {7, 7, 3}};
+    int32_t next[3];
+    Vec dgot, dwant;
+    for (int i = 0; i < 3; i++) {
+      m->feed(seqs[i].data(), int64_t(seqs[i].size()), slots[i]);
+      next[i] = int32_t(2 + i);
+      std::vector<int32_t> whole = seqs[i];
+      whole.push_back(next[i]);
+      auto f = m->logits(whole.data(), 1, int64_t(whole.size()));
+      dwant.insert(dwant.end(), f.end() - V, f.end());
+    }
+    auto d = m->decode(slots, next, 3);
+    dgot.assign(d.begin(), d.end());
+    report(std::string(var.name) + ": decode() of 3 slots equals their full forwards", rel_err(dgot, dwant), 1e-6);
+    for (int i = 0; i < 3; i++)
+      if (m->cache_length(slots[i]) != int64_t(seqs[i].size()) + 1) failures++, std::printf("FAIL %s: slot %d length\n", var.name, slots[i]);
+    m->set_head_chunk_rows(0);
   }
 }
 

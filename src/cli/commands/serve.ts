@@ -24,6 +24,7 @@ interface ServeArgs extends PrecisionArgs {
   'allowed-hosts'?: string[];
   'allowed-origins'?: string[];
   'parse-special-tokens': boolean;
+  'max-batch': number;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -52,6 +53,11 @@ const serve: CommandModule<object, ServeArgs> = {
         array: true,
         describe: "Origins of web pages that may call the API, like http://localhost:3000 (comma-separated; '*' any)",
       })
+      .option('max-batch', {
+        type: 'number',
+        default: 8,
+        describe: 'Requests generated together (continuous batching: one engine step feeds each its next token; 1..8, 1 = one at a time)',
+      })
       .option('parse-special-tokens', { type: 'boolean', default: false, describe: 'Special-token strings in chat messages (<|im_end|>, </s>, ...) become their ids; default: text' }),
   handler: async (argv) => {
     // The key first: a bad key file fails before anything is loaded, and the notice comes before any other output.
@@ -64,18 +70,25 @@ const serve: CommandModule<object, ServeArgs> = {
     // A misspelt name fails before the model is loaded; "chat_template" needs the tokenizer.
     if (argv.template !== undefined && argv.template !== CHAT_TEMPLATE) getTemplate(argv.template);
     const { loadModel } = await import('../../model/load.js');
+    const maxBatch = argv['max-batch'];
+    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 8) throw new SftError(`--max-batch must be an integer 1..8, got ${maxBatch}.`);
     const { FifoScheduler } = await import('../../serve/scheduler.js');
+    const { BatchScheduler } = await import('../../serve/batch-scheduler.js');
     const loaded = await loadModel({ modelDir: argv.model, adapterDir: argv.adapter, device: await deviceFromFlag(argv.device), ...precisionOptions(argv) });
     const template = argv.template === undefined ? loaded.template : resolveTemplate(argv.template, loaded.tok);
     const maxContext = argv.maxContext ?? contextOf(loaded.hf);
     if (!Number.isInteger(maxContext) || maxContext < 2) throw new SftError(`--max-context must be an integer >= 2, got ${maxContext}.`);
     const id = argv.modelName ?? basename(resolve(argv.adapter ?? argv.model));
 
+    // Continuous batching on the CPU, where decode()'s rows are checked bit for bit against lone feeds; the
+    // CUDA decode step has not run on a GPU yet, so a GPU serves one request at a time.
+    const batching = maxBatch > 1 && loaded.native.device !== 'cuda';
+    const scheduler = batching ? new BatchScheduler(loaded.model, loaded.tok, { maxBatch }) : new FifoScheduler(loaded.model, loaded.tok);
     let running;
     try {
       running = await startServer({
         ctx: { id, tok: loaded.tok, template, maxContext, vocabSize: loaded.native.vocabSize, parseSpecialTokens: argv['parse-special-tokens'] },
-        scheduler: new FifoScheduler(loaded.model, loaded.tok),
+        scheduler,
         apiKey,
         allowedHosts,
         allowedOrigins,
@@ -92,7 +105,9 @@ const serve: CommandModule<object, ServeArgs> = {
     process.stderr.write(
       `sft serve: model "${id}" (template ${template.name}, context ${maxContext} tokens) at ${running.url}/v1\n` +
         `  chat page: ${running.url}/\n` +
-        '  requests are queued and generated one at a time (one KV cache)\n',
+        (batching
+          ? `  up to ${maxBatch} requests generate together (continuous batching), the rest wait in order\n`
+          : `  requests are queued and generated one at a time${maxBatch > 1 ? ' (continuous batching awaits a GPU check of its decode step)' : ''}\n`),
     );
     if (!LOOPBACK.has(argv.host)) {
       process.stderr.write(`  listening on ${argv.host}: anyone who can reach this port can use the model${apiKey ? '' : ' (no API key set: --api-key-file or SFT_API_KEY)'}\n`);
