@@ -84,8 +84,9 @@ function putValue(b: Bytes, v: GgufValue): void {
 
 const padTo = (n: number, a: number): number => Math.ceil(n / a) * a;
 
-/** Writes the file atomically; returns its size in bytes. `onTensor` sees each tensor as it is written. */
-export async function writeGguf(file: string, metadata: [string, GgufValue][], tensors: GgufTensor[], onTensor?: (t: GgufTensor, i: number) => void): Promise<number> {
+/** Writes the file atomically; returns its size and where the tensor data begins. `onTensor` sees
+ *  each tensor as it is written. */
+export async function writeGguf(file: string, metadata: [string, GgufValue][], tensors: GgufTensor[], onTensor?: (t: GgufTensor, i: number) => void): Promise<{ bytes: number; dataOffset: number }> {
   const seen = new Set<string>();
   for (const [k] of metadata) {
     if (seen.has(k)) throw new Error(`GGUF metadata key ${k} given twice`);
@@ -125,5 +126,5 @@ export async function writeGguf(file: string, metadata: [string, GgufValue][], t
       onTensor?.(t, i);
     }
   });
-  return total;
+  return { bytes: total, dataOffset: header.length };
 }

@@ -25,6 +25,8 @@ export interface GgufExportOptions {
 
 export interface GgufExportResult {
   bytes: number;
+  /** Where the tensor data begins (the header's length). */
+  dataOffset: number;
   tensors: { name: string; type: string; dims: number[] }[];
 }
 
@@ -81,7 +83,11 @@ export async function exportGguf(opts: GgufExportOptions): Promise<GgufExportRes
     ...vocab.kv,
   ];
   for (const n of vocab.notes) opts.say(`  ${n}`);
+  if ((config.arch === 'baichuan' || config.arch === 'baichuan2') && config.numLayers !== 32) {
+    // llama.cpp tells Baichuan-7B (RoPE) from Baichuan-13B (ALiBi) by the layer count alone.
+    opts.say(`  Note: llama.cpp applies RoPE to a baichuan model only when it has 32 layers (Baichuan-7B); this one has ${config.numLayers}, so llama.cpp will run it ${config.numLayers === 40 ? 'with ALiBi, as Baichuan-13B' : 'without position encoding'}, unlike sft and transformers.`);
+  }
   if (notice) opts.say(`  ${notice}`);
-  const bytes = await writeGguf(opts.out, metadata, tensors);
-  return { bytes, tensors: tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims })) };
+  const { bytes, dataOffset } = await writeGguf(opts.out, metadata, tensors);
+  return { bytes, dataOffset, tensors: tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims })) };
 }
