@@ -121,6 +121,35 @@ test("q4_k_m takes llama-quantize's mix: q6_K output and the use_more_bits layer
   assert.deepEqual(tensorTypes('q8_0', [mat('a', 4, 96), mat('b', 4, 100)], 1, false), ['q8_0', 'f16']);
 });
 
+test("sft's quantizers write ggml's bytes: q8_0, q5_0, q4_K and q6_K equal ggml's quantize_row_*_ref (libggml-base from node-llama-cpp)", async (t) => {
+  const py = ggufPython();
+  if ('skip' in py) return t.skip(py.skip);
+  const llama = llamaCpp();
+  if ('skip' in llama) return t.skip(llama.skip);
+  const plat = `${process.platform}-${process.arch}`;
+  const lib = join(llama.dir, 'node_modules', '@node-llama-cpp', plat, 'bins', plat, 'libggml-base.so');
+  if (!existsSync(lib)) return t.skip(`no ${lib}`);
+  // Gaussian weights and the blocks that take the quantizers' side paths: all zero, constant,
+  // one outlier, all negative, all positive, values near the half-float subnormals.
+  const normal = normalSampler(3);
+  const rows = 64, cols = 512;
+  const x = Float32Array.from({ length: rows * cols }, () => normal() * 0.02);
+  x.fill(0, 0, 256);
+  x.fill(0.5, 256, 512);
+  x[1000] = 3;
+  x.fill(-0.01, 2048, 2048 + 256);
+  for (let i = 4096; i < 4096 + 512; i++) x[i] = 1e-6 * normal();
+  for (let i = 8192; i < 8192 + 256; i++) x[i] = Math.abs(x[i]) + 0.1;
+  const src = join(root, 'quant-in.f32'), ref = join(root, 'quant-ref.bin');
+  writeFileSync(src, x);
+  for (const type of ['q8_0', 'q5_0', 'q4_K', 'q6_K'] as const) {
+    const ours = await native().gguf.quantize(type, x, rows, cols);
+    const r = spawnSync(py.python, [join(packageRoot, 'scripts', 'reference', 'ggml_quant_ref.py'), lib, type, src, ref], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(Buffer.from(ours).equals(readFileSync(ref)), `${type}: bytes differ from ggml's`);
+  }
+});
+
 /** sft's greedy tokens (the native decode path, as `sft chat` at temperature 0), the gap between
  *  the two largest logits at each step, and the mean NLL of `text`. `f16`: the model's matrices
  *  rounded to fp16 first, the weights an f16 GGUF holds. */
