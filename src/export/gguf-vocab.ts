@@ -82,6 +82,7 @@ export async function vocabMetadata(modelDir: string, vocabSize: number, chatTem
   const types = new Int32Array(vocabSize).fill(TT.UNUSED);
   const notes: string[] = [];
   const kv: [string, GgufValue][] = [];
+  let spUnk: number | undefined;
   const tooMany = (n: number, file: string) =>
     new SftError(`${file} has ${n} tokens but the model's embedding has ${vocabSize} rows: the tokenizer is not this model's (vocab_size in config.json).`);
 
@@ -126,6 +127,10 @@ export async function vocabMetadata(modelDir: string, vocabSize: number, chatTem
     fillPads(tokens);
     kv.push(['tokenizer.ggml.model', { type: 'string', value: 'llama' }]);
     kv.push(['tokenizer.ggml.tokens', { type: 'string[]', value: tokens }], ['tokenizer.ggml.scores', { type: 'f32[]', value: scores }], ['tokenizer.ggml.token_type', { type: 'i32[]', value: types }]);
+    // The normalizer's two switches llama.cpp's sentencepiece tokenizer honours.
+    kv.push(['tokenizer.ggml.add_space_prefix', { type: 'bool', value: sp.normalizer.addDummyPrefix }]);
+    kv.push(['tokenizer.ggml.remove_extra_whitespaces', { type: 'bool', value: sp.normalizer.removeExtraWhitespaces }]);
+    if (sp.trainer.unkId >= 0 && sp.trainer.unkId < vocabSize) spUnk = sp.trainer.unkId;
     notes.push(`tokenizer: sentencepiece from ${spFile} (llama.cpp "llama")`);
   } else {
     const what = model?.type === 'BPE' ? 'a sentencepiece-style BPE (byte_fallback, no ByteLevel pre-tokenizer)' : `a ${model?.type ?? 'model-less'} tokenizer`;
@@ -138,7 +143,7 @@ export async function vocabMetadata(modelDir: string, vocabSize: number, chatTem
   if (tok.bosId !== undefined) kv.push(['tokenizer.ggml.bos_token_id', u32(tok.bosId)]);
   if (tok.eosId !== undefined) kv.push(['tokenizer.ggml.eos_token_id', u32(tok.eosId)]);
   const unk = tok.specialTokensMap?.unk_token;
-  const unkId = typeof unk === 'string' ? tok.tokenToId(unk) : undefined;
+  const unkId = typeof unk === 'string' ? tok.tokenToId(unk) : spUnk;
   if (unkId !== undefined) kv.push(['tokenizer.ggml.unknown_token_id', u32(unkId)]);
   if (tok.padId !== undefined) kv.push(['tokenizer.ggml.padding_token_id', u32(tok.padId)]);
   const configFile = join(modelDir, 'tokenizer_config.json');

@@ -21,6 +21,8 @@ export interface GgufExportOptions {
   device: Device;
   dequantizedBase?: boolean;
   say: (line: string) => void;
+  /** Called as each tensor is written (a 7B model's q4_k_m takes minutes on a few cores). */
+  progress?: (done: number, total: number, name: string) => void;
 }
 
 export interface GgufExportResult {
@@ -88,6 +90,6 @@ export async function exportGguf(opts: GgufExportOptions): Promise<GgufExportRes
     opts.say(`  Note: llama.cpp applies RoPE to a baichuan model only when it has 32 layers (Baichuan-7B); this one has ${config.numLayers}, so llama.cpp will run it ${config.numLayers === 40 ? 'with ALiBi, as Baichuan-13B' : 'without position encoding'}, unlike sft and transformers.`);
   }
   if (notice) opts.say(`  ${notice}`);
-  const { bytes, dataOffset } = await writeGguf(opts.out, metadata, tensors);
+  const { bytes, dataOffset } = await writeGguf(opts.out, metadata, tensors, (t, i) => opts.progress?.(i + 1, tensors.length, t.name));
   return { bytes, dataOffset, tensors: tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims })) };
 }

@@ -42,6 +42,8 @@ const command: CommandModule<object, ExportArgs> = {
     const r = await exportGguf({
       modelDir: argv.model, adapterDir: argv.adapter, out: argv.out, type: argv.type,
       device: await deviceFromFlag(argv.device), dequantizedBase: argv['dequantized-base'], say,
+      // On a terminal, one line rewritten per tensor.
+      progress: process.stderr.isTTY ? (i, n, name) => process.stderr.write(`\r\x1b[K  tensor ${i}/${n} ${name}${i === n ? '\n' : ''}`) : undefined,
     });
     const counts = new Map<string, number>();
     for (const t of r.tensors) counts.set(t.type, (counts.get(t.type) ?? 0) + 1);
