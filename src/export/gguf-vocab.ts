@@ -4,7 +4,10 @@
 //                                 tokens, token_type, merges ("a b"), pre (the pre-tokenizer's split
 //                                 rule, by llama.cpp's name for it)
 //   tokenizer.ggml.model "llama"  sentencepiece (tokenizer.model: Llama, Baichuan): tokens, scores,
-//                                 token_type (sentencepiece's piece types, which GGUF shares)
+//                                 token_type (sentencepiece's piece types, which GGUF shares, but
+//                                 user-defined pieces written as normal ones, as convert_hf_to_gguf.py
+//                                 does: llama.cpp splits text at user-defined tokens before adding
+//                                 the "▁" prefix, so Baichuan's digit pieces would lose it)
 //
 // token_type: 1 normal, 2 unknown, 3 control (special tokens), 4 user-defined (added tokens that
 // are not special), 5 unused, 6 byte. Ids the tokenizer does not name (an embedding padded past the
@@ -116,7 +119,7 @@ export async function vocabMetadata(modelDir: string, vocabSize: number, chatTem
     sp.pieces.forEach((p, id) => {
       tokens[id] = p.piece;
       scores[id] = p.score;
-      types[id] = p.type >= 1 && p.type <= 6 ? p.type : TT.NORMAL;
+      types[id] = p.type >= 1 && p.type <= 6 && p.type !== TT.USER_DEFINED ? p.type : TT.NORMAL;
     });
     for (const a of added) {
       if (a.id >= vocabSize) throw tooMany(a.id + 1, jsonFile);

@@ -4,14 +4,16 @@
 // itself (node-llama-cpp: greedy tokens equal to sft's decode for f32/f16/q8_0, mean NLL within 1 %
 // for q8_0, q4_k_m sane). Both come from side folders (deps.ts) and the tests skip, saying why,
 // without them. The type choice, errors and atomic write need neither.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, writeFileSync, rmSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, writeFileSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { packageRoot, native } from '../../src/native/binding.js';
 import { initModel } from '../../src/model/init.js';
+import { expectedTensors, nativeConfigFromHf } from '../../src/model/hfconfig.js';
+import { writeSafetensors } from '../../src/io/safetensors.js';
 import { loadBase } from '../../src/model/load.js';
 import { exportGguf, type GgufExportResult } from '../../src/export/gguf.js';
 import { tensorTypes, useMoreBits } from '../../src/export/gguf-types.js';
@@ -50,6 +52,8 @@ before(async () => {
   }
 });
 
+after(() => rmSync(root, { recursive: true, force: true }));
+
 /** Bytes [offset, offset + n) of a file. */
 function readBytes(path: string, offset: number, n: number): Uint8Array {
   const fd = openSync(path, 'r');
@@ -69,7 +73,7 @@ test('gguf-py reads every architecture and type back: metadata, names, layouts a
   if ('skip' in py) return t.skip(py.skip);
   for (const m of MODELS) {
     const files = TYPES.map((type) => file(m.arch, type));
-    const r = spawnSync(py.python, [join(packageRoot, 'scripts', 'reference', 'gguf_check.py'), join(root, m.arch), join(root, 'deq'), ...files], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const r: SpawnSyncReturns<string> = spawnSync(py.python, [join(packageRoot, 'scripts', 'reference', 'gguf_check.py'), join(root, m.arch), join(root, 'deq'), ...files], { encoding: 'utf8', maxBuffer: 1 << 26 });
     assert.equal(r.status, 0, r.stderr);
     const reports = JSON.parse(r.stdout) as { file: string; errors: string[]; metadata: { file_type: number; chat_template: string | null }; tensors: { name: string; type: string; shape: number[]; offset: number; bytes: number; max_err: number; rel_rmse: number; exact_f16?: boolean; exact_q8_0?: boolean; bound?: boolean }[] }[];
     for (const rep of reports) {
@@ -144,7 +148,7 @@ test("sft's quantizers write ggml's bytes: q8_0, q5_0, q4_K and q6_K equal ggml'
   writeFileSync(src, x);
   for (const type of ['q8_0', 'q5_0', 'q4_K', 'q6_K'] as const) {
     const ours = await native().gguf.quantize(type, x, rows, cols);
-    const r = spawnSync(py.python, [join(packageRoot, 'scripts', 'reference', 'ggml_quant_ref.py'), lib, type, src, ref], { encoding: 'utf8' });
+    const r: SpawnSyncReturns<string> = spawnSync(py.python, [join(packageRoot, 'scripts', 'reference', 'ggml_quant_ref.py'), lib, type, src, ref], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.ok(Buffer.from(ours).equals(readFileSync(ref)), `${type}: bytes differ from ggml's`);
   }
@@ -229,6 +233,55 @@ test('a pretrained sentencepiece model (stories260K): llama.cpp tokenizes as sft
   assert.equal(r.error, undefined, r.error);
   assert.deepEqual(r.tokenized, tok.encodeText(text));
   assert.ok(STORIES_REFERENCE.startsWith(tok.decode(r.greedy!).trim().slice(0, 100)), tok.decode(r.greedy!));
+});
+
+/** A one-layer random model of `arch` whose vocabulary is `vocab`, with the given tokenizer files. */
+function modelWithTokenizer(dir: string, arch: 'llama' | 'qwen2' | 'baichuan', vocab: number, files: Record<string, Buffer | string>): void {
+  const hf: Record<string, unknown> = {
+    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', baichuan: 'BaiChuanForCausalLM' }[arch]], model_type: arch,
+    hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2,
+    vocab_size: vocab, max_position_embeddings: 256, rms_norm_eps: 1e-6, tie_word_embeddings: false,
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(hf));
+  const normal = normalSampler(5);
+  writeSafetensors(join(dir, 'model.safetensors'), expectedTensors(nativeConfigFromHf(hf)).map((t) => ({
+    name: t.name, shape: t.shape, dtype: 'F32' as const, data: Float32Array.from({ length: t.shape.reduce((a, b) => a * b, 1) }, () => (t.shape.length === 1 ? 1 : 0.02 * normal())),
+  })), { format: 'pt' });
+  for (const [f, content] of Object.entries(files)) writeFileSync(join(dir, f), content);
+}
+
+test('real tokenizers (../shared/tokenizers): llama.cpp splits text into the ids sft does (gpt2 with pre qwen2; sentencepiece, Llama and Baichuan)', async (t) => {
+  const llama = llamaCpp();
+  if ('skip' in llama) return t.skip(llama.skip);
+  const shared = join(packageRoot, '..', 'shared', 'tokenizers');
+  const read = (f: string) => readFileSync(join(shared, f));
+  const cases = [
+    { name: 'qwen2', arch: 'qwen2' as const, vocab: 151936, needs: 'qwen2-reconstructed/tokenizer.json', files: () => ({ 'tokenizer.json': read('qwen2-reconstructed/tokenizer.json'), 'tokenizer_config.json': read('qwen2-reconstructed/tokenizer_config.json') }) },
+    { name: 'llama-2', arch: 'llama' as const, vocab: 32000, needs: 'llama-2/tokenizer.model', files: () => ({ 'tokenizer.model': read('llama-2/tokenizer.model'), 'tokenizer.json': read('llama-2/tokenizer.json'), 'tokenizer_config.json': read('llama-2/tokenizer_config.json') }) },
+    { name: 'baichuan-7b', arch: 'baichuan' as const, vocab: 64000, needs: 'baichuan-7b/tokenizer.model', files: () => ({ 'tokenizer.model': read('baichuan-7b/tokenizer.model'), 'tokenizer_config.json': JSON.stringify({ tokenizer_class: 'BaichuanTokenizer', bos_token: '<s>', eos_token: '</s>' }) }) },
+  ];
+  const text = 'Hello world! It\'s 2024: 12345 tokens,  two  spaces\nand a new line. 你好，世界。';
+  const { loadTokenizer } = await import('../../src/tokenizer/tokenizer.js');
+  const jobs = [];
+  const want = new Map<string, number[]>();
+  for (const c of cases) {
+    if (!existsSync(join(shared, c.needs))) {
+      t.diagnostic(`${c.name}: ${join(shared, c.needs)} absent, skipped`);
+      continue;
+    }
+    const dir = join(root, `tok-${c.name}`);
+    modelWithTokenizer(dir, c.arch, c.vocab, c.files());
+    const out = join(root, `tok-${c.name}.gguf`);
+    await exportGguf({ modelDir: dir, out, type: 'f16', device: 'cpu', say });
+    want.set(out, (await loadTokenizer(dir)).encodeText(text));
+    jobs.push({ gguf: out, prompt: [1], tokens: 1, text: [1, 2], tokenize: text });
+  }
+  if (!jobs.length) return t.skip(`no tokenizers in ${shared}`);
+  for (const r of runLlama(llama.dir, jobs)) {
+    assert.equal(r.error, undefined, `${r.gguf}: ${r.error}`);
+    assert.deepEqual(r.tokenized, want.get(r.gguf), r.gguf);
+  }
 });
 
 test('--adapter merges as `sft merge` does: the same tensors as exporting the merged folder', () => {
