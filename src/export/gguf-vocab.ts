@@ -151,11 +151,25 @@ export async function vocabMetadata(modelDir: string, vocabSize: number, chatTem
   if (tok.padId !== undefined) kv.push(['tokenizer.ggml.padding_token_id', u32(tok.padId)]);
   const configFile = join(modelDir, 'tokenizer_config.json');
   const config = existsSync(configFile) ? readJson(configFile) : {};
-  if (typeof config.add_bos_token === 'boolean') kv.push(['tokenizer.ggml.add_bos_token', { type: 'bool', value: config.add_bos_token }]);
-  if (typeof config.add_eos_token === 'boolean') kv.push(['tokenizer.ggml.add_eos_token', { type: 'bool', value: config.add_eos_token }]);
+  // add_bos/add_eos: tokenizer_config.json's flags, else what tokenizer.json's TemplateProcessing adds
+  // around a single sequence (Llama 3 says it only there); neither: llama.cpp's default for the model
+  // (sentencepiece adds BOS, BPE does not), as transformers' tokenizers do.
+  const around = templateSpecials(json?.post_processor);
+  const addBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token : around && tok.bosToken !== undefined ? around.first === tok.bosToken : undefined;
+  const addEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : around && tok.eosToken !== undefined ? around.last === tok.eosToken : undefined;
+  if (addBos !== undefined) kv.push(['tokenizer.ggml.add_bos_token', { type: 'bool', value: addBos }]);
+  if (addEos !== undefined) kv.push(['tokenizer.ggml.add_eos_token', { type: 'bool', value: addEos }]);
   const template = chatTemplate ?? tok.chatTemplate;
   if (template !== undefined) kv.push(['tokenizer.chat_template', { type: 'string', value: template }]);
   return { kv, notes };
+}
+
+/** The special tokens a TemplateProcessing post-processor puts first and last around one sequence. */
+function templateSpecials(post: unknown): { first?: string; last?: string } | undefined {
+  const p = post as { type?: string; single?: Record<string, { id?: string }>[] } | undefined;
+  if (p?.type !== 'TemplateProcessing' || !Array.isArray(p.single)) return undefined;
+  const special = (x: Record<string, { id?: string }> | undefined) => x?.SpecialToken?.id;
+  return { first: special(p.single[0]), last: special(p.single[p.single.length - 1]) };
 }
 
 function fillPads(tokens: string[]): void {

@@ -154,6 +154,29 @@ test("sft's quantizers write ggml's bytes: q8_0, q5_0, q4_K and q6_K equal ggml'
   }
 });
 
+test('encodings without outside readers: f16 rounds as src/io/float16.ts does (subnormals, overflow, ties), quantized errors within bounds', async () => {
+  const g = native().gguf;
+  const edge = [0, -0, 1, -1, 65504, 65519.99, 65520, 1e6, -1e6, 6.1e-5, 6.0e-8, 2.9e-8, 3e-8, 1e-10, 1 + 2 ** -11, 1 + 3 * 2 ** -11, Infinity, -Infinity, NaN];
+  const normal = normalSampler(11);
+  const x = Float32Array.from([...edge, ...Array.from({ length: 1024 - edge.length }, () => normal() * 10 ** (Math.floor(normal() * 3)))]);
+  const bytes = await g.quantize('f16', x, 1, x.length);
+  const want = f32ArrayToF16(x);
+  assert.ok(Buffer.from(bytes).equals(Buffer.from(want.buffer)), 'f16 bits equal src/io/float16.ts');
+  assert.deepEqual(Array.from(g.dequantize('f16', bytes, 1, x.length)), Array.from(f16ArrayToF32(want)));
+
+  const rows = 16, cols = 512;
+  const w = Float32Array.from({ length: rows * cols }, () => normal() * 0.02);
+  const rms = Math.sqrt(w.reduce((s, v) => s + v * v, 0) / w.length);
+  for (const [type, bound] of [['q8_0', 0.008], ['q5_0', 0.05], ['q4_K', 0.09], ['q6_K', 0.025]] as const) {
+    const q = await g.quantize(type, w, rows, cols);
+    assert.equal(q.length, rows * g.rowBytes(type, cols));
+    const back = g.dequantize(type, q, rows, cols);
+    const err = Math.sqrt(back.reduce((s, v, i) => s + (v - w[i]) ** 2, 0) / w.length) / rms;
+    assert.ok(err < bound, `${type}: relative RMS error ${err}`);
+  }
+  assert.throws(() => g.rowBytes('q4_K', 100), /not a whole number of 256-value blocks/);
+});
+
 /** sft's greedy tokens (the native decode path, as `sft chat` at temperature 0), the gap between
  *  the two largest logits at each step, and the mean NLL of `text`. `f16`: the model's matrices
  *  rounded to fp16 first, the weights an f16 GGUF holds. */
