@@ -22,6 +22,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from '../../src/io/float16.js';
 import { writeLoraAdapter } from '../../src/io/peft.js';
 import { loraModulesOf } from '../../src/model/modules.js';
 import { normalSampler } from '../../src/util/random.js';
+import { BYTE_TO_CHAR } from '../../src/tokenizer/bpe-train.js';
 import type { Arch, GgufTensorType } from '../../src/native/types.js';
 import { runCli } from '../helpers/cli.js';
 import { ggufPython, llamaCpp, runLlama } from './deps.js';
@@ -340,6 +341,26 @@ test('--adapter merges as `sft merge` does: the same tensors as exporting the me
   const n = tail.bytes - tail.dataOffset;
   assert.ok(a.subarray(a.length - n).equals(b.subarray(b.length - n)), 'tensor data equal');
   assert.ok(!a.subarray(a.length - n).equals(readFileSync(file('llama', 'f16')).subarray(tail.dataOffset)), 'the adapter changed the weights');
+});
+
+test('pytorch_model.bin checkpoints (one file, shards) export to the tensors of their safetensors copy', async () => {
+  // The tiny Baichuan-7B of test/model/weights.test.ts, with a 64-token byte-level tokenizer.
+  const tokenizer = JSON.stringify({
+    version: '1.0', added_tokens: [], normalizer: null, post_processor: null,
+    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab: Object.fromEntries(BYTE_TO_CHAR.slice(0, 64).map((c, i) => [c, i])), merges: [] },
+  });
+  const data: Buffer[] = [];
+  for (const name of ['baichuan-st', 'baichuan-bin', 'baichuan-bin-sharded']) {
+    const dir = join(root, name);
+    cpSync(join(packageRoot, 'test', 'fixtures', 'torch-bin', name), dir, { recursive: true });
+    writeFileSync(join(dir, 'tokenizer.json'), tokenizer);
+    const out = join(root, `${name}.gguf`);
+    const r = await exportGguf({ modelDir: dir, out, type: 'q8_0', device: 'cpu', say });
+    data.push(readFileSync(out).subarray(r.dataOffset));
+  }
+  assert.ok(data[0].length > 0 && data[1].equals(data[0]) && data[2].equals(data[0]));
 });
 
 test('bad input: an unknown --type, an unsupported architecture, a missing tokenizer, an existing --out', async () => {
