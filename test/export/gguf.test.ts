@@ -25,6 +25,11 @@ import { normalSampler } from '../../src/util/random.js';
 import { BYTE_TO_CHAR } from '../../src/tokenizer/bpe-train.js';
 import type { Arch, GgufTensorType } from '../../src/native/types.js';
 import { runCli } from '../helpers/cli.js';
+import { sink } from '../helpers/sink.js';
+import { configFromObject } from '../../src/config/loader.js';
+import { train } from '../../src/train/recipe.js';
+import { builtInJinja } from '../../src/data/chat-template.js';
+import { getTemplate } from '../../src/data/templates.js';
 import { ggufPython, llamaCpp, runLlama } from './deps.js';
 import { STORIES_REFERENCE, storiesModelDir } from '../serve/stories-model.js';
 
@@ -341,6 +346,35 @@ test('--adapter merges as `sft merge` does: the same tensors as exporting the me
   const n = tail.bytes - tail.dataOffset;
   assert.ok(a.subarray(a.length - n).equals(b.subarray(b.length - n)), 'tensor data equal');
   assert.ok(!a.subarray(a.length - n).equals(readFileSync(file('llama', 'f16')).subarray(tail.dataOffset)), 'the adapter changed the weights');
+});
+
+test('a QLoRA adapter: --dequantized-base merges into dequant(NF4(W)) as `sft merge` does, and the training template becomes tokenizer.chat_template', async () => {
+  const base = join(root, 'llama');
+  const data = join(root, 'qlora.jsonl');
+  writeFileSync(data, Array.from({ length: 6 }, (_, i) => JSON.stringify({ conversation: [{ human: `q${i}?`, assistant: `the answer is ${i * 3}` }] })).join('\n') + '\n');
+  const adapter = join(root, 'qlora');
+  const { config } = configFromObject({
+    output_dir: adapter, model_name_or_path: base, train_file: data, template_name: 'qwen', max_seq_length: 64,
+    per_device_train_batch_size: 3, max_steps: 2, learning_rate: 5e-3, lr_scheduler_type: 'constant', lora_rank: 4, lora_alpha: 8,
+    lora_dropout: 0, save_strategy: 'no', disable_tqdm: true, seed: 2, bits: 4, train_mode: 'qlora',
+  });
+  await train(config, { print: () => {}, stream: sink() });
+  const lines: string[] = [];
+  const direct = await exportGguf({ modelDir: base, adapterDir: adapter, out: join(root, 'qlora.gguf'), type: 'f32', device: 'cpu', dequantizedBase: true, say: (l) => lines.push(l) });
+  assert.match(lines.join('\n'), /trained with QLoRA.*\n.*dequantized NF4 base/);
+  assert.match(lines.join('\n'), /chat_template: template "qwen", which the adapter was trained with/);
+  const r = runCli(['merge', '--model', base, '--adapter', adapter, '--out', join(root, 'qlora-merged'), '--dequantized-base', '--score-samples', '0']);
+  assert.equal(r.status, 0, r.stderr);
+  const via = await exportGguf({ modelDir: join(root, 'qlora-merged'), out: join(root, 'qlora-via.gguf'), type: 'f32', device: 'cpu', say });
+  const a = readFileSync(join(root, 'qlora.gguf')), b = readFileSync(join(root, 'qlora-via.gguf'));
+  assert.ok(a.subarray(direct.dataOffset).equals(b.subarray(via.dataOffset)), 'tensor data equal');
+  // The template is in the header as a GGUF string (u64 length + UTF-8).
+  const jinja = Buffer.from(builtInJinja(getTemplate('qwen')), 'utf8');
+  const key = Buffer.from('tokenizer.chat_template', 'utf8');
+  const at = a.indexOf(key);
+  assert.ok(at > 0 && at < direct.dataOffset);
+  assert.equal(Number(a.readBigUInt64LE(at + key.length + 4)), jinja.length);
+  assert.ok(a.subarray(at + key.length + 12, at + key.length + 12 + jinja.length).equals(jinja));
 });
 
 test('pytorch_model.bin checkpoints (one file, shards) export to the tensors of their safetensors copy', async () => {
