@@ -1,6 +1,6 @@
 // The decode row through llama.cpp (node-llama-cpp's CPU binaries), in a process of its own:
 //   node bench/cpu-vs-torch/llama-worker.mjs '<json job>'
-// The job is sft-worker.ts's plus `gguf` (the model converted by to_gguf.py) and `llamaDir` (the
+// The job is sft-worker.ts's plus `gguf` (the model written as f32 GGUF by sft export) and `llamaDir` (the
 // folder whose node_modules holds node-llama-cpp). One unit = the prompt, then `tokens` greedy
 // tokens (temperature 0), as the other engines do; the last line printed is a JSON result.
 import { readFileSync } from 'node:fs';

@@ -2,7 +2,7 @@
 // same token batches, LoRA r 16 on every linear layer, fp32, the same thread count, each measurement
 // in a process of its own, the two engines interleaved (order alternating) and medians reported.
 // Appends a table (tokens/s, ratio, peak RSS, CPU, load average) to docs/BENCHMARKS.md. The decode
-// row also runs llama.cpp (node-llama-cpp's CPU binaries) on the same model converted to f32 GGUF.
+// row also runs llama.cpp (node-llama-cpp's CPU binaries) on the same model as f32 GGUF (sft export).
 //
 //   npm run bench:cpu-vs-torch
 //   BENCH_REPEATS=5 BENCH_ONLY=decode BENCH_NO_APPEND=1 npm run bench:cpu-vs-torch
@@ -11,13 +11,14 @@
 // bench/cpu-vs-torch/.venv, which is created offline from the machine's pip index when missing.
 // Without one, the sft column is measured alone and the note says why. llama.cpp: SFT_BENCH_LLAMA (a
 // folder whose node_modules holds node-llama-cpp), else bench/cpu-vs-torch/.llama, installed with npm
-// when missing; the conversion needs the gguf package in the same Python (pip-installed when missing).
+// when missing.
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { initModel } from '../../src/model/init.js';
+import { exportGguf } from '../../src/export/gguf.js';
 import { packageRoot } from '../../src/native/binding.js';
 import { MODELS, WORKLOADS, tokenIds, workloadName, type Workload } from './workloads.js';
 import type { Job, Result } from './sft-worker.js';
@@ -66,14 +67,14 @@ function findLlama(): { dir?: string; why?: string } {
   return { dir };
 }
 
-/** The model as f32 GGUF (to_gguf.py), with the bench's Python; pip installs gguf when it is missing. */
-function toGguf(python: string | undefined, modelDir: string, out: string): { file?: string; why?: string } {
-  if (!python) return { why: 'no Python to convert the model to GGUF' };
-  const ok = () => spawnSync(python, ['-c', 'import gguf, safetensors, numpy'], { stdio: 'ignore' }).status === 0;
-  if (!ok()) spawnSync(python, ['-m', 'pip', 'install', '--quiet', 'gguf'], { stdio: 'inherit', timeout: 5 * 60_000 });
-  if (!ok()) return { why: `${python} cannot import gguf (pip install gguf failed)` };
-  const r = spawnSync(python, [join(here, 'to_gguf.py'), modelDir, out], { encoding: 'utf8' });
-  return r.status === 0 ? { file: out } : { why: `to_gguf.py failed: ${r.stderr.trim().split('\n').pop()}` };
+/** The model as f32 GGUF, written by `sft export` (src/export/gguf.ts). */
+async function toGguf(modelDir: string, out: string): Promise<{ file?: string; why?: string }> {
+  try {
+    await exportGguf({ modelDir, out, type: 'f32', device: 'cpu', say: () => {} });
+    return { file: out };
+  } catch (err) {
+    return { why: `sft export failed: ${(err as Error).message}` };
+  }
 }
 
 function cpuName(): string {
@@ -129,7 +130,7 @@ async function main(): Promise<void> {
     llamaDir = found.dir, llamaWhy = found.why;
     for (const m of new Set(jobs.filter((j) => j.workload.kind === 'decode').map((j) => j.workload.model))) {
       if (!llamaDir) break;
-      const g = toGguf(python, models.get(m)!.dir, join(root, `${m}.gguf`));
+      const g = await toGguf(models.get(m)!.dir, join(root, `${m}.gguf`));
       if (g.file) ggufs.set(m, g.file);
       else llamaWhy = g.why;
     }
@@ -183,7 +184,7 @@ async function main(): Promise<void> {
     '',
     `### sft vs PyTorch + peft on the CPU — ${new Date().toISOString().slice(0, 10)}${commit ? ` (commit ${commit})` : ''}`,
     '',
-    `Machine: ${cpuName()}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; ${THREADS} threads for each engine; load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end. Node ${process.version}${versions ? `; ${versions} (sdpa attention)` : `; PyTorch peer skipped: ${why}`}; ${llamaWhy ? `llama.cpp peer skipped: ${llamaWhy}` : ggufs.size ? `llama.cpp through node-llama-cpp ${LLAMA_VERSION} (CPU binaries, the model converted to f32 GGUF by to_gguf.py), decode row only` : 'llama.cpp: no decode row'}.`,
+    `Machine: ${cpuName()}, ${cpus().length} threads, ${Math.round(totalmem() / 2 ** 30)} GiB; ${THREADS} threads for each engine; load average ${load0.toFixed(2)} at the start, ${load1.toFixed(2)} at the end. Node ${process.version}${versions ? `; ${versions} (sdpa attention)` : `; PyTorch peer skipped: ${why}`}; ${llamaWhy ? `llama.cpp peer skipped: ${llamaWhy}` : ggufs.size ? `llama.cpp through node-llama-cpp ${LLAMA_VERSION} (CPU binaries, the model written as f32 GGUF by sft export), decode row only` : 'llama.cpp: no decode row'}.`,
     `Command: \`npm run bench:cpu-vs-torch\` (BENCH_REPEATS=${REPEATS}${ONLY ? `, BENCH_ONLY=${process.env.BENCH_ONLY}` : ''}). Medians of ${REPEATS} interleaved runs, each in its own process. Models: ${modelsText}; random weights, random token ids (every position a target). Training: LoRA r 16, alpha 32, dropout 0.05 on every linear layer but lm_head, fp32, AdamW, clipping 1.0; tokens/s = positions per second of forward + backward + update. Decode: prefill and greedy tokens at batch 1 (transformers' generate with its KV cache). "Same computation": the first training loss of both engines on the same weights and ids, or whether the greedy tokens are equal.`,
     '',
     ...table,

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon/Comm.h"
+#include "addon/Gguf.h"
 #include "addon/Model.h"
 #include "backend/registry.h"
 #include "model/modules.h"
@@ -96,6 +97,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("Model", sft::addon::Model::Init(env));
   exports.Set("comm", sft::addon::CommExports(env));
+  exports.Set("gguf", sft::addon::GgufExports(env));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("archInfo", Napi::Function::New(env, ArchInfo));
   exports.Set("tensorName", Napi::Function::New(env, TensorName));

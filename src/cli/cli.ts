@@ -9,13 +9,14 @@ import initModel from './commands/init-model.js';
 import evalCommand from './commands/eval.js';
 import serve from './commands/serve.js';
 import merge from './commands/merge.js';
+import exportCommand from './commands/export.js';
 import plot from './commands/plot.js';
 import verify from './commands/verify.js';
 import { SftError } from '../errors.js';
 import { handleClosedOutput } from './closed-output.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, merge, plot, verify, initModel];
+const commands: CommandModule<object, any>[] = [train, chat, score, evalCommand, serve, merge, exportCommand, plot, verify, initModel];
 
 export async function main(argv: string[]): Promise<void> {
   handleClosedOutput();

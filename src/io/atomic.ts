@@ -1,6 +1,7 @@
 // Writing outputs so that nothing is ever half-written, silently stale, or written through a link.
 //
 //   writeFileAtomic(file, data)   one file: <file>.tmp-<pid> beside it, fsynced, renamed over it
+//   writeFileStreamed(file, ...)  the same for a file written in pieces (a GGUF model, gigabytes)
 //   writeFolderFiles(dir, write)  a set of files (an adapter, a model folder): all written into
 //                                 <dir>/.sft-staging-<pid>/ first, then each renamed into <dir>;
 //                                 files of an earlier write that the new set replaces are removed
@@ -50,6 +51,26 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   } catch (err) {
     rmSync(tmp, { force: true });
     throw withTail(writeError(file, err, bytes.byteLength), `${file} was left as it was.`);
+  }
+}
+
+/** `file` holds exactly what `write` puts, or (on any failure, or a throw from `write`) what it held
+ *  before: the pieces go to <file>.tmp-<pid>, which is fsynced and renamed over `file` at the end. */
+export async function writeFileStreamed(file: string, bytesNeeded: number, write: (put: (data: Uint8Array) => void) => Promise<void>): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const fd = openSync(tmp, 'w');
+    try {
+      await write((data) => writeAll(fd, data));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+    fsyncPath(dirname(resolve(file)));
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw withTail(writeError(file, err, bytesNeeded), existsSync(file) ? `${file} was left as it was.` : `Nothing was written to ${file}.`);
   }
 }
 

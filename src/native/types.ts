@@ -190,6 +190,8 @@ export interface NativeModel {
   memoryStats(): { allocations: Record<MemKind, number> };
 }
 
+export type GgufTensorType = 'f32' | 'f16' | 'q8_0' | 'q5_0' | 'q4_K' | 'q6_K';
+
 export interface NativeAddon {
   Model: new (config: NativeModelConfig) => NativeModel;
   /** "cpu" always; whether the CUDA backend was built, how many devices it sees now, and the card
@@ -203,6 +205,14 @@ export interface NativeAddon {
   /** The engine's name for a checkpoint tensor (Bloom's optional "transformer." prefix added), or
    *  null when the engine has no use for it (lm_head of a tied model, rotary inv_freq buffers). */
   tensorName(arch: Arch, tieWordEmbeddings: boolean, name: string): string | null;
+  /** GGUF tensor encodings (native/cpu/gguf_quant.h), as ggml's reference quantizers write them.
+   *  Types: f32, f16, q8_0, q5_0, q4_K, q6_K; data is rows x cols, row-major. */
+  gguf: {
+    quantize(type: GgufTensorType, data: Float32Array, rows: number, cols: number): Promise<Uint8Array>;
+    dequantize(type: GgufTensorType, bytes: Uint8Array, rows: number, cols: number): Float32Array;
+    /** Bytes of one row; throws when cols is not a whole number of the type's blocks. */
+    rowBytes(type: GgufTensorType, cols: number): number;
+  };
   /** The data-parallel world (native/comm): init() reads the launcher's environment (mpirun/srun:
    *  MPI; a GPU run adds NCCL); without a launcher rank 0 of 1, backend "single". */
   comm: {

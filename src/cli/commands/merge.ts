@@ -1,5 +1,5 @@
 // `sft merge --model BASE --adapter DIR --out DIR [--dtype f32|f16|bf16]`: fold a LoRA adapter into the
-// base weights (W + lora_alpha/r * B A, exactly PEFT's merge) and write a plain HF model folder whose
+// base weights (W + lora_alpha/r * B A, exactly PEFT's merge; src/model/merged.ts) and write a plain HF model folder whose
 // chat_template is the adapter's training template. A QLoRA adapter (trained on an NF4 base) is said
 // so, and `--dequantized-base` merges it into the base it was trained on, dequant(NF4(W)) + lora_alpha/r
 // * B A (src/model/merge-qlora.ts); either way the merged model is scored against NF4 base + adapter on
@@ -10,8 +10,6 @@ import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { SftError } from '../../errors.js';
 import type { SaveDtype } from '../../model/save.js';
-import { CHAT_TEMPLATE, getTemplate } from '../../data/templates.js';
-import { builtInJinja } from '../../data/chat-template.js';
 
 interface MergeArgs {
   device: DeviceFlag;
@@ -52,28 +50,16 @@ const merge: CommandModule<object, MergeArgs> = {
     if (existsSync(argv.out) && readdirSync(argv.out).length && !argv.force) {
       throw new SftError(`--out ${argv.out} is not empty; choose another folder or pass --force (it replaces the model files there)`);
     }
-    const { loadBase, applyLoraAdapter, trainingTemplateName } = await import('../../model/load.js');
-    const chat = mergedChatTemplate(trainingTemplateName(argv.adapter));
+    if (argv['score-samples'] < 0 || !Number.isInteger(argv['score-samples'])) throw new SftError(`--score-samples ${argv['score-samples']}: expected an integer >= 0`);
+    const { loadMergedModel, adapterChatTemplate } = await import('../../model/merged.js');
+    const chat = adapterChatTemplate(argv.adapter);
     const { writeHfModel, hfModelBytes, WEIGHT_FILE } = await import('../../model/save.js');
     const { writeFolderFiles } = await import('../../io/atomic.js');
     const q = await import('../../model/merge-qlora.js');
     const say = (l: string) => process.stdout.write(l + '\n');
-    const qlora = q.qloraRun(argv.adapter);
-    if (argv['dequantized-base'] && !qlora) {
-      throw new SftError(`--dequantized-base: ${argv.adapter} was not trained on a 4-bit base (its sft_config.json has no bits 4), so there is no NF4 base to dequantize; merge without it`);
-    }
-    if (argv['score-samples'] < 0 || !Number.isInteger(argv['score-samples'])) throw new SftError(`--score-samples ${argv['score-samples']}: expected an integer >= 0`);
-    const nf4 = qlora ? await q.nf4BaseWithAdapter(argv.model, argv.adapter) : undefined;
-    if (qlora) {
-      say(`${argv.adapter} was trained with QLoRA (train_mode ${qlora.trainMode}, bits 4): during training its base was NF4 with double quantization, not these full-precision weights.`);
-      say(argv['dequantized-base']
-        ? '  Merging into the dequantized NF4 base: dequant(NF4(W)) + BA, the weights it was trained against (as peft merges on a 4-bit model; written unquantized).'
-        : '  Merging into the full-precision base: W + BA. --dequantized-base merges into dequant(NF4(W)) + BA instead, the weights it was trained against.');
-    }
-    const { model } = await loadBase(argv.model, { device: await deviceFromFlag(argv.device) });
-    if (nf4 && argv['dequantized-base']) q.useDequantizedBase(model, nf4.model, nf4.quantized);
-    applyLoraAdapter(model, argv.adapter);
-    model.mergeLora();
+    const { model, qlora, nf4 } = await loadMergedModel(argv.model, argv.adapter, {
+      device: await deviceFromFlag(argv.device), dequantizedBase: argv['dequantized-base'], loadNf4: true, say,
+    });
     if (qlora && nf4 && argv['score-samples'] > 0) {
       const file = argv['score-file'] ?? qlora.trainFile;
       if (!file || !existsSync(file)) {
@@ -95,14 +81,6 @@ const merge: CommandModule<object, MergeArgs> = {
     process.stdout.write(`Merged ${argv.adapter} into ${argv.model}: ${argv.out} (${r.files.length} file(s), ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${dtype})\n  ${chat.notice}\n`);
   },
 };
-
-/** The merged folder's chat_template: the adapter's training template, so that chat and serve on the
- *  merged model (and other tools reading its chat_template) lay out prompts as training did. */
-export function mergedChatTemplate(trainedWith: string | undefined): { template?: string; notice: string } {
-  if (trainedWith === undefined) return { notice: "chat_template: the base model's (the adapter does not say which template it was trained with)" };
-  if (trainedWith === CHAT_TEMPLATE) return { notice: "chat_template: the base model's own, which the adapter was trained with" };
-  return { template: builtInJinja(getTemplate(trainedWith)), notice: `chat_template: template "${trainedWith}", which the adapter was trained with` };
-}
 
 /** The dtype config.json declares (torch_dtype), defaulting to F32. */
 function sourceDtype(modelDir: string): SaveDtype {
