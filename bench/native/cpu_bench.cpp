@@ -203,5 +203,28 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // GEMV at decode batches (continuous batching: M sequences, one token each, W streamed once per 4
+  // rows): GFLOP/s and how the time per step grows with M (ideal for a memory-bound W: flat).
+  std::printf("\n| isa | N x K | M | GFLOP/s | step time / M=1 |\n|---|---|---|---|---|\n");
+  for (Isa isa : isas) {
+    set_isa(isa);
+    for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{768, 768}, {2048, 768}, {4096, 4096}}) {
+      std::vector<float> W(static_cast<size_t>(N * K)), x(static_cast<size_t>(8 * K)), y(static_cast<size_t>(8 * N));
+      for (auto& v : W) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      const int inner = std::max<int64_t>(1, int64_t(2e7) / (N * K));
+      double t1 = 0;
+      for (int64_t M : {1, 2, 4, 8}) {
+        auto run = [&] {
+          for (int r = 0; r < inner; r++) gemm<float>(false, false, M, N, K, 1.f, x.data(), K, W.data(), K, 0.f, y.data(), N);
+        };
+        run();
+        const double t = best_seconds(reps, run) / inner;
+        if (M == 1) t1 = t;
+        std::printf("| %s | %lld x %lld | %lld | %.1f | %.2f |\n", isa_name(isa), (long long)N, (long long)K, (long long)M,
+                    2.0 * M * N * K / t / 1e9, t / t1);
+      }
+    }
+  }
   return 0;
 }
