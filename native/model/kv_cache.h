@@ -35,7 +35,9 @@ bool grow_kv_cache(Bk& bk, Block<Bk>& blk, KvCache<Bk>& cache, int64_t slots, in
   KvCache<Bk> next = cache;
   next.slots = std::max(slots, cache.slots);
   next.layers = layers, next.width = width;
-  next.capacity = std::max(positions, std::max<int64_t>(256, 2 * cache.capacity));
+  // Positions grow geometrically (decoding does not regrow every token); a new slot alone keeps them
+  // (doubling them per slot made 8 serving slots hold 256 x 2^8 positions each).
+  next.capacity = positions > cache.capacity ? std::max(positions, std::max<int64_t>(256, 2 * cache.capacity)) : cache.capacity;
   next.len.resize(size_t(next.slots), 0);
   Carver measure(MemKind::KvCache);
   next.lay_out(measure);

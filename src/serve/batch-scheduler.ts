@@ -68,7 +68,7 @@ export class BatchScheduler implements Scheduler {
   }
 
   async *run(promptIds: number[], options: GenerateOptions, signal?: AbortSignal): AsyncGenerator<GenerateChunk, GenerateResult> {
-    const slot = await this.acquire(signal);
+    const slot = await this.acquire(promptIds, signal);
     try {
       return yield* this.generateInSlot(slot, promptIds, options);
     } finally {
@@ -77,11 +77,19 @@ export class BatchScheduler implements Scheduler {
     }
   }
 
-  /** A free slot, at once or when one frees (arrival order); rejects with the signal's reason if aborted first. */
-  private acquire(signal?: AbortSignal): Promise<number> {
+  /** A free slot, at once or when one frees (arrival order); rejects with the signal's reason if aborted first.
+   *  Of the free slots, the one whose cache shares the longest prefix with the prompt (a conversation's next
+   *  turn finds its earlier turns there), else the lowest. */
+  private acquire(promptIds: number[], signal?: AbortSignal): Promise<number> {
     signal?.throwIfAborted();
-    const slot = this.free.shift();
-    if (slot !== undefined) return Promise.resolve(slot);
+    if (this.free.length > 0) {
+      let best = 0;
+      for (let i = 1; i < this.free.length; i++) {
+        const a = sharedPrefix(this.slotIds[this.free[i]], promptIds), b = sharedPrefix(this.slotIds[this.free[best]], promptIds);
+        if (a > b || (a === b && this.free[i] < this.free[best])) best = i;
+      }
+      return Promise.resolve(this.free.splice(best, 1)[0]);
+    }
     return new Promise((resolve, reject) => {
       const wake = (s: number): void => {
         signal?.removeEventListener('abort', onAbort);

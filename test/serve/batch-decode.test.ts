@@ -112,3 +112,16 @@ test('decode refuses what it cannot do, naming it', async () => {
   await assert.rejects(model.feed(Int32Array.of(5), 64), /slot 64 is out of range/);
   assert.throws(() => model.decode(Int32Array.of(0), Int32Array.of(5, 6)), /same length/);
 });
+
+test('KV slots: a new slot keeps the positions per slot (memory follows slots x positions, not 2^slots)', async () => {
+  const { model } = await loadBase(makeModel('llama'));
+  const kvBytes = () => model.memoryPlan().kinds.find((k) => k.kind === 'kv_cache')?.bytes ?? 0;
+  await model.feed(Int32Array.of(5, 6, 7), 0);
+  const one = kvBytes(); // one slot of 256 positions
+  assert.ok(one > 0);
+  for (let s = 1; s < 8; s++) await model.feed(Int32Array.of(5, 6, 7), s);
+  assert.equal(kvBytes(), 8 * one, 'eight slots of 256 positions');
+  // Positions still grow geometrically when a sequence outgrows them.
+  await model.feed(Int32Array.from({ length: 300 }, (_, i) => 3 + (i % 290)), 2);
+  assert.equal(kvBytes(), 16 * one);
+});
