@@ -4,6 +4,7 @@
 // headers, so no function compiled for one instruction set can be picked by the linker for another.
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -297,38 +298,52 @@ void gemv_bf16x(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x,
 
 inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
-// M rows of x against rows [n0, n1) of W, W walked row after row (a single stream the prefetcher
-// follows: about twice the bandwidth of four interleaved row streams); each weight vector is loaded
-// (and widened) once and used by every x row. Every (x row, W row) pair gets the same sums in the
-// same order, two accumulators over alternate vectors, whatever M and [n0, n1) are: a row's result
-// does not depend on the rows decoded beside it (continuous batching's greedy outputs equal a
-// request's alone) nor on how threads split W.
+// M rows of x against rows [n0, n1) of W. Every (x row, W row) pair gets the same sums in the same
+// order whatever M, [n0, n1) and the thread split are — two accumulators over alternate vectors, their
+// sum's horizontal sum, then the scalar tail — so a row's result does not depend on the rows decoded
+// beside it (continuous batching's greedy outputs equal a request's alone).
+//   M = 1 walks W row after row: one stream the prefetcher follows (about twice the bandwidth of four
+//   interleaved row streams), two FMA chains per row.
+//   M > 1 takes R W rows at a time: each weight vector is loaded once for the M x rows and each x
+//   vector once for the R W rows (2*M*R accumulators: R as many as the registers hold).
+template <int M, int RR, class L>
+inline void gemv_rows(int64_t n, int64_t K, const float* __restrict x, int64_t ldx, const typename L::E* __restrict Wt, int64_t ldw,
+                      float* __restrict y, int64_t ldy, float alpha, float beta) {
+  V a0[M][RR], a1[M][RR];
+  for (int m = 0; m < M; m++)
+    for (int r = 0; r < RR; r++) a0[m][r] = V{}, a1[m][r] = V{};
+  const typename L::E* w = Wt + n * ldw;
+  int64_t k = 0;
+  for (; k + 2 * W <= K; k += 2 * W) {
+    V w0[RR], w1[RR];
+    for (int r = 0; r < RR; r++) w0[r] = L::vec(w + r * ldw + k), w1[r] = L::vec(w + r * ldw + k + W);
+    for (int m = 0; m < M; m++) {
+      const V x0 = load(x + m * ldx + k), x1 = load(x + m * ldx + k + W);
+      for (int r = 0; r < RR; r++) a0[m][r] += x0 * w0[r], a1[m][r] += x1 * w1[r];
+    }
+  }
+  if (k + W <= K) {
+    for (int r = 0; r < RR; r++) {
+      const V w0 = L::vec(w + r * ldw + k);
+      for (int m = 0; m < M; m++) a0[m][r] += load(x + m * ldx + k) * w0;
+    }
+    k += W;
+  }
+  for (int m = 0; m < M; m++)
+    for (int r = 0; r < RR; r++) {
+      float s = hsum(a0[m][r] + a1[m][r]);
+      for (int64_t kk = k; kk < K; kk++) s += x[m * ldx + kk] * L::one(w[r * ldw + kk]);
+      put(y + m * ldy + n + r, alpha, beta, s);
+    }
+}
+
 template <int M, class L>
 void gemv_m(int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const typename L::E* Wt, int64_t ldw, float* y,
             int64_t ldy, float alpha, float beta) {
-  for (int64_t n = n0; n < n1; n++) {
-    const typename L::E* w = Wt + n * ldw;
-    V a0[M], a1[M];
-    for (int m = 0; m < M; m++) a0[m] = V{}, a1[m] = V{};
-    int64_t k = 0;
-    for (; k + 2 * W <= K; k += 2 * W) {
-      const V w0 = L::vec(w + k), w1 = L::vec(w + k + W);
-      for (int m = 0; m < M; m++) {
-        a0[m] += load(x + m * ldx + k) * w0;
-        a1[m] += load(x + m * ldx + k + W) * w1;
-      }
-    }
-    if (k + W <= K) {
-      const V w0 = L::vec(w + k);
-      for (int m = 0; m < M; m++) a0[m] += load(x + m * ldx + k) * w0;
-      k += W;
-    }
-    for (int m = 0; m < M; m++) {
-      float s = hsum(a0[m] + a1[m]);
-      for (int64_t kk = k; kk < K; kk++) s += x[m * ldx + kk] * L::one(w[kk]);
-      put(y + m * ldy + n, alpha, beta, s);
-    }
-  }
+  constexpr int R = M == 1 ? 1 : VB == 64 ? (M == 2 ? 4 : 2) : (M == 2 ? 2 : 1);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_rows<M, R, L>(n, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
+  for (; n < n1; n++) gemv_rows<M, 1, L>(n, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);  // the range's last rows, the same sums
 }
 
 template <class L>

@@ -143,11 +143,20 @@ export class Browser {
     return out;
   }
 
+  /** Closes the browser (politely over the protocol, then by signal) and removes its profile. Its helper
+   *  processes may still be writing the profile for a moment after the main one exits (ENOTEMPTY seen in
+   *  CI), so the removal retries. */
   async close(): Promise<void> {
-    const exited = new Promise((r) => this.proc.once('exit', r));
-    this.proc.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
-    if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
-    rmSync(this.profile, { recursive: true, force: true });
+    if (this.proc.exitCode === null && this.proc.signalCode === null) {
+      const exited = new Promise((r) => this.proc.once('exit', r));
+      this.sessionId = undefined;
+      void this.send('Browser.close').catch(() => undefined);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+      if (this.proc.exitCode === null && this.proc.signalCode === null) {
+        this.proc.kill('SIGKILL');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      }
+    }
+    rmSync(this.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 }

@@ -61,9 +61,8 @@ before(async () => {
   browser = await Browser.launch(binary as string);
 });
 after(async () => {
-  await browser?.close();
-  await server?.close();
-  await keyed?.close();
+  // Each closes whatever the others did: a server left open would keep this test file from exiting.
+  await Promise.allSettled([browser?.close(), server?.close(), keyed?.close()]);
 });
 
 type Message = { role: string; content: string };
