@@ -8,11 +8,17 @@
 #include <memory>
 #include <string>
 
+#include "comm/tcp_bootstrap.h"
+#ifdef SFT_HAVE_CUDA
+#include "cuda/device.h"
+#endif
+
 namespace sft::addon {
 namespace {
 
 std::unique_ptr<comm::Communicator> g_single = std::make_unique<comm::SingleComm>();
 std::unique_ptr<comm::Communicator> g_mpi;   // MPI: the world on the CPU, NCCL's bootstrap on the GPU
+std::unique_ptr<comm::Communicator> g_boot;  // torchrun without MPI: NCCL's bootstrap (tcp_bootstrap.h)
 std::unique_ptr<comm::Communicator> g_nccl;  // GPU worlds
 comm::LaunchEnv g_env;
 
@@ -23,6 +29,17 @@ std::string mpi_library_path() {
   std::string self = info.dli_fname;
   const size_t slash = self.rfind('/');
   return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) + "/sft_mpi.so";
+}
+
+// The GPU of this rank on its machine (local rank modulo the GPUs there), made the engine's device.
+int use_local_gpu() {
+#ifdef SFT_HAVE_CUDA
+  const int n = sft::cuda::device_count(nullptr);
+  sft::cuda::process_device() = n > 0 ? g_env.local_rank % n : 0;
+  return sft::cuda::process_device();
+#else
+  return 0;
+#endif
 }
 
 // init({ device }): { rank, size, localRank, backend, launcher }. Idempotent.
@@ -40,9 +57,14 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
           throw std::runtime_error("MPI's world (rank " + std::to_string(g_mpi->rank()) + " of " + std::to_string(g_mpi->size()) +
                                    ") differs from the launcher's environment (rank " + std::to_string(g_env.rank) + " of " +
                                    std::to_string(g_env.size) + "): is this sft's MPI the one mpirun belongs to?");
-        if (device == "cuda") g_nccl = comm::create_nccl(*g_mpi, 0);
+        if (device == "cuda") g_nccl = comm::create_nccl(*g_mpi, use_local_gpu());
       } else if (g_env.launcher == "torchrun" && g_env.size > 1) {
-        throw std::runtime_error("a torchrun-style environment (RANK/WORLD_SIZE) without MPI is not supported yet: launch with mpirun -np N (or srun), or sft train --nproc-per-node N");
+        // Without MPI only GPUs can form a world: NCCL moves the tensors, its id crosses by TCP.
+        if (device != "cuda")
+          throw std::runtime_error("a torchrun-style launch (RANK/WORLD_SIZE) on the CPU: CPU processes exchange gradients through MPI — launch with mpirun -np N (or srun), or sft train --nproc-per-node N; on GPUs the same environment runs NCCL");
+        if (g_env.master_addr.empty()) throw std::runtime_error("RANK/WORLD_SIZE are set but MASTER_ADDR is not: set MASTER_ADDR (rank 0's host) and MASTER_PORT");
+        g_boot = std::make_unique<comm::TcpBootstrap>(g_env.rank, g_env.size, g_env.master_addr, comm::bootstrap_port(g_env));
+        g_nccl = comm::create_nccl(*g_boot, use_local_gpu());
       }
     }
   } catch (const std::exception& e) {

@@ -14,6 +14,9 @@
 
 #include "addon/Comm.h"
 #include "addon/memory.h"
+#ifdef SFT_HAVE_CUDA
+#include "cuda/device.h"
+#endif
 #include "core/threads.h"
 #include "model/optimizer.h"
 
@@ -63,6 +66,9 @@ class Worker : public Napi::AsyncWorker {
  protected:
   void Execute() final {
     std::lock_guard<std::mutex> lock(model_->mutex());
+#ifdef SFT_HAVE_CUDA
+    sft::cuda::select_process_device();  // this rank's GPU on this pool thread (the runtime's is per thread)
+#endif
     try {
       Run();
     } catch (const OutOfMemory& e) {

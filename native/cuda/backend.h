@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "cuda/device.h"
 #include "backend/plan.h"
 #include "core/dtype.h"
 #include "cpu/ops.h"
@@ -482,11 +483,13 @@ class CudaBackend {
       cudaGetLastError();
       throw std::runtime_error(std::string("no usable CUDA device (") + (e != cudaSuccess ? cudaGetErrorString(e) : "none found") + ")");
     }
-    SFT_CUDA_CHECK(cudaSetDevice(0));
+    // One GPU per data-parallel rank on a machine (process_device: the launcher's local rank).
+    const int dev = cuda::process_device() % n;
+    SFT_CUDA_CHECK(cudaSetDevice(dev));
     SFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // Keep what the kernels' stream-ordered temporaries freed, instead of returning it to the driver.
     cudaMemPool_t pool;
-    if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+    if (cudaDeviceGetDefaultMemPool(&pool, dev) == cudaSuccess) {
       uint64_t keep = ~uint64_t(0);
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
     }

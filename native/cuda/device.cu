@@ -23,6 +23,15 @@ int device_count(std::string* error) {
   return n;
 }
 
+int& process_device() {
+  static int d = 0;
+  return d;
+}
+
+void select_process_device() {
+  if (process_device() != 0) cudaSetDevice(process_device());
+}
+
 void throw_cuda_error(cudaError_t e, const char* what, const char* file, int line) {
   cudaGetLastError();  // clear a non-sticky error so the caller can go on (e.g. fall back)
   throw std::runtime_error(std::string("CUDA error ") + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +

@@ -238,7 +238,7 @@ class Decoder : public OptimizerStore<Bk> {
     const ModelConfig& c = this->config();
     const int64_t nv = virtual_tokens(mode);
     const int64_t T_ = Tu + nv;  // internal sequence length
-    const int64_t N = B * T_, H = c.hidden, V = c.vocab;
+    const int64_t N = B * T_, H = c.hidden;
     // Cached: spans_ says which rows go to which slot at which position (feed: one span of T_ rows;
     // decode: B spans of one row). The families read it in their layer_forward.
     int64_t slots = 0, end = T_;

@@ -11,8 +11,8 @@
 // prompt's chunks are the same alone or not.
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
-import { generate, type GenerateChunk, type GenerateOptions, type GenerateResult } from '../chat/generate.js';
-import { sharedPrefix, type Scheduler, type SchedulerStats } from './scheduler.js';
+import type { GenerateChunk, GenerateOptions, GenerateResult } from '../chat/generate.js';
+import { generateOnCache, sharedPrefix, type Scheduler, type SchedulerStats, type SequenceCache } from './scheduler.js';
 
 /** The engine's most sequences per decode step (native kDecodeBatchMax). */
 export const MAX_DECODE_BATCH = 8;
@@ -110,39 +110,16 @@ export class BatchScheduler implements Scheduler {
     else this.free.push(slot);
   }
 
-  /** generate() over a view of `slot`, on the part of the prompt its cache does not hold yet (as FifoScheduler
-   *  does over its one cache). */
-  private async *generateInSlot(slot: number, promptIds: number[], options: GenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
-    const keep = Math.min(sharedPrefix(this.slotIds[slot], promptIds), promptIds.length - 1);
-    this.model.truncateCache(keep, slot);
-    this.slotIds[slot].length = keep;
-    const view = { feed: (ids: Int32Array) => this.feed(slot, ids) };
-    const sampled: number[] = [];
-    let failed = false;
-    const gen = generate(view, this.tok, promptIds.slice(keep), { ...options, contextIds: promptIds.slice(0, keep) });
-    try {
-      for (;;) {
-        const step = await gen.next();
-        if (step.done) return step.value;
-        sampled.push(step.value.id);
-        yield step.value;
-      }
-    } catch (err) {
-      failed = true;
-      throw err;
-    } finally {
-      await gen.return(undefined as never);
-      // No job of this slot is queued now (generate awaits each feed before the next), so the slot's length
-      // says which of the prompt and sampled ids it holds.
-      const held = this.model.cacheLength(slot);
-      const known = [...promptIds, ...sampled];
-      if (failed || held > known.length) {
-        this.model.resetCache(slot);
-        this.slotIds[slot] = [];
-      } else {
-        this.slotIds[slot] = known.slice(0, held);
-      }
-    }
+  /** generate() over a view of `slot`, on the part of the prompt its cache does not hold yet. */
+  private generateInSlot(slot: number, promptIds: number[], options: GenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
+    const cache: SequenceCache = {
+      ids: this.slotIds[slot],
+      feed: (ids) => this.feed(slot, ids),
+      truncate: (n) => this.model.truncateCache(n, slot),
+      length: () => this.model.cacheLength(slot),
+      reset: () => this.model.resetCache(slot),
+    };
+    return generateOnCache(cache, this.tok, promptIds, options, (held) => (this.slotIds[slot] = held));
   }
 
   /** The slot view's feed: one token after the prompt is a row of the next decode step; anything else is

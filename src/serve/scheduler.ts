@@ -82,37 +82,64 @@ export class FifoScheduler implements Scheduler {
     else this.busy = false;
   }
 
-  /** generate() on the part of the prompt the cache does not hold yet (at least its last token, whose
-   *  logits start the reply); the cached prefix is passed as context so the repetition penalty sees it. */
-  private async *generateOnCache(promptIds: number[], options: GenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
-    const keep = Math.min(sharedPrefix(this.cacheIds, promptIds), promptIds.length - 1);
-    this.model.truncateCache(keep);
-    this.cacheIds.length = keep;
-    const sampled: number[] = [];
-    let failed = false;
-    const gen = generate(this.model, this.tok, promptIds.slice(keep), { ...options, contextIds: promptIds.slice(0, keep) });
-    try {
-      for (;;) {
-        const step = await gen.next();
-        if (step.done) return step.value;
-        sampled.push(step.value.id);
-        yield step.value;
-      }
-    } catch (err) {
-      failed = true;
-      throw err;
-    } finally {
-      await gen.return(undefined as never);
-      // Each feed appends its tokens or fails whole, and the cache takes the prompt, then the sampled ids
-      // in order, so its length says which of them it holds (never the last sampled, unfed one).
-      const held = this.model.cacheLength();
-      const known = [...promptIds, ...sampled];
-      if (failed || held > known.length) {
-        this.model.resetCache();
-        this.cacheIds = [];
-      } else {
-        this.cacheIds = known.slice(0, held);
-      }
+  private generateOnCache(promptIds: number[], options: GenerateOptions): AsyncGenerator<GenerateChunk, GenerateResult> {
+    const cache: SequenceCache = {
+      ids: this.cacheIds,
+      feed: (ids) => this.model.feed(ids),
+      truncate: (n) => this.model.truncateCache(n),
+      length: () => this.model.cacheLength(),
+      reset: () => this.model.resetCache(),
+    };
+    return generateOnCache(cache, this.tok, promptIds, options, (held) => (this.cacheIds = held));
+  }
+}
+
+/** One sequence's KV cache as a scheduler sees it: the ids it holds (exactly), and the engine calls on it. */
+export interface SequenceCache {
+  ids: number[];
+  feed(ids: Int32Array): Promise<Float32Array>;
+  truncate(n: number): void;
+  length(): number;
+  reset(): void;
+}
+
+/** generate() on the part of the prompt the cache does not hold yet (at least its last token, whose logits
+ *  start the reply); the cached prefix is passed as context so the repetition penalty sees it. When the
+ *  reply ends (or fails, or its consumer stops), `held` gets exactly the ids the cache then holds. */
+export async function* generateOnCache(
+  cache: SequenceCache,
+  tok: Tok,
+  promptIds: number[],
+  options: GenerateOptions,
+  held: (ids: number[]) => void,
+): AsyncGenerator<GenerateChunk, GenerateResult> {
+  const keep = Math.min(sharedPrefix(cache.ids, promptIds), promptIds.length - 1);
+  cache.truncate(keep);
+  const sampled: number[] = [];
+  let failed = false;
+  const gen = generate(cache, tok, promptIds.slice(keep), { ...options, contextIds: promptIds.slice(0, keep) });
+  try {
+    for (;;) {
+      const step = await gen.next();
+      if (step.done) return step.value;
+      sampled.push(step.value.id);
+      yield step.value;
+    }
+  } catch (err) {
+    failed = true;
+    throw err;
+  } finally {
+    await gen.return(undefined as never);
+    // Each feed appends its tokens or fails whole (and generate awaits each before the next), and the cache
+    // takes the prompt, then the sampled ids in order, so its length says which of them it holds (never
+    // the last sampled, unfed one).
+    const length = cache.length();
+    const known = [...promptIds, ...sampled];
+    if (failed || length > known.length) {
+      cache.reset();
+      held([]);
+    } else {
+      held(known.slice(0, length));
     }
   }
 }

@@ -494,8 +494,10 @@ void check_threads();  // test_threads.cpp
 void check_zero_shard();  // test_zero_shard.cpp
 void check_bf16_ops();  // test_bf16_ops.cpp
 void check_bf16_models();  // test_bf16_models.cpp
+void check_tcp_bootstrap();  // test_tcp_bootstrap.cpp
 
 int main() {
+  check_tcp_bootstrap();  // first: it forks, before any thread pool exists
   check_threads();
   check_zero_shard();
   check_quant();
