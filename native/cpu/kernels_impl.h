@@ -195,6 +195,9 @@ void gemm_skinny_bf16(int64_t rows, int n, int64_t K, const uint16_t* A, int64_t
     skinny<2, BF16>(rows, n, K, A, sm, sk, Bp, C, rs, cs, alpha, beta);
 }
 
+// y = alpha s (+ beta y): a GEMV output element.
+inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
+
 #if defined(SFT_BF16_DP)
 // vdpbf16ps: each fp32 lane adds the products of one k-pair of bf16 values (exact in fp32), so a
 // tile is the fp32 kernel's with half the k steps and twice the multiply-adds per instruction. The
@@ -233,7 +236,6 @@ void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* _
   }
 }
 
-inline void put16(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
 // x [M, K] and W rows both bf16: 32 k per vdpbf16ps, the last partial vector by masked (zeroing)
 // loads. W is walked row after row (one stream the prefetcher follows); each weight vector is loaded
@@ -272,7 +274,7 @@ void gemv16_m(int64_t n0, int64_t n1, int64_t K, const uint16_t* __restrict x, i
       for (int m = 0; m < M; m++) a[m][1] = _mm512_dpbf16_ps(a[m][1], ldt(x + m * ldx + full), w0);
     }
     for (int m = 0; m < M; m++)
-      put16(y + m * ldy + n, alpha, beta, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[m][0], a[m][1]), _mm512_add_ps(a[m][2], a[m][3]))));
+      put(y + m * ldy + n, alpha, beta, _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[m][0], a[m][1]), _mm512_add_ps(a[m][2], a[m][3]))));
   }
 }
 
@@ -296,7 +298,6 @@ void gemv_bf16x(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x,
 #define SFT_TILE_BF16 0, 0, nullptr, nullptr
 #endif
 
-inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ? alpha * s : alpha * s + beta * *y; }
 
 // M rows of x against rows [n0, n1) of W. Every (x row, W row) pair gets the same sums in the same
 // order whatever M, [n0, n1) and the thread split are — two accumulators over alternate vectors, their

@@ -65,15 +65,9 @@ class Decoder : public OptimizerStore<Bk> {
   std::vector<float> logits(const int32_t* ids, int64_t B, int64_t Tu) override {
     this->check_ids(ids, B * Tu, this->config().vocab);
     forward(ids, B, Tu, Mode::Eval, 0);
-    const int64_t V = this->config().vocab, H = this->config().hidden, T_ = last_.T, nv = last_.nv;
-    const T* W = arch().head_weights();
+    const int64_t V = this->config().vocab, T_ = last_.T, nv = last_.nv;
     std::vector<float> out(size_t(B * Tu * V));  // the real positions only (virtual ones dropped)
-    for (int64_t b = 0; b < B; b++)  // each row's real positions, a chunk of head_rows_ at a time
-      for (int64_t t0 = 0; t0 < Tu; t0 += head_rows_) {
-        const int64_t n = std::min(head_rows_, Tu - t0);
-        this->bk_.linear_forward(top_.logits, top_.lnf + (b * T_ + nv + t0) * H, W, nullptr, n, H, V, false);
-        this->bk_.download_values(out.data() + (b * Tu + t0) * V, top_.logits, n * V);
-      }
+    for (int64_t b = 0; b < B; b++) head_rows_to_host(out.data() + b * Tu * V, b * T_ + nv, Tu);
     return out;
   }
 
@@ -103,16 +97,22 @@ class Decoder : public OptimizerStore<Bk> {
   }
 
   // lm_head over the last `rows` rows of the last cached forward (feed: its last position; decode: one row
-  // per sequence), a chunk of head_rows_ at a time through the logits buffer.
+  // per sequence).
   std::vector<float> cached_logits(int64_t rows) {
-    const int64_t N = last_.B * last_.T, H = this->config().hidden, V = this->config().vocab;
-    std::vector<float> out(size_t(rows * V));
+    std::vector<float> out(size_t(rows * this->config().vocab));
+    head_rows_to_host(out.data(), last_.B * last_.T - rows, rows);
+    return out;
+  }
+
+  // Logits of final-norm rows [row0, row0 + rows) into host `out`, a chunk of head_rows_ at a time
+  // through the logits buffer (scoring and generation; training's head_loss keeps them on the device).
+  void head_rows_to_host(float* out, int64_t row0, int64_t rows) {
+    const int64_t H = this->config().hidden, V = this->config().vocab;
     for (int64_t r0 = 0; r0 < rows; r0 += head_rows_) {
       const int64_t n = std::min(head_rows_, rows - r0);
-      this->bk_.linear_forward(top_.logits, top_.lnf + (N - rows + r0) * H, arch().head_weights(), nullptr, n, H, V, false);
-      this->bk_.download_values(out.data() + r0 * V, top_.logits, n * V);
+      this->bk_.linear_forward(top_.logits, top_.lnf + (row0 + r0) * H, arch().head_weights(), nullptr, n, H, V, false);
+      this->bk_.download_values(out + r0 * V, top_.logits, n * V);
     }
-    return out;
   }
 
   void reset_cache(int64_t slot) override {

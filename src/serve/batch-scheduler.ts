@@ -12,7 +12,7 @@
 import type { NativeModel } from '../native/types.js';
 import type { Tok } from '../tokenizer/types.js';
 import type { GenerateChunk, GenerateOptions, GenerateResult } from '../chat/generate.js';
-import { generateOnCache, sharedPrefix, type Scheduler, type SchedulerStats, type SequenceCache } from './scheduler.js';
+import { generateOnCache, sharedPrefix, waitInQueue, type Scheduler, type SchedulerStats, type SequenceCache } from './scheduler.js';
 
 /** The engine's most sequences per decode step (native kDecodeBatchMax). */
 export const MAX_DECODE_BATCH = 8;
@@ -83,25 +83,14 @@ export class BatchScheduler implements Scheduler {
   private acquire(promptIds: number[], signal?: AbortSignal): Promise<number> {
     signal?.throwIfAborted();
     if (this.free.length > 0) {
-      let best = 0;
-      for (let i = 1; i < this.free.length; i++) {
-        const a = sharedPrefix(this.slotIds[this.free[i]], promptIds), b = sharedPrefix(this.slotIds[this.free[best]], promptIds);
-        if (a > b || (a === b && this.free[i] < this.free[best])) best = i;
+      let best = 0, bestShared = -1;
+      for (let i = 0; i < this.free.length; i++) {
+        const shared = sharedPrefix(this.slotIds[this.free[i]], promptIds);
+        if (shared > bestShared || (shared === bestShared && this.free[i] < this.free[best])) best = i, bestShared = shared;
       }
       return Promise.resolve(this.free.splice(best, 1)[0]);
     }
-    return new Promise((resolve, reject) => {
-      const wake = (s: number): void => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve(s);
-      };
-      const onAbort = (): void => {
-        this.waiting.splice(this.waiting.indexOf(wake), 1);
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiting.push(wake);
-    });
+    return waitInQueue<number>(this.waiting, signal);
   }
 
   private release(slot: number): void {

@@ -61,18 +61,7 @@ export class FifoScheduler implements Scheduler {
       this.busy = true;
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => {
-      const wake = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = (): void => {
-        this.waiting.splice(this.waiting.indexOf(wake), 1);
-        reject(signal?.reason);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiting.push(wake);
-    });
+    return waitInQueue<void>(this.waiting, signal);
   }
 
   /** Hands the model to the next waiting request (busy stays set), or marks it free. */
@@ -92,6 +81,23 @@ export class FifoScheduler implements Scheduler {
     };
     return generateOnCache(cache, this.tok, promptIds, options, (held) => (this.cacheIds = held));
   }
+}
+
+/** Waits in `queue` (arrival order) until the scheduler calls the entry with what it hands over (a slot, or
+ *  nothing); rejects with the signal's reason, leaving the queue, if aborted first. */
+export function waitInQueue<T>(queue: ((value: T) => void)[], signal?: AbortSignal): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const wake = (value: T): void => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(value);
+    };
+    const onAbort = (): void => {
+      queue.splice(queue.indexOf(wake), 1);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    queue.push(wake);
+  });
 }
 
 /** One sequence's KV cache as a scheduler sees it: the ids it holds (exactly), and the engine calls on it. */
