@@ -4,7 +4,7 @@
 // (decode) as GB/s of weights against the bandwidth, for fp32, bf16 and f16 weights; bf16 GEMM
 // (gemm_bf16: bf16 operands, fp32 accumulation, fp32 or bf16 C) on the same shapes beside fp32.
 //
-//   build/sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16] [--threads N] [--quick] [--cpu-time]
+//   build/sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16|amx] [--threads N] [--quick] [--cpu-time]
 //   (npm run bench:cpu-kernels)
 #include <algorithm>
 #include <chrono>
@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
       for (Isa x : kAllIsas)
         if (want == isa_name(x)) isas.push_back(x);
     } else {
-      std::fprintf(stderr, "usage: sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16] [--threads N] [--quick] [--cpu-time]\n");
+      std::fprintf(stderr, "usage: sft_cpu_bench [--isa portable|avx2|avx512|avx512bf16|amx] [--threads N] [--quick] [--cpu-time]\n");
       return 2;
     }
   }
@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   std::printf("CPU: %s, %d threads; L1d %lld KiB, L2 %lld KiB, L3 %lld KiB; default kernels %s\n", cpu_model().c_str(), T,
               (long long)c.l1d >> 10, (long long)c.l2 >> 10, (long long)c.l3 >> 10, isa_name(default_isa()));
   std::printf("AVX512_BF16: %s; AMX (tile + bf16): %s%s\n", isa_available(Isa::Avx512Bf16) ? "yes" : "no",
-              cpu_has_amx() ? "yes" : "no", cpu_has_amx() ? " (no AMX kernels yet: bf16 runs the avx512bf16 path)" : "");
+              cpu_has_amx() ? "yes" : "no",
+              !cpu_has_amx() ? "" : isa_available(Isa::Amx) ? " (the amx path: bf16 GEMM on tiles)" : " (the OS or build refuses it)");
 
   // Memory bandwidth: 256 MiB (far past any L3 here) read by every thread, a slice each.
   const int64_t nbw = int64_t(64) << 20;

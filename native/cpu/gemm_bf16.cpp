@@ -12,6 +12,7 @@
 // C in bf16: the fp32 result of the whole sum is computed into a scratch block of rows (beta applied
 // in fp32 to the widened old C) and rounded once into C.
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "core/threads.h"
@@ -63,6 +64,46 @@ void round_into(int64_t M, int64_t N, float beta, bf16* C, int64_t ldc, bool col
     }
 }
 
+// The AMX micro-kernel's panels (kernels.h, kstep16 32): strips of 32 rows of op(X), k padded to
+// blocks of 32, two 1 KiB tiles per operand and block: rows 0-15 and 16-31. A (pairs false):
+// tile row i holds op(X)[i, 32b .. 32b + 31]. B (pairs true): tile row p holds the 16 columns'
+// k-pair (32b + 2p, 32b + 2p + 1), the pairs side by side. Zero past r1 and past kc.
+constexpr int kAmxK = 32;
+void pack_amx(uint16_t* dst, const bf16* Xb, int64_t ld, bool trans, bool pairs, int64_t r0, int64_t r1, int64_t k0,
+              int64_t kc, int64_t s0, int64_t s1) {
+  const uint16_t* X = &Xb->bits;
+  const int64_t blocks = (kc + kAmxK - 1) / kAmxK;
+  // Element (row i, k kk) of block b within a strip's 32 * 32 * blocks elements.
+  const auto at = [pairs](int64_t b, int i, int kk) {
+    return b * 1024 + (i / 16) * 512 + (pairs ? (kk / 2) * 32 + (i % 16) * 2 + (kk & 1) : (i % 16) * 32 + kk);
+  };
+  for (int64_t s = s0; s < s1; s++) {
+    uint16_t* d = dst + s * blocks * 1024;
+    const int64_t rb = r0 + s * 32;
+    const int valid = int(std::max<int64_t>(0, std::min<int64_t>(32, r1 - rb)));
+    if (valid < 32 || kc % kAmxK) std::memset(d, 0, size_t(blocks) * 1024 * sizeof(uint16_t));
+    for (int64_t b = 0; b < blocks; b++) {
+      const int ke = int(std::min<int64_t>(kAmxK, kc - b * kAmxK));
+      if (trans) {  // op(X)[i, k] = X[k * ld + i]: row k of X holds the strip's 32 values of one k
+        for (int kk = 0; kk < ke; kk++) {
+          const uint16_t* src = X + (k0 + b * kAmxK + kk) * ld + rb;
+          for (int i = 0; i < valid; i++) d[at(b, i, kk)] = src[i];
+        }
+      } else if (!pairs) {  // A without transposition: 32 contiguous k of a row are one tile row
+        for (int i = 0; i < valid; i++)
+          std::memcpy(d + at(b, i, 0), X + (rb + i) * ld + k0 + b * kAmxK, size_t(ke) * sizeof(uint16_t));
+      } else {  // B without transposition: each k-pair of a row is one 32-bit move
+        for (int i = 0; i < valid; i++) {
+          const uint16_t* src = X + (rb + i) * ld + k0 + b * kAmxK;
+          int kk = 0;
+          for (; kk + 1 < ke; kk += 2) std::memcpy(d + at(b, i, kk), src + kk, 4);
+          if (kk < ke) d[at(b, i, kk)] = src[kk];
+        }
+      }
+    }
+  }
+}
+
 // op(X) from row m0 on: op(X)[m, k] = trans ? X[k * ld + m] : X[m * ld + k].
 const bf16* rows_of(const bf16* X, bool trans, int64_t ld, int64_t m0) { return X + (trans ? m0 : m0 * ld); }
 
@@ -98,6 +139,17 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     return;
   }
   if (skinny_gemm<bf16>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (k.gemm_tile_bf16 && k.kstep16 == kAmxK) {
+    const Tile<uint16_t, float> tk{k.mr16, k.nr16, kAmxK, k.gemm_tile_bf16};
+    const auto tiles = [](const bf16* X, int64_t ld, bool trans, bool pairs) {
+      return [=](uint16_t* dst, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
+        pack_amx(dst, X, ld, trans, pairs, r0, r1, k0, kc, s0, s1);
+      };
+    };
+    gemm_driver(M, N, K, alpha, tiles(A, lda, ta, false), tiles(B, ldb, tb, true), (const uint16_t*)nullptr, tk,
+                blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
+    return;
+  }
   if (k.gemm_tile_bf16) {
     const Tile<uint16_t, float> tk{k.mr16, k.nr16, 2, k.gemm_tile_bf16};
     const auto pairs = [](const bf16* X, int64_t ld, bool trans, int R) {

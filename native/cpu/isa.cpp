@@ -1,6 +1,9 @@
 #include "cpu/isa.h"
 
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
@@ -19,6 +22,7 @@ const Kernels* table_of(Isa isa) {
     case Isa::Avx2: return avx2_kernels();
     case Isa::Avx512: return avx512_kernels();
     case Isa::Avx512Bf16: return avx512bf16_kernels();
+    case Isa::Amx: return amx_kernels();
   }
   return nullptr;
 }
@@ -45,6 +49,7 @@ bool cpu_has(Isa isa) {
              __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     // AVX512_BF16: CPUID.(EAX=7, ECX=1):EAX bit 5; the zmm state is the one AVX-512 needs.
     case Isa::Avx512Bf16: return cpu_has(Isa::Avx512) && (cpuid7(1, 0) >> 5 & 1);
+    case Isa::Amx: return cpu_has(Isa::Avx512Bf16) && cpu_has_amx() && amx_permitted();
   }
   return false;
 #else
@@ -69,7 +74,7 @@ Isa choose() {
         throw std::runtime_error("SFT_CPU_ISA=" + want + ": this CPU or build cannot run it; available: " + available_list());
       return i;
     }
-    throw std::runtime_error("SFT_CPU_ISA=" + want + " is not one of portable, avx2, avx512, avx512bf16 (available here: " +
+    throw std::runtime_error("SFT_CPU_ISA=" + want + " is not one of portable, avx2, avx512, avx512bf16, amx (available here: " +
                              available_list() + ")");
   }
   Isa best = Isa::Portable;
@@ -119,6 +124,7 @@ const char* isa_name(Isa isa) {
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
     case Isa::Avx512Bf16: return "avx512bf16";
+    case Isa::Amx: return "amx";
   }
   return "?";
 }
@@ -160,6 +166,21 @@ bool cpu_has_amx() {
 #if defined(__x86_64__) || defined(__i386__)
   const uint32_t edx = cpuid7(0, 3);
   return (edx >> 22 & 1) && (edx >> 24 & 1);  // AMX-BF16, AMX-TILE
+#else
+  return false;
+#endif
+}
+
+bool amx_permitted() {
+#if defined(__linux__) && defined(__x86_64__)
+  // Asked once per process; the answer holds for every thread (the pool's included). A kernel
+  // without the request (before 5.16) refuses it: the amx path is then not offered.
+  static const bool ok = [] {
+    if (!cpu_has_amx()) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
 #else
   return false;
 #endif

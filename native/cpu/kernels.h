@@ -22,11 +22,16 @@ struct Kernels {
   // The same with the wide operand A in bf16 (widened as it is read; the sums are the fp32 ones).
   void (*gemm_skinny_bf16)(int64_t rows, int n, int64_t K, const uint16_t* A, int64_t sm, int64_t sk, const float* Bp,
                            float* C, int64_t rs, int64_t cs, float alpha, float beta);
-  // The bf16 GEMM micro-kernel (vdpbf16ps; nullptr where the instruction set has none, and the bf16
-  // GEMM widens into the fp32 panels instead): an mr16 x nr16 tile of fp32 C from bf16 panels whose
-  // k runs in pairs, Ap[(p * mr16 + i) * 2 + e] = opA[i, 2p + e] and Bp[(p * nr16 + j) * 2 + e] =
-  // opB[j, 2p + e], over ceil(kc / 2) pairs (an odd kc's last pair is zero-padded); C as gemm_tile.
-  int mr16, nr16;
+  // The bf16 GEMM micro-kernel (nullptr where the instruction set has none, and the bf16 GEMM widens
+  // into the fp32 panels instead): an mr16 x nr16 tile of fp32 C from bf16 panels; C as gemm_tile.
+  // Its panels' layout is told by kstep16, the k granule they are padded to (with zeros):
+  //   2  (vdpbf16ps): k in pairs, Ap[(p * mr16 + i) * 2 + e] = opA[i, 2p + e] and
+  //      Bp[(p * nr16 + j) * 2 + e] = opB[j, 2p + e], over ceil(kc / 2) pairs;
+  //   32 (AMX, mr16 = nr16 = 32): blocks of 32 k, each four 1 KiB tiles, A's two of 16 rows x 32 k
+  //      (Ap[b * 1024 + (i / 16) * 512 + (i % 16) * 32 + kk] = opA[i, 32b + kk]) and B's two of 16
+  //      k-pairs x 16 columns (Bp[b * 1024 + (j / 16) * 512 + p * 32 + (j % 16) * 2 + e] =
+  //      opB[j, 32b + 2p + e]): the layouts the tile loads and TDPBF16PS take as they are.
+  int mr16, nr16, kstep16;
   void (*gemm_tile_bf16)(int64_t kc, const uint16_t* Ap, const uint16_t* Bp, float* C, int64_t ldc, float alpha,
                          float beta);
   // GEMV rows with x in bf16 as well (vdpbf16ps over k-pairs of both, no widening; nullptr where the
@@ -59,5 +64,6 @@ const Kernels* portable_kernels();
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();
 const Kernels* avx512bf16_kernels();
+const Kernels* amx_kernels();
 
 }  // namespace sft::cpu

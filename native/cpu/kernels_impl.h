@@ -293,9 +293,71 @@ void gemv_bf16x(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* x,
     m += mm;
   }
 }
-#define SFT_TILE_BF16 MR16, NR16, gemm_tile_bf16, gemv_bf16x
+#if defined(SFT_AMX)
+// AMX: eight tile registers of 16 rows x 64 bytes. A 32 x 32 block of C lives in tiles 0-3 (2 x 2 of
+// 16 x 16 fp32) while k runs in blocks of 32: tiles 4-5 take A's two 16-row halves (16 x 32 bf16),
+// tiles 6-7 B's two 16-column halves (16 k-pairs x 16 columns x 2), and four TDPBF16PS (each 16 x 16
+// x 32 multiply-adds, products exact in fp32, added pair by pair into the fp32 C) advance the block.
+// The panels are packed in exactly those 1 KiB tiles (kernels.h, kstep16 32), so every load is
+// contiguous at a 64-byte stride. Like vdpbf16ps, bf16 subnormals read as zero and fp32 subnormal
+// results flush to zero. Each thread loads the tile configuration once (it is kept per thread, saved
+// with the thread's state on a context switch); the process asked the OS for the tile state
+// (cpu/isa.cpp) before this table was chosen.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+void amx_configure() {
+  static thread_local bool done = false;
+  if (done) return;
+  TileConfig cfg;
+  for (int t = 0; t < 8; t++) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  _tile_loadconfig(&cfg);
+  done = true;
+}
+
+constexpr int kAmxM = 32, kAmxN = 32, kAmxK = 32;  // the tile: 2 x 2 C tiles, k in blocks of 32
+void gemm_tile_amx(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* __restrict Bp, float* __restrict C,
+                   int64_t ldc, float alpha, float beta) {
+  amx_configure();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t blocks = (kc + 31) / 32;
+  for (int64_t b = 0; b < blocks; b++) {
+    const uint16_t* a = Ap + b * 1024;
+    const uint16_t* w = Bp + b * 1024;
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, w, 64);
+    _tile_loadd(5, a + 512, 64);
+    _tile_loadd(7, w + 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  alignas(64) float t[32 * 32];
+  _tile_stored(0, t, 128);
+  _tile_stored(1, t + 16, 128);
+  _tile_stored(2, t + 16 * 32, 128);
+  _tile_stored(3, t + 16 * 32 + 16, 128);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int i = 0; i < 32; i++) {
+    float* c = C + i * ldc;
+    for (int h = 0; h < 32; h += 16) {
+      const __m512 v = _mm512_mul_ps(va, _mm512_load_ps(t + i * 32 + h));
+      _mm512_storeu_ps(c + h, beta == 0.f ? v : _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_loadu_ps(c + h))));
+    }
+  }
+}
+#define SFT_TILE_BF16 kAmxM, kAmxN, kAmxK, gemm_tile_amx, gemv_bf16x
 #else
-#define SFT_TILE_BF16 0, 0, nullptr, nullptr
+#define SFT_TILE_BF16 MR16, NR16, 2, gemm_tile_bf16, gemv_bf16x
+#endif
+#else
+#define SFT_TILE_BF16 0, 0, 0, nullptr, nullptr
 #endif
 
 

@@ -38,5 +38,5 @@ test('SFT_CPU_ISA chooses the CPU kernels; a bad value is refused when the addon
   }
   const bad = load('sse9');
   assert.notEqual(bad.status, 0);
-  assert.match(bad.stderr, /SFT_CPU_ISA=sse9 is not one of portable, avx2, avx512, avx512bf16 \(available here: portable/);
+  assert.match(bad.stderr, /SFT_CPU_ISA=sse9 is not one of portable, avx2, avx512, avx512bf16, amx \(available here: portable/);
 });
