@@ -206,7 +206,10 @@ int main(int argc, char** argv) {
   }
   // GEMV at decode batches (continuous batching: M sequences, one token each, W streamed once per 4
   // rows): GFLOP/s and how the time per step grows with M (ideal for a memory-bound W: flat).
-  std::printf("\n| isa | N x K | M | GFLOP/s | step time / M=1 |\n|---|---|---|---|---|\n");
+  // "prepacked": the same product from gemm_pack_b's panels through gemm_prepacked (the GEMM's tile
+  // kernel, M rows in one zero-padded mr strip): what decode costs if the weights are kept packed.
+  std::printf("\n| isa | N x K | M | GFLOP/s | step time / M=1 | prepacked GFLOP/s | prepacked time / GEMV time |\n"
+              "|---|---|---|---|---|---|---|\n");
   for (Isa isa : isas) {
     set_isa(isa);
     for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{768, 768}, {2048, 768}, {4096, 4096}}) {
@@ -214,6 +217,9 @@ int main(int argc, char** argv) {
       for (auto& v : W) v = nd(rng);
       for (auto& v : x) v = nd(rng);
       const int inner = std::max<int64_t>(1, int64_t(2e7) / (N * K));
+      std::vector<float> P(gemm_packed_b_floats(N, K));
+      PackedB pb;
+      gemm_pack_b(pb, P.data(), false, N, K, W.data(), K);
       double t1 = 0;
       for (int64_t M : {1, 2, 4, 8}) {
         auto run = [&] {
@@ -222,8 +228,13 @@ int main(int argc, char** argv) {
         run();
         const double t = best_seconds(reps, run) / inner;
         if (M == 1) t1 = t;
-        std::printf("| %s | %lld x %lld | %lld | %.1f | %.2f |\n", isa_name(isa), (long long)N, (long long)K, (long long)M,
-                    2.0 * M * N * K / t / 1e9, t / t1);
+        auto run_packed = [&] {
+          for (int r = 0; r < inner; r++) gemm_prepacked(false, M, 1.f, x.data(), K, pb, 0.f, y.data(), N);
+        };
+        run_packed();
+        const double tp = best_seconds(reps, run_packed) / inner;
+        std::printf("| %s | %lld x %lld | %lld | %.1f | %.2f | %.1f | %.2f |\n", isa_name(isa), (long long)N, (long long)K,
+                    (long long)M, 2.0 * M * N * K / t / 1e9, t / t1, 2.0 * M * N * K / tp / 1e9, tp / t);
       }
     }
   }

@@ -489,6 +489,7 @@ static void check_head_chunks() {
 void check_quant();  // test_quant.cpp
 void check_bloom();  // test_bloom.cpp
 void check_gemm_isas();  // test_gemm.cpp
+void check_inference_panels();  // test_inference_panels.cpp
 void check_attention();  // test_attention.cpp
 void check_threads();  // test_threads.cpp
 void check_zero_shard();  // test_zero_shard.cpp
@@ -502,6 +503,7 @@ int main() {
   check_zero_shard();
   check_quant();
   check_gemm_isas();
+  check_inference_panels();
   check_ops();
   check_attention();
   check_bf16_ops();
