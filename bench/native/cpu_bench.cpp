@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_model.h"
 #include "core/threads.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
@@ -47,14 +48,6 @@ static double best_seconds(int reps, F&& fn) {
     best = std::min(best, now() - t0);
   }
   return best;
-}
-
-static std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
 }
 
 int main(int argc, char** argv) {

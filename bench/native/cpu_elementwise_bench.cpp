@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_model.h"
 #include "core/threads.h"
 #include "cpu/ops.h"
 
@@ -33,14 +34,6 @@ static double median_seconds(int reps, F&& fn) {
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
-}
-
-static std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
 }
 
 // One type's buffers for every op at rows x C.

@@ -127,16 +127,27 @@ size_t gemm_packed_b_floats(int64_t N, int64_t K) {
   return size_t((N + nr - 1) / nr * nr) * size_t(K);
 }
 
-void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb) {
+PackedB gemm_packed_layout(int64_t N, int64_t K) {
   const Tile<float, float> tk = tile_kernel<float>();
   const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
-  out = {dst, N, K, tk.nr, bl.kc, bl.nc, kernels().name};
-  for (int64_t jc = 0; jc < N; jc += bl.nc) {
-    const int64_t nc = std::min(bl.nc, N - jc), nstrips = (nc + tk.nr - 1) / tk.nr;
-    for (int64_t pc = 0; pc < K; pc += bl.kc) {
-      const int64_t kc = std::min(bl.kc, K - pc);
-      float* panel = dst + jc * K + nstrips * tk.nr * pc;
-      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) { pack<float, float>(panel, B, ldb, tb, tk.nr, jc, jc + nc, pc, kc, s0, s1); });
+  return {nullptr, N, K, tk.nr, bl.kc, bl.nc, kernels().name};
+}
+
+bool gemm_packed_current(const PackedB& B) {
+  const PackedB now = gemm_packed_layout(B.N, B.K);
+  return B.nr == now.nr && B.kc == now.kc && B.nc == now.nc;
+}
+
+void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb) {
+  out = gemm_packed_layout(N, K);
+  out.data = dst;
+  const int nr = out.nr;
+  for (int64_t jc = 0; jc < N; jc += out.nc) {
+    const int64_t nc = std::min(out.nc, N - jc), nstrips = (nc + nr - 1) / nr;
+    for (int64_t pc = 0; pc < K; pc += out.kc) {
+      const int64_t kc = std::min(out.kc, K - pc);
+      float* panel = dst + jc * K + nstrips * nr * pc;
+      parallel_for(nstrips, 4, [&](int64_t s0, int64_t s1) { pack<float, float>(panel, B, ldb, tb, nr, jc, jc + nc, pc, kc, s0, s1); });
     }
   }
 }
@@ -145,7 +156,7 @@ void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda
                     int64_t ldc) {
   const Tile<float, float> tk = tile_kernel<float>();
   const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
-  if (B.nr != tk.nr || B.kc != bl.kc || B.nc != bl.nc)
+  if (!gemm_packed_current(B))
     throw std::logic_error(std::string("gemm_prepacked: B was packed for the ") + B.isa + " kernels, the " + kernels().name +
                            " kernels run now");
   if (B.N <= tk.nr && M >= 2 * tk.mr && B.K <= 4096 && B.K > 0) {

@@ -44,6 +44,10 @@ struct PackedB {
   const char* isa = "";
 };
 size_t gemm_packed_b_floats(int64_t N, int64_t K);
+// The layout gemm_pack_b packs in with the kernels and blocking in use now (data null), and whether
+// B's panels are in it (gemm_prepacked refuses panels that are not).
+PackedB gemm_packed_layout(int64_t N, int64_t K);
+bool gemm_packed_current(const PackedB& B);
 void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb);
 // gemm(ta, tb, M, B.N, B.K, ...) with B's panels as packed: the same result, bit for bit.
 void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta, float* C,

@@ -139,26 +139,19 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     return;
   }
   if (skinny_gemm<bf16>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-  if (k.gemm_tile_bf16 && k.kstep16 == kAmxK) {
-    const Tile<uint16_t, float> tk{k.mr16, k.nr16, kAmxK, k.gemm_tile_bf16};
-    const auto tiles = [](const bf16* X, int64_t ld, bool trans, bool pairs) {
-      return [=](uint16_t* dst, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
-        pack_amx(dst, X, ld, trans, pairs, r0, r1, k0, kc, s0, s1);
-      };
-    };
-    gemm_driver(M, N, K, alpha, tiles(A, lda, ta, false), tiles(B, ldb, tb, true), (const uint16_t*)nullptr, tk,
-                blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
-    return;
-  }
   if (k.gemm_tile_bf16) {
-    const Tile<uint16_t, float> tk{k.mr16, k.nr16, 2, k.gemm_tile_bf16};
-    const auto pairs = [](const bf16* X, int64_t ld, bool trans, int R) {
+    const Tile<uint16_t, float> tk{k.mr16, k.nr16, k.kstep16, k.gemm_tile_bf16};
+    const bool amx = k.kstep16 == kAmxK;  // the panels' layout (kernels.h): AMX tiles or k-pairs
+    const auto panels = [amx](const bf16* X, int64_t ld, bool trans, int R, bool is_b) {
       return [=](uint16_t* dst, int64_t r0, int64_t r1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
-        pack_pairs(dst, X, ld, trans, R, r0, r1, k0, kc, s0, s1);
+        if (amx)
+          pack_amx(dst, X, ld, trans, is_b, r0, r1, k0, kc, s0, s1);
+        else
+          pack_pairs(dst, X, ld, trans, R, r0, r1, k0, kc, s0, s1);
       };
     };
-    gemm_driver(M, N, K, alpha, pairs(A, lda, ta, tk.mr), pairs(B, ldb, tb, tk.nr), (const uint16_t*)nullptr, tk,
-                blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
+    gemm_driver(M, N, K, alpha, panels(A, lda, ta, tk.mr, false), panels(B, ldb, tb, tk.nr, true),
+                (const uint16_t*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
     return;
   }
   const Tile<float, float> tk{k.mr, k.nr, 1, k.gemm_tile};

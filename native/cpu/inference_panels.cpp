@@ -26,7 +26,7 @@ bool InferencePanels::pack(float* w, int64_t N, int64_t K) {
   if (N <= 0 || K <= 0 || gemm_packed_b_floats(N, K) != size_t(N * K)) return false;
   // One strip (N <= nr): gemm_prepacked takes the skinny kernel from 2 mr rows on, which sums k in
   // one pass where the blocked driver (fewer rows) sums kc blocks: a row's bits would depend on M.
-  if (N <= int64_t(gemm_packed_b_floats(1, 1))) return false;  // (that is nr)
+  if (N <= gemm_packed_layout(N, K).nr) return false;
   const std::vector<float> rows(w, w + N * K);  // transient: one matrix
   PackedB pb;
   gemm_pack_b(pb, w, false, N, K, rows.data(), K);
@@ -38,21 +38,15 @@ const PackedB* InferencePanels::find(const float* w) {
   auto it = packed_.find(w);
   if (it == packed_.end()) return nullptr;
   PackedB& pb = it->second;
-  // Packed for other kernels or blocking: back to row-major, then this layout (if it fits).
-  PackedB probe;
-  const bool fits = gemm_packed_b_floats(pb.N, pb.K) == size_t(pb.N * pb.K);
+  if (gemm_packed_current(pb)) return &pb;
+  // Packed for other kernels or blocking: back to row-major, then this layout (pack says if it fits).
   float* data = const_cast<float*>(pb.data);
-  std::vector<float> rows;
-  if (fits) {
-    gemm_pack_b(probe, nullptr, false, 0, pb.K, nullptr, pb.K);  // the current layout's parameters only
-    if (probe.nr == pb.nr && probe.kc == pb.kc && probe.nc == pb.nc) return &pb;
-  }
-  rows.resize(size_t(pb.N * pb.K));
+  std::vector<float> rows(size_t(pb.N * pb.K));
   gemm_unpack_b(pb, rows.data());
   std::memcpy(data, rows.data(), rows.size() * sizeof(float));
   const int64_t N = pb.N, K = pb.K;
   packed_.erase(it);
-  if (!fits || !pack(data, N, K)) return nullptr;
+  if (!pack(data, N, K)) return nullptr;
   return &packed_[w];
 }
 

@@ -49,7 +49,7 @@ bool cpu_has(Isa isa) {
              __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     // AVX512_BF16: CPUID.(EAX=7, ECX=1):EAX bit 5; the zmm state is the one AVX-512 needs.
     case Isa::Avx512Bf16: return cpu_has(Isa::Avx512) && (cpuid7(1, 0) >> 5 & 1);
-    case Isa::Amx: return cpu_has(Isa::Avx512Bf16) && cpu_has_amx() && amx_permitted();
+    case Isa::Amx: return cpu_has(Isa::Avx512Bf16) && amx_permitted();  // amx_permitted checks CPUID first
   }
   return false;
 #else

@@ -202,6 +202,7 @@ inline void put(float* y, float alpha, float beta, float s) { *y = beta == 0.f ?
 // vdpbf16ps: each fp32 lane adds the products of one k-pair of bf16 values (exact in fp32), so a
 // tile is the fp32 kernel's with half the k steps and twice the multiply-adds per instruction. The
 // instruction treats bf16 subnormals as zero and flushes fp32 subnormal results (DAZ / FTZ).
+#if !defined(SFT_AMX)  // the amx table's tile is gemm_tile_amx below
 constexpr int MR16 = MR, NR16 = NR;
 void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* __restrict Bp, float* __restrict C,
                     int64_t ldc, float alpha, float beta) {
@@ -235,7 +236,7 @@ void gemm_tile_bf16(int64_t kc, const uint16_t* __restrict Ap, const uint16_t* _
     }
   }
 }
-
+#endif
 
 // x [M, K] and W rows both bf16: 32 k per vdpbf16ps, the last partial vector by masked (zeroing)
 // loads. W is walked row after row (one stream the prefetcher follows); each weight vector is loaded
