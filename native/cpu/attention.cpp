@@ -7,9 +7,10 @@
 //   backward  FlashAttention-2's recomputation: D = rowsum(dY * Y) per row; per (key block, query
 //             block) pair S = Q K^T s (+ bias), P = exp(S - lse), dV += P^T dY, dP = dY V^T,
 //             dS = P * (dP - D), dQ += dS K s, dK += dS^T Q s (a constant bias changes nothing).
-// The block products run one register-tiled micro-kernel (simd.h vectors, so AVX-512, AVX2 or
-// SSE by the build's -march) on operands packed into small zero-padded buffers; a block of K/V
-// (BK x hd) and the score tile (BQ x BK) are 16 KiB each at hd 64 in fp32, so they stay in L1/L2.
+// The block products run the register-tiled micro-kernel of the CPU's instruction set (kernels.h
+// attn_mm, chosen at run time as the GEMM's is) on operands packed into small zero-padded buffers;
+// a block of K/V (BK x hd) and the score tile (BQ x BK) are 16 KiB each at hd 64 in fp32, so they
+// stay in L1/L2.
 // The backward packs whole heads instead (K^T, V^T, K s of its kv head; Q s, dY and the dQ sum of
 // one query head: T x hd each, per thread), so each is packed once, not once per block pair.
 // Blocks start at multiples of BQ/BK from 0 whatever the thread count, and each gradient row is
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "cpu/isa.h"
 #include "cpu/ops.h"
 #include "cpu/simd.h"
 
@@ -32,65 +34,33 @@ namespace {
 
 constexpr int64_t BQ = 64;  // queries per block
 constexpr int64_t BK = 64;  // keys per block (a multiple of the micro-kernel's two vectors)
-constexpr int kMR = kVecBytes == 64 ? 8 : 6;  // rows per micro-tile: 2*kMR accumulators fit the registers
+// Below this many query rows, dot products and axpys on K/V rows in place beat packing them.
+constexpr int64_t kFewRows = 8;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 template <typename T>
 constexpr int64_t kLanes = kVecBytes / int64_t(sizeof(T));
 
-// Head dim padded to whole micro-tile columns: what packed row-major operands use as their stride.
-template <typename T>
-inline int64_t padded_hd(int hd) { return round_up(hd, 2 * kLanes<T>); }
+// Head dim padded to whole strips of the block product's columns: the packed operands' row stride.
+inline int64_t padded_hd(int hd) { return round_up(hd, kAttnPad); }
 
-// C[R, 2W] (+)= op(A)[R, K] B[K, 2W], one micro-tile in registers. op(A)[r, k] = A[r * lda + k], or
-// A[k * lda + r] when TA (the transposed products of the backward, read in place).
-template <typename T, int R, bool TA>
-inline void mm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
-                    T* __restrict C, int64_t ldc, bool acc) {
-  using V = typename Vec<T>::type;
-  constexpr int64_t W = kLanes<T>;
-  V c0[R], c1[R];
-  for (int r = 0; r < R; r++) {
-    c0[r] = acc ? vload(C + r * ldc) : V{};
-    c1[r] = acc ? vload(C + r * ldc + W) : V{};
-  }
-  for (int64_t k = 0; k < K; k++) {
-    const V b0 = vload(B + k * ldb), b1 = vload(B + k * ldb + W);
-    for (int r = 0; r < R; r++) {
-      const T a = TA ? A[k * lda + r] : A[r * lda + k];
-      c0[r] += a * b0;
-      c1[r] += a * b1;
-    }
-  }
-  for (int r = 0; r < R; r++) {
-    vstore(C + r * ldc, c0[r]);
-    vstore(C + r * ldc + W, c1[r]);
-  }
-}
-
-// The last tile of rows (fewer than kMR): a compile-time row count per case.
-template <typename T, bool TA, int R>
-inline void mm_rows(int rows, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-                    bool acc) {
-  if constexpr (R > 0) {
-    if (rows == R) return mm_tile<T, R, TA>(K, A, lda, B, ldb, C, ldc, acc);
-    mm_rows<T, TA, R - 1>(rows, K, A, lda, B, ldb, C, ldc, acc);
-  }
-}
-
-// C[M, N] (+)= op(A)[M, K] B[K, N]. Columns go in whole pairs of vectors: B and C must be readable
-// and writable up to N rounded up to 2W in every row (the packed buffers are padded so); what lands
-// in the padding columns is not used.
+// C[M, N] (+)= op(A)[M, K] B[K, N]; op(A)[r, k] = A[r * lda + k], or A[k * lda + r] when TA (the
+// transposed products of the backward, read in place). fp32 runs the register-tiled micro-kernel of
+// the CPU's instruction set (kernels.h attn_mm: B and C padded to kAttnPad columns); double (the
+// gradient checks) a plain loop summing k in the same order.
 template <typename T, bool TA>
 void mm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
         bool acc) {
-  const int64_t step = 2 * kLanes<T>;
-  for (int64_t n = 0; n < N; n += step) {
-    int64_t m = 0;
-    for (; m + kMR <= M; m += kMR)
-      mm_tile<T, kMR, TA>(K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
-    if (m < M) mm_rows<T, TA, kMR - 1>(int(M - m), K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
+  if constexpr (std::is_same<T, float>::value) {
+    kernels().attn_mm(M, N, K, A, lda, TA, B, ldb, C, ldc, acc);
+  } else {
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) {
+        T sum = acc ? C[m * ldc + n] : T(0);
+        for (int64_t k = 0; k < K; k++) sum += (TA ? A[k * lda + m] : A[m * lda + k]) * B[k * ldb + n];
+        C[m * ldc + n] = sum;
+      }
   }
 }
 
@@ -180,7 +150,7 @@ template <typename T>
 void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
   using A = Acc<T>;
   const int hd = L.hd, group = L.nh / L.nkv;
-  const int64_t hdp = padded_hd<A>(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
+  const int64_t hdp = padded_hd(hd), ldo = int64_t(L.nh) * hd, nqb = (L.Tq + BQ - 1) / BQ;
   const A scale = L.scale();
   // Work item = (batch, head, query block): rows are independent, so any split is exact. A chunk
   // gets at least ~2^19 multiply-adds, so that a short decode step is not split for less work than
@@ -188,7 +158,7 @@ void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
   const int64_t item_work = std::max<int64_t>(1, std::min(BQ, L.Tq) * (L.p0 + L.Tq) * hd);
   parallel_for(L.B * L.nh * nqb, (int64_t(1) << 19) / item_work + 1, [&](int64_t w0, int64_t w1) {
     // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
-    const int64_t rows = std::min(BQ, L.Tq), packed = rows < kMR ? 0 : 1;
+    const int64_t rows = std::min(BQ, L.Tq), packed = rows < kFewRows ? 0 : 1;
     std::vector<A> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
         s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows)),
         kw(static_cast<size_t>(hd)), vw(static_cast<size_t>(hd));  // a k/v row widened (bf16, few rows)
@@ -208,7 +178,7 @@ void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
         const int64_t nk = std::min(BK, kend - j0);
         // A few rows (decoding, a short chunk's tail) would not pay for packing K and V: dot
         // products and axpys on their rows in place instead.
-        const bool few = mq < kMR;
+        const bool few = mq < kFewRows;
         if (few) {
           for (int64_t c = 0; c < nk; c++) {
             const A* kr = widened(L.krow(b, g, j0 + c), hd, kw.data());
@@ -265,7 +235,7 @@ template <typename T>
 void attention_bwd(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc<T>* lse, const Layout<T>& L) {
   using A = Acc<T>;
   const int hd = L.hd, group = L.nh / L.nkv;
-  const int64_t hdp = padded_hd<A>(hd), ldo = int64_t(L.nh) * hd, Tq = L.Tq, Tk = L.Tk;
+  const int64_t hdp = padded_hd(hd), ldo = int64_t(L.nh) * hd, Tq = L.Tq, Tk = L.Tk;
   const int64_t tkp = round_up(Tk, BK);
   const A scale = L.scale();
   // Work item = (batch, kv head): it owns dk/dv of that kv head and dq of its query heads, so no

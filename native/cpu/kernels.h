@@ -51,12 +51,20 @@ struct Kernels {
   // dropout: out[j] = dropped ? 0 : x[j] * keep;  dropout_add: out[j] += dropped ? 0 : x[j] * keep.
   void (*dropout)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
   void (*dropout_add)(float* out, const float* x, int64_t n, int64_t i0, uint64_t key, uint64_t threshold, float keep);
+  // Attention's block product (cpu/attention.cpp): C[M, N] (+)= op(A)[M, K] B[K, N] in fp32, op(A)[r, k]
+  // = A[r * lda + k], or A[k * lda + r] when ta (read in place). Each element sums k in order with one
+  // rounding per term where the instruction set has FMA. Columns go in whole strips of nr (at most
+  // kAttnPad): B and C must be readable and writable up to N rounded up to kAttnPad in every row;
+  // what lands in those padding columns is not used.
+  void (*attn_mm)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool ta, const float* B, int64_t ldb,
+                  float* C, int64_t ldc, bool acc);
   // Probes (bench/native): `iters` rounds of independent FMA chains, returns the flops done; the
   // sum of n floats read once (memory bandwidth).
   double (*fma_probe)(int64_t iters);
   float (*stream_sum)(const float* x, int64_t n);
 };
 
+constexpr int64_t kAttnPad = 32;  // the widest strip attn_mm writes (2 AVX-512 vectors of floats)
 constexpr int64_t kGemvMaxM = 8;  // up to this many rows of A (a decode batch), GEMV (W streamed once per 4 rows) beats packing
 
 // nullptr where the build has no kernels of that instruction set (other architectures, old compilers).

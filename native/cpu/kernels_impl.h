@@ -440,6 +440,61 @@ void gemv_f16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int6
   gemv<F16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
 }
 
+// Attention's block products (kernels.h attn_mm): an R x 2W micro-tile of C in registers, k walked
+// in order with one multiply-add per term, so each element's sum is the same on every instruction
+// set that has FMA. AR rows: 2 * AR accumulators + 2 vectors of B fit the registers, and AR divides
+// the 64-row blocks where the register file allows (8 with AVX-512's 32, 6 with 16).
+constexpr int AR = VB == 64 ? 8 : 6;
+
+template <int R, bool TA>
+inline void attn_tile(int64_t K, const float* __restrict A, int64_t lda, const float* __restrict B, int64_t ldb,
+                      float* __restrict C, int64_t ldc, bool acc) {
+  V c0[R], c1[R];
+  for (int r = 0; r < R; r++) {
+    c0[r] = acc ? load(C + r * ldc) : V{};
+    c1[r] = acc ? load(C + r * ldc + W) : V{};
+  }
+  for (int64_t k = 0; k < K; k++) {
+    const V b0 = load(B + k * ldb), b1 = load(B + k * ldb + W);
+    for (int r = 0; r < R; r++) {
+      const float a = TA ? A[k * lda + r] : A[r * lda + k];
+      c0[r] += a * b0;
+      c1[r] += a * b1;
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    store(C + r * ldc, c0[r]);
+    store(C + r * ldc + W, c1[r]);
+  }
+}
+
+// The last rows of a column strip (fewer than AR): a compile-time row count per case.
+template <bool TA, int R>
+inline void attn_rows(int rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                      int64_t ldc, bool acc) {
+  if constexpr (R > 0) {
+    if (rows == R) return attn_tile<R, TA>(K, A, lda, B, ldb, C, ldc, acc);
+    attn_rows<TA, R - 1>(rows, K, A, lda, B, ldb, C, ldc, acc);
+  }
+}
+
+template <bool TA>
+void attn_mm_impl(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                  int64_t ldc, bool acc) {
+  for (int64_t n = 0; n < N; n += NR) {
+    int64_t m = 0;
+    for (; m + AR <= M; m += AR)
+      attn_tile<AR, TA>(K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
+    if (m < M) attn_rows<TA, AR - 1>(int(M - m), K, TA ? A + m : A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc, acc);
+  }
+}
+
+void attn_mm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, bool ta, const float* B, int64_t ldb,
+             float* C, int64_t ldc, bool acc) {
+  if (ta) return attn_mm_impl<true>(M, N, K, A, lda, B, ldb, C, ldc, acc);
+  attn_mm_impl<false>(M, N, K, A, lda, B, ldb, C, ldc, acc);
+}
+
 // core/random.h's mix, repeated here because nothing inline may be shared with other translation
 // units (test_gemm checks every instruction set's masks against rng::uniform01_key). Written as
 // plain 64-bit lanes so the compiler vectorises it (vpmullq where AVX512DQ exists).
@@ -498,7 +553,7 @@ float stream_sum(const float* x, int64_t n) {
 
 const Kernels kTable = {SFT_KERNELS_NAME, MR,        NR,        gemm_tile,   gemm_skinny, gemm_skinny_bf16,
                         SFT_TILE_BF16,    gemv_f32,  gemv_bf16, gemv_f16,    dropout,     dropout_add,
-                        fma_probe,        stream_sum};
+                        attn_mm,          fma_probe, stream_sum};
 
 }  // namespace
 }  // namespace sft::cpu

@@ -13,6 +13,7 @@
 
 #include "check.h"
 #include "core/threads.h"
+#include "cpu/isa.h"
 #include "cpu/ops.h"
 #include "cpu/simd.h"
 
@@ -148,7 +149,7 @@ Vec part(const Case& c, const Problem& P, const Vec& buf, bool of_q, int64_t off
   return out;
 }
 
-void check_case(const Case& c, std::mt19937_64& rng) {
+void check_case(const Case& c, std::mt19937_64& rng, const std::string& isa) {
   const Problem P = make(c, rng);
   const Vec dq0 = randn(P.q.size(), rng, 0.1), dkv0 = randn(P.kv.size(), rng, 0.1);
   // The reference, in the same buffers' layouts (the gradients added to the same start values).
@@ -163,7 +164,7 @@ void check_case(const Case& c, std::mt19937_64& rng) {
   const auto d = run<double>(c, P, dq0, dkv0);
   const auto f = run<float>(c, P, dq0, dkv0);
   const Vec dqd = f64(d.dq), dkvd = c.fused ? dqd : f64(d.dkv), dqf = f64(f.dq), dkvf = c.fused ? dqf : f64(f.dkv);
-  const std::string n = "attention tiled = reference: " + c.name;
+  const std::string n = "attention tiled = reference (" + isa + "): " + c.name;
   report(n + ": out", rel_err(f64(d.out), out), 1e-12);
   report(n + ": lse", rel_err(f64(d.lse), lse), 1e-12);
   report(n + ": dq (+=)", rel_err(part(c, P, dqd, true, 0), part(c, P, dq, true, 0)), 1e-12);
@@ -235,6 +236,14 @@ void check_attention() {
       {"ALiBi, Bloom's fused rows, 3 heads, T 7, hd 5", 1, 7, 7, 0, 3, 3, 5, true, true},
       {"ALiBi, cache rows: Tq 9 after p0 65 (Tk 74), 6 heads, hd 64", 2, 9, 74, 65, 6, 6, 64, true, false},
   };
-  for (const auto& c : cases) check_case(c, rng);
+  // The fp32 block products run the kernels of the instruction set in use (kernels.h attn_mm): every
+  // one this machine has, each against the double reference.
+  const sft::cpu::Isa keep = sft::cpu::current_isa();
+  for (sft::cpu::Isa isa : sft::cpu::kAllIsas) {
+    if (!sft::cpu::isa_available(isa)) continue;
+    sft::cpu::set_isa(isa);
+    for (const auto& c : cases) check_case(c, rng, sft::cpu::isa_name(isa));
+  }
+  sft::cpu::set_isa(keep);
   check_thread_count(rng);
 }
