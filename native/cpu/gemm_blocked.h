@@ -7,6 +7,9 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "core/threads.h"
 #include "cpu/gemm.h"
@@ -36,6 +39,39 @@ struct Blocking {
 // The blocking for an mr x nr kernel over elements of `elem` bytes (set_gemm_blocking's, if set).
 Blocking blocking(int mr, int nr, size_t elem);
 
+#if defined(__AVX2__)
+// Eight rows of X (stride ld) by 8 k to k-major d[k * R + i], i < 8: one 8 x 8 transpose in
+// registers (the scalar loop's strided single-float stores made packing a tenth of a GEMM).
+__attribute__((always_inline)) inline void pack_8x8(const float* x, int64_t ld, float* d, int64_t R) {
+  __m256 r[8], t[8], s[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + i * ld);
+  for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  // s[4h + c]: rows 4h..4h+3 of columns c (low half) and c + 4 (high half)
+  for (int h = 0; h < 2; h++)
+    for (int c = 0; c < 4; c++) {
+      const __m256 a = t[4 * h + (c >> 1)], b = t[4 * h + 2 + (c >> 1)];
+      s[4 * h + c] = (c & 1) ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+    }
+  for (int c = 0; c < 4; c++) {
+    _mm256_storeu_ps(d + c * R, _mm256_permute2f128_ps(s[c], s[4 + c], 0x20));
+    _mm256_storeu_ps(d + (c + 4) * R, _mm256_permute2f128_ps(s[c], s[4 + c], 0x31));
+  }
+}
+// Four rows by 8 k, as pack_8x8 (R = 12 strips: 8 + 4 rows).
+__attribute__((always_inline)) inline void pack_4x8(const float* x, int64_t ld, float* d, int64_t R) {
+  __m256 r[4], t[4];
+  for (int i = 0; i < 4; i++) r[i] = _mm256_loadu_ps(x + i * ld);
+  t[0] = _mm256_unpacklo_ps(r[0], r[1]), t[1] = _mm256_unpackhi_ps(r[0], r[1]);
+  t[2] = _mm256_unpacklo_ps(r[2], r[3]), t[3] = _mm256_unpackhi_ps(r[2], r[3]);
+  for (int c = 0; c < 4; c++) {
+    const __m256 a = t[c >> 1], b = t[2 + (c >> 1)];
+    const __m256 v = (c & 1) ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)) : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+    _mm_storeu_ps(d + c * R, _mm256_castps256_ps128(v));
+    _mm_storeu_ps(d + (c + 4) * R, _mm256_extractf128_ps(v, 1));
+  }
+}
+#endif
+
 // Packs rows r0..r1 (zero-padded to whole strips of R) of op(X), k in [k0, k0 + kc), into
 // dst[(strip * kc + k) * R + i]. op(X)[r, k] = X[r * ld + k], or X[k * ld + r] when trans:
 // this is where the transposed layouts of the backward products are absorbed, for free. S is X's
@@ -61,7 +97,18 @@ void pack(T* dst, const S* X, int64_t ld, bool trans, int R, int64_t r0, int64_t
       constexpr int64_t KB = 16;
       for (int64_t kb = 0; kb < kc; kb += KB) {
         const int64_t ke = std::min(kc, kb + KB);
-        for (int i = 0; i < valid; i++) {
+        int i0 = 0;
+#if defined(__AVX2__)
+        if constexpr (std::is_same<T, float>::value && std::is_same<S, float>::value) {
+          if (ke - kb == KB) {  // whole blocks: rows by 8 (then 4) through register transposes
+            for (; i0 + 8 <= valid; i0 += 8)
+              for (int64_t k = kb; k < ke; k += 8) pack_8x8(X + (rb + i0) * ld + k0 + k, ld, d + k * R + i0, R);
+            for (; i0 + 4 <= valid; i0 += 4)
+              for (int64_t k = kb; k < ke; k += 8) pack_4x8(X + (rb + i0) * ld + k0 + k, ld, d + k * R + i0, R);
+          }
+        }
+#endif
+        for (int i = i0; i < valid; i++) {
           const S* src = X + (rb + i) * ld + k0;
           for (int64_t k = kb; k < ke; k++) d[k * R + i] = T(src[k]);
         }
@@ -114,10 +161,14 @@ inline void pack_pairs(uint16_t* dst, const bf16* Xb, int64_t ld, bool trans, in
 
 // Scratch that lives as long as its thread: a packed A block per worker, the packed B panel of the
 // calling thread (allocating them per call cost page faults on every GEMM).
+// The pointer is 64-byte aligned: the tile kernels' vector loads of packed panels then never
+// straddle two cache lines (malloc's 16-byte alignment cost the AVX-512 GEMM ~5 %).
 template <typename T>
 T* scratch(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.assign(n, T(0));
-  return v.data();
+  constexpr size_t pad = 64 / sizeof(T);
+  if (v.size() < n + pad) v.assign(n + pad, T(0));
+  const uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+  return reinterpret_cast<T*>((p + 63) / 64 * 64);
 }
 template <typename T>
 std::vector<T>& a_scratch() {
