@@ -125,14 +125,24 @@ class CpuBackend {
   struct Segment {
     int64_t row0, rows;
   };
-  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
-                                    bool double_quant) {
+  // An NF4 matrix [rows, cols] with no rows yet: each checkpoint tensor joins it as it loads.
+  std::unique_ptr<Nf4> nf4_matrix(int64_t rows, int64_t cols) {
     auto q = std::make_unique<Nf4>();
     q->rows = rows, q->cols = cols;
-    for (const auto& s : segs)
-      q->segments.push_back({s.row0, s.rows, cpu::nf4_quantize_tensor(w + s.row0 * cols, s.rows * cols, double_quant)});
     return q;
   }
+  // Rows [s.row0, s.row0 + s.rows) of q, from w[s.rows * cols] host floats: one NF4 tensor.
+  void nf4_quantize_rows(Nf4& q, const float* w, const Segment& s, bool double_quant) {
+    q.segments.push_back({s.row0, s.rows, cpu::nf4_quantize_tensor(w, s.rows * q.cols, double_quant)});
+  }
+  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
+                                    bool double_quant) {
+    auto q = nf4_matrix(rows, cols);
+    for (const auto& s : segs) nf4_quantize_rows(*q, w + s.row0 * cols, s, double_quant);
+    return q;
+  }
+  // The value a T holds for v, as a float: what a weight loaded in T and read back gives.
+  static float as_stored(double v) { return float(cpu::Acc<T>(T(v))); }
   static size_t nf4_bytes(const Nf4& q) { return q.bytes(); }
   // What nf4_quantize will take for one tensor of n elements (Nf4Tensor::bytes()), without doing it.
   static size_t nf4_bytes_for(int64_t n, bool double_quant) {

@@ -44,7 +44,7 @@ class CudaBackend {
   // A QLoRA weight matrix [rows, cols] on the device: one NF4 tensor per row segment (checkpoint
   // tensor), in bitsandbytes' layout (cpu/quant.h): packed codes, and either the fp32 block scales
   // or, with double quantization, their 8-bit codes, one fp32 scale per 256 of them and the offset.
-  // All parts live in one allocation (Weights), freed with the tensor.
+  // Each part (checkpoint tensor) has its own allocation (Weights), freed with the tensor.
   struct Nf4 {
     struct Part {
       int64_t row0 = 0, rows = 0;
@@ -57,16 +57,16 @@ class CudaBackend {
     };
     int64_t rows = 0, cols = 0;
     std::vector<Part> parts;
-    void* block = nullptr;
+    std::vector<void*> blocks;  // one allocation (Weights) per part, freed with the tensor
     size_t bytes = 0;
     cudaStream_t stream = nullptr;
     Nf4() = default;
     Nf4(const Nf4&) = delete;
     Nf4& operator=(const Nf4&) = delete;
     ~Nf4() {
-      if (!block) return;
-      cudaStreamSynchronize(stream);  // nothing queued may still read it
-      cudaFree(block);
+      if (blocks.empty()) return;
+      cudaStreamSynchronize(stream);  // nothing queued may still read them
+      for (void* b : blocks) cudaFree(b);
     }
   };
   static constexpr Device device = Device::Cuda;
@@ -203,52 +203,12 @@ class CudaBackend {
   // to the CPU's quantizer (cuda/quant.cuh). Compute dequantizes a layer into ONE reused workspace
   // buffer of T, sized by the largest quantized matrix, and runs the ordinary GEMM on it. (A GEMM
   // that dequantizes NF4 tiles in shared memory, with no workspace, is a later optimisation.)
-  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
-                                    bool double_quant) {
+  // An NF4 matrix [rows, cols] with no rows yet (each checkpoint tensor joins it as it loads); the
+  // dequantization workspace grows to the largest matrix so far.
+  std::unique_ptr<Nf4> nf4_matrix(int64_t rows, int64_t cols) {
     ensure_maps();
     auto q = std::make_unique<Nf4>();
     q->rows = rows, q->cols = cols, q->stream = stream_;
-    int64_t largest = 0;
-    for (const auto& sg : segs) q->bytes += nf4_bytes_for(sg.rows * cols, double_quant), largest = std::max(largest, sg.rows * cols);
-    q->block = alloc(MemKind::Weights, q->bytes);
-    uint8_t* at = static_cast<uint8_t*>(q->block);
-    auto carve = [&](size_t bytes) {
-      uint8_t* p = at;
-      at += align_up(bytes);
-      return p;
-    };
-    float* stage = nullptr;
-    SFT_CUDA_CHECK(cudaMallocAsync(&stage, size_t(std::max<int64_t>(1, std::min(largest, kChunk))) * sizeof(float), stream_));
-    for (const auto& sg : segs) {
-      typename Nf4::Part pt;
-      pt.row0 = sg.row0, pt.rows = sg.rows;
-      const int64_t n = sg.rows * cols, blocks = (n + cpu::kNf4Block - 1) / cpu::kNf4Block;
-      pt.packed = carve(size_t((n + 1) / 2));
-      float* absmax = nullptr;  // the fp32 scales: the part's own, or a temporary that double quantization codes
-      if (double_quant) {
-        pt.absmax_q = carve(size_t(blocks));
-        pt.absmax2 = reinterpret_cast<float*>(carve(size_t((blocks + cpu::kQ8Block - 1) / cpu::kQ8Block) * 4));
-        pt.offset_dev = reinterpret_cast<float*>(carve(4));
-        SFT_CUDA_CHECK(cudaMallocAsync(&absmax, size_t(std::max<int64_t>(blocks, 1)) * 4, stream_));
-      } else {
-        pt.absmax = absmax = reinterpret_cast<float*>(carve(size_t(blocks) * 4));
-      }
-      // kChunk is a multiple of 64: every chunk starts a block and a byte.
-      const float* src = w + sg.row0 * cols;
-      for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-        const int64_t m = std::min(kChunk, n - c0);
-        upload(stage, src + c0, size_t(m) * sizeof(float));
-        cuda::nf4_quantize<float>(pt.packed + c0 / 2, absmax + c0 / cpu::kNf4Block, stage, m, stream_);
-      }
-      if (double_quant) {
-        cuda::nf4_double_quantize(pt.absmax_q, pt.absmax2, pt.offset_dev, absmax, maps_, blocks, stream_);
-        download(&pt.offset, pt.offset_dev, 4);
-        SFT_CUDA_CHECK(cudaFreeAsync(absmax, stream_));
-      }
-      q->parts.push_back(pt);
-    }
-    SFT_CUDA_CHECK(cudaFreeAsync(stage, stream_));
-    // The dequantization workspace grows to the largest matrix quantized so far.
     const size_t ws = nf4_workspace_bytes(rows, cols);
     if (ws > nf4_ws_bytes_) {
       if (nf4_ws_) release(nf4_ws_);
@@ -258,6 +218,55 @@ class CudaBackend {
     }
     return q;
   }
+  // Rows [sg.row0, sg.row0 + sg.rows) of q from w[sg.rows * cols] host floats: one NF4 tensor in
+  // its own allocation, through a float staging buffer of at most kChunk elements.
+  void nf4_quantize_rows(Nf4& q, const float* w, const Segment& sg, bool double_quant) {
+    const int64_t cols = q.cols, n = sg.rows * cols, blocks = (n + cpu::kNf4Block - 1) / cpu::kNf4Block;
+    const size_t bytes = nf4_bytes_for(n, double_quant);
+    uint8_t* at = static_cast<uint8_t*>(alloc(MemKind::Weights, bytes));
+    q.blocks.push_back(at);
+    q.bytes += bytes;
+    auto carve = [&](size_t b) {
+      uint8_t* p = at;
+      at += align_up(b);
+      return p;
+    };
+    typename Nf4::Part pt;
+    pt.row0 = sg.row0, pt.rows = sg.rows;
+    pt.packed = carve(size_t((n + 1) / 2));
+    float* absmax = nullptr;  // the fp32 scales: the part's own, or a temporary that double quantization codes
+    if (double_quant) {
+      pt.absmax_q = carve(size_t(blocks));
+      pt.absmax2 = reinterpret_cast<float*>(carve(size_t((blocks + cpu::kQ8Block - 1) / cpu::kQ8Block) * 4));
+      pt.offset_dev = reinterpret_cast<float*>(carve(4));
+      SFT_CUDA_CHECK(cudaMallocAsync(&absmax, size_t(std::max<int64_t>(blocks, 1)) * 4, stream_));
+    } else {
+      pt.absmax = absmax = reinterpret_cast<float*>(carve(size_t(blocks) * 4));
+    }
+    float* stage = nullptr;
+    SFT_CUDA_CHECK(cudaMallocAsync(&stage, size_t(std::max<int64_t>(1, std::min(n, kChunk))) * sizeof(float), stream_));
+    // kChunk is a multiple of 64: every chunk starts a block and a byte.
+    for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+      const int64_t m = std::min(kChunk, n - c0);
+      upload(stage, w + c0, size_t(m) * sizeof(float));
+      cuda::nf4_quantize<float>(pt.packed + c0 / 2, absmax + c0 / cpu::kNf4Block, stage, m, stream_);
+    }
+    SFT_CUDA_CHECK(cudaFreeAsync(stage, stream_));
+    if (double_quant) {
+      cuda::nf4_double_quantize(pt.absmax_q, pt.absmax2, pt.offset_dev, absmax, maps_, blocks, stream_);
+      download(&pt.offset, pt.offset_dev, 4);
+      SFT_CUDA_CHECK(cudaFreeAsync(absmax, stream_));
+    }
+    q.parts.push_back(pt);
+  }
+  std::unique_ptr<Nf4> nf4_quantize(const float* w, int64_t rows, int64_t cols, const std::vector<Segment>& segs,
+                                    bool double_quant) {
+    auto q = nf4_matrix(rows, cols);
+    for (const auto& sg : segs) nf4_quantize_rows(*q, w + sg.row0 * cols, sg, double_quant);
+    return q;
+  }
+  // The value a T holds for v, as a float: what a weight uploaded in T and read back gives.
+  static float as_stored(double v) { return float(to_double(from_double<T>(v))); }
   static size_t nf4_bytes(const Nf4& q) { return q.bytes; }
   // What nf4_quantize takes on the device for one tensor of n elements (its parts 256-byte aligned).
   static size_t nf4_bytes_for(int64_t n, bool double_quant) {

@@ -194,39 +194,53 @@ class LoraStore : public ParamStore<Bk> {
   }
 
   // NF4 for each listed frozen linear weight: one NF4 tensor per checkpoint tensor of the matrix, so
-  // blocks and double-quant offsets match bitsandbytes'. Returns bytes before / after.
+  // blocks and double-quant offsets match bitsandbytes'. Before the weights are touched (the way
+  // to load QLoRA), the plan holds NF4 storage instead of T and each checkpoint tensor quantizes as
+  // it loads (ParamStore::quantize_view); after (a randomized model), the values in T quantize now.
+  // Returns bytes before / after.
   std::pair<int64_t, int64_t> quantize_linears(const std::vector<Linear<Bk>*>& lins, bool double_quant) {
     if (!Bk::supports(Op::Nf4Linear))
       throw std::runtime_error(std::string("QLoRA (bits 4) is not available on the ") + device_name(Bk::device) +
                                " backend yet; use bits 16 (LoRA) there, or device cpu");
-    this->materialize();
+    if (this->nf4_count_ && double_quant != this->nf4_double_quant_)
+      throw std::runtime_error("quantize: NF4 weights already use the other double-quantization setting");
+    this->nf4_double_quant_ = double_quant;
+    const bool values = this->materialized_ && !this->meta_;  // the weights hold values in T now
     int64_t before = 0, after = 0;
     for (Linear<Bk>* lin : lins) {
       Param<Bk>* p = lin->W;
       if (p->q) continue;
       if (p->trainable) throw std::runtime_error("cannot quantize trainable weight " + p->name);
-      std::vector<typename Bk::Segment> segs;
+      std::vector<typename Bk::Segment> segs, loaded;  // loaded: the views holding values in T now
       for (const auto& name : this->view_order_) {
         const View<Bk>& v = this->views_.at(name);
-        if (v.p == p) segs.push_back({v.row0, v.rows});
+        if (v.p != p) continue;
+        segs.push_back({v.row0, v.rows});
+        if (this->loaded_.count(name)) loaded.push_back({v.row0, v.rows});
       }
       before += p->numel() * int64_t(sizeof(T));
+      for (const auto& s : segs) after += int64_t(Bk::nf4_bytes_for(s.rows * lin->in, double_quant));
       this->nf4_workspace_ = std::max(this->nf4_workspace_, Bk::nf4_workspace_bytes(lin->out, lin->in));
-      if (this->meta_) {  // sizes only
-        for (const auto& s : segs) after += int64_t(Bk::nf4_bytes_for(s.rows * lin->in, double_quant));
-        p->q = std::make_unique<typename Bk::Nf4>();
+      if (this->meta_) {
+        p->q = std::make_unique<typename Bk::Nf4>();  // sizes only
       } else {
-        std::vector<float> host(size_t(p->numel()));
-        this->bk_.download_values(host.data(), p->w, p->numel());
-        p->q = this->bk_.nf4_quantize(host.data(), lin->out, lin->in, segs, double_quant);
-        after += int64_t(Bk::nf4_bytes(*p->q));
+        p->q = this->bk_.nf4_matrix(lin->out, lin->in);
+        // A view not loaded yet quantizes when it loads (a second segment of the same rows would
+        // shadow it).
+        if (values && !loaded.empty()) {
+          std::vector<float> host(size_t(p->numel()));
+          this->bk_.download_values(host.data(), p->w, p->numel());
+          for (const auto& s : loaded) this->bk_.nf4_quantize_rows(*p->q, host.data() + s.row0 * lin->in, s, double_quant);
+        }
       }
-      p->w = nullptr;  // the full-precision copy goes with the relayout below
+      p->w = nullptr;  // the full-precision copy goes with the relayout below (or is never laid out)
       this->nf4_count_++;
     }
     this->nf4_bytes_ += size_t(after);
-    this->relayout(this->weights_, MemKind::Weights, [&](Carver& c) { this->lay_out_weights(c); }, true);
-    this->weights_changed();
+    if (this->materialized_) {
+      this->relayout(this->weights_, MemKind::Weights, [&](Carver& c) { this->lay_out_weights(c); }, true);
+      if (!this->meta_) this->weights_changed();
+    }
     return {before, after};
   }
 

@@ -103,11 +103,11 @@ class ParamStore : public ModelBase {
     auto it = views_.find(key);
     if (it == views_.end()) throw std::runtime_error("unexpected tensor \"" + name + "\": this model has no such weight");
     const View<Bk>& v = it->second;
-    if (v.p->q) throw std::runtime_error("tensor \"" + name + "\" is already quantized; load weights before quantizing");
     if (shape != v.shape)
       throw std::runtime_error("tensor \"" + name + "\" has shape " + shape_str(shape) + ", expected " + shape_str(v.shape));
     materialize();
     const int64_t off = v.row0 * v.cols, n = v.rows * v.cols;
+    if (v.p->q) return quantize_view(key, v, [&](int64_t i) { return element(data, dtype, i); });
     bk_.upload_elems(v.p->w + off, data, dtype, n);
     if (v.p->master) bk_.upload_elems(v.p->master + off, data, dtype, n);
     loaded_.insert({key, true});
@@ -117,6 +117,10 @@ class ParamStore : public ModelBase {
   void randomize(uint64_t seed) override {
     materialize();
     if (meta_) return;
+    // An NF4 weight quantized before it held values has no T storage to fill.
+    for (const auto& name : view_order_)
+      if (views_.at(name).p->q && !loaded_.count(name))
+        throw std::runtime_error("randomize: \"" + name + "\" is NF4 with no values yet; randomize before quantize_nf4");
     for (auto& p : params_) {
       if (p.adapter || p.q || !p.w) continue;
       const bool matrix = p.shape.size() == 2;
@@ -179,9 +183,13 @@ class ParamStore : public ModelBase {
   void set_tensor(const std::string& name, const double* data, int64_t n) override {
     const auto [p, off, count] = locate(name);
     if (n != count) throw std::runtime_error("set_tensor \"" + name + "\": got " + std::to_string(n) + " values, expected " + std::to_string(count));
-    if (p->q) throw std::runtime_error("set_tensor \"" + name + "\": the weight is NF4-quantized");
     materialize();
     if (meta_) throw std::runtime_error("set_tensor \"" + name + "\": this model only plans memory (meta), it holds no values");
+    if (p->q) {
+      auto v = views_.find(checkpoint_key(name));
+      if (v == views_.end()) throw std::runtime_error("set_tensor \"" + name + "\": the weight is NF4: set its checkpoint tensors");
+      return quantize_view(v->first, v->second, [&](int64_t i) { return data[i]; });
+    }
     bk_.upload_values(p->w + off, data, n);
     if (p->master) bk_.upload_values(p->master + off, data, n);
     const std::string key = checkpoint_key(name);
@@ -224,6 +232,21 @@ class ParamStore : public ModelBase {
   // Buffers a family derives from its weights (NormHead's normalised rows, ALiBi slopes) live in
   // the weights block after the base tensors.
   virtual void lay_out_derived(Carver&) {}
+
+  // One checkpoint tensor of an NF4 weight (quantize_nf4 before loading), quantized as it arrives
+  // from host floats that hold what T would: the same bits as loading in T and quantizing after,
+  // and the weight never exists in T on the device.
+  template <typename F>
+  void quantize_view(const std::string& key, const View<Bk>& v, F value) {
+    if (meta_) throw std::runtime_error("tensor \"" + key + "\": this model only plans memory (meta), it holds no values");
+    if (loaded_.count(key))
+      throw std::runtime_error("tensor \"" + key + "\" is already in its NF4 weight; an NF4 tensor is loaded once");
+    const int64_t n = v.rows * v.cols;
+    std::vector<float> host(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i++) host[size_t(i)] = Bk::as_stored(value(i));
+    bk_.nf4_quantize_rows(*v.p->q, host.data(), {v.row0, v.rows}, nf4_double_quant_);
+    loaded_.insert({key, true});
+  }
 
   // Checkpoint names may omit optional_prefix_ (Bloom: "transformer."); the stored name has it.
   std::string checkpoint_key(const std::string& name) const {
@@ -354,6 +377,7 @@ class ParamStore : public ModelBase {
   size_t nf4_bytes_ = 0;
   int64_t nf4_count_ = 0;
   size_t nf4_workspace_ = 0;
+  bool nf4_double_quant_ = true;  // how NF4 weights quantize as their tensors load
 };
 
 }  // namespace sft::model

@@ -45,11 +45,14 @@ export const RUN_CONFIG_FILE = 'sft_config.json';
 
 const DEFAULT_TEMPLATE: Record<Arch, string> = { llama: 'llama2', baichuan: 'baichuan', baichuan2: 'baichuan2', qwen2: 'qwen', bloom: 'default' };
 
-/** Build the engine for a model folder and read its weights (no adapter). */
-export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' | 'bf16'; device?: Device; threads?: number; shouldStop?: () => boolean } = {}): Promise<{
+/** Build the engine for a model folder and read its weights (no adapter). bits 4: the linear
+ *  weights are NF4 (double quantization) from the start: each quantizes as its tensor loads, so the
+ *  base never exists whole in full precision (`quantized` says the sizes). */
+export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' | 'bf16'; device?: Device; threads?: number; shouldStop?: () => boolean; bits?: 4 | 16 | 32 } = {}): Promise<{
   model: NativeModel;
   native: NativeModelConfig;
   hf: Record<string, unknown>;
+  quantized?: { bytesBefore: number; bytesAfter: number };
 }> {
   if (!existsSync(modelDir)) throw new SftError(`model folder ${modelDir} does not exist`);
   const { hf, native: cfg } = readHfConfig(modelDir);
@@ -73,6 +76,7 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' |
       throw new SftError(`${s.file}: tensor "${s.name}" has shape [${s.shape.join(', ')}], config.json implies [${want.join(', ')}] — config.json and the weights do not match`);
     }
   }
+  const quantized = opts.bits === 4 ? model.quantize({ bits: 4, doubleQuant: true }) : undefined;
   const present = new Set(used.map((s) => s.name));
   const missing = [...expected.keys()].filter((n) => !present.has(n));
   if (missing.length) {
@@ -90,7 +94,7 @@ export async function loadBase(modelDir: string, opts: { dtype?: 'f32' | 'f64' |
       throw new SftError(`${modelDir}: ${(err as Error).message}`);
     }
   }
-  return { model, native: config, hf };
+  return { model, native: config, hf, quantized };
 }
 
 /** Consecutive runs of tensors of about `elements` values each (a larger tensor is a run alone). */
@@ -194,9 +198,8 @@ export function templateFor(arch: Arch, adapterDir: string | undefined, tok: Tok
 }
 
 export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
-  const { model, native: cfg, hf } = await loadBase(opts.modelDir, opts);
   const bits = opts.bits ?? (savedRunConfig(opts.adapterDir).bits === 4 ? 4 : undefined);
-  if (bits === 4) model.quantize({ bits: 4, doubleQuant: true });
+  const { model, native: cfg, hf } = await loadBase(opts.modelDir, { ...opts, bits });
   if (opts.adapterDir) applyAdapter(model, opts.adapterDir);
   // An adapter folder carries the tokenizer it was trained with; prefer it when present.
   const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;

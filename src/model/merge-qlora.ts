@@ -42,8 +42,7 @@ export function qloraRun(adapterDir: string): QloraRun | undefined {
 /** The base as the adapter saw it in training: NF4 with double quantization (on the CPU, where
  *  the engine keeps NF4 weights), with the adapter on top. */
 export async function nf4BaseWithAdapter(modelDir: string, adapterDir: string): Promise<{ model: NativeModel; vocabSize: number; quantized: string[]; template: string }> {
-  const { model, native } = await loadBase(modelDir, { device: 'cpu' });
-  model.quantize({ bits: 4, doubleQuant: true });
+  const { model, native } = await loadBase(modelDir, { device: 'cpu', bits: 4 });
   applyLoraAdapter(model, adapterDir);
   // quantize() takes every linear weight but lm_head: the modules LoRA's "all" names.
   const modules = new Set(loraModulesOf(native.arch));

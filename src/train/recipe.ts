@@ -196,7 +196,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   const dtype = precision(cfg, device, print);
   print(runLine(cfg, cfg.template_name, device, dtype));
   print(`Loading ${cfg.model_name_or_path} …`);
-  const { model, native } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype });
+  const { model, native, quantized } = await loadBase(cfg.model_name_or_path, { threads: cfg.threads || undefined, device, dtype, bits: cfg.bits === 4 ? 4 : undefined });
   const tok = await loadTokenizer(cfg.model_name_or_path);
   const template = resolveTemplate(cfg.template_name, tok);
   // Padding is masked through labels, so any id works; prefer pad, then unk-free eos, then 0.
@@ -206,7 +206,7 @@ async function setup(cfg: TrainConfig, print: (l: string) => void, skipBadLines:
   const data = await readData(cfg, tok, template, native.vocabSize, skipBadLines, print);
   const evalData = evaluates(cfg) ? await readData(cfg, tok, template, native.vocabSize, skipBadLines, print, 'eval') : undefined;
   if (world.main) world.barrier();
-  const targets = prepareModel(cfg, model, native, tok, print);
+  const targets = prepareModel(cfg, model, native, tok, print, quantized);
   const sharded = shardForZero(cfg, model, world, print);
   // The whole run's memory, once: activations for the largest batch, the optimizer's state.
   // Evaluation's forward passes fit in it (evalLoss takes at most that many rows per pass).
@@ -293,11 +293,13 @@ async function readData(cfg: TrainConfig, tok: Tok, template: ChatTemplate, voca
 
 /** QLoRA, checkpointing, and what trains (full / prompt tuning / LoRA). A meta model (the dry run)
  *  goes through the same steps, so its plan is the run's. Returns the LoRA target modules. */
-function prepareModel(cfg: TrainConfig, model: NativeModel, native: NativeModelConfig, tok: Tok | undefined, print: (l: string) => void): string[] {
+function prepareModel(cfg: TrainConfig, model: NativeModel, native: NativeModelConfig, tok: Tok | undefined, print: (l: string) => void,
+  quantized?: { bytesBefore: number; bytesAfter: number }): string[] {
   if (cfg.bits === 4) {
     // QLoRA: frozen linear weights become NF4 (+ double quantization); embeddings, norms and
-    // lm_head stay in full precision, as in the QLoRA paper.
-    const q = model.quantize({ bits: 4, doubleQuant: true });
+    // lm_head stay in full precision, as in the QLoRA paper. A loaded model quantized as it loaded
+    // (loadBase, bits 4); the dry run's meta model is quantized here.
+    const q = quantized ?? model.quantize({ bits: 4, doubleQuant: true });
     print(`  QLoRA: linear weights quantized to NF4 with double quantization, ${(q.bytesBefore / 2 ** 20).toFixed(1)} MiB -> ${(q.bytesAfter / 2 ** 20).toFixed(1)} MiB`);
   }
   if (cfg.gradient_checkpointing) {

@@ -204,6 +204,90 @@ void check_quantized_model() {
   }
 }
 
+// QLoRA's load: quantize_nf4 before the weights arrive, each checkpoint tensor quantizing as it
+// loads (the base never whole in T), against the reference order: load every tensor in T, then
+// quantize. fp32 checkpoint values on a bf16 model round to bf16 first in both. Every base tensor
+// (NF4 ones dequantized) and the logits are equal bit for bit, and so is quantizing halfway through
+// the load; the weights held while loading (the plan's Weights: the T block and the NF4 bytes, after
+// every tensor) stay under the base in T, which the reference order holds whole; an NF4 tensor
+// loaded twice or of the wrong shape, and randomizing an empty NF4 weight, are refused by name.
+void check_quantize_on_load() {
+  sft::ModelConfig c;
+  c.arch = sft::Arch::Llama;
+  c.vocab = 40, c.hidden = 64, c.intermediate = 160, c.layers = 2, c.heads = 4, c.kv_heads = 2;
+  std::mt19937_64 rng(12);
+  for (sft::Compute k : {sft::Compute::F32, sft::Compute::BF16}) {
+    const sft::ModelOptions o{sft::Device::Cpu, k, false};
+    auto after = sft::make_model(c, o), during = sft::make_model(c, o);
+    during->quantize_nf4(true);
+    std::vector<std::pair<std::string, std::vector<float>>> tensors;
+    size_t base_t = 0, held_after = 0, held_during = 0;
+    const auto held = [](const sft::ModelBase& m) { return m.memory_plan()[sft::MemKind::Weights].bytes; };
+    for (const auto& p : after->base_params()) {
+      int64_t n = 1;
+      for (auto s : p.shape) n *= s;
+      base_t += size_t(n) * (k == sft::Compute::F32 ? 4 : 2);
+      std::vector<float> v(static_cast<size_t>(n));
+      for (auto& e : v) e = float(std::normal_distribution<double>(0, 0.3)(rng));
+      after->load_tensor(p.name, v.data(), sft::DType::F32, p.shape);
+      during->load_tensor(p.name, v.data(), sft::DType::F32, p.shape);
+      held_after = std::max(held_after, held(*after)), held_during = std::max(held_during, held(*during));
+      tensors.push_back({p.name, v});
+    }
+    after->quantize_nf4(true);
+    bool same = true;
+    for (const auto& p : after->base_params()) same = same && after->get_tensor(p.name) == during->get_tensor(p.name);
+    // Quantized halfway, between layer 0's q_proj and k_proj (one fused q/k/v matrix): the loaded
+    // views quantize from T, the rest as they load (not from the T rows that never held them).
+    auto halfway = sft::make_model(c, o);
+    bool quantized = false;
+    for (size_t i = 0; i < tensors.size(); i++) {
+      if (!quantized && tensors[i].first.find("k_proj") != std::string::npos) quantized = true, halfway->quantize_nf4(true);
+      halfway->load_tensor(tensors[i].first, tensors[i].second.data(), sft::DType::F32, after->base_params()[i].shape);
+    }
+    for (const auto& p : after->base_params()) same = same && after->get_tensor(p.name) == halfway->get_tensor(p.name);
+    std::vector<int32_t> ids = {3, 17, 39, 8, 0, 21};
+    same = same && after->logits(ids.data(), 2, 3) == during->logits(ids.data(), 2, 3);
+    const std::string kn = k == sft::Compute::F32 ? "f32" : "bf16";
+    if (!same) failures++;
+    std::printf("%s %s model: NF4 quantized as each tensor loads (or halfway) = loaded in full, then quantized, bit for bit\n",
+                same ? "ok  " : "FAIL", kn.c_str());
+    const bool under = held_during < base_t && held_after >= base_t;
+    if (!under) failures++;
+    std::printf("%s %s model: weights held while loading %zu KiB, under the base in T %zu KiB (loaded first: %zu KiB)\n",
+                under ? "ok  " : "FAIL", kn.c_str(), held_during >> 10, base_t >> 10, held_after >> 10);
+    size_t qi = 0;  // a linear weight (NF4)
+    while (tensors[qi].first.find("q_proj") == std::string::npos) qi++;
+    const auto& [qname, qv] = tensors[qi];
+    std::string again, shape;
+    try {
+      during->load_tensor(qname, qv.data(), sft::DType::F32, after->base_params()[qi].shape);
+    } catch (const std::exception& e) {
+      again = e.what();
+    }
+    try {
+      during->load_tensor(qname, qv.data(), sft::DType::F32, {1, int64_t(qv.size())});
+    } catch (const std::exception& e) {
+      shape = e.what();
+    }
+    bool named = again.find(qname) != std::string::npos && again.find("NF4") != std::string::npos &&
+                  shape.find(qname) != std::string::npos && shape.find("shape") != std::string::npos;
+    // randomize has no T rows to fill for an NF4 weight quantized before it held values.
+    auto empty = sft::make_model(c, o);
+    empty->quantize_nf4(true);
+    std::string rnd;
+    try {
+      empty->randomize(1);
+    } catch (const std::exception& e) {
+      rnd = e.what();
+    }
+    named = named && rnd.find("q_proj") != std::string::npos && rnd.find("randomize before quantize_nf4") != std::string::npos;
+    if (!named) failures++;
+    std::printf("%s %s model: loading %s again or in the wrong shape, or randomizing an empty NF4 weight, is refused by name (%s | %s | %s)\n",
+                named ? "ok  " : "FAIL", kn.c_str(), qname.c_str(), again.c_str(), shape.c_str(), rnd.c_str());
+  }
+}
+
 void check_adamw_8bit() {
   const auto& um = dynamic_map_unsigned();
   bool ok = um.size() == 256 && um.front() == 0.0f && um.back() == 1.0f && std::is_sorted(um.begin(), um.end());
@@ -242,4 +326,5 @@ void check_quant() {
   check_double_quant();
   check_gemm_q4();
   check_quantized_model();
+  check_quantize_on_load();
 }

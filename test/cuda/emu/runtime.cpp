@@ -306,7 +306,7 @@ struct State {
   // it: a result that differs between two poisons reads memory nobody wrote, even where the NaN
   // got lost on the way (fmaxf, a comparison, a mask).
   unsigned char poison = 0xFF;
-  size_t device_bytes = 0, device_count = 0, pinned_bytes = 0, pinned_count = 0;
+  size_t device_bytes = 0, device_count = 0, pinned_bytes = 0, pinned_count = 0, device_peak = 0;
   size_t pool_used = 0, pool_high = 0;
   uint64_t next_seq = 1;
   std::map<uintptr_t, Alloc> live;   // by region start
@@ -530,6 +530,7 @@ cudaError_t alloc_impl(Kind kind, size_t n, const char* api, void** out) {
   if (kind == Kind::Device) {
     set_access(slot, false);
     s.device_bytes += n;
+    s.device_peak = std::max(s.device_peak, s.device_bytes);
     s.device_count++;
     if (slot.async) s.pool_high = std::max(s.pool_high, s.pool_used += n);
   } else {
@@ -938,6 +939,14 @@ size_t live_pinned_allocations() {
 size_t device_memory_limit() {
   Api api;
   return api.s.limit;
+}
+size_t device_peak_bytes() {
+  Api api;
+  return api.s.device_peak;
+}
+void reset_device_peak() {
+  Api api;
+  api.s.device_peak = api.s.device_bytes;
 }
 void report_live_allocations(FILE* out) {
   Api api;

@@ -267,6 +267,10 @@ size_t live_pinned_allocations();
 void report_live_allocations(FILE* out);
 // The emulated device's memory: SFT_EMU_DEVICE_MEMORY (bytes; suffixes K, M, G, T), default 4 GiB.
 size_t device_memory_limit();
+// The most device bytes live at once since the last reset_device_peak() (or the start): what a
+// load's transient peak was.
+size_t device_peak_bytes();
+void reset_device_peak();
 
 }  // namespace sft_emu
 
