@@ -156,12 +156,43 @@ void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
   // gets at least ~2^19 multiply-adds, so that a short decode step is not split for less work than
   // waking a thread costs.
   const int64_t item_work = std::max<int64_t>(1, std::min(BQ, L.Tq) * (L.p0 + L.Tq) * hd);
+  // K^T (hd x nkeys, row stride tkp) and V (nkeys x hdp) of every (batch, kv head), widened and
+  // packed once: every query block of the group's heads reads the same keys (packed per block,
+  // this transposition was a third of the forward at 1024 tokens). Zero past the last key, so the
+  // block products' padded columns read zeros. Decoding's few rows read K and V in place instead.
+  const int64_t nkeys = L.p0 + L.Tq, tkp = round_up(nkeys, BK);
+  const bool pack = std::min(BQ, L.Tq) >= kFewRows;
+  const int64_t kt_size = hd * tkp, v_size = tkp * hdp, kblocks = tkp / BK;
+  // The buffer lives as long as the calling thread (fresh pages on every call cost more than the
+  // packing at a few hundred tokens).
+  static thread_local std::vector<A> packed_kv;
+  if (pack && packed_kv.size() < size_t(L.B * L.nkv * (kt_size + v_size))) packed_kv.resize(size_t(L.B * L.nkv * (kt_size + v_size)));
+  A* const kt_all = packed_kv.data();
+  A* const v_all = kt_all + L.B * L.nkv * kt_size;
+  if (pack)
+    parallel_for(L.B * L.nkv * kblocks, 4, [&](int64_t w0, int64_t w1) {
+      for (int64_t w = w0; w < w1; w++) {
+        const int64_t bg = w / kblocks, b = bg / L.nkv, g = bg % L.nkv, j0 = (w % kblocks) * BK;
+        A* kt = kt_all + bg * kt_size;
+        A* vb = v_all + bg * v_size;
+        for (int64_t j = j0; j < j0 + BK; j++) {
+          if (j >= nkeys) {
+            for (int d = 0; d < hd; d++) kt[d * tkp + j] = A(0);
+            continue;
+          }
+          const T* kr = L.krow(b, g, j);
+          const T* vr = L.vrow(b, g, j);
+          for (int d = 0; d < hd; d++) kt[d * tkp + j] = A(kr[d]);
+          for (int d = 0; d < hd; d++) vb[j * hdp + d] = A(vr[d]);
+          for (int64_t d = hd; d < hdp; d++) vb[j * hdp + d] = A(0);
+        }
+      }
+    });
   parallel_for(L.B * L.nh * nqb, (int64_t(1) << 19) / item_work + 1, [&](int64_t w0, int64_t w1) {
     // Sized for the rows there are (decoding: one), so a call for one token costs little besides.
-    const int64_t rows = std::min(BQ, L.Tq), packed = rows < kFewRows ? 0 : 1;
-    std::vector<A> qs(size_t(rows * hd)), kt(size_t(packed * hd * BK)), vb(size_t(packed * BK * hdp)),
-        s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)), sum(static_cast<size_t>(rows)),
-        kw(static_cast<size_t>(hd)), vw(static_cast<size_t>(hd));  // a k/v row widened (bf16, few rows)
+    const int64_t rows = std::min(BQ, L.Tq);
+    std::vector<A> qs(size_t(rows * hd)), s(size_t(rows * BK)), o(size_t(rows * hdp)), mx(static_cast<size_t>(rows)),
+        sum(static_cast<size_t>(rows)), kw(static_cast<size_t>(hd)), vw(static_cast<size_t>(hd));  // a k/v row widened (bf16, few rows)
     for (int64_t w = w0; w < w1; w++) {
       const int64_t b = w / (L.nh * nqb), h = (w / nqb) % L.nh, i0 = (w % nqb) * BQ;
       const int64_t g = h / group, mq = std::min(BQ, L.Tq - i0);
@@ -185,13 +216,7 @@ void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
             for (int64_t r = 0; r < mq; r++) s[r * BK + c] = dot(qs.data() + r * hd, kr, hd);
           }
         } else {
-          for (int64_t c = 0; c < nk; c++) {
-            const T* kr = L.krow(b, g, j0 + c);
-            const T* vr = L.vrow(b, g, j0 + c);
-            for (int d = 0; d < hd; d++) kt[d * BK + c] = A(kr[d]);
-            for (int d = 0; d < hd; d++) vb[c * hdp + d] = A(vr[d]);
-          }
-          mm<A, false>(mq, nk, hd, qs.data(), hd, kt.data(), BK, s.data(), BK, false);
+          mm<A, false>(mq, nk, hd, qs.data(), hd, kt_all + (b * L.nkv + g) * kt_size + j0, tkp, s.data(), BK, false);
         }
         for (int64_t r = 0; r < mq; r++) {
           A* sr = s.data() + r * BK;
@@ -217,7 +242,7 @@ void attention_fwd(T* out, Acc<T>* lse, const Layout<T>& L) {
               if (c < visible(L, i0 + r, j0, nk)) axpy(o.data() + r * hdp, s[r * BK + c], vr, hd);
           }
         } else {
-          mm<A, false>(mq, hd, nk, s.data(), BK, vb.data(), hdp, o.data(), hdp, true);
+          mm<A, false>(mq, hd, nk, s.data(), BK, v_all + (b * L.nkv + g) * v_size + j0 * hdp, hdp, o.data(), hdp, true);
         }
       }
       for (int64_t r = 0; r < mq; r++) {
