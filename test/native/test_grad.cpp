@@ -125,6 +125,31 @@ static void check_ops() {
     report("op swiglu: d gate", rel_err(dg, numeric_grad(g, loss)));
     report("op swiglu: d up", rel_err(du, numeric_grad(u, loss)));
   }
+  {  // fp32 swiglu (its vector exponential) against the double one, element by element, with gates
+     // where the exponential under- or overflows and a length that leaves a scalar tail
+    const int64_t n = 203;
+    Vec g = randn(n, rng, 4.0), u = randn(n, rng), R = randn(n, rng), dg0 = randn(n, rng), du0 = randn(n, rng);
+    const double edge[] = {0.0, -0.0, 87.5, -87.5, 88.6, -88.6, 89.0, -89.0, 104.0, -104.0, 1e-30, -1e-30, 30.0, -30.0};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) g[i * 13] = edge[i];
+    std::vector<float> gf(g.begin(), g.end()), uf(u.begin(), u.end()), Rf(R.begin(), R.end()), yf(n);
+    std::vector<float> dgf(dg0.begin(), dg0.end()), duf(du0.begin(), du0.end());
+    Vec y(n), dg = dg0, du = du0;
+    for (int64_t i = 0; i < n; i++) g[i] = gf[i], u[i] = uf[i], R[i] = Rf[i];  // the same inputs, fp32-exact
+    sft::cpu::swiglu_forward<double>(y.data(), g.data(), u.data(), n);
+    sft::cpu::swiglu_forward<float>(yf.data(), gf.data(), uf.data(), n);
+    sft::cpu::swiglu_backward<double>(dg.data(), du.data(), R.data(), g.data(), u.data(), n);
+    sft::cpu::swiglu_backward<float>(dgf.data(), duf.data(), Rf.data(), gf.data(), uf.data(), n);
+    double worst[3] = {0, 0, 0};  // per element, relative to the element's scale
+    for (int64_t i = 0; i < n; i++) {
+      const double e[3] = {std::abs(yf[i] - y[i]) / std::max(std::abs(y[i]), std::abs(u[i]) * 1e-3 + 1e-30),
+                           std::abs(dgf[i] - dg[i]) / (std::abs(dg0[i]) + std::abs(R[i] * u[i]) + 1e-30),
+                           std::abs(duf[i] - du[i]) / (std::abs(du0[i]) + std::abs(R[i] * g[i]) + 1e-30)};
+      for (int k = 0; k < 3; k++) worst[k] = std::isfinite(e[k]) ? std::max(worst[k], e[k]) : 1e30;
+    }
+    report("fp32 swiglu forward = double, per element (incl. exp under/overflow)", worst[0], 1e-6);
+    report("fp32 swiglu backward d gate = double, per element", worst[1], 1e-6);
+    report("fp32 swiglu backward d up = double, per element", worst[2], 1e-6);
+  }
   {  // embedding (repeated ids accumulate)
     const int64_t V = 6, C = 4, n = 5;
     std::vector<int32_t> ids = {1, 3, 1, 0, 5};
