@@ -58,15 +58,24 @@ Tile<double, double> tile_kernel<double>() {
 namespace detail {
 Blocking g_forced{0, 0, 0};
 
-Blocking blocking(int mr, int nr, size_t elem) {
+Blocking blocking(int mr, int nr, size_t elem, int64_t K) {
   if (g_forced.kc > 0) return g_forced;
   const CacheSizes& c = cache_sizes();
   // kc: the B strip (kc x nr) twice L1: it then streams from L2 while an A strip and C's tile stay
   // near, and C is read and written K / kc times instead of 4x as often (the strip in half of L1,
   // kc 128 for the avx512 fp32 kernel, gave 70-75 % of the FMA peak on one core; kc 512, ~80 %).
-  const int64_t kc = std::clamp<int64_t>(c.l1d * 2 / (nr * int64_t(elem)) / 16 * 16, 64, 512);
+  const int64_t base = std::clamp<int64_t>(c.l1d * 2 / (nr * int64_t(elem)) / 16 * 16, 64, 512);
+  // Then fitted to K: one block up to 1.5 x base (K = 768 as 512 + 256 passed a C wider than L2
+  // twice: 1024 x 2048 x 768 ran 7 % slower than as one block), else equal blocks, a multiple of
+  // 32 deep (every tile's k step divides 32), instead of whole blocks and a thin remainder.
+  int64_t kc = base;
+  if (K > 0) {
+    const int64_t blocks = K <= base * 3 / 2 ? 1 : (K + base - 1) / base;
+    kc = ((K + blocks - 1) / blocks + 31) / 32 * 32;
+  }
   const int64_t mc = std::clamp<int64_t>(c.l2 / 2 / (kc * int64_t(elem)) / mr * mr, mr, 64 * mr);
-  const int64_t nc = std::clamp<int64_t>(std::min<int64_t>(c.l3, 16 << 20) / 4 / (kc * int64_t(elem)) / nr * nr, nr, 8192);
+  // nc from the base depth: a deeper single block should not also split N (A is packed once per N block).
+  const int64_t nc = std::clamp<int64_t>(std::min<int64_t>(c.l3, 16 << 20) / 4 / (base * int64_t(elem)) / nr * nr, nr, 8192);
   return {kc, mc, nc};
 }
 
@@ -90,7 +99,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   }
   const Tile<T, T> tk = tile_kernel<T>();
   gemm_driver(M, N, K, alpha, packer<T>(A, lda, ta, tk.mr), packer<T>(B, ldb, tb, tk.nr), (const T*)nullptr, tk,
-              blocking(tk.mr, tk.nr, sizeof(T)), beta, C, ldc);
+              blocking(tk.mr, tk.nr, sizeof(T), K), beta, C, ldc);
 }
 
 template <typename T>
@@ -119,7 +128,7 @@ void gemm_q4(bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int6
               [&](T* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
                 pack_nf4<T>(dst, W, tb, tk.nr, n0, n1, k0, kc, s0, s1);
               },
-              (const T*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(T)), beta, C, ldc);
+              (const T*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(T), K), beta, C, ldc);
 }
 
 size_t gemm_packed_b_floats(int64_t N, int64_t K) {
@@ -129,7 +138,7 @@ size_t gemm_packed_b_floats(int64_t N, int64_t K) {
 
 PackedB gemm_packed_layout(int64_t N, int64_t K) {
   const Tile<float, float> tk = tile_kernel<float>();
-  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
+  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float), K);
   return {nullptr, N, K, tk.nr, bl.kc, bl.nc, kernels().name};
 }
 
@@ -155,7 +164,7 @@ void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const 
 void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta, float* C,
                     int64_t ldc) {
   const Tile<float, float> tk = tile_kernel<float>();
-  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float));
+  const Blocking bl = blocking(tk.mr, tk.nr, sizeof(float), B.K);
   if (!gemm_packed_current(B))
     throw std::logic_error(std::string("gemm_prepacked: B was packed for the ") + B.isa + " kernels, the " + kernels().name +
                            " kernels run now");

@@ -151,12 +151,12 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
       };
     };
     gemm_driver(M, N, K, alpha, panels(A, lda, ta, tk.mr, false), panels(B, ldb, tb, tk.nr, true),
-                (const uint16_t*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(uint16_t)), beta, C, ldc);
+                (const uint16_t*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(uint16_t), K), beta, C, ldc);
     return;
   }
   const Tile<float, float> tk{k.mr, k.nr, 1, k.gemm_tile};
   gemm_driver(M, N, K, alpha, packer<float, bf16>(A, lda, ta, tk.mr), packer<float, bf16>(B, ldb, tb, tk.nr),
-              (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float)), beta, C, ldc);
+              (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float), K), beta, C, ldc);
 }
 
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A, int64_t lda, const bf16* B,
@@ -185,7 +185,7 @@ void gemm_q4_bf16(bool tb, int64_t M, int64_t N, int64_t K, float alpha, const b
                 [&](float* dst, int64_t n0, int64_t n1, int64_t k0, int64_t kc, int64_t s0, int64_t s1) {
                   pack_nf4<float>(dst, W, tb, tk.nr, n0, n1, k0, kc, s0, s1);
                 },
-                (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float)), beta, c, ldcc);
+                (const float*)nullptr, tk, blocking(tk.mr, tk.nr, sizeof(float), K), beta, c, ldcc);
   });
 }
 

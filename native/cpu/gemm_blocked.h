@@ -36,8 +36,10 @@ struct Tile {
 struct Blocking {
   int64_t kc, mc, nc;
 };
-// The blocking for an mr x nr kernel over elements of `elem` bytes (set_gemm_blocking's, if set).
-Blocking blocking(int mr, int nr, size_t elem);
+// The blocking for an mr x nr kernel over elements of `elem` bytes and a depth of K (set_gemm_blocking's,
+// if set). Every product that packs or reads panels of one K takes its k blocks from here, so that
+// prepacked panels, the GEMVs that mirror the blocked sums and the driver cut K alike.
+Blocking blocking(int mr, int nr, size_t elem, int64_t K);
 
 #if defined(__AVX2__)
 // Eight rows of X (stride ld) by 8 k to k-major d[k * R + i], i < 8: one 8 x 8 transpose in
