@@ -28,6 +28,8 @@ class InferencePanels {
   // Every packed weight back to row-major (before anything reads, writes or trains them).
   void unpack_all();
   bool empty() const { return packed_.empty(); }
+  int64_t size() const { return int64_t(packed_.size()); }
+  bool contains(const void* w) const { return packed_.count(static_cast<const float*>(w)) != 0; }
 
  private:
   std::unordered_map<const float*, PackedB> packed_;

@@ -183,6 +183,17 @@ class ModelBase {
   // Keep only the first n cached tokens of a slot (a shared prompt prefix is fed once, then reused).
   virtual void truncate_cache(int64_t n, int64_t slot = 0) = 0;
   virtual int64_t cache_length(int64_t slot = 0) const = 0;
+  // Inference only (chat, score, eval, serve: nothing trains): every frozen linear weight (and an
+  // untied lm_head) goes into the backend's GEMM layout in place (CPU fp32: the GEMM's panels,
+  // packed once instead of by every prefill and scoring GEMM; decode reads them through the panel
+  // GEMV). Results: prefill rows bit for bit as before, decode rows within rounding (each row's
+  // bits still independent of the rows beside it). Whatever reads or writes base weights
+  // (get_tensor, set_tensor, load_tensor, randomize, merge_lora, quantize_nf4) unpacks them first,
+  // bit for bit, and the next inference forward packs them again; training (forward_backward,
+  // forward_loss in training mode, set_base_trainable) unpacks and ends inference mode. Returns
+  // how many matrices are packed (0 where the backend keeps none: CUDA, bf16, f64).
+  virtual int64_t prepare_inference() = 0;
+  virtual int64_t packed_weights() const = 0;
   // lm_head and the loss run over chunks of this many rows (tokens), never the whole batch's
   // logits; 0 (the default) lets the memory plan choose (<= 128 MiB of logits, <= 1024 rows).
   // Tests force tiny chunks to compare them with one whole chunk.
