@@ -232,7 +232,7 @@ class ParamStore : public ModelBase {
   }
   MemoryStats memory_stats() const override { return stats_; }
 
-  int64_t packed_weights() const override { return packed_ ? const_cast<Bk&>(bk_).packed_for_inference() : 0; }
+  int64_t packed_weights() const override { return packed_ ? bk_.packed_for_inference() : 0; }
 
  protected:
   // Inference panels (ModelBase::prepare_inference): base weights back to row-major before they
