@@ -140,7 +140,7 @@ void check_inference_panels() {
       check_decode_rows_equal_prefill(isa, tiny_blocking, rng);
       const int64_t nr = kernels().nr;
       double worst = 0;
-      bool exact = true, rows_alone = true, unpacked = true;
+      bool exact = true, rows_alone = true, unpacked = true, in_place = true;
       for (int64_t N : {2 * nr, 3 * nr}) {
         for (int64_t K : {int64_t(37), int64_t(300)}) {
           std::vector<float> W(size_t(N * K));
@@ -149,6 +149,11 @@ void check_inference_panels() {
           InferencePanels ip;
           if (!ip.pack(Wp.data(), N, K)) { exact = false; continue; }
           const PackedB* pb = ip.find(Wp.data());
+          {  // packed in place a column block at a time = gemm_pack_b of the whole into its own buffer
+            PackedB whole;
+            const std::vector<float> P = packed(W, N, K, whole);
+            in_place = in_place && std::memcmp(P.data(), Wp.data(), Wp.size() * 4) == 0;
+          }
           for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8, 20, 65}) {
             std::vector<float> A(size_t(M * K)), C(size_t(M * N)), R(size_t(M * N));
             for (auto& v : A) v = nd(rng);
@@ -173,6 +178,7 @@ void check_inference_panels() {
       report("inference panels " + what + ": x W^T from panels, M 1..65, vs double", worst, 1e-5);
       for (auto [ok, s] : {std::pair<bool, const char*>{exact, "bit for bit = row-major gemm (M > 8)"},
                            {rows_alone, "each row = that row alone (M = 1)"},
+                           {in_place, "packed in place = gemm_pack_b's panels (N over several nc blocks)"},
                            {unpacked, "unpack restores W bit for bit"}}) {
         if (!ok) failures++;
         std::printf("%s inference panels %s: %s\n", ok ? "ok  " : "FAIL", what.c_str(), s);
