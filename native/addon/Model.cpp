@@ -242,6 +242,19 @@ class LogitsWorker : public Worker {
   std::vector<float> out_;
 };
 
+// Frozen weights into the backend's inference layout (ModelBase::prepare_inference): a pass over
+// every weight, so off the event loop. Resolves with how many matrices were packed.
+class PrepareInferenceWorker : public Worker {
+ public:
+  using Worker::Worker;
+  void Run() override { packed_ = model_->engine().prepare_inference(); }
+  std::string What() const override { return "packing the weights for inference"; }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, double(packed_)); }
+
+ private:
+  int64_t packed_ = 0;
+};
+
 // An optional slot argument (default 0).
 int64_t slot_arg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || info[i].IsUndefined()) return 0;
@@ -275,7 +288,9 @@ Napi::Function Model::Init(Napi::Env env) {
                       InstanceMethod("truncateCache", &Model::TruncateCache),
                       InstanceMethod("cacheLength", &Model::CacheLength), InstanceMethod("plan", &Model::Plan),
                       InstanceMethod("memoryPlan", &Model::MemoryPlanJs),
-                      InstanceMethod("memoryStats", &Model::MemoryStatsJs)});
+                      InstanceMethod("memoryStats", &Model::MemoryStatsJs),
+                      InstanceMethod("prepareInference", &Model::PrepareInference),
+                      InstanceMethod("packedWeights", &Model::PackedWeights)});
 }
 
 Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
@@ -738,6 +753,18 @@ Napi::Value Model::MemoryStatsJs(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("allocations", a);
   return o;
+}
+
+Napi::Value Model::PrepareInference(const Napi::CallbackInfo& info) {
+  auto* w = new PrepareInferenceWorker(this, info.Env());
+  auto p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value Model::PackedWeights(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Napi::Number::New(info.Env(), double(engine_->packed_weights()));
 }
 
 }  // namespace sft::addon

@@ -47,6 +47,8 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Plan(const Napi::CallbackInfo& info);
   Napi::Value MemoryPlanJs(const Napi::CallbackInfo& info);
   Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info);
+  Napi::Value PrepareInference(const Napi::CallbackInfo& info);
+  Napi::Value PackedWeights(const Napi::CallbackInfo& info);
 
   std::unique_ptr<ModelBase> engine_;
   std::mutex mu_;

@@ -29,6 +29,10 @@
 //
 // Ops (forward / backward), and where each backend implements them:
 //   linear (gemm + bias)     linear_forward / linear_backward, add_bias, bias_backward, gemm
+//   inference weights        pack_for_inference (a frozen W [N, K] into the backend's GEMM layout
+//                            in place; false: it stays row-major), unpack_for_inference (all of
+//                            them back, bit for bit), packed_for_inference (how many); linear_forward
+//                            reads a packed W, nothing else may (CPU fp32 packs; CUDA: no-ops)
 //   NF4 linear (QLoRA)       nf4_quantize, nf4_bytes(_for), nf4_workspace_bytes, nf4_decode_rows,
 //                            linear_forward_nf4 / linear_backward_nf4
 //   RMSNorm, LayerNorm       rmsnorm_forward / _backward, layernorm_forward / _backward

@@ -27,6 +27,7 @@
 #include "core/random.h"
 #include "core/threads.h"
 #include "cpu/gemm.h"
+#include "cpu/inference_panels.h"
 #include "cpu/isa.h"
 #include "cpu/mixed.h"
 #include "cpu/ops.h"
@@ -103,10 +104,21 @@ class CpuBackend {
   }
 
   // ---- linear ------------------------------------------------------------------------------------
+  // A weight packed for inference (pack_for_inference) is read from its panels: the blocked GEMM
+  // without packing B (the same bits), or up to kGemvMaxM rows the panel GEMV.
   void linear_forward(T* y, const T* x, const T* W, const T* b, int64_t M, int64_t K, int64_t N, bool accumulate) {
+    if constexpr (std::is_same<T, float>::value) {
+      if (!panels_.empty())
+        if (const cpu::PackedB* pb = panels_.find(W)) {
+          cpu::gemm_prepacked(false, M, 1.f, x, K, *pb, accumulate ? 1.f : 0.f, y, N);
+          if (b) cpu::add_bias<T>(y, b, M, N);
+          return;
+        }
+    }
     cpu::linear_forward<T>(y, x, W, b, M, K, N, accumulate);
   }
   void linear_backward(T* dx, G* dW, G* db, const T* dy, const T* x, const T* W, int64_t M, int64_t K, int64_t N) {
+    not_packed(W, "linear_backward");
     cpu::linear_backward<T>(dx, dW, db, dy, x, W, M, K, N);
   }
   void add_bias(T* y, const T* b, int64_t M, int64_t N) { cpu::add_bias<T>(y, b, M, N); }
@@ -117,8 +129,22 @@ class CpuBackend {
   template <typename C>
   void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const T* A, int64_t lda, const T* B,
             int64_t ldb, double beta, C* out, int64_t ldc) {
+    not_packed(B, "gemm");
+    not_packed(out, "gemm");
     cpu::gemm_t<T, C>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, out, ldc);
   }
+
+  // ---- frozen weights in the GEMM's panels (inference: issue 13) ---------------------------------
+  // fp32 only: W [N, K] goes into gemm_pack_b's panel layout in place (cpu/inference_panels.h), so
+  // prefill and scoring GEMMs stop packing it on every call; false where it stays row-major (N not
+  // a multiple of the kernels' nr, one strip, or T not float). Whoever reads or writes W by its
+  // rows (get/set_tensor, merging, training) calls unpack_for_inference first.
+  bool pack_for_inference(T* W, int64_t N, int64_t K) {
+    if constexpr (std::is_same<T, float>::value) return panels_.pack(W, N, K);
+    else return false;
+  }
+  void unpack_for_inference() { panels_.unpack_all(); }
+  int64_t packed_for_inference() const { return panels_.size(); }
 
   // ---- NF4 (QLoRA) -------------------------------------------------------------------------------
   // One NF4 tensor per row segment (the checkpoint tensors of a fused matrix), from host floats.
@@ -343,6 +369,15 @@ class CpuBackend {
   // The codes that mean 0 in bitsandbytes' dynamic maps (what fresh 8-bit moments hold).
   static uint8_t zero_code_signed() { return cpu::map_index(cpu::dynamic_map_signed(), 0.0f); }
   static uint8_t zero_code_unsigned() { return cpu::map_index(cpu::dynamic_map_unsigned(), 0.0f); }
+
+ private:
+  // A product that reads a matrix by its rows must never meet one in panels (the model unpacks
+  // before anything but linear_forward touches a base weight): a loud error, not wrong numbers.
+  void not_packed(const void* p, const char* op) const {
+    if (!panels_.empty() && panels_.contains(static_cast<const float*>(p)))
+      throw std::logic_error(std::string(op) + ": the weight is in inference panels (unpack_for_inference first)");
+  }
+  cpu::InferencePanels panels_;
 };
 
 }  // namespace sft

@@ -49,7 +49,11 @@ size_t gemm_packed_b_floats(int64_t N, int64_t K);
 PackedB gemm_packed_layout(int64_t N, int64_t K);
 bool gemm_packed_current(const PackedB& B);
 void gemm_pack_b(PackedB& out, float* dst, bool tb, int64_t N, int64_t K, const float* B, int64_t ldb);
-// gemm(ta, tb, M, B.N, B.K, ...) with B's panels as packed: the same result, bit for bit.
+// gemm(ta, tb, M, B.N, B.K, ...) with B's panels as packed: the same result, bit for bit, as the
+// blocked GEMM, for every M: up to kGemvMaxM rows of A (decode) take the panel GEMV
+// (kernels.h gemv_panels), which sums each element as the GEMM's tiles do (for alpha 1 and beta 0
+// or 1, what linear layers use), so a row's bits do not depend on M. (gemm itself takes the
+// row-major GEMV at those M: equal to these within rounding, not bit for bit.)
 void gemm_prepacked(bool ta, int64_t M, float alpha, const float* A, int64_t lda, const PackedB& B, float beta, float* C,
                     int64_t ldc);
 

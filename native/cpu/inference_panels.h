@@ -1,7 +1,8 @@
 // Frozen fp32 weights of an inference model (chat / score / eval / serve: nothing trains) kept in
 // the fp32 GEMM's panel layout (gemm_pack_b), packed once at load instead of by every prefill or
 // scoring GEMM (issue 13: packing was ~20 % of serve's time). The panels REPLACE the row-major
-// values in the same memory (no second copy): a weight is packed in place only when its panels
+// values in the same memory (no second copy; packing and unpacking go through one column block,
+// nc x K floats): a weight is packed in place only when its panels
 // take exactly N * K floats (N a multiple of the kernels' nr, and more than one strip); others stay
 // row-major.
 // The layout belongs to the kernels (nr) and blocking (kc, nc) in use when packed: find() repacks
@@ -28,6 +29,8 @@ class InferencePanels {
   // Every packed weight back to row-major (before anything reads, writes or trains them).
   void unpack_all();
   bool empty() const { return packed_.empty(); }
+  int64_t size() const { return int64_t(packed_.size()); }
+  bool contains(const void* w) const { return packed_.count(static_cast<const float*>(w)) != 0; }
 
  private:
   std::unordered_map<const float*, PackedB> packed_;

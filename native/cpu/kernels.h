@@ -46,6 +46,14 @@ struct Kernels {
                     int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
   void (*gemv_f16)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int64_t ldx, const uint16_t* W,
                    int64_t ldw, float* y, int64_t ldy, float alpha, float beta);
+  // GEMV rows from gemm_pack_b's panels of B [N, K] (decode with frozen weights packed once; nr =
+  // this table's, kc and nc the panels' blocking): y[m * ldy + n] for m < M and the columns n < N of
+  // strips [s0, s1) (strip s: columns s nr ..). Each element is summed as the fp32 tile kernel sums
+  // it over the same panels — each kc block in k order from zero, then alpha * block + (first
+  // block ? beta * y : y) — so for alpha 1 and beta 0 or 1 (linear layers) a row has the bits the
+  // blocked GEMM gives it, whatever M and the strip split.
+  void (*gemv_panels)(int64_t M, int64_t s0, int64_t s1, const float* x, int64_t ldx, const float* panels, int64_t N,
+                      int64_t K, int64_t kc, int64_t nc, float* y, int64_t ldy, float alpha, float beta);
   // LoRA dropout over elements [i0, i0 + n) of a stream: element i is dropped when the top 53 bits of
   // rng::mix(key + i) are below `threshold` (= ceil(p 2^53): exactly uniform01_key(key, i) < p).
   // dropout: out[j] = dropped ? 0 : x[j] * keep;  dropout_add: out[j] += dropped ? 0 : x[j] * keep.

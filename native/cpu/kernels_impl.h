@@ -487,6 +487,118 @@ void gemv_f16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* x, int6
   gemv<F16>(M, n0, n1, K, x, ldx, Wt, ldw, y, ldy, alpha, beta);
 }
 
+// Decode from gemm_pack_b's panels (kernels.h gemv_panels): frozen weights packed once, read as
+// they lie. One kc block of S adjacent strips (ss floats apart) for R rows of x: each element's
+// products in k order from zero with one multiply-add each, then y = alpha acc + beta y (beta 0:
+// alpha acc) — the tile kernel's sums and epilogue over the same panels, so a decode row has the
+// bits the blocked GEMM (prefill) gives that row, whatever M. Several strips at once give M = 1
+// (one accumulator pair per element, k in order) independent chains; the last strip may have
+// only `valid` columns (N not a multiple of NR).
+template <int R, int S>
+inline void panel_block(int64_t kc, const float* __restrict x, int64_t ldx, const float* __restrict p, int64_t ss,
+                        float* __restrict y, int64_t ldy, int valid, float alpha, float beta) {
+  V a0[R][S], a1[R][S];
+  for (int r = 0; r < R; r++)
+    for (int s = 0; s < S; s++) a0[r][s] = V{}, a1[r][s] = V{};
+  for (int64_t k = 0; k < kc; k++) {
+#pragma GCC unroll 8
+    for (int s = 0; s < S; s++) {
+      const float* ps = p + s * ss + k * NR;
+      __builtin_prefetch(ps + 8 * NR);
+      const V w0 = load(ps), w1 = load(ps + W);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; r++) {
+        const float xr = x[r * ldx + k];
+        a0[r][s] += xr * w0;
+        a1[r][s] += xr * w1;
+      }
+    }
+  }
+  const V va = splat(alpha), vb = splat(beta);
+  for (int r = 0; r < R; r++)
+    for (int s = 0; s < S; s++) {
+      float* c = y + r * ldy + s * NR;
+      if (s < S - 1 || valid == NR) {
+        if (beta == 0.f) {
+          store(c, va * a0[r][s]), store(c + W, va * a1[r][s]);
+        } else {
+          store(c, va * a0[r][s] + vb * load(c));
+          store(c + W, va * a1[r][s] + vb * load(c + W));
+        }
+        continue;
+      }
+      float t[NR];  // the blocked driver's partial tile: whole vectors, then the valid columns
+      store(t, a0[r][s]), store(t + W, a1[r][s]);
+      for (int j = 0; j < valid; j++) c[j] = beta == 0.f ? alpha * t[j] : alpha * t[j] + beta * c[j];
+    }
+}
+
+// `take` <= S strips of one kc block: S at once, or halves down to single strips (a thread's chunk
+// of strips need not start on a group of S).
+template <int R, int S>
+inline void panel_strips(int64_t take, int64_t kc, const float* x, int64_t ldx, const float* p, int64_t ss, float* y,
+                         int64_t ldy, int valid, float alpha, float beta) {
+  if constexpr (S > 1) {
+    if (take < S) {
+      const int64_t h = take < S / 2 ? take : S / 2;
+      panel_strips<R, S / 2>(h, kc, x, ldx, p, ss, y, ldy, take == h ? valid : NR, alpha, beta);
+      if (take > h) panel_strips<R, S / 2>(take - h, kc, x, ldx, p + h * ss, ss, y + h * NR, ldy, valid, alpha, beta);
+      return;
+    }
+  }
+  panel_block<R, S>(kc, x, ldx, p, ss, y, ldy, valid, alpha, beta);
+}
+
+// Strips [s0, s1) for the rows of x in slices of Rs rows (one slice where the registers hold M rows;
+// AVX2 and SSE take 7 or 8 rows as two slices, the second reading the kc block from L1/L2). Column
+// block jc of gemm_pack_b holds its strips' k blocks one after the other: block pc at
+// jc K + nstrips nr pc, strip ls of it at ls kc nr.
+template <int S, int... Rs>
+void panel_rows(int64_t s0, int64_t s1, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K, int64_t KC,
+                int64_t NC, float* y, int64_t ldy, float alpha, float beta) {
+  for (int64_t s = s0; s < s1;) {
+    const int64_t n0 = s * NR, jc = n0 / NC * NC, nstrips = ((NC < N - jc ? NC : N - jc) + NR - 1) / NR, ls = (n0 - jc) / NR;
+    int64_t take = s1 - s < nstrips - ls ? s1 - s : nstrips - ls;
+    if (take > S) take = S;
+    const int64_t last = n0 + (take - 1) * NR;
+    const int valid = N - last < NR ? int(N - last) : NR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = KC < K - pc ? KC : K - pc;
+      const float* p = P + jc * K + nstrips * NR * pc + ls * kc * NR;
+      const float b = pc == 0 ? beta : 1.f;
+      int64_t m = 0;
+      ((panel_strips<Rs, S>(take, kc, x + m * ldx + pc, ldx, p, kc * NR, y + m * ldy + n0, ldy, valid, alpha, b), m += Rs), ...);
+    }
+    s += take;
+  }
+}
+
+void gemv_panels(int64_t M, int64_t s0, int64_t s1, const float* x, int64_t ldx, const float* P, int64_t N, int64_t K,
+                 int64_t kc, int64_t nc, float* y, int64_t ldy, float alpha, float beta) {
+  // Strips per group: about 16 accumulators with AVX-512's 32 registers, 8-12 with 16.
+  constexpr bool wide = VB == 64;
+  for (int64_t m = 0; m < M; m += 8) {
+    const float* xm = x + m * ldx;
+    float* ym = y + m * ldy;
+    switch (M - m < 8 ? M - m : 8) {
+      case 1: panel_rows<wide ? 8 : 4, 1>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 2: panel_rows<wide ? 4 : 2, 2>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 3: panel_rows<wide ? 2 : 1, 3>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 4: panel_rows<wide ? 2 : 1, 4>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 5: panel_rows<1, 5>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 6: panel_rows<1, 6>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta); break;
+      case 7:
+        if constexpr (wide) panel_rows<1, 7>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta);
+        else panel_rows<1, 4, 3>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta);
+        break;
+      default:
+        if constexpr (wide) panel_rows<1, 8>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta);
+        else panel_rows<1, 4, 4>(s0, s1, xm, ldx, P, N, K, kc, nc, ym, ldy, alpha, beta);
+        break;
+    }
+  }
+}
+
 // Attention's block products (kernels.h attn_mm): an R x 2W micro-tile of C in registers, k walked
 // in order with one multiply-add per term, so each element's sum is the same on every instruction
 // set that has FMA. AR rows: 2 * AR accumulators + 2 vectors of B fit the registers, and AR divides
@@ -604,7 +716,7 @@ float stream_sum(const float* x, int64_t n) {
 }
 
 const Kernels kTable = {SFT_KERNELS_NAME, MR,        NR,        gemm_tile,   gemm_skinny, gemm_skinny_bf16,
-                        SFT_TILE_BF16,    gemv_f32,  gemv_bf16, gemv_f16,    dropout,     dropout_add,
+                        SFT_TILE_BF16,    gemv_f32,  gemv_bf16, gemv_f16,    gemv_panels, dropout,     dropout_add,
                         attn_mm,          fma_probe, stream_sum};
 
 }  // namespace

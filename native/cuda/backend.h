@@ -196,6 +196,11 @@ class CudaBackend {
             int64_t ldb, double beta, C* out, int64_t ldc) {
     cuda::gemm<T, C>(ta, tb, M, N, K, float(alpha), A, lda, B, ldb, float(beta), out, ldc, stream_);
   }
+  // Frozen weights in a GEMM's own layout (the CPU backend's inference panels): cuBLASLt reads
+  // row-major weights as they are, so nothing is packed here.
+  bool pack_for_inference(T*, int64_t, int64_t) { return false; }
+  void unpack_for_inference() {}
+  int64_t packed_for_inference() const { return 0; }
 
   // ---- NF4 (QLoRA) -------------------------------------------------------------------------------
   // Quantized on the device from host floats, a chunk at a time (a float staging buffer of at most

@@ -140,6 +140,8 @@ class BloomModel final : public Decoder<Bk, BloomModel<Bk>, BloomLayerActs<Bk>> 
   }
 
   Param<Bk>* head() const { return c_.tie_embeddings ? embed_ : head_; }
+  // lm_head as the skeleton may pack it for inference: its own matrix, read only by the head GEMM.
+  Param<Bk>* inference_head() const { return c_.tie_embeddings ? nullptr : head_; }
 
   // ---- the skeleton's hooks (model/decoder.h) ----------------------------------------------------
 

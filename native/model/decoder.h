@@ -47,6 +47,7 @@ class Decoder : public OptimizerStore<Bk> {
   double forward_backward(const int32_t* ids, const int32_t* labels, int64_t B, int64_t Tu, double scale, int64_t step,
                           int64_t* count) override {
     this->check_ids(ids, B * Tu, this->config().vocab);
+    this->end_inference();  // backward reads W by its rows
     forward(ids, B, Tu, Mode::Train, step);
     upload_targets(labels, B, Tu);
     const double loss = head_loss(scale, true, count);
@@ -57,6 +58,7 @@ class Decoder : public OptimizerStore<Bk> {
   double forward_loss(const int32_t* ids, const int32_t* labels, int64_t B, int64_t Tu, int64_t step, bool training,
                       int64_t* count) override {
     this->check_ids(ids, B * Tu, this->config().vocab);
+    if (training) this->end_inference();  // the same products as forward_backward's
     forward(ids, B, Tu, training ? Mode::Train : Mode::Eval, step);
     upload_targets(labels, B, Tu);
     return head_loss(1.0, false, count);
@@ -131,6 +133,12 @@ class Decoder : public OptimizerStore<Bk> {
   }
 
   void set_dropout_row_offset(int64_t rows) override { dropout_row0_ = rows; }
+
+  int64_t prepare_inference() override {
+    this->inference_ = true;
+    pack_for_inference();
+    return this->packed_weights();
+  }
 
   void set_head_chunk_rows(int64_t rows) override {
     if (rows < 0) throw std::runtime_error("set_head_chunk_rows: negative row count");
@@ -248,6 +256,7 @@ class Decoder : public OptimizerStore<Bk> {
       grow_kv(slots, end);
     }
     ensure_capacity(B, T_, mode == Mode::Train, end);
+    if (mode != Mode::Train && this->inference_ && !this->packed_) pack_for_inference();  // unpacked since
     Bk& bk = this->bk_;
     bk.upload(top_.ids, ids, size_t(B * Tu) * sizeof(int32_t));
 
@@ -318,6 +327,21 @@ class Decoder : public OptimizerStore<Bk> {
       arch().layer_backward(l, top_.dx, L, B, T_, last_.step);
     }
     arch().embed_backward(top_.dx, top_.ids, B, T_ - last_.nv, last_.nv);
+  }
+
+  // The frozen linear weights, and lm_head where the family has one of its own (inference_head:
+  // not the tied embedding, whose rows embedding_forward reads, nor NormHead's raw rows), into the
+  // backend's inference layout. Trainable and NF4 weights stay as they are.
+  void pack_for_inference() {
+    if (this->meta_ || this->packed_) return;
+    this->materialize();
+    for (Linear<Bk>* lin : arch().linears()) {
+      Param<Bk>* p = lin->W;
+      if (!p->q && p->w && !p->trainable) this->bk_.pack_for_inference(p->w, lin->out, lin->in);
+    }
+    if (Param<Bk>* h = arch().inference_head(); h && h->w && !h->trainable)
+      this->bk_.pack_for_inference(h->w, this->config().vocab, this->config().hidden);
+    this->packed_ = true;
   }
 
   // Embedding rows for B sequences: the virtual tokens (when nv > 0), then table[ids].

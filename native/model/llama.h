@@ -229,6 +229,8 @@ class LlamaModel final : public Decoder<Bk, LlamaModel<Bk>, LlamaLayerActs<Bk>> 
   void weights_changed() override { head_dirty_ = true; }
 
   Param<Bk>* head() const { return c_.tie_embeddings ? embed_ : head_; }
+  // lm_head as the skeleton may pack it for inference: its own matrix, read only by the head GEMM.
+  Param<Bk>* inference_head() const { return c_.tie_embeddings || c_.norm_head ? nullptr : head_; }
 
   // The output matrix lm_head uses: the embedding when tied, rows L2-normalised for Baichuan2's
   // NormHead (recomputed only after the weights change).

@@ -205,6 +205,7 @@ class LoraStore : public ParamStore<Bk> {
     if (this->nf4_count_ && double_quant != this->nf4_double_quant_)
       throw std::runtime_error("quantize: NF4 weights already use the other double-quantization setting");
     this->nf4_double_quant_ = double_quant;
+    this->unpack_base();  // the weights block is laid out again: panels keyed by the old addresses
     const bool values = this->materialized_ && !this->meta_;  // the weights hold values in T now
     int64_t before = 0, after = 0;
     for (Linear<Bk>* lin : lins) {
@@ -247,6 +248,7 @@ class LoraStore : public ParamStore<Bk> {
   // Fold every adapter of the listed linears into its base weight (W[row0 + i, :] += scale * B A)
   // and drop the adapters' tensors.
   void merge_linears(const std::vector<Linear<Bk>*>& lins) {
+    this->unpack_base();  // B A is added to W's rows
     for (Linear<Bk>* lin : lins) {
       for (const Lora<Bk>& lo : lin->loras) {
         if (lin->W->q) throw std::runtime_error("cannot merge LoRA into NF4 weights: load the base in full precision to merge");

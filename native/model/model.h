@@ -183,6 +183,21 @@ class ModelBase {
   // Keep only the first n cached tokens of a slot (a shared prompt prefix is fed once, then reused).
   virtual void truncate_cache(int64_t n, int64_t slot = 0) = 0;
   virtual int64_t cache_length(int64_t slot = 0) const = 0;
+  // Inference only (chat, score, eval, serve: nothing trains): every frozen linear weight (and an
+  // untied lm_head) goes into the backend's GEMM layout in place (CPU fp32: the GEMM's panels,
+  // packed once instead of by every prefill and scoring GEMM; decode reads them through the panel
+  // GEMV). Results: products of more than 8 rows (scoring, eval, prefill) bit for bit as before;
+  // those of up to 8 rows (decode, feed()'s lm_head of its last row, texts of <= 8 tokens) within
+  // rounding: the panel GEMV sums as the blocked GEMM does, kc blocks in k order, where the
+  // row-major GEMV summed otherwise (a decode row's linear products now have the bits prefill gives
+  // that row), and each row's bits stay independent of the rows beside it (continuous
+  // batching). Whatever reads or writes base weights (get_tensor, set_tensor, load_tensor,
+  // randomize, merge_lora, quantize_nf4) unpacks them first,
+  // bit for bit, and the next inference forward packs them again; training (forward_backward,
+  // forward_loss in training mode, set_base_trainable) unpacks and ends inference mode. Returns
+  // how many matrices are packed (0 where the backend keeps none: CUDA, bf16, f64).
+  virtual int64_t prepare_inference() = 0;
+  virtual int64_t packed_weights() const = 0;
   // lm_head and the loss run over chunks of this many rows (tokens), never the whole batch's
   // logits; 0 (the default) lets the memory plan choose (<= 128 MiB of logits, <= 1024 rows).
   // Tests force tiny chunks to compare them with one whole chunk.

@@ -107,6 +107,7 @@ class ParamStore : public ModelBase {
     if (shape != v.shape)
       throw std::runtime_error("tensor \"" + name + "\" has shape " + shape_str(shape) + ", expected " + shape_str(v.shape));
     materialize();
+    unpack_base();
     const int64_t off = v.row0 * v.cols, n = v.rows * v.cols;
     if (v.p->q) return quantize_view(key, v, [&](int64_t i) { return element(data, dtype, i); });
     bk_.upload_elems(v.p->w + off, data, dtype, n);
@@ -118,6 +119,7 @@ class ParamStore : public ModelBase {
   void randomize(uint64_t seed) override {
     materialize();
     if (meta_) return;
+    unpack_base();
     // An NF4 weight quantized before it held values has no T storage to fill.
     for (const auto& name : view_order_)
       if (views_.at(name).p->q && !loaded_.count(name))
@@ -142,6 +144,7 @@ class ParamStore : public ModelBase {
   }
 
   void set_base_trainable(bool trainable) override {
+    end_inference();
     for (auto& p : params_) {
       if (p.adapter) continue;
       if (trainable && p.q) throw std::runtime_error("quantized (bits 4) weights cannot be trained: full fine-tuning needs 16/32-bit weights");
@@ -159,6 +162,7 @@ class ParamStore : public ModelBase {
 
   std::vector<double> get_tensor(const std::string& name) const override {
     const auto [p, off, n] = locate(name);
+    if (!p->adapter) unpack_base();
     std::vector<double> out(static_cast<size_t>(n));
     if (p->q) {  // dequantized on request (tests, merging)
       std::vector<float> rows(static_cast<size_t>(n));
@@ -186,6 +190,7 @@ class ParamStore : public ModelBase {
     if (n != count) throw std::runtime_error("set_tensor \"" + name + "\": got " + std::to_string(n) + " values, expected " + std::to_string(count));
     materialize();
     if (meta_) throw std::runtime_error("set_tensor \"" + name + "\": this model only plans memory (meta), it holds no values");
+    if (!p->adapter) unpack_base();
     if (p->q) {
       auto v = views_.find(checkpoint_key(name));
       if (v == views_.end()) throw std::runtime_error("set_tensor \"" + name + "\": the weight is NF4: set its checkpoint tensors");
@@ -227,7 +232,22 @@ class ParamStore : public ModelBase {
   }
   MemoryStats memory_stats() const override { return stats_; }
 
+  int64_t packed_weights() const override { return packed_ ? bk_.packed_for_inference() : 0; }
+
  protected:
+  // Inference panels (ModelBase::prepare_inference): base weights back to row-major before they
+  // are read or written by their rows; inference_ stays, so the next inference forward repacks.
+  void unpack_base() const {
+    if (!packed_) return;
+    const_cast<Bk&>(bk_).unpack_for_inference();
+    packed_ = false;
+  }
+  // Training from here on: row-major for good (until prepare_inference again).
+  void end_inference() {
+    unpack_base();
+    inference_ = false;
+  }
+
   // Called after any weight changes (a family with derived weights recomputes them lazily).
   virtual void weights_changed() {}
   // Buffers a family derives from its weights (NormHead's normalised rows, ALiBi slopes) live in
@@ -382,6 +402,8 @@ class ParamStore : public ModelBase {
   int64_t nf4_count_ = 0;
   size_t nf4_workspace_ = 0;
   bool nf4_double_quant_ = true;  // how NF4 weights quantize as their tensors load
+  bool inference_ = false;        // prepare_inference() called, nothing trained since
+  mutable bool packed_ = false;   // the frozen weights are in the backend's inference layout now
 };
 
 }  // namespace sft::model

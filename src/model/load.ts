@@ -205,6 +205,9 @@ export async function loadModel(opts: LoadOptions): Promise<LoadedModel> {
   const tokDir = opts.adapterDir && existsSync(join(opts.adapterDir, 'tokenizer.json')) ? opts.adapterDir : opts.modelDir;
   const tok = await loadTokenizer(tokDir);
   const template = resolveTemplate(templateFor(cfg.arch, opts.adapterDir, tok), tok);
+  // Last: nothing below reads the base weights by their rows (inference only; the engine unpacks
+  // them itself if anything does).
+  await model.prepareInference();
   return {
     model,
     tok,

@@ -188,6 +188,14 @@ export interface NativeModel {
   memoryPlan(): MemoryPlan;
   /** How often each kind was (re)allocated: constant while a run stays within its plan. */
   memoryStats(): { allocations: Record<MemKind, number> };
+  /** Inference only (chat, score, eval, serve): the frozen linear weights (and an untied lm_head)
+   *  go into the CPU GEMM's panel layout in place, packed once instead of by every prefill GEMM
+   *  (fp32 on the CPU; CUDA, bf16 and f64 pack nothing). getTensor/setTensor/mergeLora/training
+   *  unpack them first (bit for bit); the next inference call packs them again. Resolves with how
+   *  many matrices are packed. */
+  prepareInference(): Promise<number>;
+  /** How many weight matrices are in inference panels now (0 after anything unpacked them). */
+  packedWeights(): number;
 }
 
 export type GgufTensorType = 'f32' | 'f16' | 'q8_0' | 'q5_0' | 'q4_K' | 'q6_K';

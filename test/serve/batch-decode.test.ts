@@ -16,9 +16,9 @@ import { mulberry32 } from '../../src/chat/sampling.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sft-decode-'));
 
-function makeModel(arch: 'llama' | 'qwen2' | 'bloom'): string {
-  const dir = join(root, arch);
-  initModel({ arch, outDir: dir, hidden: 64, layers: 2, heads: 4, intermediate: 96, vocab: 300, seed: 11, maxPosition: 512, force: true });
+function makeModel(arch: 'llama' | 'qwen2' | 'bloom', vocab = 300): string {
+  const dir = join(root, `${arch}-${vocab}`);
+  initModel({ arch, outDir: dir, hidden: 64, layers: 2, heads: 4, intermediate: 96, vocab, seed: 11, maxPosition: 512, force: true });
   return dir;
 }
 
@@ -34,19 +34,28 @@ function withLora(model: NativeModel, arch: 'llama' | 'qwen2' | 'bloom'): void {
 
 const same = (a: Float32Array, b: Float32Array): boolean => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
 
-for (const [arch, dtype, lora] of [
-  ['llama', 'f32', true],
-  ['qwen2', 'f32', false],
-  ['bloom', 'f32', true],
-  ['llama', 'bf16', true],
+// panels: the frozen weights in the GEMM's panels (prepareInference, as chat and serve load), decode
+// rows through the panel GEMV; vocab 320 so that lm_head packs too (a multiple of every nr).
+for (const [arch, dtype, lora, panels] of [
+  ['llama', 'f32', true, false],
+  ['qwen2', 'f32', false, false],
+  ['bloom', 'f32', true, false],
+  ['llama', 'bf16', true, false],
+  ['llama', 'f32', true, true],
+  ['qwen2', 'f32', false, true],
+  ['bloom', 'f32', true, true],
 ] as const) {
-  test(`${arch} ${dtype}${lora ? ' + LoRA' : ''}: decode() rows = feed() alone, bit for bit`, async () => {
-    const dir = makeModel(arch);
+  test(`${arch} ${dtype}${lora ? ' + LoRA' : ''}${panels ? ', weights in panels' : ''}: decode() rows = feed() alone, bit for bit`, async () => {
+    const dir = makeModel(arch, panels ? 320 : 300);
     const batched = (await loadBase(dir, { dtype })).model;
     const alone = (await loadBase(dir, { dtype })).model;
     if (lora) {
       withLora(batched, arch);
       withLora(alone, arch);
+    }
+    if (panels) {
+      assert.ok((await batched.prepareInference()) > 0);
+      assert.ok((await alone.prepareInference()) > 0);
     }
     const rng = mulberry32(7);
     const id = () => 3 + Math.floor(rng() * 290);
@@ -86,6 +95,7 @@ for (const [arch, dtype, lora] of [
     await alone.feed(prompts[0]);
     for (let t = prompts[0].length; t < streams[0].length; t++) await alone.feed(Int32Array.of(streams[0][t]));
     assert.ok(same(got.subarray(V), await alone.feed(Int32Array.of(tok))), 'the other slots are untouched');
+    if (panels) assert.equal(batched.packedWeights(), await alone.prepareInference(), 'still packed');
   });
 }
 
